@@ -1,0 +1,635 @@
+//! Configuration: TOML per contract §4, with serde defaults and a validation pass that reports
+//! every problem with its key path.
+//!
+//! Unknown keys are errors everywhere (`deny_unknown_fields`): a typo in a security policy must
+//! not be silently ignored. Durations are strings (`"30s"`, `"10m"`, `"1h 30m"`).
+//!
+//! Loading is two-phase: [`Config::from_toml`] parses and checks everything that needs no
+//! other module; the policy and upstream modules check their own sections when the state is
+//! built ([`crate::engine::State::build`]). `idgate check-config` runs both.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The configuration used when `idgate run` is given no file and the default path does not
+/// exist: listen on loopback, no issuers, no rules (so every request is refused: fail closed).
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Default config file path (contract §1).
+pub const DEFAULT_PATH: &str = "/etc/idgate/idgate.toml";
+
+/// A duration written as a humantime string in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+impl From<Dur> for Duration {
+    fn from(d: Dur) -> Duration {
+        d.0
+    }
+}
+
+const fn secs(s: u64) -> Dur {
+    Dur(Duration::from_secs(s))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub spop: SpopConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+/// `[spop]`: the SPOP listener and its resource bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpopConfig {
+    /// SPOP listen address. Default `127.0.0.1:12345`.
+    pub listen: SocketAddr,
+    /// Maximum concurrent SPOP connections; further ones are closed at accept. Default 1024.
+    pub max_connections: usize,
+    /// Maximum NOTIFYs processed concurrently on one connection. HAProxy itself keeps at most
+    /// 20 in flight per connection; further frames wait (TCP backpressure). Default 64.
+    pub max_inflight_per_connection: usize,
+    /// Largest frame we accept (bytes after the 4-byte length). Negotiated down to HAProxy's
+    /// value in the HELLO. Range 256..=1048576. Default 16380 (HAProxy's default).
+    pub max_frame_size: u32,
+    /// Time allowed between accept and a complete HAPROXY-HELLO. Default 5s.
+    pub hello_timeout: Dur,
+    /// A connection with no complete frame for this long is closed (also drops a peer that
+    /// sends half a frame and stalls). Default 5m (HAProxy 3.x keeps idle pooled connections).
+    pub idle_timeout: Dur,
+    /// Grace period for in-flight NOTIFYs on SIGTERM/SIGINT. Default 10s.
+    pub shutdown_grace: Dur,
+    /// TCP accept backlog. HAProxy 3.x opens dozens of connections at once after idle. Default 4096.
+    pub backlog: u32,
+}
+
+impl Default for SpopConfig {
+    fn default() -> Self {
+        SpopConfig {
+            listen: "127.0.0.1:12345".parse().expect("valid default"),
+            max_connections: 1024,
+            max_inflight_per_connection: 64,
+            max_frame_size: 16380,
+            hello_timeout: secs(5),
+            idle_timeout: secs(300),
+            shutdown_grace: secs(10),
+            backlog: 4096,
+        }
+    }
+}
+
+/// `[admin]`: the HTTP endpoint with `/metrics`, `/live`, `/ready`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Default `127.0.0.1:9180`. 
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9180".parse().expect("valid default"),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Default level/filter when `RUST_LOG` is not set, e.g. `"info"` or `"info,idgate=debug"`.
+    pub level: String,
+    /// Where the audit log (one JSON line per decision) goes: `"stderr"` (with the other logs),
+    /// `"stdout"`, `"off"`, or a file path. Default `"stderr"`.
+    pub audit: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            audit: "stderr".into(),
+        }
+    }
+}
+
+/// `[auth]`: settings shared by all issuers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `realm` of the `WWW-Authenticate` challenge. Default `"idgate"`.
+    pub realm: String,
+    /// Optional cookie name to take the token from when there is no `Authorization` header.
+    pub cookie: Option<String>,
+    /// Tokens longer than this are refused as `malformed_token` before decoding. Default 8192.
+    pub max_token_bytes: usize,
+    /// Maximum number of validated tokens cached. Default 100000.
+    pub token_cache_size: u64,
+    /// A cached validation never outlives the token's `exp`, nor this. Default 10m.
+    pub token_cache_ttl: Dur,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            realm: "idgate".into(),
+            cookie: None,
+            max_token_bytes: 8192,
+            token_cache_size: 100_000,
+            token_cache_ttl: secs(600),
+        }
+    }
+}
+
+/// `[[issuer]]` (contract §4).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub name: String,
+    /// Exact `iss` value to accept.
+    pub issuer: String,
+    /// Without it: OIDC discovery at `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The token's `aud` must contain one of these. Required, non-empty.
+    pub audiences: Vec<String>,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    #[serde(default)]
+    pub email_claim: Option<String>,
+    /// Maximum `exp - iat` (and `exp - now`). Default 24h.
+    #[serde(default = "default_max_lifetime")]
+    pub max_token_lifetime: Dur,
+    /// Background JWKS refresh interval when the IdP sends no usable Cache-Control. Default 10m.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: Dur,
+    /// Minimum time between two unknown-`kid` refetches. Default 30s.
+    #[serde(default = "default_kid_refetch")]
+    pub unknown_kid_refetch_interval: Dur,
+    /// Timeout of every HTTP call to this IdP. Default 5s.
+    #[serde(default = "default_http_timeout")]
+    pub http_timeout: Dur,
+    /// Allowed `typ` header values (case-insensitive) when present. Default `["JWT", "at+jwt"]`.
+    #[serde(default = "default_typ")]
+    pub allowed_typ: Vec<String>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_leeway() -> Dur {
+    secs(30)
+}
+fn default_max_lifetime() -> Dur {
+    secs(24 * 3600)
+}
+fn default_jwks_refresh() -> Dur {
+    secs(600)
+}
+fn default_kid_refetch() -> Dur {
+    secs(30)
+}
+fn default_http_timeout() -> Dur {
+    secs(5)
+}
+fn default_typ() -> Vec<String> {
+    vec!["JWT".into(), "at+jwt".into()]
+}
+
+/// A value or a list of values (for `claims` conditions).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(toml::Value),
+    Many(Vec<toml::Value>),
+}
+
+/// `[[rule]]` (contract §4). Conditions are ANDed; lists inside one condition are ORed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    #[serde(default)]
+    pub emails: Option<Vec<String>>,
+    #[serde(default)]
+    pub email_domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Dotted claim path -> value or list of accepted values.
+    #[serde(default)]
+    pub claims: Option<BTreeMap<String, OneOrMany>>,
+    /// CIDRs (or bare addresses) of the `src` argument.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    /// Only tokens from these issuers (by `name`).
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
+    #[serde(default = "default_effect")]
+    pub effect: Effect,
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    /// `"email" | "sub" | "claim:<path>" | "static:<value>"`. Default: email if present, else sub.
+    #[serde(default)]
+    pub principal: Option<String>,
+}
+
+fn default_effect() -> Effect {
+    Effect::Allow
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    ClientCredentials,
+    TokenExchange,
+    Static,
+}
+
+/// `[upstream.NAME]` (contract §4).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub kind: UpstreamKind,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// File holding the client secret (`client_credentials`). A relative name is looked up in
+    /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// File holding the bearer token (`static`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Timeout of one token request. Default 2s.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Dur,
+    /// Total time budget for one credential, retries included (keep it below the SPOE
+    /// `timeout processing`). Default 3s.
+    #[serde(default = "default_upstream_budget")]
+    pub total_budget: Dur,
+    /// Refresh a cached token this long before it expires. Default 5m.
+    #[serde(default = "default_refresh_ahead")]
+    pub refresh_ahead: Dur,
+    /// Maximum cached per-caller tokens (`token_exchange`). Default 10000.
+    #[serde(default = "default_upstream_cache")]
+    pub cache_size: u64,
+}
+
+fn default_upstream_timeout() -> Dur {
+    secs(2)
+}
+fn default_upstream_budget() -> Dur {
+    secs(3)
+}
+fn default_refresh_ahead() -> Dur {
+    secs(300)
+}
+fn default_upstream_cache() -> u64 {
+    10_000
+}
+
+/// One configuration problem: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `rule[2].paths[0]` or `upstream.serving-sp.token_url`.
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in one configuration source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `<embedded default>`).
+    pub source: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {p}", self.source)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parse and validate a TOML document. `source` names it in error messages.
+    pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError {
+            source: source.to_string(),
+            problems: vec![toml_problem(&e)],
+        })?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError {
+                source: source.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            problems: vec![Problem::new("(file)", format!("cannot read: {e}"))],
+        })?;
+        Config::from_toml(&text, &source)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        Config::from_toml(EMBEDDED_DEFAULT, "<embedded default>")
+            .expect("the embedded default config is valid (tested)")
+    }
+
+    /// Checks that need nothing but this file. Returns every problem found.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let s = &self.spop;
+        if !(256..=1_048_576).contains(&s.max_frame_size) {
+            p.push(Problem::new(
+                "spop.max_frame_size",
+                "must be between 256 and 1048576",
+            ));
+        }
+        if s.max_connections == 0 {
+            p.push(Problem::new("spop.max_connections", "must be at least 1"));
+        }
+        if s.max_inflight_per_connection == 0 {
+            p.push(Problem::new(
+                "spop.max_inflight_per_connection",
+                "must be at least 1",
+            ));
+        }
+        for (key, d) in [
+            ("spop.hello_timeout", s.hello_timeout),
+            ("spop.idle_timeout", s.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                p.push(Problem::new(key, "must be greater than zero"));
+            }
+        }
+        if self.auth.max_token_bytes < 64 || self.auth.max_token_bytes > 65536 {
+            p.push(Problem::new(
+                "auth.max_token_bytes",
+                "must be between 64 and 65536",
+            ));
+        }
+        if let Some(c) = &self.auth.cookie {
+            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
+            {
+                p.push(Problem::new("auth.cookie", "not a valid cookie name"));
+            }
+        }
+        if self.auth.realm.contains('"') || self.auth.realm.chars().any(char::is_control) {
+            p.push(Problem::new(
+                "auth.realm",
+                "must not contain quotes or control characters",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, iss) in self.issuers.iter().enumerate() {
+            let k = format!("issuer[{i}]");
+            if iss.name.is_empty() || !iss.name.bytes().all(is_name_byte) {
+                p.push(Problem::new(
+                    format!("{k}.name"),
+                    "must be non-empty and only contain A-Z a-z 0-9 _ - .",
+                ));
+            }
+            if !names.insert(iss.name.as_str()) {
+                p.push(Problem::new(
+                    format!("{k}.name"),
+                    format!("duplicate issuer name {:?}", iss.name),
+                ));
+            }
+            if let Err(e) = check_url(&iss.issuer) {
+                p.push(Problem::new(format!("{k}.issuer"), e));
+            }
+            if let Some(u) = &iss.jwks_uri {
+                if let Err(e) = check_url(u) {
+                    p.push(Problem::new(format!("{k}.jwks_uri"), e));
+                }
+            }
+            if iss.audiences.is_empty() || iss.audiences.iter().any(String::is_empty) {
+                p.push(Problem::new(
+                    format!("{k}.audiences"),
+                    "required: at least one non-empty audience",
+                ));
+            }
+            if iss.algorithms.is_empty() {
+                p.push(Problem::new(
+                    format!("{k}.algorithms"),
+                    "must list at least one algorithm",
+                ));
+            }
+            for (j, a) in iss.algorithms.iter().enumerate() {
+                if !SUPPORTED_ALGORITHMS.contains(&a.as_str()) {
+                    p.push(Problem::new(
+                        format!("{k}.algorithms[{j}]"),
+                        format!(
+                            "{a:?} is not allowed (supported: {})",
+                            SUPPORTED_ALGORITHMS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if iss.leeway.0 > Duration::from_secs(300) {
+                p.push(Problem::new(format!("{k}.leeway"), "at most 5m"));
+            }
+            if iss.max_token_lifetime.0.is_zero() {
+                p.push(Problem::new(
+                    format!("{k}.max_token_lifetime"),
+                    "must be greater than zero",
+                ));
+            }
+            if iss.jwks_refresh.0 < Duration::from_secs(10) {
+                p.push(Problem::new(format!("{k}.jwks_refresh"), "at least 10s"));
+            }
+            if iss.http_timeout.0.is_zero() || iss.http_timeout.0 > Duration::from_secs(60) {
+                p.push(Problem::new(
+                    format!("{k}.http_timeout"),
+                    "must be between 1ms and 60s",
+                ));
+            }
+        }
+        p
+    }
+}
+
+/// Algorithms an issuer may allow. HMAC and `none` are never accepted from a JWKS.
+pub const SUPPORTED_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Contract §4: URLs must be `https://`, except for loopback hosts where `http://` is accepted.
+pub fn check_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    match u.scheme() {
+        "https" => Ok(u),
+        "http" if is_loopback_host(&u) => Ok(u),
+        "http" => Err(format!(
+            "{s:?}: http:// is only allowed for loopback hosts; use https://"
+        )),
+        other => Err(format!("{s:?}: unsupported scheme {other:?}")),
+    }
+}
+
+fn is_loopback_host(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    }
+}
+
+fn toml_problem(e: &toml::de::Error) -> Problem {
+    // toml's message already names the offending key and line; keep it on one line.
+    let msg = e.message().replace('\n', " ");
+    let key = match e.span() {
+        Some(span) => format!("(byte {}..{})", span.start, span.end),
+        None => "(document)".to_string(),
+    };
+    Problem::new(key, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded();
+        assert_eq!(c.spop.listen.to_string(), "127.0.0.1:12345");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9180");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = Config::from_toml("[spop]\nlisten = \"127.0.0.1:1\"\nlsten = 1\n", "t").unwrap_err();
+        assert!(e.to_string().contains("lsten"), "{e}");
+    }
+
+    #[test]
+    fn bad_issuer_values_are_all_reported() {
+        let e = Config::from_toml(
+            r#"
+[[issuer]]
+name = "a b"
+issuer = "http://idp.example.com"
+audiences = []
+algorithms = ["HS256", "none"]
+leeway = "10m"
+"#,
+            "t",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"issuer[0].name"));
+        assert!(keys.contains(&"issuer[0].issuer"));
+        assert!(keys.contains(&"issuer[0].audiences"));
+        assert!(keys.contains(&"issuer[0].algorithms[0]"));
+        assert!(keys.contains(&"issuer[0].algorithms[1]"));
+        assert!(keys.contains(&"issuer[0].leeway"));
+    }
+
+    #[test]
+    fn loopback_http_allowed() {
+        assert!(check_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(check_url("http://localhost/x").is_ok());
+        assert!(check_url("http://[::1]:1/").is_ok());
+        assert!(check_url("http://10.0.0.1/").is_err());
+        assert!(check_url("https://idp.example.com/").is_ok());
+        assert!(check_url("ftp://idp.example.com/").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        let c = Config::from_toml("[spop]\nhello_timeout = \"1m 30s\"\n", "t").unwrap();
+        assert_eq!(c.spop.hello_timeout.0, Duration::from_secs(90));
+        assert!(Config::from_toml("[spop]\nhello_timeout = \"soon\"\n", "t").is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! The types every stage of a decision shares: the request HAProxy asked about, the verified
+//! identity, the reason codes of the contract (§3) and the final [`Verdict`].
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
+/// One `authorize` message, as HAProxy sent it (contract §2). Every field is optional here;
+/// the engine answers `400 bad_request` when `method` or `path` is missing.
+///
+/// Strings are [`ByteString`]s that share the NOTIFY frame's buffer: building a request does
+/// not copy the (possibly kilobyte-sized) bearer token.
+#[derive(Debug, Clone, Default)]
+pub struct AuthzRequest {
+    pub method: Option<ByteString>,
+    pub path: Option<ByteString>,
+    pub host: Option<ByteString>,
+    pub authorization: Option<ByteString>,
+    pub cookie: Option<ByteString>,
+    pub src: Option<IpAddr>,
+    pub unique_id: Option<ByteString>,
+}
+
+/// A verified caller. Built once per distinct token and shared (via `Arc`) by the
+/// validated-token cache, so it must not hold the raw token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// `name` of the configured issuer that accepted the token.
+    pub issuer: Arc<str>,
+    /// The token's `sub`.
+    pub sub: String,
+    /// The configured email claim, when present and a string.
+    pub email: Option<String>,
+    /// The configured groups claim, when present (array of strings, or a single string).
+    pub groups: Vec<String>,
+    /// Scopes from `scope` (space separated) or `scp` (string or array).
+    pub scopes: Vec<String>,
+    /// `exp`, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// All claims of the token, for `claims` rule conditions and `principal = "claim:..."`.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Identity {
+    /// Look up a claim by dotted path (`realm_access.roles`).
+    pub fn claim(&self, path: &str) -> Option<&serde_json::Value> {
+        let mut parts = path.split('.');
+        let first = parts.next()?;
+        let mut cur = self.claims.get(first)?;
+        for p in parts {
+            cur = cur.as_object()?.get(p)?;
+        }
+        Some(cur)
+    }
+}
+
+/// Reason codes (contract §3). The `as_str` spelling is part of the public contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Ok,
+    Public,
+    MissingToken,
+    MalformedToken,
+    UnsupportedToken,
+    UnknownIssuer,
+    UnknownKey,
+    AlgNotAllowed,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongAudience,
+    ClaimInvalid,
+    NoMatchingRule,
+    DeniedByRule,
+    UpstreamUnavailable,
+    BadRequest,
+    InternalError,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 18] = [
+        Reason::Ok,
+        Reason::Public,
+        Reason::MissingToken,
+        Reason::MalformedToken,
+        Reason::UnsupportedToken,
+        Reason::UnknownIssuer,
+        Reason::UnknownKey,
+        Reason::AlgNotAllowed,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::WrongAudience,
+        Reason::ClaimInvalid,
+        Reason::NoMatchingRule,
+        Reason::DeniedByRule,
+        Reason::UpstreamUnavailable,
+        Reason::BadRequest,
+        Reason::InternalError,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Public => "public",
+            Reason::MissingToken => "missing_token",
+            Reason::MalformedToken => "malformed_token",
+            Reason::UnsupportedToken => "unsupported_token",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::UnknownKey => "unknown_key",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::ClaimInvalid => "claim_invalid",
+            Reason::NoMatchingRule => "no_matching_rule",
+            Reason::DeniedByRule => "denied_by_rule",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::BadRequest => "bad_request",
+            Reason::InternalError => "internal_error",
+        }
+    }
+
+    /// The HTTP status the contract pairs with this reason.
+    pub const fn status(self) -> u16 {
+        match self {
+            Reason::Ok | Reason::Public => 200,
+            Reason::MissingToken
+            | Reason::MalformedToken
+            | Reason::UnsupportedToken
+            | Reason::UnknownIssuer
+            | Reason::UnknownKey
+            | Reason::AlgNotAllowed
+            | Reason::BadSignature
+            | Reason::Expired
+            | Reason::NotYetValid
+            | Reason::WrongAudience
+            | Reason::ClaimInvalid => 401,
+            Reason::NoMatchingRule | Reason::DeniedByRule => 403,
+            Reason::UpstreamUnavailable => 503,
+            Reason::BadRequest => 400,
+            Reason::InternalError => 500,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a token was refused: the contract reason plus a short human description that goes into
+/// `error_description` of the `WWW-Authenticate` challenge and the logs. The description must
+/// never contain the token, a signature or a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub description: &'static str,
+}
+
+impl Rejection {
+    pub const fn new(reason: Reason, description: &'static str) -> Self {
+        Rejection {
+            reason,
+            description,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.description)
+    }
+}
+
+/// The answer to one `authorize` message. [`crate::authorize`] turns it into ACK actions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub allow: bool,
+    pub status: u16,
+    pub reason: Reason,
+    /// RFC 6750 challenge, set on 401.
+    pub www_authenticate: Option<String>,
+    /// Set when a token was verified.
+    pub identity: Option<Arc<Identity>>,
+    /// Name of the matched rule.
+    pub rule: Option<Arc<str>>,
+    /// The identity the upstream sees (allowed requests only).
+    pub principal: Option<String>,
+    /// Full header value for the upstream `Authorization` (allowed requests with an upstream).
+    pub upstream_authorization: Option<Arc<str>>,
+}
+
+impl Verdict {
+    /// A refusal with the status the contract pairs with `reason`.
+    pub fn deny(reason: Reason) -> Self {
+        Verdict {
+            allow: false,
+            status: reason.status(),
+            reason,
+            www_authenticate: None,
+            identity: None,
+            rule: None,
+            principal: None,
+            upstream_authorization: None,
+        }
+    }
+
+    /// A 401 with its RFC 6750 challenge. `missing_token` gets the bare challenge (RFC 6750
+    /// §3.1: no error code when the request had no credentials); the others `invalid_token`.
+    pub fn unauthorized(realm: &str, rejection: &Rejection) -> Self {
+        let challenge = if rejection.reason == Reason::MissingToken {
+            format!("Bearer realm=\"{realm}\"")
+        } else {
+            format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                rejection.description
+            )
+        };
+        Verdict {
+            www_authenticate: Some(challenge),
+            ..Verdict::deny(rejection.reason)
+        }
+    }
+
+    /// An allowed request.
+    pub fn allow(reason: Reason) -> Self {
+        Verdict {
+            allow: true,
+            status: 200,
+            ..Verdict::deny(reason)
+        }
+    }
+}
+
+/// The seam between the SPOP shell and the decision logic: anything that turns an
+/// [`AuthzRequest`] into a [`Verdict`]. The server is generic over it, so the production engine,
+/// the null agent of the benchmarks and test doubles plug in without boxing.
+pub trait Authorizer: Send + Sync + 'static {
+    fn authorize(&self, req: AuthzRequest)
+        -> impl std::future::Future<Output = Verdict> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_status_pairs() {
+        assert_eq!(Reason::MissingToken.status(), 401);
+        assert_eq!(Reason::NoMatchingRule.status(), 403);
+        assert_eq!(Reason::BadRequest.status(), 400);
+        assert_eq!(Reason::UpstreamUnavailable.status(), 503);
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn unauthorized_challenge() {
+        let v = Verdict::unauthorized("idgate", &Rejection::new(Reason::Expired, "token expired"));
+        assert_eq!(v.status, 401);
+        assert!(!v.allow);
+        assert_eq!(
+            v.www_authenticate.as_deref(),
+            Some("Bearer realm=\"idgate\", error=\"invalid_token\", error_description=\"token expired\"")
+        );
+        let v = Verdict::unauthorized("idgate", &Rejection::new(Reason::MissingToken, "no token"));
+        assert_eq!(v.www_authenticate.as_deref(), Some("Bearer realm=\"idgate\""));
+    }
+}

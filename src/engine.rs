@@ -1,0 +1,1 @@
+//! The decision pipeline and the hot-swappable state.

@@ -1,0 +1,4 @@
+#![forbid(unsafe_code)]
+fn main() {
+    println!("idgate {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! Admin HTTP endpoint: /metrics, /live, /ready. (Filled in by the operations issue.)

@@ -1,0 +1,243 @@
+//! Prometheus metrics (contract §5) and the admin HTTP endpoint.
+//!
+//! All metrics live in one process-wide registry reached through [`metrics()`]. Label values
+//! come only from bounded sets: reason codes, frame types, configured issuer and upstream
+//! names, fixed result words. Never a token, subject, path or other caller-controlled text.
+//!
+//! Why `prometheus` and not `prometheus-client`: it ships the standard `process_*` collector
+//! (CPU, RSS, open fds, start time) that operators' dashboards expect, and its counters are
+//! plain atomics on the hot path once a labelled child is resolved.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub mod admin;
+
+/// Histogram buckets from 5 µs to 10 s: a cached decision takes microseconds, a cold one with
+/// a JWKS or token-endpoint round trip can take seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// `idgate_decisions_total{decision="allow|deny",reason}`
+    pub decisions: IntCounterVec,
+    /// `idgate_decision_duration_seconds`
+    pub decision_duration: Histogram,
+    /// `idgate_spop_connections` (currently open)
+    pub spop_connections: IntGauge,
+    /// `idgate_spop_frames_total{type}` (`haproxy_hello`, `notify`, `ack`, ...)
+    pub spop_frames: IntCounterVec,
+    /// `idgate_spop_connection_errors_total{status}`: connections closed with a SPOP error status
+    pub spop_connection_errors: IntCounterVec,
+    /// `idgate_token_cache_requests_total{result="hit|miss"}`
+    pub token_cache_requests: IntCounterVec,
+    /// `idgate_jwks_refresh_total{issuer,result="success|failure|not_modified"}`
+    pub jwks_refresh: IntCounterVec,
+    /// `idgate_jwks_keys{issuer}`: keys currently usable
+    pub jwks_keys: IntGaugeVec,
+    /// `idgate_jwks_last_success_timestamp_seconds{issuer}`
+    pub jwks_last_success: IntGaugeVec,
+    /// `idgate_upstream_token_requests_total{upstream,result}`
+    pub upstream_token_requests: IntCounterVec,
+    /// `idgate_upstream_token_duration_seconds{upstream}`
+    pub upstream_token_duration: HistogramVec,
+    /// `idgate_config_reloads_total{result="success|failure"}`
+    pub config_reloads: IntCounterVec,
+    /// `idgate_build_info{version}` = 1
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new("idgate_decisions_total", "Decisions taken, by outcome and reason code"),
+            &["decision", "reason"],
+        )
+        .expect("metric");
+        let decision_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "idgate_decision_duration_seconds",
+                "Time from NOTIFY decoded to verdict ready",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric");
+        let spop_connections =
+            IntGauge::new("idgate_spop_connections", "Open SPOP connections").expect("metric");
+        let spop_frames = IntCounterVec::new(
+            Opts::new("idgate_spop_frames_total", "SPOP frames received and sent, by type"),
+            &["type"],
+        )
+        .expect("metric");
+        let spop_connection_errors = IntCounterVec::new(
+            Opts::new(
+                "idgate_spop_connection_errors_total",
+                "SPOP connections closed because of a protocol error, by SPOP status",
+            ),
+            &["status"],
+        )
+        .expect("metric");
+        let token_cache_requests = IntCounterVec::new(
+            Opts::new(
+                "idgate_token_cache_requests_total",
+                "Validated-token cache lookups",
+            ),
+            &["result"],
+        )
+        .expect("metric");
+        let jwks_refresh = IntCounterVec::new(
+            Opts::new("idgate_jwks_refresh_total", "JWKS fetches, by issuer and result"),
+            &["issuer", "result"],
+        )
+        .expect("metric");
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new("idgate_jwks_keys", "Usable signing keys per issuer"),
+            &["issuer"],
+        )
+        .expect("metric");
+        let jwks_last_success = IntGaugeVec::new(
+            Opts::new(
+                "idgate_jwks_last_success_timestamp_seconds",
+                "Unix time of the last successful JWKS fetch per issuer",
+            ),
+            &["issuer"],
+        )
+        .expect("metric");
+        let upstream_token_requests = IntCounterVec::new(
+            Opts::new(
+                "idgate_upstream_token_requests_total",
+                "Requests to upstream token endpoints, by upstream and result",
+            ),
+            &["upstream", "result"],
+        )
+        .expect("metric");
+        let upstream_token_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "idgate_upstream_token_duration_seconds",
+                "Duration of upstream token requests",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )
+        .expect("metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("idgate_config_reloads_total", "Configuration reloads, by result"),
+            &["result"],
+        )
+        .expect("metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("idgate_build_info", "Build information"),
+            &["version"],
+        )
+        .expect("metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for c in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decision_duration.clone()),
+            Box::new(spop_connections.clone()),
+            Box::new(spop_frames.clone()),
+            Box::new(spop_connection_errors.clone()),
+            Box::new(token_cache_requests.clone()),
+            Box::new(jwks_refresh.clone()),
+            Box::new(jwks_keys.clone()),
+            Box::new(jwks_last_success.clone()),
+            Box::new(upstream_token_requests.clone()),
+            Box::new(upstream_token_duration.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(build_info.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector");
+
+        // Pre-create the bounded label sets so dashboards see zeros rather than gaps.
+        for r in crate::decision::Reason::ALL {
+            let d = if r.status() == 200 { "allow" } else { "deny" };
+            decisions.with_label_values(&[d, r.as_str()]);
+        }
+        for r in ["hit", "miss"] {
+            token_cache_requests.with_label_values(&[r]);
+        }
+        for r in ["success", "failure"] {
+            config_reloads.with_label_values(&[r]);
+        }
+
+        Metrics {
+            registry,
+            decisions,
+            decision_duration,
+            spop_connections,
+            spop_frames,
+            spop_connection_errors,
+            token_cache_requests,
+            jwks_refresh,
+            jwks_keys,
+            jwks_last_success,
+            upstream_token_requests,
+            upstream_token_duration,
+            config_reloads,
+            build_info,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn contract_names_are_exported() {
+        let m = super::metrics();
+        m.spop_frames.with_label_values(&["notify"]).inc();
+        m.jwks_refresh.with_label_values(&["corp", "success"]).inc();
+        m.upstream_token_requests
+            .with_label_values(&["sp", "success"])
+            .inc();
+        m.decision_duration.observe(0.00001);
+        let text = m.render();
+        for name in [
+            "idgate_decisions_total",
+            "idgate_decision_duration_seconds_bucket",
+            "idgate_spop_connections",
+            "idgate_spop_frames_total",
+            "idgate_token_cache_requests_total",
+            "idgate_jwks_refresh_total",
+            "idgate_upstream_token_requests_total",
+            "idgate_config_reloads_total",
+            "idgate_build_info",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(text.contains(name), "{name} missing from /metrics");
+        }
+    }
+}

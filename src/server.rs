@@ -1,0 +1,1 @@
+//! The tokio shell around [`crate::spop`]. (Filled in by the foundation issue.)

@@ -1,0 +1,1 @@
+//! SPOP wire protocol, sans-IO. (Filled in by the foundation issue.)
