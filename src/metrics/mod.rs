@@ -52,13 +52,20 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `idgate_build_info{version}` = 1
     pub build_info: IntGaugeVec,
+    /// `idgate_ready`: 1 when `/ready` would answer 200, else 0. Updated by the admin endpoint
+    /// on every `/ready` and `/metrics` request, so a scrape always carries a fresh value and
+    /// alerts can fire on "not ready for N minutes" without probing `/ready` separately.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
         let decisions = IntCounterVec::new(
-            Opts::new("idgate_decisions_total", "Decisions taken, by outcome and reason code"),
+            Opts::new(
+                "idgate_decisions_total",
+                "Decisions taken, by outcome and reason code",
+            ),
             &["decision", "reason"],
         )
         .expect("metric");
@@ -73,7 +80,10 @@ impl Metrics {
         let spop_connections =
             IntGauge::new("idgate_spop_connections", "Open SPOP connections").expect("metric");
         let spop_frames = IntCounterVec::new(
-            Opts::new("idgate_spop_frames_total", "SPOP frames received and sent, by type"),
+            Opts::new(
+                "idgate_spop_frames_total",
+                "SPOP frames received and sent, by type",
+            ),
             &["type"],
         )
         .expect("metric");
@@ -94,7 +104,10 @@ impl Metrics {
         )
         .expect("metric");
         let jwks_refresh = IntCounterVec::new(
-            Opts::new("idgate_jwks_refresh_total", "JWKS fetches, by issuer and result"),
+            Opts::new(
+                "idgate_jwks_refresh_total",
+                "JWKS fetches, by issuer and result",
+            ),
             &["issuer", "result"],
         )
         .expect("metric");
@@ -129,7 +142,10 @@ impl Metrics {
         )
         .expect("metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new("idgate_config_reloads_total", "Configuration reloads, by result"),
+            Opts::new(
+                "idgate_config_reloads_total",
+                "Configuration reloads, by result",
+            ),
             &["result"],
         )
         .expect("metric");
@@ -141,6 +157,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let ready = IntGauge::new(
+            "idgate_ready",
+            "1 when the agent is ready (SPOP listener up, every issuer's keys loaded), else 0",
+        )
+        .expect("metric");
 
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
@@ -156,6 +177,7 @@ impl Metrics {
             Box::new(upstream_token_duration.clone()),
             Box::new(config_reloads.clone()),
             Box::new(build_info.clone()),
+            Box::new(ready.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -193,6 +215,7 @@ impl Metrics {
             upstream_token_duration,
             config_reloads,
             build_info,
+            ready,
         }
     }
 
