@@ -25,7 +25,10 @@ impl Authenticator {
 
     /// Validate a raw token (without the `Bearer ` prefix).
     pub async fn authenticate(&self, _token: &str) -> Result<Arc<Identity>, Rejection> {
-        Err(Rejection::new(Reason::UnsupportedToken, "token validation not implemented"))
+        Err(Rejection::new(
+            Reason::UnsupportedToken,
+            "token validation not implemented",
+        ))
     }
 
     /// True once every issuer's keys have loaded at least once.

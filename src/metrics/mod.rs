@@ -58,7 +58,10 @@ impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
         let decisions = IntCounterVec::new(
-            Opts::new("idgate_decisions_total", "Decisions taken, by outcome and reason code"),
+            Opts::new(
+                "idgate_decisions_total",
+                "Decisions taken, by outcome and reason code",
+            ),
             &["decision", "reason"],
         )
         .expect("metric");
@@ -73,7 +76,10 @@ impl Metrics {
         let spop_connections =
             IntGauge::new("idgate_spop_connections", "Open SPOP connections").expect("metric");
         let spop_frames = IntCounterVec::new(
-            Opts::new("idgate_spop_frames_total", "SPOP frames received and sent, by type"),
+            Opts::new(
+                "idgate_spop_frames_total",
+                "SPOP frames received and sent, by type",
+            ),
             &["type"],
         )
         .expect("metric");
@@ -94,7 +100,10 @@ impl Metrics {
         )
         .expect("metric");
         let jwks_refresh = IntCounterVec::new(
-            Opts::new("idgate_jwks_refresh_total", "JWKS fetches, by issuer and result"),
+            Opts::new(
+                "idgate_jwks_refresh_total",
+                "JWKS fetches, by issuer and result",
+            ),
             &["issuer", "result"],
         )
         .expect("metric");
@@ -129,7 +138,10 @@ impl Metrics {
         )
         .expect("metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new("idgate_config_reloads_total", "Configuration reloads, by result"),
+            Opts::new(
+                "idgate_config_reloads_total",
+                "Configuration reloads, by result",
+            ),
             &["result"],
         )
         .expect("metric");
