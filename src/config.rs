@@ -109,7 +109,7 @@ impl Default for SpopConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Default `127.0.0.1:9180`. 
+    /// Default `127.0.0.1:9180`.
     pub listen: SocketAddr,
 }
 
@@ -455,7 +455,10 @@ impl Config {
             ));
         }
         if let Some(c) = &self.auth.cookie {
-            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
+            if c.is_empty()
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
             {
                 p.push(Problem::new("auth.cookie", "not a valid cookie name"));
             }
@@ -589,7 +592,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error() {
-        let e = Config::from_toml("[spop]\nlisten = \"127.0.0.1:1\"\nlsten = 1\n", "t").unwrap_err();
+        let e =
+            Config::from_toml("[spop]\nlisten = \"127.0.0.1:1\"\nlsten = 1\n", "t").unwrap_err();
         assert!(e.to_string().contains("lsten"), "{e}");
     }
 

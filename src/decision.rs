@@ -241,8 +241,7 @@ impl Verdict {
 /// [`AuthzRequest`] into a [`Verdict`]. The server is generic over it, so the production engine,
 /// the null agent of the benchmarks and test doubles plug in without boxing.
 pub trait Authorizer: Send + Sync + 'static {
-    fn authorize(&self, req: AuthzRequest)
-        -> impl std::future::Future<Output = Verdict> + Send;
+    fn authorize(&self, req: AuthzRequest) -> impl std::future::Future<Output = Verdict> + Send;
 }
 
 #[cfg(test)]
@@ -255,6 +254,9 @@ mod tests {
         assert_eq!(Reason::NoMatchingRule.status(), 403);
         assert_eq!(Reason::BadRequest.status(), 400);
         assert_eq!(Reason::UpstreamUnavailable.status(), 503);
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "Reason::ALL must be in declaration order");
+        }
         let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len());
     }
@@ -269,6 +271,9 @@ mod tests {
             Some("Bearer realm=\"idgate\", error=\"invalid_token\", error_description=\"token expired\"")
         );
         let v = Verdict::unauthorized("idgate", &Rejection::new(Reason::MissingToken, "no token"));
-        assert_eq!(v.www_authenticate.as_deref(), Some("Bearer realm=\"idgate\""));
+        assert_eq!(
+            v.www_authenticate.as_deref(),
+            Some("Bearer realm=\"idgate\"")
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod authorize;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod explain;
 pub mod metrics;
 pub mod policy;
 pub mod server;

@@ -25,11 +25,32 @@ impl Authenticator {
 
     /// Validate a raw token (without the `Bearer ` prefix).
     pub async fn authenticate(&self, _token: &str) -> Result<Arc<Identity>, Rejection> {
-        Err(Rejection::new(Reason::UnsupportedToken, "token validation not implemented"))
+        Err(Rejection::new(
+            Reason::UnsupportedToken,
+            "token validation not implemented",
+        ))
     }
 
     /// True once every issuer's keys have loaded at least once.
     pub fn ready(&self) -> bool {
         true
+    }
+}
+
+/// Find the caller's token: `Authorization: Bearer` (scheme case-insensitive), else the
+/// configured cookie. (Placeholder; the identity issue fills it in.)
+pub fn extract_token<'a>(
+    req: &'a crate::decision::AuthzRequest,
+    _cookie_name: Option<&str>,
+) -> Result<Option<&'a str>, Rejection> {
+    match req.authorization.as_deref() {
+        None => Ok(None),
+        Some(v) => match v.split_once(' ') {
+            Some((s, t)) if s.eq_ignore_ascii_case("bearer") => Ok(Some(t.trim())),
+            _ => Err(Rejection::new(
+                Reason::UnsupportedToken,
+                "unsupported authorization scheme",
+            )),
+        },
     }
 }

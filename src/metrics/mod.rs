@@ -11,8 +11,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub mod admin;
@@ -52,13 +52,19 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `idgate_build_info{version}` = 1
     pub build_info: IntGaugeVec,
+    /// Resolved `idgate_decisions_total` children, indexed by reason (the decision label follows
+    /// from the reason's status), so the hot path does no label hashing or locking.
+    decision_children: Vec<(IntCounter, IntCounter)>,
 }
 
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
         let decisions = IntCounterVec::new(
-            Opts::new("idgate_decisions_total", "Decisions taken, by outcome and reason code"),
+            Opts::new(
+                "idgate_decisions_total",
+                "Decisions taken, by outcome and reason code",
+            ),
             &["decision", "reason"],
         )
         .expect("metric");
@@ -73,7 +79,10 @@ impl Metrics {
         let spop_connections =
             IntGauge::new("idgate_spop_connections", "Open SPOP connections").expect("metric");
         let spop_frames = IntCounterVec::new(
-            Opts::new("idgate_spop_frames_total", "SPOP frames received and sent, by type"),
+            Opts::new(
+                "idgate_spop_frames_total",
+                "SPOP frames received and sent, by type",
+            ),
             &["type"],
         )
         .expect("metric");
@@ -94,7 +103,10 @@ impl Metrics {
         )
         .expect("metric");
         let jwks_refresh = IntCounterVec::new(
-            Opts::new("idgate_jwks_refresh_total", "JWKS fetches, by issuer and result"),
+            Opts::new(
+                "idgate_jwks_refresh_total",
+                "JWKS fetches, by issuer and result",
+            ),
             &["issuer", "result"],
         )
         .expect("metric");
@@ -129,7 +141,10 @@ impl Metrics {
         )
         .expect("metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new("idgate_config_reloads_total", "Configuration reloads, by result"),
+            Opts::new(
+                "idgate_config_reloads_total",
+                "Configuration reloads, by result",
+            ),
             &["result"],
         )
         .expect("metric");
@@ -167,10 +182,15 @@ impl Metrics {
             .expect("process collector");
 
         // Pre-create the bounded label sets so dashboards see zeros rather than gaps.
-        for r in crate::decision::Reason::ALL {
-            let d = if r.status() == 200 { "allow" } else { "deny" };
-            decisions.with_label_values(&[d, r.as_str()]);
-        }
+        let decision_children = crate::decision::Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    decisions.with_label_values(&["allow", r.as_str()]),
+                    decisions.with_label_values(&["deny", r.as_str()]),
+                )
+            })
+            .collect();
         for r in ["hit", "miss"] {
             token_cache_requests.with_label_values(&[r]);
         }
@@ -193,6 +213,18 @@ impl Metrics {
             upstream_token_duration,
             config_reloads,
             build_info,
+            decision_children,
+        }
+    }
+
+    /// Count one decision (`idgate_decisions_total{decision,reason}`) without label lookups.
+    pub fn count_decision(&self, allow: bool, reason: crate::decision::Reason) {
+        // `Reason::ALL` lists the variants in declaration order (tested in decision.rs).
+        let (a, d) = &self.decision_children[reason as usize];
+        if allow {
+            a.inc()
+        } else {
+            d.inc()
         }
     }
 
