@@ -17,6 +17,8 @@
 //! | [`upstream`] | Databricks credential broker |
 //! | [`config`] | TOML configuration, defaults, validation |
 //! | [`metrics`] | Prometheus metrics and the admin HTTP endpoint |
+//! | [`telemetry`] | logging setup, the audit log, rate-limited logging |
+//! | [`systemd`] | sd_notify readiness, reload and watchdog notifications |
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -29,4 +31,6 @@ pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod spop;
+pub mod systemd;
+pub mod telemetry;
 pub mod upstream;

@@ -55,6 +55,10 @@ pub struct Metrics {
     /// Resolved `idgate_decisions_total` children, indexed by reason (the decision label follows
     /// from the reason's status), so the hot path does no label hashing or locking.
     decision_children: Vec<(IntCounter, IntCounter)>,
+    /// `idgate_ready`: 1 when `/ready` would answer 200, else 0. Updated by the admin endpoint
+    /// on every `/ready` and `/metrics` request, so a scrape always carries a fresh value and
+    /// alerts can fire on "not ready for N minutes" without probing `/ready` separately.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -156,6 +160,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let ready = IntGauge::new(
+            "idgate_ready",
+            "1 when the agent is ready (SPOP listener up, every issuer's keys loaded), else 0",
+        )
+        .expect("metric");
 
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
@@ -171,6 +180,7 @@ impl Metrics {
             Box::new(upstream_token_duration.clone()),
             Box::new(config_reloads.clone()),
             Box::new(build_info.clone()),
+            Box::new(ready.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -214,6 +224,7 @@ impl Metrics {
             config_reloads,
             build_info,
             decision_children,
+            ready,
         }
     }
 
