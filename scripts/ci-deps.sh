@@ -4,7 +4,8 @@
 #   - HAProxy 2.6 (Debian's `haproxy`, /usr/sbin/haproxy)
 #   - HAProxy 3.2 (Debian sid's, unpacked beside it by scripts/install-haproxy32.sh, `haproxy32`)
 #   - Node.js + npm for the test OIDC provider (tests/oidc), unless a node is already installed
-#   - curl, ca-certificates, systemd (systemd-analyze checks the unit file), procps (`kill`)
+#   - curl, ca-certificates, openssl (test certificates), systemd (systemd-analyze checks the unit
+#     file), procps (`kill`)
 #   - the test OIDC provider's npm packages (`npm ci` in tests/oidc, when it exists)
 #
 # Idempotent and quiet: each step is skipped when already done, so running it before every test
@@ -20,7 +21,7 @@ is_installed() {
     [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
 }
 
-packages=(haproxy curl ca-certificates systemd procps debian-archive-keyring)
+packages=(haproxy curl ca-certificates openssl systemd procps debian-archive-keyring)
 # A node that is already there (e.g. from NodeSource, whose nodejs bundles npm) is kept: Debian's
 # `npm` package would pull in Debian's older nodejs and conflict with it.
 if ! command -v node >/dev/null 2>&1; then

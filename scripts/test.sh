@@ -23,12 +23,14 @@ export IDGATE_HAPROXY32
 export IDGATE_REQUIRE_HAPROXY=1
 
 if cargo nextest --version >/dev/null 2>&1; then
-    # One process per test: the end-to-end tests start servers, and a hung one is reported by
-    # nextest's slow-test timeout instead of stalling the whole binary.
-    cargo nextest run --all-targets --no-fail-fast "$@"
+    # One process (group) per test: the end-to-end tests start servers, and a hung test is
+    # killed with its children by the slow-test timeout in .config/nextest.toml.
+    # Benches are not run here (criterion binaries); .ci/run builds them with `cargo bench
+    # --no-run`.
+    cargo nextest run --lib --bins --tests --no-fail-fast "$@"
     # nextest does not run doctests.
     cargo test --doc --quiet
 else
-    cargo test --all-targets --no-fail-fast "$@"
+    cargo test --lib --bins --tests --no-fail-fast "$@"
     cargo test --doc --quiet
 fi

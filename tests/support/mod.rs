@@ -4,6 +4,7 @@
 //! - [`haproxy`]: HAProxy 2.6 and 3.2 running the *shipped* `haproxy/` configuration, pointed
 //!   at loopback ports through its environment variables (no text substitution).
 //! - [`echo`]: a TLS upstream that stands in for Databricks and records what it receives.
+//! - [`databricks`]: a fake Databricks token endpoint (async; needs a Tokio runtime).
 //!
 //! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
 //! or server is stopped when its handle is dropped (also when a test panics).
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod databricks;
 pub mod echo;
 pub mod haproxy;
 
