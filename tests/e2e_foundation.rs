@@ -185,15 +185,21 @@ fn duplicate_authorization_is_refused_before_the_agent(version: HaproxyVersion) 
 fn stopped_agent_fails_closed(version: HaproxyVersion) {
     let Some(mut s) = stack(version) else { return };
     let client = http_client();
-    let ok = client.get(s.hap.url("/public/ping")).send().unwrap();
-    assert_eq!(ok.status(), 200, "{}", s.logs());
-    assert_eq!(s.echo.count(), 1);
+    let answered = client
+        .get(s.hap.url("/api/2.0/clusters/list"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        answered.status(),
+        401,
+        "the agent is not answering\n{}",
+        s.logs()
+    );
 
     s.agent.stop();
-    // Both a request the agent would allow and one it would refuse are now refused by HAProxy
-    // itself (first by the processing timeout, then at once when the health check marks the
-    // agent DOWN), and nothing more reaches the upstream.
-    for path in ["/public/ping", "/api/2.0/clusters/list"] {
+    // Requests are now refused by HAProxy itself: first when the processing timeout expires,
+    // then at once when the health check has marked the agent DOWN.
+    for path in ["/api/2.0/clusters/list", "/public/ping"] {
         let resp = client.get(s.hap.url(path)).send().unwrap();
         assert_eq!(
             resp.status(),
@@ -213,6 +219,24 @@ fn stopped_agent_fails_closed(version: HaproxyVersion) {
         "the health check never marked the stopped agent DOWN\n{}",
         s.logs()
     );
+    let resp = client.get(s.hap.url("/public/ping")).send().unwrap();
+    assert_eq!(resp.status(), 503, "{}", s.logs());
+    assert_eq!(
+        s.echo.count(),
+        0,
+        "a request was forwarded without a decision"
+    );
+}
+
+/// The same path that was forwarded a moment ago is refused once no agent answers.
+fn allowed_path_is_refused_when_the_agent_stops(version: HaproxyVersion) {
+    let Some(mut s) = stack(version) else { return };
+    let client = http_client();
+    let ok = client.get(s.hap.url("/public/ping")).send().unwrap();
+    assert_eq!(ok.status(), 200, "{}", s.logs());
+    assert_eq!(s.echo.count(), 1);
+
+    s.agent.stop();
     let resp = client.get(s.hap.url("/public/ping")).send().unwrap();
     assert_eq!(resp.status(), 503, "{}", s.logs());
     assert_eq!(
@@ -265,5 +289,6 @@ per_version!(
     allowed_request_reaches_upstream_with_only_gateway_identity_and_credential,
     duplicate_authorization_is_refused_before_the_agent,
     stopped_agent_fails_closed,
+    allowed_path_is_refused_when_the_agent_stops,
     upstream_certificate_is_verified,
 );
