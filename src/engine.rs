@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 use crate::auth::{self, Authenticator};
 use crate::config::{Config, ConfigError};
 use crate::decision::{Authorizer, AuthzRequest, Reason, Rejection, Verdict};
+use crate::metrics::admin::Readiness;
 use crate::metrics::metrics;
 use crate::policy::{self, Outcome, Policy, RequestView};
 use crate::upstream::Broker;
@@ -231,7 +232,25 @@ impl Engine {
 
     /// `/ready`: the SPOP listener is up and every issuer's keys loaded at least once.
     pub fn ready(&self) -> bool {
-        self.listener_up.load(Ordering::Acquire) && self.state.load().ready()
+        self.readiness().is_ready()
+    }
+
+    /// [`Self::ready`] with the reasons when not ready (the `/ready` body).
+    pub fn readiness(&self) -> Readiness {
+        let mut r = Readiness::ready();
+        if !self.listener_up.load(Ordering::Acquire) {
+            r.missing("spop listener not up");
+        }
+        let state = self.state.load();
+        if !state.auth.ready() {
+            for s in state.auth.issuer_status() {
+                if !s.loaded {
+                    let why = s.last_error.as_deref().unwrap_or("not fetched yet");
+                    r.missing(format!("issuer {}: keys not loaded ({why})", s.name));
+                }
+            }
+        }
+        r
     }
 }
 
@@ -247,6 +266,7 @@ impl Authorizer for Engine {
             let started = Instant::now();
             let verdict = state.decide(&req).await;
             let elapsed = started.elapsed();
+            crate::telemetry::audit_decision(&req, &verdict, elapsed);
             let m = metrics();
             m.decision_duration.observe(elapsed.as_secs_f64());
             m.count_decision(verdict.allow, verdict.reason);

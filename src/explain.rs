@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytestring::ByteString;
 use serde_json::{json, Map, Value};
@@ -41,11 +41,7 @@ pub async fn explain(
         None => (Config::embedded(), "<embedded default>".to_string()),
     };
     let state = State::build(config, &source, None, Engine::http_client())?;
-    let deadline = Instant::now() + KEY_WAIT;
-    while !state.ready() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let keys_loaded = state.ready();
+    let keys_loaded = state.auth.wait_ready(KEY_WAIT).await;
     let authz = AuthzRequest {
         method: Some(ByteString::from(req.method.as_str())),
         path: Some(ByteString::from(req.path.as_str())),
