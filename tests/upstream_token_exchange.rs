@@ -1,0 +1,210 @@
+//! `token_exchange` (RFC 8693) upstreams against the fake Databricks token endpoint: exact
+//! form fields, per-caller separation, single flight, refusals, hold-off, refresh ahead.
+
+#[path = "support/databricks.rs"]
+mod databricks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use databricks::{Fail, FakeDatabricks, CLIENT_ID, GRANT_EXCHANGE};
+use idgate::config::Config;
+use idgate::decision::Identity;
+use idgate::upstream::{Broker, Outcome, UpstreamError};
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn config(name: &str, fake: &FakeDatabricks, extra: &str) -> Config {
+    let text = format!(
+        "[upstream.{name}]\nkind = \"token_exchange\"\ntoken_url = \"{}\"\n{extra}\n",
+        fake.token_url
+    );
+    Config::from_toml(&text, "test").unwrap()
+}
+
+fn broker(cfg: &Config) -> Broker {
+    Broker::with_credentials_dir(cfg, None, http(), None).expect("valid config")
+}
+
+fn identity(sub: &str, expires_in: u64) -> Identity {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Identity {
+        issuer: Arc::from("corp"),
+        sub: sub.to_string(),
+        email: None,
+        groups: vec![],
+        scopes: vec![],
+        expires_at: now + expires_in,
+        claims: serde_json::Map::new(),
+    }
+}
+
+/// Stand-ins for validated caller JWTs (the broker treats them as opaque).
+const ALICE: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnLWFsaWNl";
+const BOB: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJib2IifQ.c2lnLWJvYg";
+
+fn bare(header: &str) -> &str {
+    header.strip_prefix("Bearer ").expect("Bearer header")
+}
+
+#[tokio::test]
+async fn each_caller_gets_its_own_token() {
+    let fake = FakeDatabricks::start().await;
+    let b = broker(&config("tx-sep", &fake, ""));
+    let (ia, ib) = (identity("alice", 3600), identity("bob", 3600));
+    let a = b.credential("tx-sep", ALICE, Some(&ia)).await.unwrap();
+    let bb = b.credential("tx-sep", BOB, Some(&ib)).await.unwrap();
+    assert_ne!(a, bb);
+    assert_eq!(fake.subject_of(bare(&a)), Some(Some(ALICE.to_string())));
+    assert_eq!(fake.subject_of(bare(&bb)), Some(Some(BOB.to_string())));
+    // Interleaved repeats are served from the cache, each to its own caller.
+    for _ in 0..10 {
+        assert_eq!(b.credential("tx-sep", BOB, Some(&ib)).await.unwrap(), bb);
+        assert_eq!(b.credential("tx-sep", ALICE, Some(&ia)).await.unwrap(), a);
+    }
+    assert_eq!(fake.requests_for_subject(ALICE), 1);
+    assert_eq!(fake.requests_for_subject(BOB), 1);
+    assert_eq!(fake.requests_for_grant(GRANT_EXCHANGE), 2);
+    assert_eq!(fake.rejected(), 0, "{:?}", fake.last_rejection());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_calls_of_one_caller_make_one_request() {
+    let fake = FakeDatabricks::start().await;
+    fake.set_delay(Duration::from_millis(300));
+    let b = Arc::new(broker(&config("tx-flight", &fake, "")));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let b = Arc::clone(&b);
+            // Two callers, 50 concurrent first calls each.
+            let tok = if i % 2 == 0 { ALICE } else { BOB };
+            tokio::spawn(async move { (tok, b.credential("tx-flight", tok, None).await) })
+        })
+        .collect();
+    let mut got = std::collections::HashMap::new();
+    for t in tasks {
+        let (caller, r) = t.await.unwrap();
+        let header = r.unwrap();
+        let prev = got.insert(caller, header.clone());
+        assert!(prev.is_none() || prev.as_ref() == Some(&header));
+    }
+    assert_eq!(fake.requests_for_subject(ALICE), 1);
+    assert_eq!(fake.requests_for_subject(BOB), 1);
+    assert_eq!(fake.requests(), 2);
+    assert_ne!(got[ALICE], got[BOB]);
+}
+
+#[tokio::test]
+async fn client_id_is_sent_only_when_configured() {
+    let fake = FakeDatabricks::start().await;
+    let without = broker(&config("tx-noid", &fake, ""));
+    let with = broker(&config(
+        "tx-wif",
+        &fake,
+        &format!("client_id = \"{CLIENT_ID}\""),
+    ));
+
+    // Account-wide federation: the fake insists on no client_id.
+    fake.expect_exchange_client_id(None);
+    without.credential("tx-noid", ALICE, None).await.unwrap();
+    let e = with.credential("tx-wif", ALICE, None).await.unwrap_err();
+    assert!(e.to_string().contains("HTTP 400"), "{e}");
+    assert!(fake.last_rejection().unwrap().contains("client_id"));
+
+    // Workload identity federation: the fake insists on this client_id.
+    fake.expect_exchange_client_id(Some(CLIENT_ID));
+    with.credential("tx-wif", BOB, None).await.unwrap();
+    let e = without.credential("tx-noid", BOB, None).await.unwrap_err();
+    assert!(e.to_string().contains("HTTP 400"), "{e}");
+}
+
+#[tokio::test]
+async fn refused_caller_is_remembered_and_does_not_affect_others() {
+    let fake = FakeDatabricks::start().await;
+    fake.refuse_subject(BOB);
+    let b = broker(&config("tx-refused", &fake, ""));
+    for _ in 0..3 {
+        let e = b.credential("tx-refused", BOB, None).await.unwrap_err();
+        match &e {
+            UpstreamError::Failed { failure, .. } => {
+                assert_eq!(failure.outcome, Outcome::Http4xx);
+                assert_eq!(failure.error_code.as_deref(), Some("invalid_grant"));
+            }
+            other => panic!("expected Failed, got {other}"),
+        }
+        assert!(!e.to_string().contains(BOB), "caller token in error");
+    }
+    assert_eq!(fake.requests_for_subject(BOB), 1, "refusal cached");
+    // A 4xx for one caller does not hold off the others.
+    b.credential("tx-refused", ALICE, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_caller_token_is_an_error_without_a_request() {
+    let fake = FakeDatabricks::start().await;
+    let b = broker(&config("tx-empty", &fake, ""));
+    let e = b.credential("tx-empty", "", None).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e}");
+    assert_eq!(fake.requests(), 0);
+}
+
+#[tokio::test]
+async fn endpoint_failure_holds_off_every_caller() {
+    let fake = FakeDatabricks::start().await;
+    fake.fail_always(Some(Fail::Unavailable));
+    let b = broker(&config(
+        "tx-down",
+        &fake,
+        "timeout = \"200ms\"\ntotal_budget = \"500ms\"",
+    ));
+    let t0 = Instant::now();
+    let e = b.credential("tx-down", ALICE, None).await.unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(matches!(e, UpstreamError::Failed { .. }), "{e}");
+    let n = fake.requests();
+    let e = b.credential("tx-down", BOB, None).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::BackingOff { .. }), "{e}");
+    assert_eq!(fake.requests(), n, "no request during the hold-off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_ahead_when_the_caller_token_outlives_the_exchanged_one() {
+    let fake = FakeDatabricks::start().await;
+    fake.set_expires_in(Some(2));
+    let b = broker(&config("tx-refresh", &fake, "refresh_ahead = \"1s\""));
+    let id = identity("alice", 3600);
+    let t0 = Instant::now();
+    let first = b.credential("tx-refresh", ALICE, Some(&id)).await.unwrap();
+    fake.set_delay(Duration::from_millis(400));
+    let deadline = t0 + Duration::from_secs(5);
+    let mut slowest = Duration::ZERO;
+    let second = loop {
+        assert!(Instant::now() < deadline, "no background refresh");
+        let started = Instant::now();
+        let got = b.credential("tx-refresh", ALICE, Some(&id)).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+        if got != first {
+            break got;
+        }
+        assert!(t0.elapsed() < Duration::from_millis(1800));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        fake.subject_of(bare(&second)),
+        Some(Some(ALICE.to_string()))
+    );
+    assert_eq!(fake.requests_for_subject(ALICE), 2);
+    assert!(slowest < Duration::from_millis(200), "{slowest:?}");
+}
