@@ -52,6 +52,7 @@
 mod cond;
 pub mod path;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -117,28 +118,26 @@ impl Rule {
     }
 
     /// The request-only conditions (shared by public and identity rules).
-    fn matches_request(&self, req: &RequestView<'_>, path: &PathView<'_>) -> bool {
+    fn matches_request(&self, req: &Prepared<'_>) -> bool {
         let c = &self.cond;
         if let Some(ms) = &c.methods {
             if !ms.iter().any(|m| **m == *req.method) {
                 return false;
             }
         }
-        if let Some(hosts) = &c.hosts {
-            match req.host {
-                Some(h) if hosts.matches(cond::host_without_port(h)) => {}
-                _ => return false,
+        if let Some(paths) = &c.paths {
+            if !paths.iter().any(|p| p.matches(&req.path)) {
+                return false;
             }
         }
-        if let Some(paths) = &c.paths {
-            if !paths.iter().any(|p| p.matches(path)) {
+        if let Some(hosts) = &c.hosts {
+            if !req.host.is_some_and(|h| hosts.matches(h)) {
                 return false;
             }
         }
         if let Some(nets) = &c.sources {
-            match req.src {
-                Some(src) if cond::source_matches(nets, src) => {}
-                _ => return false,
+            if !req.src.is_some_and(|s| cond::source_matches(nets, s)) {
+                return false;
             }
         }
         true
@@ -188,6 +187,26 @@ impl Rule {
     }
 }
 
+/// A [`RequestView`] prepared once per evaluation, so that no rule repeats the work: the path
+/// split into segments, the port stripped from the host.
+struct Prepared<'a> {
+    method: &'a str,
+    path: PathView<'a>,
+    host: Option<&'a str>,
+    src: Option<IpAddr>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(req: &RequestView<'a>) -> Self {
+        Prepared {
+            method: req.method,
+            path: PathView::new(req.path),
+            host: req.host.map(cond::host_without_port),
+            src: req.src,
+        }
+    }
+}
+
 /// Compiled conditions; `None` means "not constrained".
 #[derive(Debug, Default)]
 struct Conditions {
@@ -224,11 +243,18 @@ impl Policy {
         for (i, rc) in cfg.rules.iter().enumerate() {
             let k = format!("rule[{i}]");
             if !rc.name.is_empty() {
-                if let Some(first) = seen.insert(rc.name.as_str(), i) {
-                    problems.push(Problem::new(
+                match seen.entry(rc.name.as_str()) {
+                    Entry::Occupied(first) => problems.push(Problem::new(
                         format!("{k}.name"),
-                        format!("duplicate rule name {:?} (also rule[{first}])", rc.name),
-                    ));
+                        format!(
+                            "duplicate rule name {:?} (also rule[{}])",
+                            rc.name,
+                            first.get()
+                        ),
+                    )),
+                    Entry::Vacant(v) => {
+                        v.insert(i);
+                    }
                 }
             }
             let mut c = RuleCompiler {
@@ -253,19 +279,22 @@ impl Policy {
 
     /// Public rules (`public = true`) are tried first, in file order, and need no token.
     pub fn match_public(&self, req: &RequestView<'_>) -> Option<&Rule> {
-        let path = PathView::new(req.path);
+        if self.public.is_empty() {
+            return None;
+        }
+        let req = Prepared::new(req);
         self.public
             .iter()
             .map(|&i| &self.rules[i])
-            .find(|r| r.matches_request(req, &path))
+            .find(|r| r.matches_request(&req))
     }
 
     /// First match among the non-public rules, in file order.
     pub fn evaluate(&self, req: &RequestView<'_>, id: &Identity) -> Outcome<'_> {
-        let path = PathView::new(req.path);
+        let req = Prepared::new(req);
         for &i in self.private.iter() {
             let r = &self.rules[i];
-            if r.matches_request(req, &path) && r.matches_identity(id) {
+            if r.matches_request(&req) && r.matches_identity(id) {
                 return match r.effect {
                     Effect::Allow => Outcome::Allow(r),
                     Effect::Deny => Outcome::Deny(r),
@@ -569,6 +598,12 @@ impl RuleCompiler<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Policy>();
+    }
 
     /// The shipped example must stay valid: it is what operators copy.
     #[test]

@@ -115,16 +115,7 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let mut has_percent = false;
-    for c in path.chars() {
-        match c {
-            '%' => has_percent = true,
-            '\\' => return Err(PathError::Backslash),
-            '#' => return Err(PathError::Fragment),
-            c if c.is_control() => return Err(PathError::ControlCharacter),
-            _ => {}
-        }
-    }
+    let has_percent = scan_raw(path.as_bytes())?;
     let decoded: Cow<'_, str> = if has_percent {
         Cow::Owned(percent_decode(path)?)
     } else {
@@ -132,7 +123,7 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     };
     if has_percent {
         // Raw characters were checked above; these can only come from escapes.
-        if decoded.chars().any(char::is_control) {
+        if has_control(decoded.as_bytes()) {
             return Err(PathError::ControlCharacter);
         }
         if contains_escape(&decoded) {
@@ -187,18 +178,56 @@ fn contains_escape(s: &str) -> bool {
         .any(|w| w[0] == b'%' && hex_val(w[1]).is_some() && hex_val(w[2]).is_some())
 }
 
+/// One pass over the raw path: refuse `\`, `#` and control characters; report whether
+/// there is anything to percent-decode.
+fn scan_raw(b: &[u8]) -> Result<bool, PathError> {
+    let mut has_percent = false;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'%' => has_percent = true,
+            b'\\' => return Err(PathError::Backslash),
+            b'#' => return Err(PathError::Fragment),
+            _ if is_control_at(b, i) => return Err(PathError::ControlCharacter),
+            _ => {}
+        }
+    }
+    Ok(has_percent)
+}
+
+/// Is there a control character (C0, DEL, or C1 = U+0080..U+009F) starting at `b[i]`? `b` is
+/// UTF-8, so C1 characters are exactly the pairs `C2 80..=C2 9F`.
+fn is_control_at(b: &[u8], i: usize) -> bool {
+    match b[i] {
+        0x00..=0x1f | 0x7f => true,
+        0xc2 => matches!(b.get(i + 1), Some(0x80..=0x9f)),
+        _ => false,
+    }
+}
+
+fn has_control(b: &[u8]) -> bool {
+    (0..b.len()).any(|i| is_control_at(b, i))
+}
+
 /// Refuse dot-segments (also before a `;` parameter) and empty segments other than a single
 /// trailing slash. `path` starts with `/`.
 fn check_segments(path: &str) -> Result<(), PathError> {
-    let mut segs = path[1..].split('/').peekable();
-    while let Some(seg) = segs.next() {
-        let last = segs.peek().is_none();
-        if seg.is_empty() && !last {
-            return Err(PathError::EmptySegment);
+    let rest = &path[1..];
+    let mut start = 0;
+    for (i, &c) in rest.as_bytes().iter().enumerate() {
+        if c == b'/' {
+            let seg = &rest[start..i];
+            if seg.is_empty() {
+                return Err(PathError::EmptySegment);
+            }
+            if is_dot_segment(seg) {
+                return Err(PathError::DotSegment);
+            }
+            start = i + 1;
         }
-        if is_dot_segment(seg) {
-            return Err(PathError::DotSegment);
-        }
+    }
+    // The last segment may be empty (trailing slash, or the root "/").
+    if is_dot_segment(&rest[start..]) {
+        return Err(PathError::DotSegment);
     }
     Ok(())
 }
@@ -208,13 +237,19 @@ fn is_dot_segment(seg: &str) -> bool {
     name == "." || name == ".."
 }
 
-/// The path as matching sees it: without the leading `/` and one trailing `/`, with its
-/// segment count computed once per request so each pattern does not recount.
+/// Segments kept inline in a [`PathView`]; longer paths (rare) are matched by iterating.
+const INLINE_SEGS: usize = 32;
+
+/// The path as matching sees it, prepared once per request: without the leading `/` and one
+/// trailing `/`, with its segments split (up to [`INLINE_SEGS`], on the stack) so that each
+/// pattern compares slices instead of re-splitting.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PathView<'a> {
     /// `a/b/c` for `/a/b/c` and `/a/b/c/`; empty for `/`.
     trimmed: &'a str,
     count: usize,
+    /// The first `min(count, INLINE_SEGS)` segments.
+    inline: [&'a str; INLINE_SEGS],
     /// False when the caller passed something that does not start with `/`: no path pattern
     /// matches it.
     valid: bool,
@@ -222,24 +257,31 @@ pub(crate) struct PathView<'a> {
 
 impl<'a> PathView<'a> {
     pub(crate) fn new(path: &'a str) -> Self {
+        let mut v = PathView {
+            trimmed: "",
+            count: 0,
+            inline: [""; INLINE_SEGS],
+            valid: false,
+        };
         let Some(rest) = path.strip_prefix('/') else {
-            return PathView {
-                trimmed: "",
-                count: 0,
-                valid: false,
-            };
+            return v;
         };
-        let trimmed = rest.strip_suffix('/').unwrap_or(rest);
-        let count = if trimmed.is_empty() {
-            0
-        } else {
-            trimmed.bytes().filter(|&b| b == b'/').count() + 1
-        };
-        PathView {
-            trimmed,
-            count,
-            valid: true,
+        v.valid = true;
+        v.trimmed = rest.strip_suffix('/').unwrap_or(rest);
+        if !v.trimmed.is_empty() {
+            for (i, seg) in v.trimmed.split('/').enumerate() {
+                if let Some(slot) = v.inline.get_mut(i) {
+                    *slot = seg;
+                }
+                v.count = i + 1;
+            }
         }
+        v
+    }
+
+    /// All segments as a slice, when they fit inline.
+    fn slice(&self) -> Option<&[&'a str]> {
+        (self.count <= INLINE_SEGS).then(|| &self.inline[..self.count])
     }
 
     fn segments(&self) -> std::str::Split<'a, char> {
@@ -250,6 +292,12 @@ impl<'a> PathView<'a> {
     fn segments_rev(&self) -> std::str::RSplit<'a, char> {
         self.trimmed.rsplit('/')
     }
+}
+
+/// Do the segments in `x` match the patterns in `p` one for one? (Lengths are checked by the
+/// caller.)
+fn all_match<'s>(p: &[Seg], x: impl Iterator<Item = &'s str>) -> bool {
+    p.iter().zip(x).all(|(s, x)| s.matches(x))
 }
 
 /// One compiled segment pattern.
@@ -374,21 +422,29 @@ impl PathPattern {
             PathPattern::Exact(s) => **s == *p.trimmed,
             PathPattern::Fixed(segs) => {
                 segs.len() == p.count
-                    && (p.count == 0 || segs.iter().zip(p.segments()).all(|(s, x)| s.matches(x)))
+                    && match p.slice() {
+                        Some(x) => all_match(segs, x.iter().copied()),
+                        None => all_match(segs, p.segments()),
+                    }
             }
             PathPattern::Span { prefix, suffix } => {
                 if p.count < prefix.len() + suffix.len() {
                     return false;
                 }
-                if p.count == 0 {
-                    return true;
+                match p.slice() {
+                    Some(x) => {
+                        all_match(prefix, x.iter().copied())
+                            && all_match(suffix, x[x.len() - suffix.len()..].iter().copied())
+                    }
+                    None => {
+                        all_match(prefix, p.segments())
+                            && suffix
+                                .iter()
+                                .rev()
+                                .zip(p.segments_rev())
+                                .all(|(s, x)| s.matches(x))
+                    }
                 }
-                prefix.iter().zip(p.segments()).all(|(s, x)| s.matches(x))
-                    && suffix
-                        .iter()
-                        .rev()
-                        .zip(p.segments_rev())
-                        .all(|(s, x)| s.matches(x))
             }
         }
     }
@@ -599,6 +655,25 @@ mod tests {
         assert!(m("/v/v*-beta", "/v/v1-beta"));
         assert!(!m("/v/ab*ba", "/v/aba")); // prefix and suffix may not overlap
         assert!(m("/v/ab*ba", "/v/abba"));
+    }
+
+    #[test]
+    fn long_paths_beyond_inline_segments() {
+        let deep: String = (0..INLINE_SEGS + 8).map(|i| format!("/s{i}")).collect();
+        let last = INLINE_SEGS + 7;
+        assert!(m("/s0/**", &deep));
+        assert!(m(&format!("/s0/**/s{last}"), &deep));
+        assert!(m(&format!("/**/s{}/s{last}", last - 1), &deep));
+        assert!(!m(&format!("/s1/**/s{last}"), &deep));
+        assert!(!m("/**/nope", &deep));
+        let all_stars: String = "/*".repeat(INLINE_SEGS + 8);
+        assert!(m(&all_stars, &deep));
+        assert!(!m(&all_stars[2..], &deep)); // one segment fewer
+        assert!(m(&deep, &deep));
+        // Exactly at the inline limit.
+        let edge: String = (0..INLINE_SEGS).map(|i| format!("/e{i}")).collect();
+        assert!(m(&"/*".repeat(INLINE_SEGS), &edge));
+        assert!(m(&format!("/e0/**/e{}", INLINE_SEGS - 1), &edge));
     }
 
     #[test]
