@@ -26,7 +26,7 @@
 //! | key | matches when | comparison |
 //! |---|---|---|
 //! | `methods` | the method is listed; absent or `["*"]`: any | exact (methods are case-sensitive); `GET` does not imply `HEAD` |
-//! | `paths` | one glob matches the normalized path (see [`path`]) | case-sensitive |
+//! | `paths` | one glob matches the normalized path (see [`path`]) | case-sensitive in allow rules, ASCII case-insensitive in deny rules |
 //! | `hosts` | the `Host` (port and a trailing dot removed) is listed, or ends with `.suffix` for a `*.suffix` entry | ASCII case-insensitive |
 //! | `sources` | `src` is in one CIDR (or equals a bare address); a missing `src` never matches | IPv4-mapped IPv6 also tried as IPv4 |
 //! | `groups` | the identity has one of the groups | exact |
@@ -64,7 +64,7 @@ use crate::decision::Identity;
 
 use cond::{CiSet, ClaimCond, DomainSet, Principal, StrSet};
 pub use path::{normalize_path, PathError, MAX_PATH_BYTES};
-use path::{PathPattern, PathView};
+use path::{Case, PathPattern, PathView};
 
 /// Longest rule name: it is copied into the `rule` variable, logs and `explain` output, and
 /// names are identifiers, not descriptions.
@@ -402,9 +402,14 @@ impl RuleCompiler<'_> {
             if ps.is_empty() {
                 self.problem("paths", "empty list: the condition could never match; remove the key to not constrain it");
             } else {
+                // Deny rules ignore ASCII case in paths (see `path::Case`).
+                let case = match rc.effect {
+                    Effect::Deny => Case::Insensitive,
+                    Effect::Allow => Case::Sensitive,
+                };
                 let mut compiled = Vec::with_capacity(ps.len());
                 for (j, p) in ps.iter().enumerate() {
-                    match PathPattern::compile(p) {
+                    match PathPattern::compile(p, case) {
                         Ok(pp) => compiled.push(pp),
                         Err(e) => self.problem(&format!("paths[{j}]"), e),
                     }
