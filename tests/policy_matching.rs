@@ -227,6 +227,24 @@ paths = ["/dav"]
 }
 
 #[test]
+fn deny_on_get_also_denies_head() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "no-get"
+methods = ["GET"]
+paths = ["/x"]
+effect = "deny"
+[[rule]]
+name = "rest"
+"#,
+    );
+    assert_eq!(decide(&p, &req("GET", "/x"), &id()), "deny:no-get");
+    assert_eq!(decide(&p, &req("HEAD", "/x"), &id()), "deny:no-get");
+    assert_eq!(decide(&p, &req("POST", "/x"), &id()), "allow:rest");
+}
+
+#[test]
 fn paths_condition_globs() {
     let p = policy(
         r#"

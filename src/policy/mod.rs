@@ -25,7 +25,7 @@
 //!
 //! | key | matches when | comparison |
 //! |---|---|---|
-//! | `methods` | the method is listed; absent or `["*"]`: any | exact (methods are case-sensitive); `GET` does not imply `HEAD` |
+//! | `methods` | the method is listed; absent or `["*"]`: any | exact (methods are case-sensitive); in allow rules `GET` does not imply `HEAD`, in deny rules it does |
 //! | `paths` | one glob matches the normalized path (see [`path`]) | case-sensitive in allow rules, ASCII case-insensitive in deny rules |
 //! | `hosts` | the `Host` (port and a trailing dot removed) is listed, or ends with `.suffix` for a `*.suffix` entry | ASCII case-insensitive |
 //! | `sources` | `src` is in one CIDR (or equals a bare address); a missing `src` never matches | IPv4-mapped IPv6 also tried as IPv4 |
@@ -391,6 +391,11 @@ impl RuleCompiler<'_> {
                 }
             } else {
                 let mut v: Vec<Box<str>> = ms.iter().map(|m| m.as_str().into()).collect();
+                // Servers answer HEAD with their GET handler: a deny on GET must not be
+                // dodged with HEAD. (Allow rules stay as written.)
+                if rc.effect == Effect::Deny && ms.iter().any(|m| m == "GET") {
+                    v.push("HEAD".into());
+                }
                 v.sort();
                 v.dedup();
                 cond.methods = Some(v.into_boxed_slice());
@@ -636,6 +641,7 @@ mod tests {
         // Secrets and tokens are denied even to a member of every group.
         for p in [
             "/api/2.0/secrets/list",
+            "/API/2.0/Secrets/list",
             "/api/2.0/token/list",
             "/api/2.0/token",
             "/api/2.0/token-management/tokens",
