@@ -45,7 +45,7 @@
 //! - a segment with a single `*` inside (`2.*`, `*.json`, `v*-beta`) matches segments with that
 //!   prefix and suffix; the `*` may match the empty string but never crosses a `/`;
 //! - anything else is literal. Literals are case-sensitive in allow rules and compared with
-//!   ASCII case folded in deny rules ([`Case`]): on an upstream that routes case-insensitively,
+//!   ASCII case folded in deny rules (`Case`): on an upstream that routes case-insensitively,
 //!   `/API/2.0/Secrets/list` must still hit `deny /api/*/secrets/**`, while an allow rule
 //!   stays as narrow as written.
 
@@ -243,8 +243,7 @@ fn check_segments(path: &str) -> Result<(), PathError> {
 }
 
 fn is_dot_segment(seg: &str) -> bool {
-    let name = seg.split(';').next().unwrap_or(seg);
-    name == "." || name == ".."
+    seg == "." || seg == ".."
 }
 
 /// Segments kept inline in a [`PathView`]; longer paths (rare) are matched by iterating.
