@@ -185,17 +185,21 @@ pub struct IssuerConfig {
     pub algorithms: Vec<String>,
     #[serde(default = "default_leeway")]
     pub leeway: Dur,
+    /// Claim holding the caller's groups (array of strings or one string); dotted path allowed
+    /// (`realm_access.roles`). Default `"groups"`. A mistyped claim makes the token invalid.
     #[serde(default)]
     pub groups_claim: Option<String>,
+    /// Claim holding the caller's email (string); dotted path allowed. Default `"email"`.
     #[serde(default)]
     pub email_claim: Option<String>,
-    /// Maximum `exp - iat` (and `exp - now`). Default 24h.
+    /// Maximum `exp - iat` (and `exp - now` when the token has no `iat`). Default 24h.
     #[serde(default = "default_max_lifetime")]
     pub max_token_lifetime: Dur,
     /// Background JWKS refresh interval when the IdP sends no usable Cache-Control. Default 10m.
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh: Dur,
-    /// Minimum time between two unknown-`kid` refetches. Default 30s.
+    /// Minimum time between two JWKS refetches triggered by an unknown `kid` (scheduled
+    /// refreshes do not count). Default 30s; at least 100ms (values below 1s are for tests).
     #[serde(default = "default_kid_refetch")]
     pub unknown_kid_refetch_interval: Dur,
     /// Timeout of every HTTP call to this IdP. Default 5s.
@@ -482,6 +486,7 @@ impl Config {
             ));
         }
         let mut names = std::collections::HashSet::new();
+        let mut issuer_urls = std::collections::HashSet::new();
         for (i, iss) in self.issuers.iter().enumerate() {
             let k = format!("issuer[{i}]");
             if iss.name.is_empty() || !iss.name.bytes().all(is_name_byte) {
@@ -538,6 +543,41 @@ impl Config {
             }
             if iss.jwks_refresh.0 < Duration::from_secs(10) {
                 p.push(Problem::new(format!("{k}.jwks_refresh"), "at least 10s"));
+            }
+            if iss.unknown_kid_refetch_interval.0 < Duration::from_millis(100) {
+                p.push(Problem::new(
+                    format!("{k}.unknown_kid_refetch_interval"),
+                    "at least 100ms",
+                ));
+            }
+            if !issuer_urls.insert(iss.issuer.as_str()) {
+                p.push(Problem::new(
+                    format!("{k}.issuer"),
+                    format!(
+                        "issuer {:?} is configured twice (a token's iss must select exactly one issuer)",
+                        iss.issuer
+                    ),
+                ));
+            }
+            for (what, path) in [
+                ("groups_claim", &iss.groups_claim),
+                ("email_claim", &iss.email_claim),
+            ] {
+                if path
+                    .as_deref()
+                    .is_some_and(|c| c.split('.').any(str::is_empty))
+                {
+                    p.push(Problem::new(
+                        format!("{k}.{what}"),
+                        "must be a claim name or a dotted path without empty segments",
+                    ));
+                }
+            }
+            if iss.allowed_typ.iter().any(|t| t.is_empty()) {
+                p.push(Problem::new(
+                    format!("{k}.allowed_typ"),
+                    "entries must not be empty",
+                ));
             }
             if iss.http_timeout.0.is_zero() || iss.http_timeout.0 > Duration::from_secs(60) {
                 p.push(Problem::new(
@@ -630,6 +670,32 @@ leeway = "10m"
         assert!(keys.contains(&"issuer[0].algorithms[0]"));
         assert!(keys.contains(&"issuer[0].algorithms[1]"));
         assert!(keys.contains(&"issuer[0].leeway"));
+    }
+
+    #[test]
+    fn issuer_identity_rules() {
+        let e = Config::from_toml(
+            r#"
+[[issuer]]
+name = "a"
+issuer = "https://idp.example.com"
+audiences = ["x"]
+groups_claim = "realm..roles"
+unknown_kid_refetch_interval = "10ms"
+allowed_typ = [""]
+[[issuer]]
+name = "b"
+issuer = "https://idp.example.com"
+audiences = ["y"]
+"#,
+            "t",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"issuer[0].groups_claim"), "{keys:?}");
+        assert!(keys.contains(&"issuer[0].unknown_kid_refetch_interval"));
+        assert!(keys.contains(&"issuer[0].allowed_typ"));
+        assert!(keys.contains(&"issuer[1].issuer"), "duplicate iss");
     }
 
     #[test]

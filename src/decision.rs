@@ -254,6 +254,9 @@ mod tests {
         assert_eq!(Reason::NoMatchingRule.status(), 403);
         assert_eq!(Reason::BadRequest.status(), 400);
         assert_eq!(Reason::UpstreamUnavailable.status(), 503);
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "Reason::ALL must be in declaration order");
+        }
         let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len());
     }

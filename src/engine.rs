@@ -1,1 +1,276 @@
 //! The decision pipeline and the hot-swappable state.
+//!
+//! A [`State`] is everything one configuration produces: issuers with their keys, compiled
+//! rules, upstream credential brokers. The [`Engine`] holds the current state in an
+//! [`ArcSwap`]; each decision takes a snapshot (`load_full`) at its start, so a reload swaps
+//! the state atomically while in-flight decisions finish on the state they started with.
+//!
+//! The pipeline ([`State::decide`]), in order:
+//! 1. `method` and `path` present, path normalizable (contract §4 "Paths") — else 400 `bad_request`.
+//! 2. Public rules (no token needed) — first match allows with reason `public`.
+//! 3. Token extraction (`Authorization: Bearer`, else the configured cookie) — else 401.
+//! 4. Token validation — else 401 with the precise reason and an RFC 6750 challenge.
+//! 5. Rules, first match — `no_matching_rule` / `denied_by_rule` (403) or allow.
+//! 6. Upstream credential when the matched rule names one — else 503 `upstream_unavailable`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::auth::{self, Authenticator};
+use crate::config::{Config, ConfigError};
+use crate::decision::{Authorizer, AuthzRequest, Reason, Rejection, Verdict};
+use crate::metrics::admin::Readiness;
+use crate::metrics::metrics;
+use crate::policy::{self, Outcome, Policy, RequestView};
+use crate::upstream::Broker;
+
+/// Everything one configuration produces.
+pub struct State {
+    pub config: Arc<Config>,
+    pub auth: Authenticator,
+    pub policy: Policy,
+    pub upstreams: Broker,
+}
+
+impl State {
+    /// Build the complete state for `config`. Never blocks on the network (keys load in the
+    /// background). `previous` lets unchanged issuers and upstreams keep their caches.
+    /// Every problem of every section is reported, not just the first.
+    pub fn build(
+        config: Config,
+        source: &str,
+        previous: Option<&State>,
+        http: reqwest::Client,
+    ) -> Result<State, ConfigError> {
+        let mut problems = Vec::new();
+        let policy = Policy::compile(&config)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        let upstreams = Broker::new(&config, previous.map(|s| &s.upstreams), http.clone())
+            .map_err(|p| problems.extend(p))
+            .ok();
+        let auth = Authenticator::new(&config, previous.map(|s| &s.auth), http)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        match (policy, upstreams, auth) {
+            (Some(policy), Some(upstreams), Some(auth)) if problems.is_empty() => Ok(State {
+                config: Arc::new(config),
+                auth,
+                policy,
+                upstreams,
+            }),
+            _ => Err(ConfigError {
+                source: source.to_string(),
+                problems,
+            }),
+        }
+    }
+
+    /// Decide one request (steps in the module docs).
+    pub async fn decide(&self, req: &AuthzRequest) -> Verdict {
+        let (Some(method), Some(raw_path)) = (req.method.as_deref(), req.path.as_deref()) else {
+            return Verdict::deny(Reason::BadRequest);
+        };
+        if method.is_empty() {
+            return Verdict::deny(Reason::BadRequest);
+        }
+        let Ok(path) = policy::normalize_path(raw_path) else {
+            return Verdict::deny(Reason::BadRequest);
+        };
+        let view = RequestView {
+            method,
+            path: &path,
+            host: req.host.as_deref(),
+            src: req.src,
+        };
+
+        if let Some(rule) = self.policy.match_public(&view) {
+            let mut v = Verdict::allow(Reason::Public);
+            v.rule = Some(rule.name.clone());
+            v.principal = rule.principal_for(None);
+            if let Some(up) = &rule.upstream {
+                match self.upstreams.credential(up, "", None).await {
+                    Ok(cred) => v.upstream_authorization = Some(cred),
+                    Err(_) => return self.upstream_unavailable(v),
+                }
+            }
+            return v;
+        }
+
+        let realm = self.config.auth.realm.as_str();
+        let token = match auth::extract_token(req, self.config.auth.cookie.as_deref()) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Verdict::unauthorized(
+                    realm,
+                    &Rejection::new(Reason::MissingToken, "no bearer token"),
+                )
+            }
+            Err(rejection) => return Verdict::unauthorized(realm, &rejection),
+        };
+        let identity = match self.auth.authenticate(token).await {
+            Ok(id) => id,
+            Err(rejection) => return Verdict::unauthorized(realm, &rejection),
+        };
+
+        let (mut v, rule) = match self.policy.evaluate(&view, &identity) {
+            Outcome::NoMatch => (Verdict::deny(Reason::NoMatchingRule), None),
+            Outcome::Deny(rule) => {
+                let mut v = Verdict::deny(Reason::DeniedByRule);
+                v.rule = Some(rule.name.clone());
+                (v, None)
+            }
+            Outcome::Allow(rule) => {
+                let mut v = Verdict::allow(Reason::Ok);
+                v.rule = Some(rule.name.clone());
+                v.principal = rule.principal_for(Some(&identity));
+                (v, Some(rule))
+            }
+        };
+        if let Some(up) = rule.and_then(|r| r.upstream.as_ref()) {
+            match self.upstreams.credential(up, token, Some(&identity)).await {
+                Ok(cred) => v.upstream_authorization = Some(cred),
+                Err(_) => {
+                    v.identity = Some(identity);
+                    return self.upstream_unavailable(v);
+                }
+            }
+        }
+        v.identity = Some(identity);
+        v
+    }
+
+    fn upstream_unavailable(&self, allowed: Verdict) -> Verdict {
+        Verdict {
+            identity: allowed.identity,
+            rule: allowed.rule,
+            ..Verdict::deny(Reason::UpstreamUnavailable)
+        }
+    }
+
+    /// True once every issuer's keys loaded at least once.
+    pub fn ready(&self) -> bool {
+        self.auth.ready()
+    }
+}
+
+/// The production [`Authorizer`]: the current [`State`] behind an [`ArcSwap`], plus reload.
+pub struct Engine {
+    state: ArcSwap<State>,
+    http: reqwest::Client,
+    /// Where the configuration came from; `None` for the embedded default.
+    config_path: Option<PathBuf>,
+    /// Set once the SPOP listener is bound (readiness needs it).
+    listener_up: AtomicBool,
+}
+
+impl Engine {
+    /// Build the first state. Errors are fatal at startup (there is no old state to keep).
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        http: reqwest::Client,
+    ) -> Result<Engine, ConfigError> {
+        let source = source_name(config_path.as_deref());
+        let state = State::build(config, &source, None, http.clone())?;
+        Ok(Engine {
+            state: ArcSwap::from_pointee(state),
+            http,
+            config_path,
+            listener_up: AtomicBool::new(false),
+        })
+    }
+
+    /// The HTTP client every outbound call uses: rustls, bounded connect timeout; per-call
+    /// timeouts are set by each caller from its own configuration.
+    pub fn http_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("idgate/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("reqwest client with rustls builds")
+    }
+
+    /// A snapshot of the current state.
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    /// Re-read the configuration file, build the complete new state and swap it in. On any
+    /// error the old state keeps serving and the error is returned (and counted).
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let result = self.try_reload();
+        let label = if result.is_ok() { "success" } else { "failure" };
+        metrics().config_reloads.with_label_values(&[label]).inc();
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ConfigError> {
+        let config = match &self.config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::embedded(),
+        };
+        let source = source_name(self.config_path.as_deref());
+        let old = self.state.load_full();
+        let new = State::build(config, &source, Some(&old), self.http.clone())?;
+        self.state.store(Arc::new(new));
+        Ok(())
+    }
+
+    pub fn set_listener_up(&self) {
+        self.listener_up.store(true, Ordering::Release);
+    }
+
+    /// `/ready`: the SPOP listener is up and every issuer's keys loaded at least once.
+    pub fn ready(&self) -> bool {
+        self.readiness().is_ready()
+    }
+
+    /// [`Self::ready`] with the reasons when not ready (the `/ready` body).
+    pub fn readiness(&self) -> Readiness {
+        let mut r = Readiness::ready();
+        if !self.listener_up.load(Ordering::Acquire) {
+            r.missing("spop listener not up");
+        }
+        let state = self.state.load();
+        if !state.auth.ready() {
+            for s in state.auth.issuer_status() {
+                if !s.loaded {
+                    let why = s.last_error.as_deref().unwrap_or("not fetched yet");
+                    r.missing(format!("issuer {}: keys not loaded ({why})", s.name));
+                }
+            }
+        }
+        r
+    }
+}
+
+fn source_name(path: Option<&std::path::Path>) -> String {
+    path.map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<embedded default>".to_string())
+}
+
+impl Authorizer for Engine {
+    fn authorize(&self, req: AuthzRequest) -> impl std::future::Future<Output = Verdict> + Send {
+        let state = self.state.load_full();
+        async move {
+            let started = Instant::now();
+            let verdict = state.decide(&req).await;
+            let elapsed = started.elapsed();
+            crate::telemetry::audit_decision(&req, &verdict, elapsed);
+            let m = metrics();
+            m.decision_duration.observe(elapsed.as_secs_f64());
+            m.count_decision(verdict.allow, verdict.reason);
+            verdict
+        }
+    }
+}

@@ -9,6 +9,8 @@
 //! |---|---|
 //! | [`spop`] | SPOP wire protocol: varints, typed data, frames, HELLO negotiation, connection state machine. No I/O. |
 //! | [`server`] | listener, per-connection task, pipelined NOTIFY processing, graceful drain |
+//! | [`shutdown`] | the drain signal fanned out to connection tasks |
+//! | [`signal`] | SIGTERM/SIGINT |
 //! | [`authorize`] | maps the `authorize` message to an [`decision::AuthzRequest`] and a verdict to ACK actions |
 //! | [`decision`] | request, identity, verdict and reason-code types shared by everything |
 //! | [`engine`] | the decision pipeline and the hot-swappable state |
@@ -17,6 +19,8 @@
 //! | [`upstream`] | Databricks credential broker |
 //! | [`config`] | TOML configuration, defaults, validation |
 //! | [`metrics`] | Prometheus metrics and the admin HTTP endpoint |
+//! | [`telemetry`] | logging setup, the audit log, rate-limited logging |
+//! | [`systemd`] | sd_notify readiness, reload and watchdog notifications |
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -24,8 +28,13 @@ pub mod authorize;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod explain;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod shutdown;
+pub mod signal;
 pub mod spop;
+pub mod systemd;
+pub mod telemetry;
 pub mod upstream;

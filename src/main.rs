@@ -1,4 +1,303 @@
+//! The `idgate` binary: command line (contract §1), logging, then the agent.
 #![forbid(unsafe_code)]
-fn main() {
-    println!("idgate {}", env!("CARGO_PKG_VERSION"));
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use idgate::config::{self, Config};
+use idgate::engine::Engine;
+use idgate::explain::{self, ExplainRequest};
+use idgate::telemetry::{self, LogFormat, TelemetryGuard};
+use idgate::{auth, metrics, server, signal, systemd};
+
+#[derive(Debug, Parser)]
+#[command(name = "idgate", version, about = "Identity-aware HAProxy SPOE agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (logs to stderr).
+    Run {
+        /// Configuration file. Without -c, /etc/idgate/idgate.toml is used if it exists,
+        /// else the embedded default (loopback only, refuses every request).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Log format: text, json, or auto (json when stderr is not a terminal).
+        #[arg(long, value_name = "FORMAT", default_value = "auto")]
+        log_format: LogFormat,
+    },
+    /// Parse and validate a configuration file; exit 0 if valid, else 1 with one line per problem.
+    CheckConfig {
+        #[arg(short = 'c', long = "config", value_name = "FILE", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Evaluate one request exactly as the agent would and print the decision as JSON.
+    /// Exit 0 allow, 1 deny, 2 usage or configuration error.
+    Explain {
+        #[arg(short = 'c', long = "config", value_name = "FILE", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        method: String,
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        host: Option<String>,
+        /// The bearer token (without "Bearer ").
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The client address (for `sources` conditions).
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    // jsonwebtoken 11 picks a crypto provider from its features only when exactly one is
+    // enabled and panics at first use otherwise: install ours explicitly.
+    auth::install_crypto_provider();
+    match cli.command {
+        Command::Run { config, log_format } => run(config.as_deref(), log_format),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Explain {
+            config,
+            method,
+            path,
+            host,
+            token,
+            token_file,
+            src,
+        } => {
+            let token = match (token, token_file) {
+                (Some(t), _) => Some(t),
+                (None, Some(f)) => match std::fs::read_to_string(&f) {
+                    Ok(t) => Some(t.trim().to_string()),
+                    Err(e) => {
+                        eprintln!("idgate: cannot read {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => None,
+            };
+            explain_cmd(
+                &config,
+                ExplainRequest {
+                    method,
+                    path,
+                    host,
+                    token,
+                    src,
+                },
+            )
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// `idgate check-config`: everything `run` would check, including rules, upstream secrets
+/// files and URLs, without binding or fetching anything.
+fn check_config(path: &Path) -> ExitCode {
+    let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let cfg = Config::load(path).map_err(|e| e.to_string())?;
+            telemetry::validate_level(&cfg.log.level)
+                .map_err(|e| format!("{}: log.level: {e}", path.display()))?;
+            let source = path.display().to_string();
+            idgate::engine::State::build(cfg, &source, None, Engine::http_client())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
+    match result {
+        Ok(()) => {
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain_cmd(path: &Path, req: ExplainRequest) -> ExitCode {
+    // Diagnostics (JWKS fetch failures...) go to stderr; the JSON report to stdout.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,audit=off")),
+        )
+        .try_init();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("idgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(explain::explain(Some(path), req)) {
+        Ok((allow, report)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("JSON value serializes")
+            );
+            ExitCode::from(if allow { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Load the configuration for `run`: the given file, else the default path if it exists,
+/// else the embedded default. Returns the path reloads re-read.
+fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
+    let path = match path {
+        Some(p) => p,
+        None if Path::new(config::DEFAULT_PATH).exists() => Path::new(config::DEFAULT_PATH),
+        None => return Ok((Config::embedded(), None)),
+    };
+    Config::load(path)
+        .map(|c| (c, Some(path.to_path_buf())))
+        .map_err(|e| e.to_string())
+}
+
+/// `idgate run`: serve until SIGTERM/SIGINT, then drain.
+fn run(config_path: Option<&Path>, log_format: LogFormat) -> ExitCode {
+    let (cfg, path) = match load_config(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let guard = match telemetry::init(log_format, &cfg.log.level, &cfg.log.audit) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("idgate: logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("idgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(serve(cfg, path, guard));
+    // Background tasks (JWKS refresh, token refresh) are cancelled with the runtime.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> ExitCode {
+    let spop_cfg = cfg.spop.clone();
+    let admin_addr = cfg.admin.listen;
+    let listener = match server::bind(spop_cfg.listen, spop_cfg.backlog) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {} (spop.listen): {e}", spop_cfg.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_listener = match tokio::net::TcpListener::bind(admin_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {admin_addr} (admin.listen): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = match Engine::new(cfg, path, Engine::http_client()) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            tracing::error!("invalid configuration:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    engine.set_listener_up();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        spop = %spop_cfg.listen,
+        admin = %admin_addr,
+        config = %engine.config_path().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
+        "idgate started"
+    );
+
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ready_engine = engine.clone();
+    let admin = tokio::spawn(metrics::admin::serve_admin(
+        admin_listener,
+        move || ready_engine.readiness(),
+        async {
+            let _ = admin_stop_rx.await;
+        },
+    ));
+    let guard = Arc::new(guard);
+    let reloader = tokio::spawn(reload_on_sighup(engine.clone(), guard.clone()));
+    systemd::notify_ready();
+    let _watchdog = systemd::spawn_watchdog();
+
+    server::serve(listener, spop_cfg, engine, signal::shutdown()).await;
+
+    systemd::notify_stopping();
+    reloader.abort();
+    let _ = admin_stop_tx.send(());
+    let _ = admin.await;
+    tracing::info!("idgate stopped");
+    drop(guard); // flushes the log writers
+    ExitCode::SUCCESS
+}
+
+/// SIGHUP: rebuild the whole state from the config file and swap it in; on any error keep the
+/// old state (contract §1). Also applies a new log level and reopens the audit file.
+async fn reload_on_sighup(engine: Arc<Engine>, guard: Arc<TelemetryGuard>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install the SIGHUP handler, reload disabled: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        systemd::notify_reloading();
+        match engine.reload() {
+            Ok(()) => {
+                let level = engine.state().config.log.level.clone();
+                if let Err(e) = guard.set_level(&level) {
+                    tracing::warn!("log level not changed: {e}");
+                }
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => tracing::error!("configuration reload failed, keeping the old one:\n{e}"),
+        }
+        if let Err(e) = guard.reopen_audit() {
+            tracing::error!("cannot reopen the audit log: {e}");
+        }
+        systemd::notify_ready();
+    }
 }

@@ -1,38 +1,588 @@
 //! Who the caller is: OIDC issuers, JWKS lifecycle, hardened JWT validation and the
-//! validated-token cache. (Filled in by the identity issue.)
+//! validated-token cache.
+//!
+//! A token goes through, in order (first failure wins; reason codes of contract §3):
+//!
+//! | step | check | reason on failure |
+//! |---|---|---|
+//! | size | `len <= auth.max_token_bytes`, before any decoding | `malformed_token` |
+//! | cache | SHA-256 of the token -> cached identity whose `exp` is still ahead | (hit: done) |
+//! | shape | 5 parts (JWE) / not exactly 3 base64url parts / empty part | `unsupported_token` / `malformed_token` |
+//! | header | JSON object, no duplicate parameters, `alg` a string, `kid` 1..=256 printable chars | `malformed_token` |
+//! | header | `alg` in the global allow-list (never `none`, `HS*`; exact case) | `alg_not_allowed` |
+//! | header | `crit` present (we implement no extension, RFC 7515 §4.1.11) | `claim_invalid` |
+//! | header | `jku`, `jwk`, `x5u`, `x5c` present (never followed; a key in the token is never trusted) | `unsupported_token` |
+//! | header | `b64`, `zip`, `enc`, `cty: JWT` (unencoded payload, JWE, nested JWT) | `unsupported_token` |
+//! | payload | JSON object (duplicate names at any depth -> `claim_invalid`) | `malformed_token` |
+//! | issuer | unverified `iss` is a string naming exactly one configured issuer | `claim_invalid` / `unknown_issuer` |
+//! | header | `alg` in that issuer's `algorithms`; `typ`, when present, in its `allowed_typ` | `alg_not_allowed` / `unsupported_token` |
+//! | key | key by `kid` (or the only key fitting `alg` when no kid); one rate-limited refetch on a miss | `unknown_key` |
+//! | key | the key's type / JWK `alg` fits the token's `alg` | `alg_not_allowed` |
+//! | signature | `jsonwebtoken::decode` with a per-issuer `Validation` | `bad_signature` |
+//! | claims | `exp` (number, required), `nbf`/`iat` (numbers), `iss`, `sub` (string), `aud` (string or array of strings), groups/email/scope types | `claim_invalid` |
+//! | claims | `exp + leeway < now` | `expired` |
+//! | claims | `nbf` or `iat` later than `now + leeway` | `not_yet_valid` |
+//! | claims | `exp - iat` (or `exp - now` without `iat`) above `max_token_lifetime` | `claim_invalid` |
+//! | claims | `aud` contains none of the issuer's `audiences` | `wrong_audience` |
+//!
+//! `jsonwebtoken`'s own claim validation runs too, configured never to accept less than the
+//! checks above (`required_spec_claims = {exp, iss, aud, sub}`, `validate_nbf`, same leeway,
+//! audiences and issuer): it is a second, independent line, not the primary one.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Config, Problem};
-use crate::decision::{Identity, Reason, Rejection};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use tokio::task::AbortHandle;
+
+use crate::config::{Config, IssuerConfig, Problem};
+use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
+
+mod cache;
+mod jwks;
+mod keystore;
+mod token;
+
+pub use cache::{token_key, unix_now};
+pub use keystore::IssuerStatus;
+pub use token::{claim_path, typ_matches, MAX_KID_BYTES};
+
+use jwks::{Selection, VerifyKey};
+use keystore::KeyStore;
+use token::ClaimRules;
+
+/// Default claim holding the caller's email when `email_claim` is not set.
+pub const DEFAULT_EMAIL_CLAIM: &str = "email";
+/// Default claim holding the caller's groups when `groups_claim` is not set.
+pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
+
+/// Install aws-lc-rs as `jsonwebtoken`'s process-wide crypto provider. Call once at startup
+/// (and in tests). Installing explicitly turns a feature-unification accident (both or neither
+/// backend enabled) from a runtime panic at the first token into a non-event
+/// (identity-and-databricks.md §6.2). Idempotent.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
+/// Find the caller's token (RFC 6750 §2.1, then the configured cookie).
+///
+/// - `Authorization: Bearer <token>`: the scheme matches case-insensitively; an empty token,
+///   or one containing whitespace, is `malformed_token`.
+/// - any other `Authorization` scheme (Basic, Negotiate, a bare token): `unsupported_token`.
+/// - no (or an empty) `Authorization` header: the first cookie named `cookie_name` in the
+///   `cookie` header (surrounding double quotes removed; empty value = absent).
+/// - nothing: `Ok(None)` (the engine answers `missing_token` unless a public rule matches).
+pub fn extract_token<'a>(
+    req: &'a AuthzRequest,
+    cookie_name: Option<&str>,
+) -> Result<Option<&'a str>, Rejection> {
+    if let Some(h) = req.authorization.as_deref() {
+        let h = h.trim_matches(|c| c == ' ' || c == '\t');
+        if !h.is_empty() {
+            let (scheme, rest) = h.split_once([' ', '\t']).unwrap_or((h, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(Rejection::new(
+                    Reason::UnsupportedToken,
+                    "only the Bearer authorization scheme is supported",
+                ));
+            }
+            let token = rest.trim_start_matches([' ', '\t']);
+            if token.is_empty() || token.contains(|c: char| c.is_ascii_whitespace()) {
+                return Err(Rejection::new(
+                    Reason::MalformedToken,
+                    "malformed Bearer credentials",
+                ));
+            }
+            return Ok(Some(token));
+        }
+    }
+    let (Some(name), Some(cookies)) = (cookie_name, req.cookie.as_deref()) else {
+        return Ok(None);
+    };
+    for pair in cookies.split(';') {
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
+        if k.trim() == name {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            return Ok((!v.is_empty()).then_some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// One configured issuer: its rules and its (possibly shared) key store.
+struct Issuer {
+    cfg: IssuerConfig,
+    rules: ClaimRules,
+    algorithms: Vec<Algorithm>,
+    /// One `Validation` per allowed algorithm: `jsonwebtoken` requires every algorithm of a
+    /// `Validation` to belong to the key's family, and building them per request would
+    /// allocate.
+    validations: Vec<(Algorithm, Validation)>,
+    store: Arc<KeyStore>,
+    refresher: Option<AbortHandle>,
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        if let Some(h) = &self.refresher {
+            h.abort();
+        }
+    }
+}
+
+impl Issuer {
+    fn new(cfg: &IssuerConfig, http: reqwest::Client, key: &str) -> Result<Issuer, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut algorithms = Vec::new();
+        for (j, a) in cfg.algorithms.iter().enumerate() {
+            match token::algorithm_from_name(a) {
+                Some(alg) => algorithms.push(alg),
+                None => problems.push(Problem::new(
+                    format!("{key}.algorithms[{j}]"),
+                    format!("{a:?} is not an allowed algorithm"),
+                )),
+            }
+        }
+        if cfg.audiences.is_empty() {
+            problems.push(Problem::new(format!("{key}.audiences"), "required"));
+        }
+        let store = match KeyStore::new(cfg, http) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                problems.push(Problem::new(format!("{key}.jwks_uri"), e));
+                None
+            }
+        };
+        let (Some(store), true) = (store, problems.is_empty()) else {
+            return Err(problems);
+        };
+        let leeway = cfg.leeway.0.as_secs();
+        let validations = algorithms
+            .iter()
+            .map(|&alg| {
+                let mut v = Validation::new(alg);
+                v.leeway = leeway;
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                v.validate_aud = true;
+                v.set_audience(&cfg.audiences);
+                v.set_issuer(&[&cfg.issuer]);
+                v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                (alg, v)
+            })
+            .collect();
+        let refresher = store.spawn_refresher();
+        Ok(Issuer {
+            rules: ClaimRules {
+                name: Arc::from(cfg.name.as_str()),
+                issuer: cfg.issuer.clone(),
+                audiences: cfg.audiences.iter().cloned().collect(),
+                leeway,
+                max_lifetime: cfg.max_token_lifetime.0.as_secs(),
+                email_claim: cfg
+                    .email_claim
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_EMAIL_CLAIM.into()),
+                groups_claim: cfg
+                    .groups_claim
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.into()),
+            },
+            cfg: cfg.clone(),
+            algorithms,
+            validations,
+            store,
+            refresher,
+        })
+    }
+
+    async fn validate(
+        &self,
+        raw: &str,
+        parsed: token::Parsed,
+        now: u64,
+    ) -> Result<Identity, Rejection> {
+        let h = &parsed.header;
+        if !self.algorithms.contains(&h.alg) {
+            return Err(Rejection::new(
+                Reason::AlgNotAllowed,
+                "signature algorithm not allowed for this issuer",
+            ));
+        }
+        if let Some(t) = &h.typ {
+            if !self.cfg.allowed_typ.iter().any(|a| typ_matches(t, a)) {
+                return Err(Rejection::new(
+                    Reason::UnsupportedToken,
+                    "token type (typ) not accepted",
+                ));
+            }
+        }
+        let key = self.select_key(h.kid.as_deref(), h.alg).await?;
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == h.alg) else {
+            return Err(Rejection::new(
+                Reason::AlgNotAllowed,
+                "signature algorithm not allowed for this issuer",
+            ));
+        };
+        match jsonwebtoken::decode::<serde::de::IgnoredAny>(raw, &key.key, validation) {
+            Ok(_) => token::check_claims(&self.rules, parsed.claims, now),
+            Err(e) => {
+                let kind = e.kind();
+                if is_claims_error(kind) {
+                    // The signature verified (claims are only checked after it); our own
+                    // checks name the precise reason.
+                    token::check_claims(&self.rules, parsed.claims, now)?;
+                }
+                Err(map_jwt_error(kind))
+            }
+        }
+    }
+
+    async fn select_key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<VerifyKey>, Rejection> {
+        let mut refetched = false;
+        loop {
+            let generation = self.store.generation();
+            match self.store.keys().select(kid, alg) {
+                Selection::Found(k) => return Ok(k),
+                Selection::WrongAlgorithm => {
+                    return Err(Rejection::new(
+                        Reason::AlgNotAllowed,
+                        "token alg does not match its signing key",
+                    ))
+                }
+                Selection::Ambiguous => {
+                    return Err(Rejection::new(
+                        Reason::UnknownKey,
+                        "token has no kid and several keys could match",
+                    ))
+                }
+                Selection::NotFound if !refetched => {
+                    refetched = true;
+                    if self.store.refetch_for_miss(generation).await {
+                        continue;
+                    }
+                }
+                Selection::NotFound => {}
+            }
+            return Err(if self.store.is_loaded() {
+                Rejection::new(Reason::UnknownKey, "no signing key matches the token kid")
+            } else {
+                Rejection::new(
+                    Reason::UnknownKey,
+                    "signing keys of this issuer are not loaded yet",
+                )
+            });
+        }
+    }
+}
+
+fn is_claims_error(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ExpiredSignature
+            | ErrorKind::ImmatureSignature
+            | ErrorKind::InvalidAudience
+            | ErrorKind::InvalidIssuer
+            | ErrorKind::InvalidSubject
+            | ErrorKind::MissingRequiredClaim(_)
+            | ErrorKind::InvalidClaimFormat(_)
+    )
+}
+
+/// Reason for a `jsonwebtoken` error that our own checks did not already explain.
+fn map_jwt_error(kind: &ErrorKind) -> Rejection {
+    match kind {
+        ErrorKind::InvalidSignature => Rejection::new(Reason::BadSignature, "invalid signature"),
+        ErrorKind::ExpiredSignature => Rejection::new(Reason::Expired, "token expired"),
+        ErrorKind::ImmatureSignature => {
+            Rejection::new(Reason::NotYetValid, "token not valid yet (nbf)")
+        }
+        ErrorKind::InvalidAudience => {
+            Rejection::new(Reason::WrongAudience, "token audience not accepted")
+        }
+        ErrorKind::InvalidIssuer
+        | ErrorKind::InvalidSubject
+        | ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_) => {
+            Rejection::new(Reason::ClaimInvalid, "required claim missing or malformed")
+        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => Rejection::new(
+            Reason::AlgNotAllowed,
+            "signature algorithm not allowed for this key",
+        ),
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => Rejection::new(
+            Reason::BadSignature,
+            "signature could not be verified with the issuer key",
+        ),
+        _ => Rejection::new(Reason::MalformedToken, "token could not be decoded"),
+    }
+}
 
 /// All configured issuers plus the validated-token cache.
 pub struct Authenticator {
-    _private: (),
+    /// In configuration order.
+    issuers: Vec<Arc<Issuer>>,
+    /// Exact `iss` value -> issuer.
+    by_iss: HashMap<String, Arc<Issuer>>,
+    cache: Arc<cache::TokenCache>,
+    max_token_bytes: usize,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field(
+                "issuers",
+                &self.issuers.iter().map(|i| &i.cfg.name).collect::<Vec<_>>(),
+            )
+            .field("ready", &self.ready())
+            .finish()
+    }
 }
 
 impl Authenticator {
-    /// Build from config. Never blocks on the network: keys load in the background. `previous`
-    /// is the state being replaced on reload; issuers whose configuration is unchanged keep
-    /// their keys (and the token cache is kept when no issuer changed).
+    /// Build from config. Never blocks on the network: keys load in the background (one
+    /// refresh task per issuer, spawned on the current tokio runtime). `previous` is the state
+    /// being replaced on reload; issuers whose configuration is unchanged keep their keys
+    /// and refresh task (shared via `Arc`), and the token cache is kept when no issuer and no
+    /// cache setting changed.
     pub fn new(
-        _cfg: &Config,
-        _previous: Option<&Authenticator>,
-        _http: reqwest::Client,
+        cfg: &Config,
+        previous: Option<&Authenticator>,
+        http: reqwest::Client,
     ) -> Result<Authenticator, Vec<Problem>> {
-        Ok(Authenticator { _private: () })
+        let mut problems = Vec::new();
+        let mut issuers = Vec::with_capacity(cfg.issuers.len());
+        let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
+        let mut all_reused = previous.is_some_and(|p| p.issuers.len() == cfg.issuers.len());
+        for (i, ic) in cfg.issuers.iter().enumerate() {
+            let key = format!("issuer[{i}]");
+            let reused = previous
+                .and_then(|p| p.issuers.iter().find(|old| old.cfg == *ic))
+                .cloned();
+            all_reused &= reused.is_some();
+            let issuer = match reused {
+                Some(old) => old,
+                None => match Issuer::new(ic, http.clone(), &key) {
+                    Ok(new) => Arc::new(new),
+                    Err(p) => {
+                        problems.extend(p);
+                        continue;
+                    }
+                },
+            };
+            if by_iss.insert(ic.issuer.clone(), issuer.clone()).is_some() {
+                problems.push(Problem::new(
+                    format!("{key}.issuer"),
+                    format!("issuer {:?} is configured twice", ic.issuer),
+                ));
+            }
+            issuers.push(issuer);
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let a = &cfg.auth;
+        let cache = match previous {
+            Some(p)
+                if all_reused
+                    && p.cache
+                        .same_settings(a.token_cache_size, a.token_cache_ttl.0) =>
+            {
+                p.cache.clone()
+            }
+            _ => Arc::new(cache::TokenCache::new(
+                a.token_cache_size,
+                a.token_cache_ttl.0,
+            )),
+        };
+        Ok(Authenticator {
+            issuers,
+            by_iss,
+            cache,
+            max_token_bytes: a.max_token_bytes,
+        })
     }
 
     /// Validate a raw token (without the `Bearer ` prefix).
-    pub async fn authenticate(&self, _token: &str) -> Result<Arc<Identity>, Rejection> {
-        Err(Rejection::new(
-            Reason::UnsupportedToken,
-            "token validation not implemented",
-        ))
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, Rejection> {
+        if token.len() > self.max_token_bytes {
+            return Err(Rejection::new(Reason::MalformedToken, "token too large"));
+        }
+        let now = unix_now();
+        let key = token_key(token);
+        if let Some(id) = self.cache.get(&key, now) {
+            return Ok(id);
+        }
+        let id = Arc::new(self.validate(token, now).await?);
+        self.cache.insert(key, id.clone(), now);
+        Ok(id)
     }
 
-    /// True once every issuer's keys have loaded at least once.
+    async fn validate(&self, token: &str, now: u64) -> Result<Identity, Rejection> {
+        let parsed = token::parse(token, self.max_token_bytes)?;
+        let Some(issuer) = self.by_iss.get(parsed.iss()?) else {
+            return Err(Rejection::new(
+                Reason::UnknownIssuer,
+                "token issuer is not configured",
+            ));
+        };
+        issuer.validate(token, parsed, now).await
+    }
+
+    /// True once every issuer's keys have loaded at least once (vacuously true without
+    /// issuers).
     pub fn ready(&self) -> bool {
-        true
+        self.issuers.iter().all(|i| i.store.is_loaded())
+    }
+
+    /// Wait until [`Self::ready`] or `timeout`; returns `ready()`. For `idgate explain` and
+    /// tests: the agent itself never waits (it answers `unknown_key` meanwhile).
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let all = async {
+            for i in &self.issuers {
+                i.store.wait_loaded().await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, all).await;
+        self.ready()
+    }
+
+    /// Per-issuer key status, in configuration order.
+    pub fn issuer_status(&self) -> Vec<IssuerStatus> {
+        self.issuers.iter().map(|i| i.store.status()).collect()
+    }
+
+    /// Validated tokens currently cached (approximate).
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// True when `other` shares this authenticator's key state for issuer `name` (reload
+    /// diagnostics and tests).
+    pub fn shares_keys_with(&self, other: &Authenticator, name: &str) -> bool {
+        let find = |a: &Authenticator| {
+            a.issuers
+                .iter()
+                .find(|i| i.cfg.name == name)
+                .map(|i| i.store.clone())
+        };
+        matches!((find(self), find(other)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
+    }
+
+    /// True when `other` uses the same token cache.
+    pub fn shares_cache_with(&self, other: &Authenticator) -> bool {
+        Arc::ptr_eq(&self.cache, &other.cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytestring::ByteString;
+
+    fn req(auth: Option<&str>, cookie: Option<&str>) -> AuthzRequest {
+        AuthzRequest {
+            authorization: auth.map(ByteString::from),
+            cookie: cookie.map(ByteString::from),
+            ..AuthzRequest::default()
+        }
+    }
+
+    fn ex(auth: Option<&str>, cookie: Option<&str>) -> Result<Option<String>, Reason> {
+        extract_token(&req(auth, cookie), Some("at"))
+            .map(|t| t.map(str::to_owned))
+            .map_err(|r| r.reason)
+    }
+
+    #[tokio::test]
+    async fn refresh_task_stops_when_the_issuer_is_dropped() {
+        // Nothing listens on port 1: the refresher keeps retrying until it is stopped.
+        let cfg = Config::from_toml(
+            "[[issuer]]\nname = \"drop-test\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n",
+            "t",
+        )
+        .unwrap();
+        let a = Authenticator::new(&cfg, None, reqwest::Client::new()).unwrap();
+        let handle = a.issuers[0]
+            .refresher
+            .clone()
+            .expect("spawned inside a runtime");
+        let b = Authenticator::new(&cfg, Some(&a), reqwest::Client::new()).unwrap();
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(
+            !handle.is_finished(),
+            "still used by the reloaded authenticator"
+        );
+        drop(b);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !handle.is_finished() && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert!(handle.is_finished());
+    }
+
+    #[test]
+    fn no_runtime_no_task() {
+        let cfg = Config::from_toml(
+            "[[issuer]]\nname = \"nort\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n",
+            "t",
+        )
+        .unwrap();
+        let a = Authenticator::new(&cfg, None, reqwest::Client::new()).unwrap();
+        assert!(a.issuers[0].refresher.is_none());
+        assert!(!a.ready());
+    }
+
+    #[test]
+    fn token_extraction() {
+        assert_eq!(ex(Some("Bearer abc"), None), Ok(Some("abc".into())));
+        assert_eq!(ex(Some("bEaReR   abc "), None), Ok(Some("abc".into())));
+        assert_eq!(ex(Some("Bearer\tabc"), None), Ok(Some("abc".into())));
+        assert_eq!(ex(Some("Bearer"), None), Err(Reason::MalformedToken));
+        assert_eq!(ex(Some("Bearer   "), None), Err(Reason::MalformedToken));
+        assert_eq!(ex(Some("Bearer a b"), None), Err(Reason::MalformedToken));
+        assert_eq!(
+            ex(Some("Basic dXNlcjpwdw=="), None),
+            Err(Reason::UnsupportedToken)
+        );
+        assert_eq!(
+            ex(Some("eyJhbGciOi.x.y"), None),
+            Err(Reason::UnsupportedToken)
+        );
+        assert_eq!(ex(Some("Bearerabc"), None), Err(Reason::UnsupportedToken));
+        // Authorization wins over the cookie; an empty header falls through to it.
+        assert_eq!(ex(Some("Bearer h"), Some("at=c")), Ok(Some("h".into())));
+        assert_eq!(ex(Some(""), Some("at=c")), Ok(Some("c".into())));
+        assert_eq!(
+            ex(None, Some("x=1; at=\"tok\"; at=2")),
+            Ok(Some("tok".into()))
+        );
+        assert_eq!(ex(None, Some("xat=1;at2=2")), Ok(None));
+        assert_eq!(ex(None, Some("at=")), Ok(None));
+        assert_eq!(ex(None, None), Ok(None));
+        // No cookie configured: the cookie header is ignored.
+        assert_eq!(extract_token(&req(None, Some("at=c")), None), Ok(None));
     }
 }

@@ -11,8 +11,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub mod admin;
@@ -52,6 +52,13 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `idgate_build_info{version}` = 1
     pub build_info: IntGaugeVec,
+    /// Resolved `idgate_decisions_total` children, indexed by reason (the decision label follows
+    /// from the reason's status), so the hot path does no label hashing or locking.
+    decision_children: Vec<(IntCounter, IntCounter)>,
+    /// `idgate_ready`: 1 when `/ready` would answer 200, else 0. Updated by the admin endpoint
+    /// on every `/ready` and `/metrics` request, so a scrape always carries a fresh value and
+    /// alerts can fire on "not ready for N minutes" without probing `/ready` separately.
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -153,6 +160,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let ready = IntGauge::new(
+            "idgate_ready",
+            "1 when the agent is ready (SPOP listener up, every issuer's keys loaded), else 0",
+        )
+        .expect("metric");
 
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
@@ -168,6 +180,7 @@ impl Metrics {
             Box::new(upstream_token_duration.clone()),
             Box::new(config_reloads.clone()),
             Box::new(build_info.clone()),
+            Box::new(ready.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -179,10 +192,15 @@ impl Metrics {
             .expect("process collector");
 
         // Pre-create the bounded label sets so dashboards see zeros rather than gaps.
-        for r in crate::decision::Reason::ALL {
-            let d = if r.status() == 200 { "allow" } else { "deny" };
-            decisions.with_label_values(&[d, r.as_str()]);
-        }
+        let decision_children = crate::decision::Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    decisions.with_label_values(&["allow", r.as_str()]),
+                    decisions.with_label_values(&["deny", r.as_str()]),
+                )
+            })
+            .collect();
         for r in ["hit", "miss"] {
             token_cache_requests.with_label_values(&[r]);
         }
@@ -205,6 +223,19 @@ impl Metrics {
             upstream_token_duration,
             config_reloads,
             build_info,
+            decision_children,
+            ready,
+        }
+    }
+
+    /// Count one decision (`idgate_decisions_total{decision,reason}`) without label lookups.
+    pub fn count_decision(&self, allow: bool, reason: crate::decision::Reason) {
+        // `Reason::ALL` lists the variants in declaration order (tested in decision.rs).
+        let (a, d) = &self.decision_children[reason as usize];
+        if allow {
+            a.inc()
+        } else {
+            d.inc()
         }
     }
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a Debian bookworm machine (CI or a developer's).
+#
+#   - HAProxy 2.6 (Debian's `haproxy`, /usr/sbin/haproxy)
+#   - HAProxy 3.2 (Debian sid's, unpacked beside it by scripts/install-haproxy32.sh, `haproxy32`)
+#   - Node.js + npm for the test OIDC provider (tests/oidc), unless a node is already installed
+#   - curl, ca-certificates, openssl (test certificates), systemd (systemd-analyze checks the unit
+#     file), procps (`kill`)
+#   - the test OIDC provider's npm packages (`npm ci` in tests/oidc, when it exists)
+#
+# Idempotent and quiet: each step is skipped when already done, so running it before every test
+# run costs well under a second on a prepared machine. Needs root for the apt steps (CI runs as
+# root); as non-root it only reports what is missing.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf 'ci-deps: %s\n' "$*" >&2; }
+
+is_installed() {
+    [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
+}
+
+packages=(haproxy curl ca-certificates openssl systemd procps debian-archive-keyring)
+# A node that is already there (e.g. from NodeSource, whose nodejs bundles npm) is kept: Debian's
+# `npm` package would pull in Debian's older nodejs and conflict with it.
+if ! command -v node >/dev/null 2>&1; then
+    packages+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    packages+=(npm)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    is_installed "$p" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) != 0 ]]; then
+        log "missing Debian packages (run as root to install): ${missing[*]}"
+        exit 1
+    fi
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ $(id -u) == 0 ]]; then
+    bash "$root/scripts/install-haproxy32.sh"
+elif ! command -v "${IDGATE_HAPROXY32:-haproxy32}" >/dev/null 2>&1; then
+    log "haproxy32 missing (run scripts/install-haproxy32.sh as root)"
+    exit 1
+fi
+
+# The test OIDC provider (a real `oidc-provider` server, tests/oidc/server.mjs).
+oidc=$root/tests/oidc
+if [[ -f $oidc/package.json ]]; then
+    stamp=$oidc/node_modules/.ci-deps-stamp
+    lock=$oidc/package-lock.json
+    if [[ ! -f $stamp || ( -f $lock && $lock -nt $stamp ) || $oidc/package.json -nt $stamp ]]; then
+        log "npm ci in tests/oidc"
+        if [[ -f $lock ]]; then
+            (cd "$oidc" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        else
+            (cd "$oidc" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+        fi
+        touch "$stamp"
+    fi
+fi

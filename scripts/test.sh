@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command: `scripts/test.sh [extra cargo-nextest arguments]`.
+#
+# Works alone on a fresh Debian bookworm machine: it first installs what the tests need
+# (scripts/ci-deps.sh: HAProxy 2.6 and 3.2, Node.js for the test OIDC provider), then runs every
+# test target. The end-to-end tests run against BOTH HAProxy versions; here a missing HAProxy
+# binary is a test failure, not a skip (IDGATE_REQUIRE_HAPROXY=1).
+#
+# Env (defaults shown):
+#   IDGATE_HAPROXY26=/usr/sbin/haproxy   IDGATE_HAPROXY32=<haproxy32 on PATH>
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+bash scripts/ci-deps.sh
+
+export IDGATE_HAPROXY26=${IDGATE_HAPROXY26:-/usr/sbin/haproxy}
+if [[ -z ${IDGATE_HAPROXY32:-} ]]; then
+    IDGATE_HAPROXY32=$(command -v haproxy32 || echo /usr/local/bin/haproxy32)
+fi
+export IDGATE_HAPROXY32
+export IDGATE_REQUIRE_HAPROXY=1
+
+if cargo nextest --version >/dev/null 2>&1; then
+    # One process (group) per test: the end-to-end tests start servers, and a hung test is
+    # killed with its children by the slow-test timeout in .config/nextest.toml.
+    # Benches are not run here (criterion binaries); .ci/run builds them with `cargo bench
+    # --no-run`.
+    cargo nextest run --lib --bins --tests --no-fail-fast "$@"
+    # nextest does not run doctests.
+    cargo test --doc --quiet
+else
+    cargo test --lib --bins --tests --no-fail-fast "$@"
+    cargo test --doc --quiet
+fi

@@ -1,0 +1,743 @@
+//! The pure half of token validation: structure, the JOSE header, the claims. No I/O and no
+//! clock (callers pass `now`), so every rejection rule is unit-testable in isolation.
+//!
+//! Why we parse the header and the payload ourselves although `jsonwebtoken` does too: its
+//! `Header` silently ignores `crit`, keeps `jku`/`jwk`/`x5u` for the caller to (mis)use, and its
+//! claim checks let a missing or mistyped `aud`/`iss` through unless told otherwise
+//! (identity-and-databricks.md §6.4-6.5). serde_json's `Map` silently keeps the last of two
+//! duplicate names (RFC 7519 §4 says reject or take the last; we reject). So the strict rules
+//! live here, and `jsonwebtoken` is kept as a second, independent line of checks.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use crate::decision::{Identity, Reason, Rejection};
+
+/// Longest `kid` we look up. Real IdPs use 20-64 characters (thumbprints, UUIDs); the cap
+/// keeps a hostile header from making us hash or log kilobytes (RFC 8725 §3.10).
+pub const MAX_KID_BYTES: usize = 256;
+
+/// Longest `typ` / `alg` we bother comparing.
+const MAX_SHORT_PARAM_BYTES: usize = 64;
+
+/// Header parameters that point at keys or certificates. We never fetch or trust them (keys
+/// come only from the configured issuer's JWKS, RFC 8725 §3.10), and a token carrying one is
+/// refused as `unsupported_token`: a legitimate IdP access token has no reason to embed its own
+/// key, and accepting-but-ignoring would hide an attack attempt from the logs.
+const KEY_REFERENCE_PARAMS: &[&str] = &["jku", "jwk", "x5u", "x5c"];
+
+/// Header parameters of features we do not implement: unencoded payloads (RFC 7797 `b64`),
+/// compression and encryption (JWE). Refused as `unsupported_token`.
+const UNSUPPORTED_PARAMS: &[&str] = &["b64", "zip", "enc", "epk", "p2s", "p2c"];
+
+/// The checked JOSE header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+}
+
+/// A token whose structure and header passed, with its (not yet verified) claims.
+#[derive(Debug)]
+pub struct Parsed {
+    pub header: Header,
+    pub claims: Map<String, Value>,
+}
+
+impl Parsed {
+    /// The unverified `iss`, used only to pick which issuer's keys verify the token.
+    pub fn iss(&self) -> Result<&str, Rejection> {
+        match self.claims.get("iss") {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(Rejection::new(
+                Reason::ClaimInvalid,
+                "iss claim missing or not a string",
+            )),
+        }
+    }
+}
+
+/// Algorithms that may ever be accepted, by their exact (case-sensitive) JOSE name. HMAC is
+/// absent on purpose: a JWKS issuer never legitimately signs with a shared secret, and allowing
+/// it is the RS/HS key-confusion attack (RFC 8725 §2.1). `none` is absent for obvious reasons.
+pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// Structural checks, then the header, then the claims JSON. `max_bytes` is checked before
+/// anything is decoded.
+pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
+    if token.len() > max_bytes {
+        return Err(Rejection::new(Reason::MalformedToken, "token too large"));
+    }
+    let bytes = token.as_bytes();
+    let dots = bytes.iter().filter(|&&b| b == b'.').count();
+    if dots == 4 {
+        return Err(Rejection::new(
+            Reason::UnsupportedToken,
+            "encrypted tokens (JWE) are not supported",
+        ));
+    }
+    if dots != 2 {
+        return Err(Rejection::new(
+            Reason::MalformedToken,
+            "not a compact JWS (three dot-separated parts)",
+        ));
+    }
+    if !bytes.iter().all(|&b| b == b'.' || is_b64url(b)) {
+        return Err(Rejection::new(
+            Reason::MalformedToken,
+            "token contains characters outside base64url",
+        ));
+    }
+    let mut parts = token.splitn(3, '.');
+    let (h, p, s) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s)) => (h, p, s),
+        _ => {
+            return Err(Rejection::new(
+                Reason::MalformedToken,
+                "not a compact JWS (three dot-separated parts)",
+            ))
+        }
+    };
+    if h.is_empty() || p.is_empty() {
+        return Err(Rejection::new(
+            Reason::MalformedToken,
+            "empty token header or payload",
+        ));
+    }
+    let header = parse_header(h)?;
+    // `alg` is judged before the empty-signature check so that `alg: none` tokens (which carry
+    // an empty signature) are reported as what they are.
+    if s.is_empty() {
+        return Err(Rejection::new(Reason::MalformedToken, "empty signature"));
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| Rejection::new(Reason::MalformedToken, "payload is not valid base64url"))?;
+    let claims = match parse_object(&payload) {
+        Ok(m) => m,
+        Err(JsonError::Duplicate) => {
+            return Err(Rejection::new(
+                Reason::ClaimInvalid,
+                "duplicate claim name in payload",
+            ))
+        }
+        Err(JsonError::Invalid) => {
+            return Err(Rejection::new(
+                Reason::MalformedToken,
+                "payload is not a JSON object",
+            ))
+        }
+    };
+    Ok(Parsed { header, claims })
+}
+
+fn is_b64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn parse_header(encoded: &str) -> Result<Header, Rejection> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| Rejection::new(Reason::MalformedToken, "header is not valid base64url"))?;
+    let obj = match parse_object(&raw) {
+        Ok(m) => m,
+        Err(JsonError::Duplicate) => {
+            return Err(Rejection::new(
+                Reason::MalformedToken,
+                "duplicate header parameter",
+            ))
+        }
+        Err(JsonError::Invalid) => {
+            return Err(Rejection::new(
+                Reason::MalformedToken,
+                "header is not a JSON object",
+            ))
+        }
+    };
+    let alg = match obj.get("alg") {
+        Some(Value::String(a)) if a.len() <= MAX_SHORT_PARAM_BYTES => a,
+        _ => {
+            return Err(Rejection::new(
+                Reason::MalformedToken,
+                "header alg missing or not a string",
+            ))
+        }
+    };
+    let Some(alg) = algorithm_from_name(alg) else {
+        return Err(Rejection::new(
+            Reason::AlgNotAllowed,
+            "signature algorithm not allowed",
+        ));
+    };
+    if obj.contains_key("crit") {
+        // RFC 7515 §4.1.11: a recipient MUST reject a token whose `crit` lists an extension it
+        // does not understand; we understand none, so any `crit` is refused.
+        return Err(Rejection::new(
+            Reason::ClaimInvalid,
+            "critical header extensions are not supported",
+        ));
+    }
+    if KEY_REFERENCE_PARAMS.iter().any(|k| obj.contains_key(*k)) {
+        return Err(Rejection::new(
+            Reason::UnsupportedToken,
+            "embedded or remote key references (jku, jwk, x5u, x5c) are not accepted",
+        ));
+    }
+    if UNSUPPORTED_PARAMS.iter().any(|k| obj.contains_key(*k)) {
+        return Err(Rejection::new(
+            Reason::UnsupportedToken,
+            "unsupported JOSE header parameter",
+        ));
+    }
+    match obj.get("cty") {
+        None => {}
+        Some(Value::String(c)) if !c.eq_ignore_ascii_case("JWT") => {}
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::UnsupportedToken,
+                "nested tokens are not supported",
+            ))
+        }
+    }
+    let kid = match obj.get("kid") {
+        None => None,
+        Some(Value::String(k)) if valid_kid(k) => Some(k.clone()),
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::MalformedToken,
+                "header kid is not a short printable string",
+            ))
+        }
+    };
+    let typ = match obj.get("typ") {
+        None => None,
+        Some(Value::String(t)) if t.len() <= MAX_SHORT_PARAM_BYTES => Some(t.clone()),
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::UnsupportedToken,
+                "header typ is not an accepted token type",
+            ))
+        }
+    };
+    Ok(Header { alg, kid, typ })
+}
+
+/// `kid`: 1..=256 bytes of printable ASCII without spaces. It is only ever used as a map key
+/// into the issuer's cached JWKS (never a path, URL or query), but bounding it keeps logs and
+/// lookups cheap and rules out control characters in log lines.
+pub fn valid_kid(k: &str) -> bool {
+    !k.is_empty() && k.len() <= MAX_KID_BYTES && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `typ` comparison per RFC 7515 §4.1.9: case-insensitive, and the `application/` prefix may be
+/// omitted, so `at+jwt` and `application/at+JWT` are the same type.
+pub fn typ_matches(token_typ: &str, allowed: &str) -> bool {
+    fn strip(s: &str) -> &str {
+        const P: &str = "application/";
+        if s.len() > P.len() && s[..P.len()].eq_ignore_ascii_case(P) {
+            &s[P.len()..]
+        } else {
+            s
+        }
+    }
+    strip(token_typ).eq_ignore_ascii_case(strip(allowed))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum JsonError {
+    Duplicate,
+    Invalid,
+}
+
+const DUPLICATE_KEY: &str = "duplicate object key";
+
+/// Parse a JSON object, refusing duplicate member names at any depth.
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
+    match serde_json::from_slice::<StrictValue>(bytes) {
+        Ok(StrictValue(Value::Object(m))) => Ok(m),
+        Ok(_) => Err(JsonError::Invalid),
+        // Our visitor accepts every JSON shape, so the only data error it can raise is the
+        // duplicate-key one; everything else is a syntax/EOF error.
+        Err(e) if e.is_data() && e.to_string().starts_with(DUPLICATE_KEY) => {
+            Err(JsonError::Duplicate)
+        }
+        Err(_) => Err(JsonError::Invalid),
+    }
+}
+
+/// A `serde_json::Value` that refuses duplicate object keys while it is being built.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(StrictValue(e)) = seq.next_element()? {
+            v.push(e);
+        }
+        Ok(Value::Array(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if m.contains_key(&k) {
+                return Err(de::Error::custom(DUPLICATE_KEY));
+            }
+            let StrictValue(v) = map.next_value()?;
+            m.insert(k, v);
+        }
+        Ok(Value::Object(m))
+    }
+}
+
+/// Per-issuer claim rules, derived once from the `[[issuer]]` section.
+#[derive(Debug, Clone)]
+pub struct ClaimRules {
+    /// The configured issuer `name` (goes into [`Identity::issuer`]).
+    pub name: Arc<str>,
+    /// The exact `iss` value.
+    pub issuer: String,
+    pub audiences: HashSet<String>,
+    pub leeway: u64,
+    pub max_lifetime: u64,
+    pub email_claim: String,
+    pub groups_claim: String,
+}
+
+/// How a fractional NumericDate is rounded: always in the direction that makes the token
+/// *less* acceptable (exp down, nbf/iat up).
+#[derive(Clone, Copy)]
+enum Round {
+    Down,
+    Up,
+}
+
+/// `Ok(None)`: absent. `Err`: present but not a non-negative number.
+fn numeric_date(v: Option<&Value>, round: Round) -> Result<Option<u64>, ()> {
+    let Some(v) = v else { return Ok(None) };
+    let Value::Number(n) = v else { return Err(()) };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        // 2^63: far beyond any real date; keeps the conversion exact-enough and the arithmetic
+        // below free of overflow surprises.
+        Some(f) if f.is_finite() && (0.0..9.2e18).contains(&f) => Ok(Some(match round {
+            Round::Down => f.floor() as u64,
+            Round::Up => f.ceil() as u64,
+        })),
+        _ => Err(()),
+    }
+}
+
+/// Look up a dotted claim path (`realm_access.roles`).
+pub fn claim_path<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut cur = claims.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_object()?.get(p)?;
+    }
+    Some(cur)
+}
+
+/// Check the (signature-verified) claims and build the [`Identity`].
+///
+/// Order: type checks of every claim we rely on (`claim_invalid`), then time (`expired`,
+/// `not_yet_valid`), lifetime (`claim_invalid`), audience (`wrong_audience`), and the identity
+/// claims. Missing or mistyped authorization-relevant claims (groups, email, scopes) are
+/// refused rather than dropped: a `deny` rule keyed on a group must not be bypassed by sending
+/// the group list in an unexpected shape.
+pub fn check_claims(
+    rules: &ClaimRules,
+    claims: Map<String, Value>,
+    now: u64,
+) -> Result<Identity, Rejection> {
+    let bad = |d: &'static str| Rejection::new(Reason::ClaimInvalid, d);
+    let exp = numeric_date(claims.get("exp"), Round::Down)
+        .ok()
+        .flatten()
+        .ok_or_else(|| bad("exp claim missing or not a number"))?;
+    let nbf =
+        numeric_date(claims.get("nbf"), Round::Up).map_err(|_| bad("nbf claim is not a number"))?;
+    let iat =
+        numeric_date(claims.get("iat"), Round::Up).map_err(|_| bad("iat claim is not a number"))?;
+    match claims.get("iss") {
+        Some(Value::String(s)) if *s == rules.issuer => {}
+        _ => return Err(bad("iss claim does not match the issuer")),
+    }
+    let sub = match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(bad("sub claim missing or not a string")),
+    };
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => rules.audiences.contains(a),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut any = false;
+            for i in items {
+                match i {
+                    Value::String(a) => any |= rules.audiences.contains(a),
+                    _ => return Err(bad("aud claim is not a string or an array of strings")),
+                }
+            }
+            any
+        }
+        _ => {
+            return Err(bad(
+                "aud claim missing or not a string or an array of strings",
+            ))
+        }
+    };
+
+    if now > exp.saturating_add(rules.leeway) {
+        return Err(Rejection::new(Reason::Expired, "token expired"));
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(rules.leeway)) {
+        return Err(Rejection::new(
+            Reason::NotYetValid,
+            "token not valid yet (nbf)",
+        ));
+    }
+    if iat.is_some_and(|iat| iat > now.saturating_add(rules.leeway)) {
+        return Err(Rejection::new(
+            Reason::NotYetValid,
+            "token issued in the future (iat)",
+        ));
+    }
+    let lifetime = exp.saturating_sub(iat.unwrap_or(now));
+    if lifetime > rules.max_lifetime {
+        return Err(bad("token lifetime exceeds the allowed maximum"));
+    }
+    if !aud_ok {
+        return Err(Rejection::new(
+            Reason::WrongAudience,
+            "token audience not accepted",
+        ));
+    }
+
+    let email = match claim_path(&claims, &rules.email_claim) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) => Some(e.clone()),
+        Some(_) => return Err(bad("email claim is not a string")),
+    };
+    let groups = string_list(claim_path(&claims, &rules.groups_claim), false)
+        .map_err(|_| bad("groups claim is not a string or an array of strings"))?;
+    let scopes = if claims.contains_key("scope") {
+        string_list(claims.get("scope"), true)
+    } else {
+        string_list(claims.get("scp"), true)
+    }
+    .map_err(|_| bad("scope claim is not a string or an array of strings"))?;
+
+    Ok(Identity {
+        issuer: rules.name.clone(),
+        sub,
+        email,
+        groups,
+        scopes,
+        expires_at: exp,
+        claims,
+    })
+}
+
+/// A claim that is a single string or an array of strings. `split_spaces`: a single string is
+/// a space-separated list (OAuth `scope`).
+fn string_list(v: Option<&Value>, split_spaces: bool) -> Result<Vec<String>, ()> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if split_spaces => Ok(s
+            .split(' ')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(()),
+            })
+            .collect(),
+        Some(_) => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn b64(v: &str) -> String {
+        URL_SAFE_NO_PAD.encode(v)
+    }
+
+    fn tok(header: &str, payload: &str) -> String {
+        format!("{}.{}.c2ln", b64(header), b64(payload))
+    }
+
+    const P: &str = r#"{"iss":"https://idp","sub":"u","aud":"api","exp":2000000000}"#;
+
+    fn reason(r: Result<Parsed, Rejection>) -> Reason {
+        r.map(|_| ()).unwrap_err().reason
+    }
+
+    #[test]
+    fn structure() {
+        assert_eq!(reason(parse("abc", 8192)), Reason::MalformedToken);
+        assert_eq!(reason(parse("a.b", 8192)), Reason::MalformedToken);
+        assert_eq!(reason(parse("a.b.c.d", 8192)), Reason::MalformedToken);
+        assert_eq!(reason(parse("a.b.c.d.e", 8192)), Reason::UnsupportedToken);
+        assert_eq!(reason(parse("a.b+.c", 8192)), Reason::MalformedToken);
+        assert_eq!(reason(parse("a.b=.c", 8192)), Reason::MalformedToken);
+        assert_eq!(reason(parse(".b.c", 8192)), Reason::MalformedToken);
+        let t = tok(r#"{"alg":"RS256"}"#, P);
+        assert!(parse(&t, 8192).is_ok());
+        assert_eq!(reason(parse(&t, t.len() - 1)), Reason::MalformedToken);
+        let unsigned = t.rsplit_once('.').unwrap().0.to_string() + ".";
+        assert_eq!(reason(parse(&unsigned, 8192)), Reason::MalformedToken);
+    }
+
+    #[test]
+    fn header_rules() {
+        let cases: &[(&str, Reason)] = &[
+            (r#"{"alg":"none"}"#, Reason::AlgNotAllowed),
+            (r#"{"alg":"HS256"}"#, Reason::AlgNotAllowed),
+            (r#"{"alg":"rs256"}"#, Reason::AlgNotAllowed),
+            (r#"{"alg":"ES512"}"#, Reason::AlgNotAllowed),
+            (r#"{"alg":1}"#, Reason::MalformedToken),
+            (r#"{"typ":"JWT"}"#, Reason::MalformedToken),
+            (r#"{"alg":"RS256","alg":"RS256"}"#, Reason::MalformedToken),
+            (
+                r#"{"alg":"RS256","crit":["b64"],"b64":false}"#,
+                Reason::ClaimInvalid,
+            ),
+            (
+                r#"{"alg":"RS256","jku":"https://evil/jwks"}"#,
+                Reason::UnsupportedToken,
+            ),
+            (
+                r#"{"alg":"RS256","jwk":{"kty":"oct","k":"AA"}}"#,
+                Reason::UnsupportedToken,
+            ),
+            (
+                r#"{"alg":"RS256","x5u":"https://evil/c"}"#,
+                Reason::UnsupportedToken,
+            ),
+            (r#"{"alg":"RS256","x5c":["MII"]}"#, Reason::UnsupportedToken),
+            (r#"{"alg":"RS256","zip":"DEF"}"#, Reason::UnsupportedToken),
+            (r#"{"alg":"RS256","cty":"JWT"}"#, Reason::UnsupportedToken),
+            (r#"{"alg":"RS256","kid":""}"#, Reason::MalformedToken),
+            (r#"{"alg":"RS256","kid":"a b"}"#, Reason::MalformedToken),
+            (r#"{"alg":"RS256","kid":7}"#, Reason::MalformedToken),
+            (r#"{"alg":"RS256","typ":5}"#, Reason::UnsupportedToken),
+            ("[1]", Reason::MalformedToken),
+            ("not json", Reason::MalformedToken),
+        ];
+        for (h, want) in cases {
+            assert_eq!(reason(parse(&tok(h, P), 8192)), *want, "header {h}");
+        }
+        let long_kid = format!(
+            r#"{{"alg":"RS256","kid":"{}"}}"#,
+            "k".repeat(MAX_KID_BYTES + 1)
+        );
+        assert_eq!(
+            reason(parse(&tok(&long_kid, P), 8192)),
+            Reason::MalformedToken
+        );
+        // alg none with the empty signature it comes with: still alg_not_allowed.
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(P));
+        assert_eq!(reason(parse(&none, 8192)), Reason::AlgNotAllowed);
+        let ok = parse(
+            &tok(
+                r#"{"alg":"EdDSA","kid":"k-1","typ":"at+jwt","x5t":"abc"}"#,
+                P,
+            ),
+            8192,
+        )
+        .unwrap();
+        assert_eq!(ok.header.alg, Algorithm::EdDSA);
+        assert_eq!(ok.header.kid.as_deref(), Some("k-1"));
+        assert_eq!(ok.header.typ.as_deref(), Some("at+jwt"));
+    }
+
+    #[test]
+    fn payload_rules() {
+        let h = r#"{"alg":"RS256"}"#;
+        let dup = r#"{"iss":"https://idp","sub":"u","aud":"api","aud":"other","exp":2000000000}"#;
+        assert_eq!(reason(parse(&tok(h, dup), 8192)), Reason::ClaimInvalid);
+        let escaped_dup = r#"{"sub":"a","s\u0075b":"b"}"#;
+        assert_eq!(
+            reason(parse(&tok(h, escaped_dup), 8192)),
+            Reason::ClaimInvalid
+        );
+        let nested_dup = r#"{"sub":"a","ra":{"roles":[],"roles":["x"]}}"#;
+        assert_eq!(
+            reason(parse(&tok(h, nested_dup), 8192)),
+            Reason::ClaimInvalid
+        );
+        assert_eq!(reason(parse(&tok(h, "[]"), 8192)), Reason::MalformedToken);
+        assert_eq!(reason(parse(&tok(h, "{"), 8192)), Reason::MalformedToken);
+        assert_eq!(reason(parse(&tok(h, "{} x"), 8192)), Reason::MalformedToken);
+    }
+
+    #[test]
+    fn typ_comparison() {
+        assert!(typ_matches("JWT", "jwt"));
+        assert!(typ_matches("application/at+jwt", "at+jwt"));
+        assert!(typ_matches("AT+JWT", "application/at+jwt"));
+        assert!(!typ_matches("JOSE", "JWT"));
+        assert!(!typ_matches("id+jwt", "at+jwt"));
+    }
+
+    fn rules() -> ClaimRules {
+        ClaimRules {
+            name: "corp".into(),
+            issuer: "https://idp".into(),
+            audiences: ["api".to_string(), "api2".to_string()].into(),
+            leeway: 30,
+            max_lifetime: 3600,
+            email_claim: "email".into(),
+            groups_claim: "realm.roles".into(),
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn check(v: Value) -> Result<Identity, Rejection> {
+        let Value::Object(m) = v else { panic!() };
+        check_claims(&rules(), m, NOW)
+    }
+
+    fn base() -> Value {
+        json!({"iss":"https://idp","sub":"alice","aud":"api","exp":NOW + 600,"iat":NOW})
+    }
+
+    fn with(k: &str, v: Value) -> Value {
+        let mut b = base();
+        b[k] = v;
+        b
+    }
+
+    fn without(k: &str) -> Value {
+        let mut b = base();
+        b.as_object_mut().unwrap().remove(k);
+        b
+    }
+
+    fn r(v: Value) -> Reason {
+        check(v).unwrap_err().reason
+    }
+
+    #[test]
+    fn claims_accept_and_identity() {
+        let id = check(json!({
+            "iss":"https://idp","sub":"alice","aud":["x","api2"],"exp":NOW as f64 + 60.9,"iat":NOW,
+            "email":"a@example.com","realm":{"roles":["r1","r2"]},"scp":["read","write"]
+        }))
+        .unwrap();
+        assert_eq!(id.issuer.as_ref(), "corp");
+        assert_eq!(id.sub, "alice");
+        assert_eq!(id.email.as_deref(), Some("a@example.com"));
+        assert_eq!(id.groups, ["r1", "r2"]);
+        assert_eq!(id.scopes, ["read", "write"]);
+        assert_eq!(id.expires_at, NOW + 60);
+        assert_eq!(id.claim("realm.roles"), Some(&json!(["r1", "r2"])));
+        let id = check(with("scope", json!("a  b c"))).unwrap();
+        assert_eq!(id.scopes, ["a", "b", "c"]);
+        assert!(id.groups.is_empty() && id.email.is_none());
+        let id = check(with("realm", json!({"roles":"solo"}))).unwrap();
+        assert_eq!(id.groups, ["solo"]);
+        // leeway: expired 20 s ago, nbf 20 s ahead: still fine with 30 s leeway
+        assert!(check(with("exp", json!(NOW - 20))).is_ok());
+        assert!(check(with("nbf", json!(NOW + 20))).is_ok());
+    }
+
+    #[test]
+    fn claims_reject() {
+        assert_eq!(r(without("exp")), Reason::ClaimInvalid);
+        assert_eq!(r(with("exp", json!("2000000000"))), Reason::ClaimInvalid);
+        assert_eq!(r(with("exp", json!(-5))), Reason::ClaimInvalid);
+        assert_eq!(r(with("exp", json!(NOW - 31))), Reason::Expired);
+        assert_eq!(r(with("nbf", json!(NOW + 31))), Reason::NotYetValid);
+        assert_eq!(r(with("nbf", json!("soon"))), Reason::ClaimInvalid);
+        assert_eq!(r(with("iat", json!(NOW + 31))), Reason::NotYetValid);
+        assert_eq!(r(with("iat", json!(null))), Reason::ClaimInvalid);
+        assert_eq!(r(with("exp", json!(NOW + 3601))), Reason::ClaimInvalid);
+        let mut no_iat_long = without("iat");
+        no_iat_long["exp"] = json!(NOW + 7200);
+        assert_eq!(r(no_iat_long), Reason::ClaimInvalid);
+        assert_eq!(r(with("exp", json!(u64::MAX))), Reason::ClaimInvalid);
+        assert_eq!(r(without("aud")), Reason::ClaimInvalid);
+        assert_eq!(r(with("aud", json!(42))), Reason::ClaimInvalid);
+        assert_eq!(r(with("aud", json!([]))), Reason::ClaimInvalid);
+        assert_eq!(r(with("aud", json!(["api", 1]))), Reason::ClaimInvalid);
+        assert_eq!(r(with("aud", json!("other"))), Reason::WrongAudience);
+        assert_eq!(r(with("aud", json!(["x", "y"]))), Reason::WrongAudience);
+        assert_eq!(r(with("aud", json!("API"))), Reason::WrongAudience);
+        assert_eq!(r(without("sub")), Reason::ClaimInvalid);
+        assert_eq!(r(with("sub", json!(7))), Reason::ClaimInvalid);
+        assert_eq!(r(with("iss", json!("https://other"))), Reason::ClaimInvalid);
+        assert_eq!(r(with("iss", json!({"x":1}))), Reason::ClaimInvalid);
+        assert_eq!(r(with("email", json!(["a@b"]))), Reason::ClaimInvalid);
+        assert_eq!(r(with("realm", json!({"roles":[1]}))), Reason::ClaimInvalid);
+        assert_eq!(r(with("scope", json!(3))), Reason::ClaimInvalid);
+    }
+}

@@ -1,0 +1,658 @@
+//! The real SPOP server on 127.0.0.1:0, driven with raw bytes over TCP.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+
+use idgate::authorize::FoundationAuthorizer;
+use idgate::config::{Dur, SpopConfig};
+use idgate::decision::{Authorizer, AuthzRequest, Reason, Verdict};
+use idgate::spop::frame::{self, decode_actions, decode_disconnect, Action, Arg, Header, Message};
+use idgate::spop::{Status, TypedData};
+
+/// Upper bound for any single wait in these tests; nothing should come close.
+const WAIT: Duration = Duration::from_secs(5);
+
+// ----- frames -----
+
+/// Bytes from hex tokens and double-quoted ASCII strings.
+fn b(spec: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, part) in spec.split('"').enumerate() {
+        if i % 2 == 1 {
+            out.extend_from_slice(part.as_bytes());
+        } else {
+            for tok in part.split_whitespace() {
+                for j in (0..tok.len()).step_by(2) {
+                    out.push(u8::from_str_radix(&tok[j..j + 2], 16).expect("hex"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// spop-protocol.md §12 E1: health-check HAPROXY-HELLO.
+fn e1() -> Vec<u8> {
+    b(
+        r#"00 00 00 4e 01 00 00 00 01 00 00 12 "supported-versions" 08 03 "2.0"
+        0e "max-frame-size" 03 fc f0 06 0c "capabilities" 08 00 0b "healthcheck" 11"#,
+    )
+}
+/// E2: HAProxy 2.6 HELLO.
+fn e2() -> Vec<u8> {
+    b(
+        r#"00000081 01 00000001 00 00 12 "supported-versions" 08 03 "2.0" 0e "max-frame-size" 03 fcf006
+        0c "capabilities" 08 10 "pipelining,async" 09 "engine-id" 08 24 "75352caa-64d7-4472-91c1-f5d19ee07b9d""#,
+    )
+}
+/// E3: HAProxy 3.2 HELLO.
+fn e3() -> Vec<u8> {
+    b(
+        r#"0000007b 01 00000001 00 00 12 "supported-versions" 08 03 "2.0" 0e "max-frame-size" 03 fcf006
+        0c "capabilities" 08 0a "pipelining" 09 "engine-id" 08 24 "75352caa-64d7-4472-91c1-f5d19ee07b9d""#,
+    )
+}
+/// E4: the exact AGENT-HELLO expected for a 16380-byte HAProxy.
+fn e4() -> Vec<u8> {
+    b(r#"00 00 00 40 65 00 00 00 01 00 00 07 "version" 08 03 "2.0"
+        0e "max-frame-size" 03 fc f0 06 0c "capabilities" 08 0a "pipelining""#)
+}
+/// E10: HAPROXY-DISCONNECT "I/O error".
+fn e10() -> Vec<u8> {
+    b(r#"00000028 02 00000001 00 00 0b "status-code" 03 01 07 "message" 08 09 "I/O error""#)
+}
+
+fn arg(name: &'static str, value: TypedData) -> Arg {
+    Arg {
+        name: Bytes::from_static(name.as_bytes()),
+        value,
+    }
+}
+
+/// A NOTIFY with the contract's `authorize` message.
+fn notify(sid: u64, fid: u64, authorization: Option<&str>) -> Vec<u8> {
+    let mut args = vec![
+        arg("method", TypedData::static_str("GET")),
+        arg("path", TypedData::static_str("/api/x")),
+        arg("host", TypedData::static_str("api.example.com")),
+        arg("src", TypedData::Ipv4([127, 0, 0, 1].into())),
+    ];
+    if let Some(a) = authorization {
+        args.push(arg(
+            "authorization",
+            TypedData::String(Bytes::copy_from_slice(a.as_bytes())),
+        ));
+    }
+    let msg = Message {
+        name: Bytes::from_static(b"authorize"),
+        args,
+    };
+    let mut buf = BytesMut::new();
+    frame::encode_notify(&mut buf, sid, fid, &[msg]);
+    buf.to_vec()
+}
+
+// ----- server -----
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start<A: Authorizer>(cfg: SpopConfig, authorizer: A) -> TestServer {
+        let listener = idgate::server::bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(idgate::server::serve(
+            listener,
+            cfg,
+            Arc::new(authorizer),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            addr,
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    async fn foundation() -> TestServer {
+        TestServer::start(SpopConfig::default(), FoundationAuthorizer::default()).await
+    }
+
+    async fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// A connection with the HELLO done.
+    async fn ready(&self) -> TcpStream {
+        let mut s = self.connect().await;
+        s.write_all(&e3()).await.unwrap();
+        assert_eq!(read_frame(&mut s).await, e4());
+        s
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+    }
+}
+
+async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    timeout(WAIT, async {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.expect("frame length");
+        let mut frame = len.to_vec();
+        frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
+        s.read_exact(&mut frame[4..]).await.expect("frame body");
+        frame
+    })
+    .await
+    .expect("a frame within the time limit")
+}
+
+/// The peer closed: EOF or a reset, and no more frames.
+async fn expect_closed(s: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    match timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("close within the time limit")
+    {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("expected close, got {n} more bytes: {:02x?}", &buf[..n]),
+    }
+}
+
+fn disconnect_status(frame: &[u8]) -> Status {
+    assert_eq!(
+        &frame[4..11],
+        &[102, 0, 0, 0, 1, 0, 0],
+        "AGENT-DISCONNECT: {frame:02x?}"
+    );
+    decode_disconnect(Bytes::copy_from_slice(&frame[11..]), "t")
+        .unwrap()
+        .status
+}
+
+/// (stream-id, frame-id, actions) of an ACK.
+fn parse_ack(frame: &[u8]) -> (u64, u64, Vec<Action>) {
+    let mut body = Bytes::copy_from_slice(&frame[4..]);
+    let h = Header::decode(&mut body).unwrap();
+    assert_eq!(h.frame_type, 103, "ACK expected: {frame:02x?}");
+    assert_eq!(h.flags, 1);
+    (h.stream_id, h.frame_id, decode_actions(body).unwrap())
+}
+
+fn var<'a>(actions: &'a [Action], name: &str) -> Option<&'a TypedData> {
+    actions.iter().find_map(|a| match a {
+        Action::SetVar { name: n, value, .. } if n == name.as_bytes() => Some(value),
+        _ => None,
+    })
+}
+
+async fn round_trip(s: &mut TcpStream, sid: u64) {
+    s.write_all(&notify(sid, 1, None)).await.unwrap();
+    let (got_sid, fid, actions) = parse_ack(&read_frame(s).await);
+    assert_eq!((got_sid, fid), (sid, 1));
+    assert_eq!(
+        var(&actions, "reason"),
+        Some(&TypedData::static_str("missing_token"))
+    );
+}
+
+// ----- tests -----
+
+#[tokio::test]
+async fn hello_26_and_32_get_the_exact_agent_hello() {
+    let srv = TestServer::foundation().await;
+    for hello in [e2(), e3()] {
+        let mut s = srv.connect().await;
+        s.write_all(&hello).await.unwrap();
+        assert_eq!(read_frame(&mut s).await, e4());
+        round_trip(&mut s, 1).await;
+    }
+}
+
+#[tokio::test]
+async fn healthcheck_hello_gets_agent_hello_then_close() {
+    let srv = TestServer::foundation().await;
+    let mut s = srv.connect().await;
+    s.write_all(&e1()).await.unwrap();
+    assert_eq!(read_frame(&mut s).await, e4());
+    expect_closed(&mut s).await;
+}
+
+#[tokio::test]
+async fn twenty_pipelined_notifies_with_large_ids_each_acked_once() {
+    let srv = TestServer::foundation().await;
+    let mut s = srv.ready().await;
+    let mut batch = Vec::new();
+    let mut expected = HashSet::new();
+    for i in 0..20u64 {
+        let (sid, fid) = ((1 << 40) + i, (1 << 41) + 7 * i);
+        let authz = (i % 2 == 0).then_some("Bearer abc.def.ghi");
+        batch.extend_from_slice(&notify(sid, fid, authz));
+        expected.insert((sid, fid));
+    }
+    s.write_all(&batch).await.unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let (sid, fid, actions) = parse_ack(&read_frame(&mut s).await);
+        assert!(seen.insert((sid, fid)), "duplicate ACK for {sid}/{fid}");
+        assert_eq!(var(&actions, "allow"), Some(&TypedData::Bool(false)));
+        assert_eq!(var(&actions, "status"), Some(&TypedData::Int64(401)));
+        let i = sid - (1 << 40);
+        let reason = if i % 2 == 0 {
+            "unsupported_token"
+        } else {
+            "missing_token"
+        };
+        assert_eq!(
+            var(&actions, "reason"),
+            Some(&TypedData::static_str(reason))
+        );
+        assert!(var(&actions, "www_authenticate").is_some());
+    }
+    assert_eq!(seen, expected);
+    // Nothing else was queued: the next frame is the answer to our DISCONNECT.
+    s.write_all(&e10()).await.unwrap();
+    assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
+    expect_closed(&mut s).await;
+}
+
+#[tokio::test]
+async fn notify_written_one_byte_at_a_time() {
+    let srv = TestServer::foundation().await;
+    let mut s = srv.connect().await;
+    for byte in e2() {
+        s.write_all(&[byte]).await.unwrap();
+    }
+    assert_eq!(read_frame(&mut s).await, e4());
+    for byte in notify(0, 2, Some("Bearer x")) {
+        s.write_all(&[byte]).await.unwrap();
+    }
+    let (sid, fid, actions) = parse_ack(&read_frame(&mut s).await);
+    assert_eq!((sid, fid), (0, 2));
+    assert_eq!(
+        var(&actions, "reason"),
+        Some(&TypedData::static_str("unsupported_token"))
+    );
+}
+
+#[tokio::test]
+async fn notify_without_authorize_message_gets_bad_request() {
+    let srv = TestServer::foundation().await;
+    let mut s = srv.ready().await;
+    let mut buf = BytesMut::new();
+    let other = Message {
+        name: Bytes::from_static(b"check-request"),
+        args: vec![arg("method", TypedData::static_str("GET"))],
+    };
+    frame::encode_notify(&mut buf, 3, 1, &[other]);
+    frame::encode_notify(&mut buf, 5, 1, &[]);
+    s.write_all(&buf).await.unwrap();
+    for _ in 0..2 {
+        let (_, _, actions) = parse_ack(&read_frame(&mut s).await);
+        assert_eq!(var(&actions, "status"), Some(&TypedData::Int64(400)));
+        assert_eq!(
+            var(&actions, "reason"),
+            Some(&TypedData::static_str("bad_request"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_input_gets_the_right_disconnect_and_others_keep_working() {
+    let srv = TestServer::foundation().await;
+    let mut keeper = srv.ready().await;
+    let version = |v: &str| {
+        let mut f = BytesMut::new();
+        frame::encode_haproxy_hello(&mut f, v, 16380, "pipelining", false);
+        f.to_vec()
+    };
+    let small_mfs = {
+        let mut f = BytesMut::new();
+        frame::encode_haproxy_hello(&mut f, "2.0", 100, "", false);
+        f.to_vec()
+    };
+    let cases: Vec<(&str, bool, Vec<u8>, Status)> = vec![
+        (
+            "notify before hello",
+            false,
+            notify(1, 1, None),
+            Status::Invalid,
+        ),
+        (
+            "http request",
+            false,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            Status::TooBig,
+        ),
+        (
+            "oversized",
+            true,
+            b("00 00 3f fd 03 00 00 00 01 01 01"),
+            Status::TooBig,
+        ),
+        ("huge length", false, b("ff ff ff ff"), Status::TooBig),
+        (
+            "length below header",
+            false,
+            b("00 00 00 02 01 00"),
+            Status::Invalid,
+        ),
+        (
+            "unknown type",
+            true,
+            b("00 00 00 07 09 00 00 00 01 01 01"),
+            Status::Invalid,
+        ),
+        (
+            "ack from haproxy",
+            true,
+            b("00 00 00 07 67 00 00 00 01 01 01"),
+            Status::Invalid,
+        ),
+        (
+            "unset frame",
+            true,
+            b("00 00 00 07 00 00 00 00 01 01 01"),
+            Status::FragmentationNotSupported,
+        ),
+        (
+            "no fin",
+            true,
+            b("00 00 00 07 03 00 00 00 00 01 01"),
+            Status::FragmentationNotSupported,
+        ),
+        (
+            "reserved data type",
+            true,
+            b(r#"00 00 00 0f 03 00 00 00 01 01 01 03 "msg" 01 01 "a" 0b"#),
+            Status::Invalid,
+        ),
+        (
+            "string past the frame",
+            true,
+            b(r#"00 00 00 11 03 00 00 00 01 01 01 03 "msg" 01 01 "a" 08 05 "x""#),
+            Status::Invalid,
+        ),
+        (
+            "overlong varint",
+            true,
+            b("00 00 00 10 03 00 00 00 01 ff ff ff ff ff ff ff ff ff ff ff"),
+            Status::Invalid,
+        ),
+        ("second hello", true, e2(), Status::Invalid),
+        ("version 1.0", false, version("1.0"), Status::BadVersion),
+        ("max-frame-size 100", false, small_mfs, Status::BadFrameSize),
+        (
+            "no max-frame-size",
+            false,
+            b(r#"00 00 00 1f 01 00 00 00 01 00 00 12 "supported-versions" 08 03 "2.0""#),
+            Status::NoFrameSize,
+        ),
+        (
+            "no version",
+            false,
+            b(r#"00 00 00 1a 01 00 00 00 01 00 00 0e "max-frame-size" 03 fc f0 06"#),
+            Status::NoVersion,
+        ),
+    ];
+    for (name, after_hello, input, status) in cases {
+        let mut s = if after_hello {
+            srv.ready().await
+        } else {
+            srv.connect().await
+        };
+        s.write_all(&input).await.unwrap();
+        let f = read_frame(&mut s).await;
+        assert_eq!(disconnect_status(&f), status, "case {name:?}");
+        expect_closed(&mut s).await;
+    }
+    // Truncated by EOF: the half-frame is answered with status 4.
+    let mut s = srv.ready().await;
+    s.write_all(&notify(1, 1, None)[..12]).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(
+        disconnect_status(&read_frame(&mut s).await),
+        Status::Invalid
+    );
+    expect_closed(&mut s).await;
+    // The connection opened first never noticed.
+    round_trip(&mut keeper, 7).await;
+}
+
+#[tokio::test]
+async fn three_hundred_rapid_reconnects() {
+    let srv = TestServer::foundation().await;
+    let started = Instant::now();
+    for i in 0..300u32 {
+        let mut s = srv.connect().await;
+        let hello = if i % 2 == 0 { e2() } else { e3() };
+        s.write_all(&hello).await.unwrap();
+        assert_eq!(read_frame(&mut s).await, e4(), "cycle {i}");
+        if i % 3 == 0 {
+            s.write_all(&e10()).await.unwrap();
+            assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
+        }
+        drop(s);
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let mut s = srv.ready().await;
+    round_trip(&mut s, 1).await;
+}
+
+#[tokio::test]
+async fn haproxy_disconnect_is_answered_and_closed() {
+    let srv = TestServer::foundation().await;
+    let mut s = srv.ready().await;
+    s.write_all(&e10()).await.unwrap();
+    let f = read_frame(&mut s).await;
+    assert_eq!(
+        f,
+        b(r#"00 00 00 25 66 00 00 00 01 00 00 0b "status-code" 03 00 07 "message" 08 06 "normal""#)
+    );
+    expect_closed(&mut s).await;
+}
+
+#[tokio::test]
+async fn connection_limit_refuses_the_excess() {
+    let cfg = SpopConfig {
+        max_connections: 2,
+        ..SpopConfig::default()
+    };
+    let srv = TestServer::start(cfg, FoundationAuthorizer::default()).await;
+    let a = srv.ready().await;
+    let mut b2 = srv.ready().await;
+    let mut c = srv.connect().await;
+    // Refused at once: an AGENT-DISCONNECT 13 if it got out, then close; never an AGENT-HELLO.
+    let _ = c.write_all(&e3()).await;
+    let mut buf = vec![0u8; 256];
+    let n = timeout(WAIT, c.read(&mut buf)).await.unwrap().unwrap_or(0);
+    if n > 0 {
+        assert_eq!(disconnect_status(&buf[..n]), Status::ResourceAllocation);
+    }
+    expect_closed(&mut c).await;
+    round_trip(&mut b2, 1).await;
+    // Freeing a slot lets a new connection in (the slot is released when the task ends).
+    drop(a);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s = srv.connect().await;
+        s.write_all(&e3()).await.unwrap();
+        let mut len = [0u8; 4];
+        let ok = matches!(timeout(WAIT, s.read_exact(&mut len)).await, Ok(Ok(_)))
+            && u32::from_be_bytes(len) == 0x40;
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn stalled_half_frames_are_dropped_by_the_timeouts() {
+    let cfg = SpopConfig {
+        hello_timeout: Dur(Duration::from_millis(200)),
+        idle_timeout: Dur(Duration::from_millis(300)),
+        ..SpopConfig::default()
+    };
+    let srv = TestServer::start(cfg, FoundationAuthorizer::default()).await;
+    // Half a HELLO, then nothing.
+    let started = Instant::now();
+    let mut s = srv.connect().await;
+    s.write_all(&e2()[..40]).await.unwrap();
+    assert_eq!(
+        disconnect_status(&read_frame(&mut s).await),
+        Status::Timeout
+    );
+    expect_closed(&mut s).await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // A connection that never says anything.
+    let mut s = srv.connect().await;
+    assert_eq!(
+        disconnect_status(&read_frame(&mut s).await),
+        Status::Timeout
+    );
+    // After the HELLO, half a NOTIFY, then nothing.
+    let mut s = srv.ready().await;
+    round_trip(&mut s, 1).await;
+    let started = Instant::now();
+    s.write_all(&notify(3, 1, None)[..15]).await.unwrap();
+    assert_eq!(
+        disconnect_status(&read_frame(&mut s).await),
+        Status::Timeout
+    );
+    expect_closed(&mut s).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+/// Blocks every decision until released; reports each entry.
+struct Gate {
+    entered: mpsc::UnboundedSender<()>,
+    release: Arc<Semaphore>,
+}
+
+impl Authorizer for Gate {
+    async fn authorize(&self, req: AuthzRequest) -> Verdict {
+        let _ = self.entered.send(());
+        let _permit = self.release.acquire().await;
+        let mut v = Verdict::allow(Reason::Ok);
+        v.rule = req.path.map(|p| p.to_string().into());
+        v
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_inflight_then_disconnects() {
+    let (tx, mut entered) = mpsc::unbounded_channel();
+    let release = Arc::new(Semaphore::new(0));
+    let gate = Gate {
+        entered: tx,
+        release: release.clone(),
+    };
+    let mut srv = TestServer::start(SpopConfig::default(), gate).await;
+    let mut s = srv.ready().await;
+    let mut idle = srv.ready().await;
+    let mut batch = Vec::new();
+    for sid in [1u64, 3, 5] {
+        batch.extend_from_slice(&notify(sid, 1, None));
+    }
+    s.write_all(&batch).await.unwrap();
+    for _ in 0..3 {
+        timeout(WAIT, entered.recv()).await.unwrap().unwrap();
+    }
+    srv.shutdown();
+    // The idle connection is told at once.
+    assert_eq!(
+        disconnect_status(&read_frame(&mut idle).await),
+        Status::Normal
+    );
+    expect_closed(&mut idle).await;
+    // New connections are no longer accepted.
+    let refused = match TcpStream::connect(srv.addr).await {
+        Err(_) => true,
+        Ok(mut c) => {
+            let mut buf = [0u8; 8];
+            matches!(timeout(WAIT, c.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+        }
+    };
+    assert!(refused, "accepting after shutdown");
+    release.add_permits(3);
+    let mut sids = HashSet::new();
+    for _ in 0..3 {
+        let (sid, _, actions) = parse_ack(&read_frame(&mut s).await);
+        assert_eq!(var(&actions, "allow"), Some(&TypedData::Bool(true)));
+        assert_eq!(
+            var(&actions, "rule"),
+            Some(&TypedData::static_str("/api/x"))
+        );
+        sids.insert(sid);
+    }
+    assert_eq!(sids, HashSet::from([1, 3, 5]));
+    assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
+    expect_closed(&mut s).await;
+    timeout(WAIT, &mut srv.handle).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_grace_bounds_the_drain() {
+    let (tx, mut entered) = mpsc::unbounded_channel();
+    let gate = Gate {
+        entered: tx,
+        release: Arc::new(Semaphore::new(0)),
+    };
+    let cfg = SpopConfig {
+        shutdown_grace: Dur(Duration::from_millis(300)),
+        ..SpopConfig::default()
+    };
+    let mut srv = TestServer::start(cfg, gate).await;
+    let mut s = srv.ready().await;
+    s.write_all(&notify(1, 1, None)).await.unwrap();
+    timeout(WAIT, entered.recv()).await.unwrap().unwrap();
+    let started = Instant::now();
+    srv.shutdown();
+    // Never released: the AGENT-DISCONNECT comes at the grace deadline.
+    assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    timeout(WAIT, &mut srv.handle).await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+struct Panics;
+
+impl Authorizer for Panics {
+    async fn authorize(&self, _req: AuthzRequest) -> Verdict {
+        panic!("decision bug")
+    }
+}
+
+#[tokio::test]
+async fn panicking_authorizer_still_gets_an_ack() {
+    let srv = TestServer::start(SpopConfig::default(), Panics).await;
+    let mut s = srv.ready().await;
+    s.write_all(&notify(9, 1, None)).await.unwrap();
+    let (sid, _, actions) = parse_ack(&read_frame(&mut s).await);
+    assert_eq!(sid, 9);
+    assert_eq!(var(&actions, "status"), Some(&TypedData::Int64(500)));
+    assert_eq!(
+        var(&actions, "reason"),
+        Some(&TypedData::static_str("internal_error"))
+    );
+}

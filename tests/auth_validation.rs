@@ -1,0 +1,463 @@
+//! Token validation against a local mock JWKS server: every rejection rule of src/auth with
+//! tokens minted here (RS256, ES256, EdDSA), plus the identity built from accepted tokens.
+
+#[path = "support/auth_kit.rs"]
+mod kit;
+
+use jsonwebtoken::{Algorithm, EncodingKey};
+use kit::*;
+use serde_json::json;
+
+struct Env {
+    idp: MockIdp,
+    auth: idgate::auth::Authenticator,
+    rsa: Signer,
+    ec: Signer,
+    ed: Signer,
+}
+
+async fn env(name: &str, extra: &str) -> Env {
+    let (rsa, ec, ed) = (Signer::rsa("rsa-1"), Signer::ec("ec-1"), Signer::ed("ed-1"));
+    let idp = MockIdp::start(&[&rsa, &ec, &ed]).await;
+    let auth = ready_auth(&config(name, &idp, false, extra)).await;
+    Env {
+        idp,
+        auth,
+        rsa,
+        ec,
+        ed,
+    }
+}
+
+#[tokio::test]
+async fn accepts_all_three_algorithms_and_builds_identity() {
+    let e = env("v-accept", "").await;
+    for s in [&e.rsa, &e.ec, &e.ed] {
+        let mut c = claims(&e.idp.base);
+        c["sub"] = json!(format!("user-{}", s.alg_name()));
+        let id = e
+            .auth
+            .authenticate(&s.token(&c))
+            .await
+            .unwrap_or_else(|r| panic!("{}: {r}", s.alg_name()));
+        assert_eq!(id.issuer.as_ref(), "v-accept");
+        assert_eq!(id.sub, format!("user-{}", s.alg_name()));
+        assert_eq!(id.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(id.groups, ["ml-engineers"]);
+        assert_eq!(id.scopes, ["read", "write"]);
+        assert_eq!(id.expires_at, c["exp"].as_u64().unwrap());
+        assert_eq!(id.claim("scope"), Some(&json!("read write")));
+    }
+    // typ at+jwt (RFC 9068) and a header without typ are fine too.
+    let c = claims(&e.idp.base);
+    let h = json!({"alg":"RS256","kid":"rsa-1","typ":"at+jwt"});
+    assert!(e
+        .auth
+        .authenticate(&e.rsa.sign_with_header(&h, &c))
+        .await
+        .is_ok());
+    let h = json!({"alg":"ES256","kid":"ec-1"});
+    assert!(e
+        .auth
+        .authenticate(&e.ec.sign_with_header(&h, &c))
+        .await
+        .is_ok());
+    let st = &e.auth.issuer_status()[0];
+    assert!(
+        st.loaded && st.keys == 3 && st.last_error.is_none(),
+        "{st:?}"
+    );
+    assert_eq!(st.kids, ["ec-1", "ed-1", "rsa-1"]);
+    let m = idgate::metrics::metrics();
+    assert_eq!(m.jwks_keys.with_label_values(&["v-accept"]).get(), 3);
+    assert!(m.jwks_last_success.with_label_values(&["v-accept"]).get() > 1_600_000_000);
+    assert!(refresh_count("v-accept", "success") >= 1);
+}
+
+#[tokio::test]
+async fn nested_groups_claim_and_scp() {
+    let e = env(
+        "v-nested",
+        "groups_claim = \"realm_access.roles\"\nemail_claim = \"upn\"",
+    )
+    .await;
+    let mut c = claims(&e.idp.base);
+    c["realm_access"] = json!({"roles": ["a", "b"]});
+    c["upn"] = json!("bob@corp");
+    c.as_object_mut().unwrap().remove("scope");
+    c["scp"] = json!(["x", "y"]);
+    let id = e.auth.authenticate(&e.rsa.token(&c)).await.unwrap();
+    assert_eq!(id.groups, ["a", "b"]);
+    assert_eq!(id.email.as_deref(), Some("bob@corp"));
+    assert_eq!(id.scopes, ["x", "y"]);
+}
+
+#[tokio::test]
+async fn algorithm_attacks() {
+    let e = env("v-alg", "algorithms = [\"RS256\", \"ES256\"]").await;
+    let c = claims(&e.idp.base);
+    let payload = c.to_string();
+    // alg none, with and without a signature part.
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(payload.as_bytes())
+    );
+    assert_eq!(reason(&e.auth, &none).await, "alg_not_allowed");
+    let none_case = format!("{}.{}.", b64(br#"{"alg":"nOnE"}"#), b64(payload.as_bytes()));
+    assert_eq!(reason(&e.auth, &none_case).await, "alg_not_allowed");
+    // HS256 signed with the RSA public key (as served in the JWKS) as the HMAC secret.
+    let public_n = e.rsa.jwk["n"].as_str().unwrap().as_bytes().to_vec();
+    for secret in [public_n, fixture("rsa1.pem")] {
+        let hs = EncodingKey::from_secret(&secret);
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","kid":"rsa-1","typ":"JWT"}"#),
+            b64(payload.as_bytes())
+        );
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &hs, Algorithm::HS256).unwrap();
+        assert_eq!(
+            reason(&e.auth, &format!("{input}.{sig}")).await,
+            "alg_not_allowed"
+        );
+    }
+    // EdDSA is supported in general but not allowed for this issuer.
+    assert_eq!(reason(&e.auth, &e.ed.token(&c)).await, "alg_not_allowed");
+    // An ES256 token naming the RSA key's kid: key/alg family confusion.
+    let h = json!({"alg":"ES256","kid":"rsa-1"});
+    assert_eq!(
+        reason(&e.auth, &e.ec.sign_with_header(&h, &c)).await,
+        "alg_not_allowed"
+    );
+    // Wrong case of an allowed algorithm.
+    let h = json!({"alg":"rs256","kid":"rsa-1"});
+    let t = format!(
+        "{}.{}.c2ln",
+        b64(h.to_string().as_bytes()),
+        b64(payload.as_bytes())
+    );
+    assert_eq!(reason(&e.auth, &t).await, "alg_not_allowed");
+}
+
+#[tokio::test]
+async fn signature_failures() {
+    let e = env("v-sig", "").await;
+    let c = claims(&e.idp.base);
+    let good = e.rsa.token(&c);
+    // Payload swapped after signing (sub changed).
+    let mut c2 = c.clone();
+    c2["sub"] = json!("mallory");
+    let forged = {
+        let parts: Vec<&str> = good.split('.').collect();
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(c2.to_string().as_bytes()),
+            parts[2]
+        )
+    };
+    assert_eq!(reason(&e.auth, &forged).await, "bad_signature");
+    // Signed by another key that claims the published kid.
+    let imposter = Signer::rsa2("rsa-1");
+    assert_eq!(reason(&e.auth, &imposter.token(&c)).await, "bad_signature");
+    let imposter = Signer::ec2("ec-1");
+    assert_eq!(reason(&e.auth, &imposter.token(&c)).await, "bad_signature");
+    // Garbage signature bytes.
+    let (input, _) = good.rsplit_once('.').unwrap();
+    assert_eq!(
+        reason(&e.auth, &format!("{input}.AAAA")).await,
+        "bad_signature"
+    );
+    // And the good one still passes.
+    assert!(e.auth.authenticate(&good).await.is_ok());
+}
+
+#[tokio::test]
+async fn issuer_and_audience() {
+    let e = env("v-aud", "").await;
+    let mut c = claims("https://other.example.com");
+    assert_eq!(reason(&e.auth, &e.rsa.token(&c)).await, "unknown_issuer");
+    c["iss"] = json!(format!("{}/", e.idp.base));
+    assert_eq!(reason(&e.auth, &e.rsa.token(&c)).await, "unknown_issuer");
+    c.as_object_mut().unwrap().remove("iss");
+    assert_eq!(reason(&e.auth, &e.rsa.token(&c)).await, "claim_invalid");
+    c["iss"] = json!([e.idp.base]);
+    assert_eq!(reason(&e.auth, &e.rsa.token(&c)).await, "claim_invalid");
+
+    let base = claims(&e.idp.base);
+    let with_aud = |v: serde_json::Value| {
+        let mut c = base.clone();
+        c["aud"] = v;
+        c
+    };
+    let mut no_aud = base.clone();
+    no_aud.as_object_mut().unwrap().remove("aud");
+    assert_eq!(
+        reason(&e.auth, &e.rsa.token(&no_aud)).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &e.rsa.token(&with_aud(json!(42)))).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &e.rsa.token(&with_aud(json!({"a":1})))).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &e.rsa.token(&with_aud(json!(["x", "y"])))).await,
+        "wrong_audience"
+    );
+    assert_eq!(
+        reason(&e.auth, &e.rsa.token(&with_aud(json!("apis")))).await,
+        "wrong_audience"
+    );
+    assert!(e
+        .auth
+        .authenticate(&e.rsa.token(&with_aud(json!(["x", "api"]))))
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn time_claims() {
+    let e = env("v-time", "leeway = \"30s\"\nmax_token_lifetime = \"1h\"").await;
+    let n = now();
+    let tok = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims(&e.idp.base);
+        f(&mut c);
+        e.ed.token(&c)
+    };
+    assert_eq!(
+        reason(
+            &e.auth,
+            &tok(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            })
+        )
+        .await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["exp"] = json!((n + 60).to_string()))).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["exp"] = json!(n - 120))).await,
+        "expired"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["nbf"] = json!(n + 120))).await,
+        "not_yet_valid"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["iat"] = json!(n + 120))).await,
+        "not_yet_valid"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["exp"] = json!(n + 7200))).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(
+            &e.auth,
+            &tok(&|c| {
+                c.as_object_mut().unwrap().remove("iat");
+                c["exp"] = json!(n + 7200);
+            })
+        )
+        .await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["exp"] = json!(253402300799u64))).await,
+        "claim_invalid"
+    );
+    // Within the leeway: 10 s past exp, nbf 10 s ahead.
+    assert!(e
+        .auth
+        .authenticate(&tok(&|c| c["exp"] = json!(n - 10)))
+        .await
+        .is_ok());
+    assert!(e
+        .auth
+        .authenticate(&tok(&|c| c["nbf"] = json!(n + 10)))
+        .await
+        .is_ok());
+    assert_eq!(
+        reason(
+            &e.auth,
+            &tok(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            })
+        )
+        .await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["sub"] = json!(1))).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &tok(&|c| c["groups"] = json!({"g":1}))).await,
+        "claim_invalid"
+    );
+}
+
+#[tokio::test]
+async fn header_rules() {
+    let e = env("v-header", "").await;
+    let c = claims(&e.idp.base);
+    let with = |extra: serde_json::Value| {
+        let mut h = e.rsa.header();
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        e.rsa.sign_with_header(&h, &c)
+    };
+    assert_eq!(
+        reason(&e.auth, &with(json!({"crit":["exp"]}))).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &with(json!({"crit":["b64"],"b64":false}))).await,
+        "claim_invalid"
+    );
+    assert_eq!(
+        reason(&e.auth, &with(json!({"typ":"id+jwt"}))).await,
+        "unsupported_token"
+    );
+    assert_eq!(
+        reason(&e.auth, &with(json!({"typ":"JWE"}))).await,
+        "unsupported_token"
+    );
+    assert!(e
+        .auth
+        .authenticate(&with(json!({"typ":"application/AT+JWT"})))
+        .await
+        .is_ok());
+    assert_eq!(
+        reason(
+            &e.auth,
+            &with(json!({"jku": format!("{}/jwks", e.idp.base)}))
+        )
+        .await,
+        "unsupported_token"
+    );
+    assert_eq!(
+        reason(&e.auth, &with(json!({"x5u":"https://evil.example/c.pem"}))).await,
+        "unsupported_token"
+    );
+    assert_eq!(
+        reason(&e.auth, &with(json!({"jwk": e.rsa.jwk.clone()}))).await,
+        "unsupported_token"
+    );
+    assert_eq!(
+        reason(&e.auth, &with(json!({"kid":"../../etc/passwd\n"}))).await,
+        "malformed_token"
+    );
+    assert_eq!(
+        reason(&e.auth, &with(json!({"kid":"k".repeat(300)}))).await,
+        "malformed_token"
+    );
+    // Duplicate header parameter, duplicate claims (signed, so only the duplicate is wrong).
+    let h = r#"{"alg":"RS256","kid":"rsa-1","kid":"rsa-1"}"#;
+    assert_eq!(
+        reason(&e.auth, &e.rsa.sign_raw(h, &c.to_string())).await,
+        "malformed_token"
+    );
+    let body = c.to_string();
+    let dup = format!("{},\"aud\":\"evil\"}}", &body[..body.len() - 1]);
+    let t = e.rsa.sign_raw(&e.rsa.header().to_string(), &dup);
+    assert_eq!(reason(&e.auth, &t).await, "claim_invalid");
+    let dup_sub = format!("{},\"s\\u0075b\":\"root\"}}", &body[..body.len() - 1]);
+    let t = e.rsa.sign_raw(&e.rsa.header().to_string(), &dup_sub);
+    assert_eq!(reason(&e.auth, &t).await, "claim_invalid");
+}
+
+#[tokio::test]
+async fn shapes_and_sizes() {
+    let e = env("v-shape", "").await;
+    let good = e.rsa.token(&claims(&e.idp.base));
+    let parts: Vec<&str> = good.split('.').collect();
+    assert_eq!(
+        reason(&e.auth, &format!("{}.{}", parts[0], parts[1])).await,
+        "malformed_token"
+    );
+    assert_eq!(
+        reason(&e.auth, &format!("{good}.x.y")).await,
+        "unsupported_token"
+    );
+    assert_eq!(reason(&e.auth, "not a token").await, "malformed_token");
+    assert_eq!(reason(&e.auth, "").await, "malformed_token");
+    assert_eq!(
+        reason(&e.auth, &format!("{}.{}.{}=", parts[0], parts[1], parts[2])).await,
+        "malformed_token"
+    );
+    // Oversized: refused on length alone (default cap 8192), even though it is well formed.
+    let mut c = claims(&e.idp.base);
+    c["pad"] = json!("x".repeat(9000));
+    let big = e.rsa.token(&c);
+    assert!(big.len() > 8192);
+    assert_eq!(reason(&e.auth, &big).await, "malformed_token");
+    let huge = "a".repeat(1 << 20);
+    assert_eq!(reason(&e.auth, &huge).await, "malformed_token");
+}
+
+#[tokio::test]
+async fn token_without_kid() {
+    // One key: a token without kid uses the only key fitting its alg.
+    let rsa = Signer::rsa("only");
+    let idp = MockIdp::start(&[&rsa]).await;
+    let auth = ready_auth(&config("v-nokid-1", &idp, false, "")).await;
+    let c = claims(&idp.base);
+    let h = json!({"alg":"RS256","typ":"JWT"});
+    assert!(auth
+        .authenticate(&rsa.sign_with_header(&h, &c))
+        .await
+        .is_ok());
+    // Two RSA keys: ambiguous, refused.
+    let (a, b) = (Signer::rsa("a"), Signer::rsa2("b"));
+    let idp2 = MockIdp::start(&[&a, &b]).await;
+    let auth2 = ready_auth(&config("v-nokid-2", &idp2, false, "")).await;
+    let c = claims(&idp2.base);
+    assert_eq!(
+        reason(&auth2, &b.sign_with_header(&h, &c)).await,
+        "unknown_key"
+    );
+}
+
+#[tokio::test]
+async fn cache_hits_are_counted_and_identical() {
+    let e = env("v-cache", "").await;
+    let t = e.ec.token(&claims(&e.idp.base));
+    let m = idgate::metrics::metrics();
+    let hits = m.token_cache_requests.with_label_values(&["hit"]);
+    let first = e.auth.authenticate(&t).await.unwrap();
+    let before = hits.get();
+    let second = e.auth.authenticate(&t).await.unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &second),
+        "second call served from the cache"
+    );
+    assert!(hits.get() > before);
+    assert!(e.auth.cached_tokens() >= 1);
+    // A rejected token is not cached: still rejected, still validated.
+    let bad = format!("{}x", &t[..t.len() - 1]);
+    assert_ne!(bad, t);
+    assert!(e.auth.authenticate(&bad).await.is_err());
+    assert!(e.auth.authenticate(&bad).await.is_err());
+}
+
+#[test]
+fn extract_then_authenticate_uses_the_bearer_value() {
+    use bytestring::ByteString;
+    let req = idgate::decision::AuthzRequest {
+        authorization: Some(ByteString::from("bearer eyJ.a.b")),
+        ..Default::default()
+    };
+    assert_eq!(
+        idgate::auth::extract_token(&req, None).unwrap(),
+        Some("eyJ.a.b")
+    );
+}

@@ -1,0 +1,295 @@
+//! The shipped HAProxy configuration (haproxy/): both HAProxy versions accept it without a
+//! single warning, the 2.6 and 3.x files cannot drift apart, and the properties the contract
+//! (§2, §7) requires are present in the text.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::echo::{TestCerts, UPSTREAM_HOST};
+use support::haproxy::{check_config, HaproxyVersion, Params, Upstream};
+use support::{free_addr, repo_path};
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo_path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}
+
+/// Test values for every configuration variable, as the end-to-end tests use them.
+fn test_params(dir: &std::path::Path) -> Params {
+    let certs = TestCerts::generate(dir, UPSTREAM_HOST);
+    Params {
+        frontend: free_addr(),
+        stats: free_addr(),
+        agent: free_addr(),
+        upstream: Upstream {
+            addr: free_addr(),
+            host: UPSTREAM_HOST.to_string(),
+            ca_file: certs.ca,
+        },
+        stats_socket: dir.join("admin.sock"),
+    }
+}
+
+fn assert_clean_check(version: HaproxyVersion, cfg: &std::path::Path) {
+    let Some(bin) = version.require() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_config(&bin, cfg, &test_params(dir.path()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{} rejects {}:\n{text}",
+        version.label(),
+        cfg.display()
+    );
+    for level in ["[WARNING]", "[ALERT]"] {
+        assert!(
+            !text.contains(level),
+            "{} reports a {level} for {}:\n{text}",
+            version.label(),
+            cfg.display()
+        );
+    }
+}
+
+#[test]
+fn haproxy26_accepts_haproxy_cfg_without_warnings() {
+    assert_clean_check(HaproxyVersion::V26, &HaproxyVersion::V26.config_file());
+}
+
+#[test]
+fn haproxy32_accepts_haproxy_3x_cfg_without_warnings() {
+    assert_clean_check(HaproxyVersion::V32, &HaproxyVersion::V32.config_file());
+}
+
+#[test]
+fn haproxy26_refuses_the_3x_file_with_a_clear_message() {
+    let Some(bin) = HaproxyVersion::V26.require() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_config(
+        &bin,
+        &HaproxyVersion::V32.config_file(),
+        &test_params(dir.path()),
+    );
+    assert!(
+        !out.status.success(),
+        "HAProxy 2.6 accepted haproxy-3.x.cfg"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("needs HAProxy 3.1 or later"),
+        "no explanation in:\n{stderr}"
+    );
+}
+
+/// Removes the `# BEGIN VARIANT` .. `# END VARIANT` blocks, returning the rest and the blocks.
+fn split_variants(text: &str) -> (String, Vec<String>) {
+    let mut common = String::new();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("# BEGIN VARIANT") {
+            assert!(current.is_none(), "nested VARIANT block");
+            current = Some(String::new());
+        } else if line.starts_with("# END VARIANT") {
+            blocks.push(current.take().expect("END VARIANT without BEGIN"));
+            common.push_str("<variant>\n");
+        } else if let Some(block) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+        } else {
+            common.push_str(line);
+            common.push('\n');
+        }
+    }
+    assert!(current.is_none(), "unterminated VARIANT block");
+    (common, blocks)
+}
+
+#[test]
+fn the_two_haproxy_files_differ_only_in_their_variant_blocks() {
+    let (common26, blocks26) = split_variants(&read("haproxy/haproxy.cfg"));
+    let (common3, blocks3) = split_variants(&read("haproxy/haproxy-3.x.cfg"));
+    assert_eq!(
+        blocks26.len(),
+        2,
+        "haproxy.cfg: header and agents-backend variants"
+    );
+    assert_eq!(
+        blocks3.len(),
+        2,
+        "haproxy-3.x.cfg: header and agents-backend variants"
+    );
+    assert!(
+        blocks26[1].contains("mode tcp"),
+        "2.6 agents backend is not `mode tcp`"
+    );
+    assert!(
+        blocks3[1].contains("mode spop"),
+        "3.x agents backend is not `mode spop`"
+    );
+    if common26 != common3 {
+        let first_diff = common26
+            .lines()
+            .zip(common3.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b);
+        panic!("haproxy.cfg and haproxy-3.x.cfg differ outside VARIANT blocks: {first_diff:?}");
+    }
+}
+
+/// The `http-request` lines of the gateway frontend, in order.
+fn gateway_rules(cfg: &str) -> Vec<String> {
+    let mut in_gateway = false;
+    let mut rules = Vec::new();
+    for line in cfg.lines() {
+        let t = line.trim();
+        if !line.starts_with(' ') && !t.is_empty() && !t.starts_with('#') && !t.starts_with('.') {
+            in_gateway = t == "frontend databricks_gateway";
+            continue;
+        }
+        if in_gateway
+            && (t.starts_with("http-request ")
+                || t.starts_with("use_backend ")
+                || t.starts_with("default_backend "))
+        {
+            rules.push(t.to_string());
+        }
+    }
+    rules
+}
+
+#[test]
+fn gateway_strips_identity_headers_first_and_fails_closed() {
+    for file in ["haproxy/haproxy.cfg", "haproxy/haproxy-3.x.cfg"] {
+        let rules = gateway_rules(&read(file));
+        let pos = |pred: &dyn Fn(&str) -> bool, what: &str| {
+            rules
+                .iter()
+                .position(|r| pred(r))
+                .unwrap_or_else(|| panic!("{file}: no rule {what}"))
+        };
+        let spoe = pos(
+            &|r| r.starts_with("http-request send-spoe-group idgate "),
+            "calling idgate",
+        );
+        for header in [
+            "X-Forwarded-User",
+            "X_Forwarded_User",
+            "X-Forwarded-Email",
+            "X_Forwarded_Email",
+            "X-Forwarded-Groups",
+            "X_Forwarded_Groups",
+        ] {
+            let del = pos(
+                &|r| r == format!("http-request del-header {header}"),
+                header,
+            );
+            assert!(del < spoe, "{file}: {header} deleted after the SPOE call");
+        }
+        let last_deny = pos(
+            &|r| {
+                r.starts_with("http-request deny")
+                    && r.ends_with("unless { var(txn.idgate.allow) -m bool }")
+            },
+            "denying unless allow",
+        );
+        assert!(
+            spoe < last_deny,
+            "{file}: the allow check runs before the agent is asked"
+        );
+        // After the allow check nothing may deny/allow differently, and every rewrite of the
+        // forwarded identity comes after it.
+        let del_authz = pos(
+            &|r| r == "http-request del-header Authorization",
+            "deleting Authorization",
+        );
+        assert!(
+            last_deny < del_authz,
+            "{file}: Authorization handled before the decision"
+        );
+        for (i, r) in rules.iter().enumerate() {
+            if r.starts_with("http-request set-header") {
+                assert!(i > last_deny, "{file}: {r} runs before the allow check");
+            }
+            if r.starts_with("http-request allow") || r.starts_with("http-request return") {
+                panic!("{file}: {r} could bypass the decision");
+            }
+        }
+        for (i, r) in rules.iter().enumerate() {
+            if r.starts_with("use_backend") || r.starts_with("default_backend") {
+                assert!(i > last_deny, "{file}: routing before the allow check");
+            }
+        }
+    }
+}
+
+#[test]
+fn access_log_never_records_credentials() {
+    for file in ["haproxy/haproxy.cfg", "haproxy/haproxy-3.x.cfg"] {
+        let cfg = read(file);
+        let formats: Vec<&str> = cfg
+            .lines()
+            .filter(|l| l.trim_start().starts_with("log-format"))
+            .collect();
+        assert!(!formats.is_empty(), "{file}: no log-format");
+        for f in formats {
+            let lower = f.to_ascii_lowercase();
+            assert!(!lower.contains("upstream_authorization"), "{file}: {f}");
+            assert!(!lower.contains("authorization"), "{file}: {f}");
+            assert!(!lower.contains("cookie"), "{file}: {f}");
+            assert!(
+                !lower.contains("%hr") && !lower.contains("%hrl"),
+                "{file}: captured headers logged"
+            );
+        }
+    }
+}
+
+#[test]
+fn spoe_message_matches_the_contract() {
+    let spoe = read("haproxy/idgate.spoe.conf");
+    let mut lines = spoe.lines().map(str::trim);
+    lines
+        .find(|l| *l == "spoe-message authorize")
+        .expect("no `spoe-message authorize`");
+    let args = lines
+        .find(|l| l.starts_with("args "))
+        .expect("`authorize` has no args");
+    let args: BTreeMap<&str, &str> = args
+        .trim_start_matches("args ")
+        .split_whitespace()
+        .map(|kv| kv.split_once('=').expect("args are name=sample"))
+        .collect();
+    let expected: BTreeMap<&str, &str> = [
+        ("method", "method"),
+        ("path", "path"),
+        ("host", "req.hdr(host)"),
+        // req.fhdr: the full field, commas included (see the comment in the file).
+        ("authorization", "req.fhdr(authorization)"),
+        ("cookie", "req.fhdr(cookie)"),
+        ("src", "src"),
+        ("unique_id", "unique-id"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(args, expected);
+    for needed in [
+        "[idgate]",
+        "option var-prefix idgate",
+        "option set-on-error error",
+        "no option send-frag-payload",
+        "max-frame-size 16380",
+        "use-backend idgate_agents",
+    ] {
+        assert!(
+            spoe.lines().any(|l| l.trim() == needed),
+            "idgate.spoe.conf lacks `{needed}`"
+        );
+    }
+}

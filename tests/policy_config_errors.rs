@@ -1,0 +1,411 @@
+//! Every rule-configuration error is refused at load with its key path and a useful message.
+
+use idgate::config::{Config, Problem};
+use idgate::policy::Policy;
+
+const PRELUDE: &str = r#"
+[[issuer]]
+name = "corp"
+issuer = "https://idp.example.com"
+audiences = ["gw"]
+
+[upstream.sp]
+kind = "client_credentials"
+token_url = "https://dbc.example.com/oidc/v1/token"
+client_id = "x"
+client_secret_file = "sp.secret"
+
+[upstream.fed]
+kind = "token_exchange"
+token_url = "https://dbc.example.com/oidc/v1/token"
+"#;
+
+fn problems(rules: &str) -> Vec<Problem> {
+    let cfg = Config::from_toml(&format!("{PRELUDE}\n{rules}"), "test").expect("config parses");
+    match Policy::compile(&cfg) {
+        Ok(_) => panic!("expected problems for:\n{rules}"),
+        Err(p) => p,
+    }
+}
+
+/// Assert exactly one problem, at `key`, whose message contains `needle`.
+fn one(rules: &str, key: &str, needle: &str) {
+    let p = problems(rules);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(p[0].key, key, "{p:#?}");
+    assert!(
+        p[0].message.contains(needle),
+        "{key}: {:?} lacks {needle:?}",
+        p[0].message
+    );
+}
+
+#[test]
+fn names() {
+    one("[[rule]]\nname = \"\"\n", "rule[0].name", "empty");
+    one(
+        "[[rule]]\nname = \"has space\"\n",
+        "rule[0].name",
+        "A-Z a-z 0-9",
+    );
+    one(
+        &format!("[[rule]]\nname = \"{}\"\n", "n".repeat(65)),
+        "rule[0].name",
+        "at most 64",
+    );
+    one(
+        "[[rule]]\nname = \"a\"\n[[rule]]\nname = \"b\"\n[[rule]]\nname = \"a\"\n",
+        "rule[2].name",
+        "duplicate rule name \"a\" (also rule[0])",
+    );
+}
+
+#[test]
+fn paths() {
+    one(
+        "[[rule]]\nname = \"r\"\npaths = []\n",
+        "rule[0].paths",
+        "empty list",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/ok\", \"\"]\n",
+        "rule[0].paths[1]",
+        "empty path pattern",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"api/**\"]\n",
+        "rule[0].paths[0]",
+        "must start with /",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a/**/b/**\"]\n",
+        "rule[0].paths[0]",
+        "at most one **",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a**\"]\n",
+        "rule[0].paths[0]",
+        "whole segment",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a/*x*\"]\n",
+        "rule[0].paths[0]",
+        "at most one *",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a/../b\"]\n",
+        "rule[0].paths[0]",
+        "dot-segment",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a//b\"]\n",
+        "rule[0].paths[0]",
+        "empty segment",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a?b=1\"]\n",
+        "rule[0].paths[0]",
+        "query string",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a%20b\"]\n",
+        "rule[0].paths[0]",
+        "decoded",
+    );
+}
+
+#[test]
+fn methods() {
+    one(
+        "[[rule]]\nname = \"r\"\nmethods = []\n",
+        "rule[0].methods",
+        "empty list",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nmethods = [\"GET\", \"post\"]\n",
+        "rule[0].methods[1]",
+        "\"POST\"",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nmethods = [\"GE T\"]\n",
+        "rule[0].methods[0]",
+        "not a valid HTTP method",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nmethods = [\"*\", \"GET\"]\n",
+        "rule[0].methods",
+        "cannot be combined",
+    );
+}
+
+#[test]
+fn hosts() {
+    one(
+        "[[rule]]\nname = \"r\"\nhosts = []\n",
+        "rule[0].hosts",
+        "empty list",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nhosts = [\"dbc.example.com:443\"]\n",
+        "rule[0].hosts[0]",
+        "port",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nhosts = [\"a.*.example.com\"]\n",
+        "rule[0].hosts[0]",
+        "wildcard",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nhosts = [\"\"]\n",
+        "rule[0].hosts[0]",
+        "empty",
+    );
+}
+
+#[test]
+fn identity_lists() {
+    for key in [
+        "groups",
+        "subjects",
+        "emails",
+        "email_domains",
+        "scopes",
+        "issuers",
+    ] {
+        one(
+            &format!("[[rule]]\nname = \"r\"\n{key} = []\n"),
+            &format!("rule[0].{key}"),
+            "empty list",
+        );
+    }
+    one(
+        "[[rule]]\nname = \"r\"\ngroups = [\"a\", \"\"]\n",
+        "rule[0].groups[1]",
+        "empty",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nsubjects = [\"\"]\n",
+        "rule[0].subjects[0]",
+        "empty",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nemails = [\"ana\"]\n",
+        "rule[0].emails[0]",
+        "not an email",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nemail_domains = [\"@example.com\"]\n",
+        "rule[0].email_domains[0]",
+        "without @",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nscopes = [\"a b\"]\n",
+        "rule[0].scopes[0]",
+        "without spaces",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nissuers = [\"corp\", \"nope\"]\n",
+        "rule[0].issuers[1]",
+        "no [[issuer]] is named \"nope\"",
+    );
+}
+
+#[test]
+fn claims() {
+    one(
+        "[[rule]]\nname = \"r\"\nclaims = {}\n",
+        "rule[0].claims",
+        "empty table",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nclaims = { \"a..b\" = \"x\" }\n",
+        "rule[0].claims[\"a..b\"]",
+        "empty segment",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nclaims = { roles = [] }\n",
+        "rule[0].claims[\"roles\"]",
+        "empty list",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nclaims = { roles = { a = 1 } }\n",
+        "rule[0].claims[\"roles\"]",
+        "unsupported value type",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nclaims = { roles = [[\"a\"]] }\n",
+        "rule[0].claims[\"roles\"]",
+        "unsupported value type",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nclaims = { x = nan }\n",
+        "rule[0].claims[\"x\"]",
+        "NaN",
+    );
+}
+
+#[test]
+fn sources() {
+    one(
+        "[[rule]]\nname = \"r\"\nsources = []\n",
+        "rule[0].sources",
+        "empty list",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nsources = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n",
+        "rule[0].sources[1]",
+        "not a valid CIDR",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nsources = [\"10.1.2.3/8\"]\n",
+        "rule[0].sources[0]",
+        "host bits set; did you mean \"10.0.0.0/8\"",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nsources = [\"localhost\"]\n",
+        "rule[0].sources[0]",
+        "not a valid IP",
+    );
+}
+
+#[test]
+fn principal_syntax() {
+    one(
+        "[[rule]]\nname = \"r\"\nprincipal = \"user\"\n",
+        "rule[0].principal",
+        "expected \"email\", \"sub\"",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nprincipal = \"claim:\"\n",
+        "rule[0].principal",
+        "empty claim path",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nprincipal = \"static:\"\n",
+        "rule[0].principal",
+        "needs a value",
+    );
+}
+
+#[test]
+fn upstream_references() {
+    one(
+        "[[rule]]\nname = \"r\"\nupstream = \"missing\"\n",
+        "rule[0].upstream",
+        "no [upstream.missing] section",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npublic = true\npaths = [\"/p\"]\nupstream = \"fed\"\n",
+        "rule[0].upstream",
+        "token_exchange",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\neffect = \"deny\"\nupstream = \"sp\"\n",
+        "rule[0].upstream",
+        "deny rule",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\neffect = \"deny\"\nprincipal = \"sub\"\n",
+        "rule[0].principal",
+        "deny rule",
+    );
+}
+
+#[test]
+fn public_rules() {
+    one(
+        "[[rule]]\nname = \"r\"\npublic = true\npaths = [\"/p\"]\neffect = \"deny\"\n",
+        "rule[0].effect",
+        "cannot deny",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npublic = true\n",
+        "rule[0].paths",
+        "must list paths",
+    );
+    for (key, value) in [
+        ("groups", "[\"g\"]"),
+        ("subjects", "[\"s\"]"),
+        ("emails", "[\"a@b.c\"]"),
+        ("email_domains", "[\"b.c\"]"),
+        ("scopes", "[\"s\"]"),
+        ("claims", "{ a = 1 }"),
+        ("issuers", "[\"corp\"]"),
+    ] {
+        one(
+            &format!("[[rule]]\nname = \"r\"\npublic = true\npaths = [\"/p\"]\n{key} = {value}\n"),
+            &format!("rule[0].{key}"),
+            "identity conditions",
+        );
+    }
+    for principal in ["email", "sub", "claim:x"] {
+        one(
+            &format!(
+                "[[rule]]\nname = \"r\"\npublic = true\npaths = [\"/p\"]\nprincipal = \"{principal}\"\n"
+            ),
+            "rule[0].principal",
+            "static",
+        );
+    }
+    // A public rule with a client_credentials upstream is fine: no caller token is needed.
+    let cfg = Config::from_toml(
+        &format!(
+            "{PRELUDE}\n[[rule]]\nname = \"r\"\npublic = true\npaths = [\"/p\"]\nupstream = \"sp\"\nprincipal = \"static:anon\"\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    assert!(Policy::compile(&cfg).is_ok());
+}
+
+#[test]
+fn unknown_rule_keys_are_refused_by_the_parser() {
+    let e = Config::from_toml(
+        &format!("{PRELUDE}\n[[rule]]\nname = \"r\"\ngroup = [\"a\"]\n"),
+        "t",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("group"), "{e}");
+    let e = Config::from_toml(
+        &format!("{PRELUDE}\n[[rule]]\nname = \"r\"\neffect = \"permit\"\n"),
+        "t",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("permit"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let p = problems(
+        r#"
+[[rule]]
+name = ""
+paths = ["nope", "/ok", "/a/../b"]
+methods = ["get"]
+sources = ["300.0.0.1"]
+
+[[rule]]
+name = "pub"
+public = true
+effect = "deny"
+groups = ["g"]
+upstream = "missing"
+"#,
+    );
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "rule[0].name",
+        "rule[0].paths[0]",
+        "rule[0].paths[2]",
+        "rule[0].methods[0]",
+        "rule[0].sources[0]",
+        "rule[1].effect",
+        "rule[1].paths",
+        "rule[1].groups",
+        "rule[1].upstream",
+    ] {
+        assert!(keys.contains(&k), "missing {k} in {keys:?}");
+    }
+    // Display gives "key: message", one per problem.
+    assert!(p.iter().all(|p| p.to_string().starts_with(&p.key)));
+}

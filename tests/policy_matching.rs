@@ -1,0 +1,599 @@
+//! Rule matching through the public API: ordering, every condition type, principals.
+
+use std::net::IpAddr;
+
+use idgate::config::Config;
+use idgate::decision::Identity;
+use idgate::policy::{normalize_path, Outcome, Policy, RequestView};
+
+/// Issuers and upstreams the rules below may name.
+const PRELUDE: &str = r#"
+[[issuer]]
+name = "corp"
+issuer = "https://idp.example.com"
+audiences = ["gw"]
+
+[[issuer]]
+name = "partner"
+issuer = "https://partner.example.net"
+audiences = ["gw"]
+
+[upstream.sp]
+kind = "client_credentials"
+token_url = "https://dbc.example.com/oidc/v1/token"
+client_id = "x"
+client_secret_file = "sp.secret"
+
+[upstream.fed]
+kind = "token_exchange"
+token_url = "https://dbc.example.com/oidc/v1/token"
+"#;
+
+fn policy(rules: &str) -> Policy {
+    let cfg = Config::from_toml(&format!("{PRELUDE}\n{rules}"), "test").expect("config parses");
+    Policy::compile(&cfg).unwrap_or_else(|p| panic!("{p:#?}"))
+}
+
+fn id() -> Identity {
+    Identity {
+        issuer: "corp".into(),
+        sub: "user-1".into(),
+        email: Some("Ana@Example.COM".into()),
+        groups: vec!["analysts".into(), "staff".into()],
+        scopes: vec!["openid".into(), "sql".into()],
+        expires_at: 0,
+        claims: serde_json::from_str(
+            r#"{
+                "sub": "user-1",
+                "tier": "gold",
+                "level": 3,
+                "ratio": 0.5,
+                "admin": false,
+                "realm_access": {"roles": ["reader", "writer"]},
+                "https://example.com/roles": ["ns-role"],
+                "oid": 12345,
+                "empty": ""
+            }"#,
+        )
+        .unwrap(),
+    }
+}
+
+fn req<'a>(method: &'a str, path: &'a str) -> RequestView<'a> {
+    RequestView {
+        method,
+        path,
+        host: Some("dbc.example.com"),
+        src: Some("10.1.2.3".parse().unwrap()),
+    }
+}
+
+/// Name of the rule `evaluate` picks, prefixed with its effect, or "none".
+fn decide(p: &Policy, r: &RequestView<'_>, id: &Identity) -> String {
+    match p.evaluate(r, id) {
+        Outcome::Allow(r) => format!("allow:{}", r.name),
+        Outcome::Deny(r) => format!("deny:{}", r.name),
+        Outcome::NoMatch => "none".into(),
+    }
+}
+
+fn allows(p: &Policy, r: &RequestView<'_>, id: &Identity) -> bool {
+    matches!(p.evaluate(r, id), Outcome::Allow(_))
+}
+
+#[test]
+fn first_match_wins_in_file_order() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "a"
+paths = ["/x/**"]
+[[rule]]
+name = "b"
+paths = ["/x/y"]
+"#,
+    );
+    assert_eq!(decide(&p, &req("GET", "/x/y"), &id()), "allow:a");
+    assert_eq!(decide(&p, &req("GET", "/z"), &id()), "none");
+    let names: Vec<_> = p.rules().iter().map(|r| &*r.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(p.rules()[1].index, 1);
+}
+
+#[test]
+fn deny_before_allow_and_allow_before_deny() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "no-secrets"
+paths = ["/api/*/secrets/**"]
+effect = "deny"
+[[rule]]
+name = "read"
+paths = ["/api/**"]
+"#,
+    );
+    assert_eq!(
+        decide(&p, &req("GET", "/api/2.0/secrets/list"), &id()),
+        "deny:no-secrets"
+    );
+    assert_eq!(
+        decide(&p, &req("GET", "/api/2.0/secrets"), &id()),
+        "deny:no-secrets"
+    );
+    assert_eq!(
+        decide(&p, &req("GET", "/api/2.0/secrets/"), &id()),
+        "deny:no-secrets"
+    );
+    assert_eq!(
+        decide(&p, &req("GET", "/api/2.0/jobs/list"), &id()),
+        "allow:read"
+    );
+
+    // Reversed: the broad allow shadows the deny.
+    let p = policy(
+        r#"
+[[rule]]
+name = "read"
+paths = ["/api/**"]
+[[rule]]
+name = "no-secrets"
+paths = ["/api/*/secrets/**"]
+effect = "deny"
+"#,
+    );
+    assert_eq!(
+        decide(&p, &req("GET", "/api/2.0/secrets/list"), &id()),
+        "allow:read"
+    );
+}
+
+#[test]
+fn public_rules_first_and_separate() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "deny-all"
+effect = "deny"
+[[rule]]
+name = "health"
+public = true
+paths = ["/healthz"]
+methods = ["GET"]
+"#,
+    );
+    // match_public sees only public rules, evaluate only the others.
+    assert_eq!(
+        p.match_public(&req("GET", "/healthz")).map(|r| &*r.name),
+        Some("health")
+    );
+    assert!(p.match_public(&req("POST", "/healthz")).is_none());
+    assert!(p.match_public(&req("GET", "/other")).is_none());
+    assert_eq!(decide(&p, &req("GET", "/healthz"), &id()), "deny:deny-all");
+    let health = &p.rules()[1];
+    assert!(health.public);
+    assert_eq!(health.principal_for(None), None);
+}
+
+#[test]
+fn public_rule_with_request_conditions() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "probe"
+public = true
+paths = ["/healthz"]
+hosts = ["lb.example.com"]
+sources = ["10.0.0.0/8"]
+principal = "static:probe"
+"#,
+    );
+    let mut r = req("GET", "/healthz");
+    r.host = Some("LB.example.com:443");
+    let m = p.match_public(&r).expect("matches");
+    assert_eq!(m.principal_for(None).as_deref(), Some("probe"));
+    r.src = Some("192.0.2.1".parse().unwrap());
+    assert!(p.match_public(&r).is_none());
+    r.src = None;
+    assert!(p.match_public(&r).is_none());
+}
+
+#[test]
+fn methods_condition() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "ro"
+methods = ["GET", "HEAD"]
+[[rule]]
+name = "any"
+methods = ["*"]
+paths = ["/any"]
+[[rule]]
+name = "dav"
+methods = ["PROPFIND"]
+paths = ["/dav"]
+"#,
+    );
+    assert!(allows(&p, &req("GET", "/x"), &id()));
+    assert!(allows(&p, &req("HEAD", "/x"), &id()));
+    assert!(!allows(&p, &req("POST", "/x"), &id()));
+    assert!(
+        !allows(&p, &req("get", "/x"), &id()),
+        "methods are case-sensitive"
+    );
+    assert_eq!(decide(&p, &req("DELETE", "/any"), &id()), "allow:any");
+    assert_eq!(decide(&p, &req("PROPFIND", "/dav"), &id()), "allow:dav");
+}
+
+#[test]
+fn paths_condition_globs() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "inv"
+paths = ["/serving-endpoints/*/invocations", "/api/2.*/jobs/**"]
+"#,
+    );
+    let ok = |path: &str| allows(&p, &req("POST", path), &id());
+    assert!(ok("/serving-endpoints/m1/invocations"));
+    assert!(ok("/serving-endpoints/m1/invocations/"));
+    assert!(!ok("/serving-endpoints/invocations"));
+    assert!(!ok("/serving-endpoints/a/b/invocations"));
+    assert!(ok("/api/2.1/jobs"));
+    assert!(ok("/api/2.2/jobs/runs/list"));
+    assert!(!ok("/api/1.2/jobs/list"));
+    assert!(!ok("/api/2.0/jobsx"));
+    // Case-sensitive literal segments.
+    assert!(!ok("/Serving-Endpoints/m1/invocations"));
+}
+
+#[test]
+fn paths_match_decoded_form() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "m"
+paths = ["/serving-endpoints/my model/invocations"]
+"#,
+    );
+    let path = normalize_path("/serving-endpoints/my%20model/invocations").unwrap();
+    assert!(allows(&p, &req("POST", &path), &id()));
+    // An encoded letter decodes to the literal: the rule cannot be dodged by encoding.
+    let p = policy(
+        r#"
+[[rule]]
+name = "no-secrets"
+paths = ["/api/*/secrets/**"]
+effect = "deny"
+[[rule]]
+name = "rest"
+"#,
+    );
+    let path = normalize_path("/api/2.0/%73ecrets/list").unwrap();
+    assert_eq!(decide(&p, &req("GET", &path), &id()), "deny:no-secrets");
+}
+
+#[test]
+fn hosts_condition() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "h"
+hosts = ["dbc.example.com", "*.serving.example.com", "[::1]"]
+"#,
+    );
+    let with_host = |h: Option<&'static str>| {
+        let mut r = req("GET", "/");
+        r.host = h;
+        allows(&p, &r, &id())
+    };
+    assert!(with_host(Some("dbc.example.com")));
+    assert!(with_host(Some("DBC.Example.Com")));
+    assert!(with_host(Some("dbc.example.com:8443")));
+    assert!(with_host(Some("dbc.example.com.")));
+    assert!(with_host(Some("a.serving.example.com")));
+    assert!(with_host(Some("a.b.serving.example.com:443")));
+    assert!(with_host(Some("[::1]:8080")));
+    assert!(!with_host(Some("serving.example.com")));
+    assert!(!with_host(Some("xdbc.example.com")));
+    assert!(!with_host(Some("dbc.example.com.evil.net")));
+    assert!(!with_host(Some("")));
+    assert!(
+        !with_host(None),
+        "a missing Host never matches a hosts condition"
+    );
+}
+
+#[test]
+fn sources_condition() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "s"
+sources = ["10.0.0.0/8", "192.0.2.10", "2001:db8::/32"]
+"#,
+    );
+    let from = |s: Option<&str>| {
+        let mut r = req("GET", "/");
+        r.src = s.map(|s| s.parse::<IpAddr>().unwrap());
+        allows(&p, &r, &id())
+    };
+    assert!(from(Some("10.200.0.1")));
+    assert!(from(Some("192.0.2.10")));
+    assert!(!from(Some("192.0.2.11")));
+    assert!(from(Some("2001:db8::5")));
+    assert!(from(Some("::ffff:10.0.0.1")));
+    assert!(!from(Some("172.16.0.1")));
+    assert!(!from(None), "a missing src never matches");
+}
+
+#[test]
+fn groups_subjects_scopes_issuers() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "g"
+groups = ["ml-engineers", "analysts"]
+paths = ["/g"]
+[[rule]]
+name = "s"
+subjects = ["user-1"]
+paths = ["/s"]
+[[rule]]
+name = "sc"
+scopes = ["sql"]
+paths = ["/sc"]
+[[rule]]
+name = "i"
+issuers = ["partner"]
+paths = ["/i"]
+"#,
+    );
+    let me = id();
+    assert!(allows(&p, &req("GET", "/g"), &me));
+    assert!(allows(&p, &req("GET", "/s"), &me));
+    assert!(allows(&p, &req("GET", "/sc"), &me));
+    assert!(!allows(&p, &req("GET", "/i"), &me));
+
+    let mut other = id();
+    other.groups = vec!["Analysts".into()]; // group names are case-sensitive
+    other.sub = "user-2".into();
+    other.scopes = vec![];
+    other.issuer = "partner".into();
+    assert!(!allows(&p, &req("GET", "/g"), &other));
+    assert!(!allows(&p, &req("GET", "/s"), &other));
+    assert!(!allows(&p, &req("GET", "/sc"), &other));
+    assert!(allows(&p, &req("GET", "/i"), &other));
+}
+
+#[test]
+fn emails_and_domains_case_insensitive() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "e"
+emails = ["ana@example.com"]
+paths = ["/e"]
+[[rule]]
+name = "d"
+email_domains = ["EXAMPLE.com"]
+paths = ["/d"]
+[[rule]]
+name = "sd"
+email_domains = ["*.corp.example"]
+paths = ["/sd"]
+"#,
+    );
+    let me = id(); // Ana@Example.COM
+    assert!(allows(&p, &req("GET", "/e"), &me));
+    assert!(allows(&p, &req("GET", "/d"), &me));
+    assert!(!allows(&p, &req("GET", "/sd"), &me));
+
+    let mut no_email = id();
+    no_email.email = None;
+    assert!(!allows(&p, &req("GET", "/e"), &no_email));
+    assert!(!allows(&p, &req("GET", "/d"), &no_email));
+
+    let mut sub = id();
+    sub.email = Some("bo@eu.corp.example".into());
+    assert!(allows(&p, &req("GET", "/sd"), &sub));
+    assert!(!allows(&p, &req("GET", "/d"), &sub));
+    // The domain is what follows the last @.
+    sub.email = Some("ana@example.com@evil.net".into());
+    assert!(!allows(&p, &req("GET", "/d"), &sub));
+    assert!(!allows(&p, &req("GET", "/e"), &sub));
+}
+
+#[test]
+fn claims_condition() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "str"
+paths = ["/str"]
+claims = { tier = ["silver", "gold"] }
+[[rule]]
+name = "num-bool"
+paths = ["/nb"]
+claims = { level = 3, admin = false, ratio = 0.5 }
+[[rule]]
+name = "nested-array"
+paths = ["/nested"]
+claims = { "realm_access.roles" = "writer" }
+[[rule]]
+name = "namespaced"
+paths = ["/ns"]
+claims = { "https://example.com/roles" = "ns-role" }
+[[rule]]
+name = "wrong-type"
+paths = ["/wt"]
+claims = { level = "3" }
+[[rule]]
+name = "missing"
+paths = ["/missing"]
+claims = { nope = "x" }
+[[rule]]
+name = "and"
+paths = ["/and"]
+claims = { tier = "gold", level = 4 }
+"#,
+    );
+    let me = id();
+    assert!(allows(&p, &req("GET", "/str"), &me));
+    assert!(allows(&p, &req("GET", "/nb"), &me));
+    assert!(allows(&p, &req("GET", "/nested"), &me));
+    assert!(allows(&p, &req("GET", "/ns"), &me));
+    assert!(!allows(&p, &req("GET", "/wt"), &me), "\"3\" is not 3");
+    assert!(!allows(&p, &req("GET", "/missing"), &me));
+    assert!(
+        !allows(&p, &req("GET", "/and"), &me),
+        "claim entries are ANDed"
+    );
+}
+
+#[test]
+fn conditions_are_anded() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "all"
+methods = ["POST"]
+paths = ["/serving-endpoints/*/invocations"]
+hosts = ["dbc.example.com"]
+sources = ["10.0.0.0/8"]
+groups = ["analysts"]
+issuers = ["corp"]
+"#,
+    );
+    let me = id();
+    let base = req("POST", "/serving-endpoints/m/invocations");
+    assert!(allows(&p, &base, &me));
+    let mut r = base;
+    r.method = "GET";
+    assert!(!allows(&p, &r, &me));
+    let mut r = base;
+    r.host = Some("other.example.com");
+    assert!(!allows(&p, &r, &me));
+    let mut r = base;
+    r.src = Some("192.0.2.1".parse().unwrap());
+    assert!(!allows(&p, &r, &me));
+    let mut other = id();
+    other.groups.clear();
+    assert!(!allows(&p, &base, &other));
+}
+
+#[test]
+fn principal_variants() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "default"
+paths = ["/default"]
+[[rule]]
+name = "email"
+paths = ["/email"]
+principal = "email"
+[[rule]]
+name = "sub"
+paths = ["/sub"]
+principal = "sub"
+[[rule]]
+name = "claim"
+paths = ["/claim"]
+principal = "claim:tier"
+[[rule]]
+name = "claim-num"
+paths = ["/claim-num"]
+principal = "claim:oid"
+[[rule]]
+name = "claim-nested"
+paths = ["/claim-nested"]
+principal = "claim:realm_access.roles"
+[[rule]]
+name = "static"
+paths = ["/static"]
+principal = "static:svc-gateway"
+upstream = "sp"
+"#,
+    );
+    let me = id();
+    let principal = |path: &str, id: &Identity| match p.evaluate(&req("GET", path), id) {
+        Outcome::Allow(r) => r.principal_for(Some(id)),
+        o => panic!("{path}: {o:?}"),
+    };
+    assert_eq!(
+        principal("/default", &me).as_deref(),
+        Some("Ana@Example.COM")
+    );
+    assert_eq!(principal("/email", &me).as_deref(), Some("Ana@Example.COM"));
+    assert_eq!(principal("/sub", &me).as_deref(), Some("user-1"));
+    assert_eq!(principal("/claim", &me).as_deref(), Some("gold"));
+    assert_eq!(principal("/claim-num", &me).as_deref(), Some("12345"));
+    assert_eq!(principal("/static", &me).as_deref(), Some("svc-gateway"));
+
+    let mut no_email = id();
+    no_email.email = None;
+    assert_eq!(principal("/default", &no_email).as_deref(), Some("user-1"));
+    // An explicit principal that cannot be resolved makes the rule not match this caller.
+    assert!(matches!(
+        p.evaluate(&req("GET", "/email"), &no_email),
+        Outcome::NoMatch
+    ));
+    // An array claim is not a name.
+    assert!(matches!(
+        p.evaluate(&req("GET", "/claim-nested"), &me),
+        Outcome::NoMatch
+    ));
+    let static_rule = p.rules().iter().find(|r| &*r.name == "static").unwrap();
+    assert_eq!(static_rule.upstream.as_deref(), Some("sp"));
+    assert_eq!(
+        static_rule.principal_for(None).as_deref(),
+        Some("svc-gateway")
+    );
+    let email_rule = p.rules().iter().find(|r| &*r.name == "email").unwrap();
+    assert_eq!(email_rule.principal_for(None), None);
+}
+
+#[test]
+fn unresolvable_principal_never_skips_a_deny() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "deny"
+paths = ["/x"]
+effect = "deny"
+[[rule]]
+name = "allow"
+paths = ["/x"]
+"#,
+    );
+    let mut anon = id();
+    anon.email = None;
+    anon.sub = String::new();
+    assert_eq!(decide(&p, &req("GET", "/x"), &anon), "deny:deny");
+}
+
+#[test]
+fn rule_without_conditions_matches_everything() {
+    let p = policy("[[rule]]\nname = \"any-authenticated\"\n");
+    assert!(allows(&p, &req("DELETE", "/a/b/c"), &id()));
+    let r = RequestView {
+        method: "GET",
+        path: "/",
+        host: None,
+        src: None,
+    };
+    assert!(allows(&p, &r, &id()));
+}
+
+#[test]
+fn empty_policy_matches_nothing() {
+    let p = policy("");
+    assert!(p.rules().is_empty());
+    assert!(matches!(
+        p.evaluate(&req("GET", "/"), &id()),
+        Outcome::NoMatch
+    ));
+    assert!(p.match_public(&req("GET", "/")).is_none());
+}

@@ -1,0 +1,248 @@
+//! The real `idgate` binary, started as `idgate run -c <file>` with a test configuration.
+//!
+//! The harness gives the agent free loopback ports: it inserts `listen = "127.0.0.1:<port>"`
+//! right after the `[spop]` and `[admin]` table headers of the configuration (adding the tables
+//! when they are missing), so test configurations need not mention ports at all. Output
+//! (logs and the audit log) goes to a file that failure messages quote.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::{free_addr, http_client, poll_until, tail_file, tcp_accepts, terminate, READY_TIMEOUT};
+
+/// How long the agent gets to drain and exit after SIGTERM before it is killed. Above the
+/// default `[spop] shutdown_grace` (10 s) so a graceful shutdown is never cut short.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// Attempts to start when a port picked by [`free_addr`] was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
+
+/// How long to wait for the admin endpoint once SPOP is up. Short: while the admin endpoint
+/// does not exist yet, its absence is tolerated.
+const ADMIN_WAIT: Duration = Duration::from_secs(2);
+
+/// A running idgate. Stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Agent {
+    /// The SPOP listener (HAProxy's `IDGATE_AGENT_ADDR`).
+    pub spop: SocketAddr,
+    /// The admin HTTP endpoint (`/metrics`, `/live`, `/ready`).
+    pub admin: SocketAddr,
+    child: Child,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    exit: Option<ExitStatus>,
+    _dir: TempDir,
+}
+
+/// `config` with `listen` set in `[spop]` and `[admin]`.
+pub fn render_config(config: &str, spop: SocketAddr, admin: SocketAddr) -> String {
+    let mut out = String::with_capacity(config.len() + 128);
+    let (mut saw_spop, mut saw_admin) = (false, false);
+    for line in config.lines() {
+        out.push_str(line);
+        out.push('\n');
+        match line.trim() {
+            "[spop]" => {
+                saw_spop = true;
+                out.push_str(&format!("listen = \"{spop}\"\n"));
+            }
+            "[admin]" => {
+                saw_admin = true;
+                out.push_str(&format!("listen = \"{admin}\"\n"));
+            }
+            _ => {}
+        }
+    }
+    let mut head = String::new();
+    if !saw_spop {
+        head.push_str(&format!("[spop]\nlisten = \"{spop}\"\n\n"));
+    }
+    if !saw_admin {
+        head.push_str(&format!("[admin]\nlisten = \"{admin}\"\n\n"));
+    }
+    head + &out
+}
+
+impl Agent {
+    /// The `idgate` binary Cargo built for this test run.
+    pub fn binary() -> &'static Path {
+        Path::new(env!("CARGO_BIN_EXE_idgate"))
+    }
+
+    /// Starts `idgate run -c <config with test ports>` and waits until its SPOP listener
+    /// accepts connections (and `/live` answers, once the admin endpoint exists).
+    pub fn start(config: &str) -> Agent {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Agent::start`], with extra environment variables for the process.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Agent {
+        let mut last_log = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let (spop, admin) = (free_addr(), free_addr());
+            let config_path = dir.path().join("idgate.toml");
+            std::fs::write(&config_path, render_config(config, spop, admin))
+                .expect("writing the agent config");
+            let log_path = dir.path().join("idgate.log");
+            let log = std::fs::File::create(&log_path).expect("creating the agent log");
+            let child = Command::new(Self::binary())
+                .arg("run")
+                .arg("-c")
+                .arg(&config_path)
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("cloning a file handle"))
+                .stderr(log)
+                .spawn()
+                .expect("starting idgate");
+            let mut agent = Agent {
+                spop,
+                admin,
+                child,
+                config_path,
+                log_path,
+                exit: None,
+                _dir: dir,
+            };
+            let ready = poll_until(READY_TIMEOUT, || {
+                if let Ok(Some(status)) = agent.child.try_wait() {
+                    return Some(Err(status));
+                }
+                tcp_accepts(agent.spop).then_some(Ok(()))
+            });
+            match ready {
+                Some(Ok(())) => {
+                    agent.wait_live();
+                    return agent;
+                }
+                Some(Err(status)) => {
+                    agent.exit = Some(status);
+                    last_log = agent.log();
+                    if last_log.contains("in use") {
+                        continue; // a port was taken meanwhile: retry with fresh ones
+                    }
+                    panic!("idgate exited at startup ({status})\n--- idgate log ---\n{last_log}");
+                }
+                None => panic!(
+                    "idgate's SPOP listener {spop} did not accept within {READY_TIMEOUT:?}\n--- idgate log ---\n{}",
+                    agent.log()
+                ),
+            }
+        }
+        panic!("idgate could not bind its ports in {START_ATTEMPTS} attempts\n--- idgate log ---\n{last_log}");
+    }
+
+    /// Once the admin endpoint accepts connections, `/live` must say 200. If it does not
+    /// listen at all within a short bound it is assumed not to exist (yet).
+    fn wait_live(&self) {
+        if poll_until(ADMIN_WAIT, || tcp_accepts(self.admin).then_some(())).is_none() {
+            return;
+        }
+        let live = poll_until(READY_TIMEOUT, || {
+            let resp = http_client().get(self.admin_url("/live")).send().ok()?;
+            (resp.status() == 200).then_some(())
+        });
+        assert!(
+            live.is_some(),
+            "idgate's /live at {} never answered 200\n--- idgate log ---\n{}",
+            self.admin,
+            self.log()
+        );
+    }
+
+    /// `http://<admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// True if `GET /ready` answers 200 now.
+    pub fn is_ready(&self) -> bool {
+        http_client()
+            .get(self.admin_url("/ready"))
+            .send()
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    }
+
+    /// Waits until `/ready` says 200 (every issuer's keys loaded); false on timeout.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        poll_until(timeout, || self.is_ready().then_some(())).is_some()
+    }
+
+    /// The Prometheus text from `/metrics`.
+    pub fn metrics(&self) -> String {
+        http_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}\n--- idgate log ---\n{}", self.log()))
+    }
+
+    /// The configuration file the agent runs with (rewrite it, then [`Agent::signal`]
+    /// `"HUP"`, to test reloads).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Replaces the configuration file, keeping the agent's ports.
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(
+            &self.config_path,
+            render_config(config, self.spop, self.admin),
+        )
+        .expect("rewriting the agent config");
+    }
+
+    /// Sends a signal by name (`"HUP"`, `"TERM"`, `"INT"`) through kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Everything the agent wrote so far (logs and audit lines).
+    pub fn log(&self) -> String {
+        tail_file(&self.log_path, 64 * 1024)
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// Stops the agent: SIGTERM, then SIGKILL after [`STOP_GRACE`]. Returns the exit status
+    /// (a killed-by-SIGKILL status if the grace period ran out). Idempotent.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = terminate(&mut self.child, STOP_GRACE);
+            if self.exit.is_none() {
+                // Killed: remember that it is gone so a second stop does not signal a
+                // recycled PID.
+                self.exit = self.child.try_wait().ok().flatten();
+            }
+        }
+        self.exit
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

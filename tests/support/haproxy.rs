@@ -1,0 +1,352 @@
+//! HAProxy under test: both supported major versions, running the shipped configuration.
+//!
+//! The files in `haproxy/` take every deployment parameter from an environment variable with
+//! a default (`presetenv` in their `global` section). The harness runs them unchanged and sets
+//! those variables to loopback ports, the echo upstream and its test CA, so the tests exercise
+//! exactly what ships: rules, TLS re-encryption with verification, SPOE settings.
+//!
+//! Binaries: `IDGATE_HAPROXY26` (default `haproxy` on PATH) and `IDGATE_HAPROXY32` (default
+//! `haproxy32`, see scripts/install-haproxy32.sh). When one is missing, a test that needs it
+//! is skipped with a loud message, or FAILS when `IDGATE_REQUIRE_HAPROXY=1` (scripts/test.sh
+//! and CI set it, so a broken install can never turn into a silently green run).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::{
+    free_addr, http_client, poll_until, repo_path, tail_file, tcp_accepts, terminate, READY_TIMEOUT,
+};
+
+/// How long HAProxy gets to exit after SIGTERM (a hard stop; it exits at once normally).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Attempts to start HAProxy when a port picked by [`free_addr`] was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
+
+/// The HAProxy versions idgate supports, each with its configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaproxyVersion {
+    /// 2.6 (Debian bookworm): SPOE applets, `mode tcp` agent backend.
+    V26,
+    /// 3.2 (Debian sid): SPOP multiplexer, `mode spop` agent backend.
+    V32,
+}
+
+impl HaproxyVersion {
+    pub const ALL: [HaproxyVersion; 2] = [HaproxyVersion::V26, HaproxyVersion::V32];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HaproxyVersion::V26 => "HAProxy 2.6",
+            HaproxyVersion::V32 => "HAProxy 3.2",
+        }
+    }
+
+    /// The environment variable naming the binary.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            HaproxyVersion::V26 => "IDGATE_HAPROXY26",
+            HaproxyVersion::V32 => "IDGATE_HAPROXY32",
+        }
+    }
+
+    fn default_binary(self) -> &'static str {
+        match self {
+            HaproxyVersion::V26 => "haproxy",
+            HaproxyVersion::V32 => "haproxy32",
+        }
+    }
+
+    /// What `haproxy -v`'s first line must start with.
+    fn version_prefix(self) -> &'static str {
+        match self {
+            HaproxyVersion::V26 => "HAProxy version 2.6.",
+            HaproxyVersion::V32 => "HAProxy version 3.2.",
+        }
+    }
+
+    /// The shipped haproxy.cfg for this version.
+    pub fn config_file(self) -> PathBuf {
+        match self {
+            HaproxyVersion::V26 => repo_path("haproxy/haproxy.cfg"),
+            HaproxyVersion::V32 => repo_path("haproxy/haproxy-3.x.cfg"),
+        }
+    }
+
+    /// The binary, if installed. Panics if it exists but is another version: a misconfigured
+    /// environment must not make one version's tests run against the other.
+    pub fn locate(self) -> Option<PathBuf> {
+        let name = std::env::var_os(self.env_var())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| self.default_binary().into());
+        let path = find_executable(Path::new(&name))?;
+        let out = Command::new(&path)
+            .arg("-v")
+            .output()
+            .unwrap_or_else(|e| panic!("running {} -v: {e}", path.display()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(self.version_prefix()),
+            "{} ({}) is not {}: it says {first:?}",
+            path.display(),
+            self.env_var(),
+            self.label()
+        );
+        Some(path)
+    }
+
+    /// The binary, or `None` after a loud skip message; panics instead of skipping when
+    /// `IDGATE_REQUIRE_HAPROXY=1`. Use as `let Some(bin) = version.require() else { return };`.
+    pub fn require(self) -> Option<PathBuf> {
+        if let Some(path) = self.locate() {
+            return Some(path);
+        }
+        let how = format!(
+            "{} binary not found (set {} or run scripts/install-haproxy32.sh / scripts/ci-deps.sh)",
+            self.label(),
+            self.env_var()
+        );
+        if std::env::var("IDGATE_REQUIRE_HAPROXY").as_deref() == Ok("1") {
+            panic!("{how}; IDGATE_REQUIRE_HAPROXY=1 makes this a failure");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {how} !!!!!!!!\n");
+        None
+    }
+}
+
+fn find_executable(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Where HAProxy sends allowed requests (the stand-in for the Databricks workspace).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Address HAProxy connects to (`IDGATE_DATABRICKS_ADDR`).
+    pub addr: SocketAddr,
+    /// Name used for Host, SNI and certificate verification (`IDGATE_DATABRICKS_HOST`).
+    pub host: String,
+    /// CA bundle that verifies the upstream's certificate (`IDGATE_DATABRICKS_CA_FILE`).
+    pub ca_file: PathBuf,
+}
+
+/// Values for the configuration's environment variables.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub frontend: SocketAddr,
+    pub stats: SocketAddr,
+    pub agent: SocketAddr,
+    pub upstream: Upstream,
+    pub stats_socket: PathBuf,
+}
+
+impl Params {
+    /// The variables documented at the top of haproxy/haproxy.cfg.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("IDGATE_FRONTEND_BIND", self.frontend.to_string()),
+            ("IDGATE_STATS_BIND", self.stats.to_string()),
+            ("IDGATE_AGENT_ADDR", self.agent.to_string()),
+            (
+                "IDGATE_SPOE_CONF",
+                repo_path("haproxy/idgate.spoe.conf").display().to_string(),
+            ),
+            ("IDGATE_DATABRICKS_HOST", self.upstream.host.clone()),
+            ("IDGATE_DATABRICKS_ADDR", self.upstream.addr.to_string()),
+            (
+                "IDGATE_DATABRICKS_CA_FILE",
+                self.upstream.ca_file.display().to_string(),
+            ),
+            (
+                "IDGATE_STATS_SOCKET",
+                self.stats_socket.display().to_string(),
+            ),
+            ("IDGATE_HAPROXY_LOG", "stderr".to_string()),
+        ];
+        // The shipped config chroots and drops to user `haproxy` (as a production setup
+        // should); that needs root and the user. Elsewhere run unprivileged.
+        if !super::running_as_root() || !haproxy_user_exists() {
+            env.push(("IDGATE_HAPROXY_UNPRIVILEGED", "1".to_string()));
+        }
+        env
+    }
+
+    fn apply(&self, cmd: &mut Command) {
+        // Start from a known state: nothing from the caller's environment may change the
+        // rendered configuration.
+        for (key, _) in std::env::vars_os() {
+            if let Some(k) = key.to_str() {
+                if k.starts_with("IDGATE_") {
+                    cmd.env_remove(k);
+                }
+            }
+        }
+        cmd.envs(self.env());
+    }
+}
+
+fn haproxy_user_exists() -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .map(|p| p.lines().any(|l| l.starts_with("haproxy:")))
+        .unwrap_or(false)
+}
+
+/// Runs `haproxy -c -f <cfg>` with `params` and returns its output.
+pub fn check_config(bin: &Path, cfg: &Path, params: &Params) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg("-f").arg(cfg);
+    params.apply(&mut cmd);
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {} -c: {e}", bin.display()))
+}
+
+/// A running HAProxy with the shipped configuration. Stopped on drop.
+pub struct Haproxy {
+    pub version: HaproxyVersion,
+    pub params: Params,
+    child: Child,
+    log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Haproxy {
+    /// Starts HAProxy in front of `agent` and `upstream` and waits until it serves and its
+    /// health check sees the agent UP.
+    pub fn start(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+    ) -> Haproxy {
+        let hap = Self::start_without_agent(version, bin, agent, upstream);
+        assert!(
+            hap.wait_agent_up(true, READY_TIMEOUT),
+            "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
+            version.label(),
+            hap.log()
+        );
+        hap
+    }
+
+    /// Starts HAProxy and waits until its frontend and operations endpoint accept
+    /// connections, whatever the agent's state.
+    pub fn start_without_agent(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+    ) -> Haproxy {
+        let mut last_log = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let params = Params {
+                frontend: free_addr(),
+                stats: free_addr(),
+                agent,
+                upstream: upstream.clone(),
+                stats_socket: dir.path().join("admin.sock"),
+            };
+            let log_path = dir.path().join("haproxy.log");
+            let log = std::fs::File::create(&log_path).expect("creating the haproxy log");
+            let mut cmd = Command::new(bin);
+            cmd.arg("-db")
+                .arg("-f")
+                .arg(version.config_file())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("cloning a file handle"))
+                .stderr(log);
+            params.apply(&mut cmd);
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            let mut hap = Haproxy {
+                version,
+                params,
+                child,
+                log_path,
+                _dir: dir,
+            };
+            let up = poll_until(READY_TIMEOUT, || {
+                if let Ok(Some(status)) = hap.child.try_wait() {
+                    return Some(Err(status));
+                }
+                (tcp_accepts(hap.params.frontend) && tcp_accepts(hap.params.stats))
+                    .then_some(Ok(()))
+            });
+            match up {
+                Some(Ok(())) => return hap,
+                Some(Err(status)) => {
+                    last_log = hap.log();
+                    if last_log.contains("cannot bind")
+                        || last_log.contains("Address already in use")
+                    {
+                        continue; // a port was taken meanwhile: retry with fresh ones
+                    }
+                    panic!(
+                        "{} exited at startup ({status})\n--- haproxy log ---\n{last_log}",
+                        version.label()
+                    );
+                }
+                None => panic!(
+                    "{} did not listen within {READY_TIMEOUT:?}\n--- haproxy log ---\n{}",
+                    version.label(),
+                    hap.log()
+                ),
+            }
+        }
+        panic!(
+            "{} could not bind its ports in {START_ATTEMPTS} attempts\n--- haproxy log ---\n{last_log}",
+            version.label()
+        );
+    }
+
+    /// `http://<frontend><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.params.frontend)
+    }
+
+    /// `http://<operations endpoint><path>` (`/ready`, `/metrics`, `/stats`).
+    pub fn stats_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.params.stats)
+    }
+
+    /// True if HAProxy currently considers at least one idgate agent UP (GET /ready).
+    pub fn agent_up(&self) -> bool {
+        http_client()
+            .get(self.stats_url("/ready"))
+            .send()
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    }
+
+    /// Waits until the agent's health-check state is `up`; false on timeout.
+    pub fn wait_agent_up(&self, up: bool, timeout: Duration) -> bool {
+        poll_until(timeout, || (self.agent_up() == up).then_some(())).is_some()
+    }
+
+    /// HAProxy's output so far (its alerts and, through `log stderr`, the access log).
+    pub fn log(&self) -> String {
+        tail_file(&self.log_path, 64 * 1024)
+    }
+
+    /// Stops HAProxy now (SIGTERM, then SIGKILL after a bound).
+    pub fn stop(&mut self) {
+        terminate(&mut self.child, STOP_GRACE);
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

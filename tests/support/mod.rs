@@ -1,0 +1,130 @@
+//! The integration-test harness shared by every `tests/*.rs` target.
+//!
+//! - [`agent`]: the real `idgate` binary started with a test configuration.
+//! - [`haproxy`]: HAProxy 2.6 and 3.2 running the *shipped* `haproxy/` configuration, pointed
+//!   at loopback ports through its environment variables (no text substitution).
+//! - [`echo`]: a TLS upstream that stands in for Databricks and records what it receives.
+//! - [`databricks`]: a fake Databricks token endpoint (async; needs a Tokio runtime).
+//!
+//! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
+//! or server is stopped when its handle is dropped (also when a test panics).
+//!
+//! Each test target compiles this module separately and uses a different part of it.
+#![allow(dead_code)]
+
+pub mod agent;
+pub mod databricks;
+pub mod echo;
+pub mod haproxy;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long any harness readiness wait may take before the test fails. Generous because CI
+/// has two cores shared by parallel test processes, and a wait normally ends in milliseconds.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Pause between two readiness probes: short enough not to slow tests down, long enough not
+/// to burn a core while a process starts.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind :0, read, close).
+///
+/// Another process can take it before it is used: the starters in this module retry with a
+/// fresh port when a child fails to bind.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// `127.0.0.1:<free port>`.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A path relative to the repository root (the crate's manifest directory).
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// True if something accepts TCP connections at `addr` right now.
+pub fn tcp_accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Polls `probe` until it returns `Some`, or gives up after `timeout` with `None`.
+pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// An HTTP client for talking to the servers under test: short timeouts, no proxy from the
+/// environment (loopback traffic must never be sent to an HTTP_PROXY), no redirects, no
+/// connection reuse between requests (each request is judged on its own).
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("building the test HTTP client")
+}
+
+/// The last `max` bytes of a log file, for failure messages.
+pub fn tail_file(path: &std::path::Path, max: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let start = bytes.len().saturating_sub(max);
+            String::from_utf8_lossy(&bytes[start..]).into_owned()
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Sends SIGTERM to `child`, waits up to `grace` for it to exit, then SIGKILLs it. Returns the
+/// exit status, or `None` if it had to be killed.
+///
+/// SIGTERM goes through `kill(1)` because the crate forbids `unsafe` (no libc call here).
+pub fn terminate(
+    child: &mut std::process::Child,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if let Some(status) = poll_until(grace, || child.try_wait().ok().flatten()) {
+        return Some(status);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// True when this process runs as root (read from /proc, without libc).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
