@@ -196,25 +196,8 @@ impl Broker {
                 Err(p) => problems.push(p),
             }
         }
-        for (i, rule) in cfg.rules.iter().enumerate() {
-            let Some(up) = &rule.upstream else { continue };
-            match cfg.upstreams.get(up) {
-                None => problems.push(Problem::new(
-                    format!("rule[{i}].upstream"),
-                    format!("no [upstream.{up}] is configured"),
-                )),
-                Some(u) if u.kind == UpstreamKind::TokenExchange && rule.public => {
-                    problems.push(Problem::new(
-                        format!("rule[{i}].upstream"),
-                        format!(
-                            "upstream {up:?} is a token_exchange, which needs the caller's token; \
-                             a public rule has none"
-                        ),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
+        // Rule references (unknown upstream, token_exchange on a public rule) are checked by
+        // the policy compiler, which owns `[[rule]]`.
         if problems.is_empty() {
             Ok(Broker { http, upstreams })
         } else {
