@@ -5,6 +5,8 @@
 //!   at loopback ports through its environment variables (no text substitution).
 //! - [`echo`]: a TLS upstream that stands in for Databricks and records what it receives.
 //! - [`databricks`]: a fake Databricks token endpoint (async; needs a Tokio runtime).
+//! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
+//! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //!
 //! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
 //! or server is stopped when its handle is dropped (also when a test panics).
@@ -13,9 +15,11 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod auth_kit;
 pub mod databricks;
 pub mod echo;
 pub mod haproxy;
+pub mod oidc;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
