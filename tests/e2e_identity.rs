@@ -111,7 +111,7 @@ impl Stack {
         });
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("serving-sp.token");
-        std::fs::write(&token_file, SERVING_CREDENTIAL).unwrap();
+        support::write_secret(&token_file, SERVING_CREDENTIAL);
         let agent = Agent::start(&agent_config(&idp.issuer, &token_file));
         assert!(
             agent.wait_ready(READY_TIMEOUT),

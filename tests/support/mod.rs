@@ -86,6 +86,14 @@ pub fn http_client() -> reqwest::blocking::Client {
         .expect("building the test HTTP client")
 }
 
+/// Writes a secret file readable by its owner only (idgate warns about looser permissions).
+pub fn write_secret(path: &std::path::Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).expect("writing a secret file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("restricting a secret file");
+}
+
 /// The last `max` bytes of a log file, for failure messages.
 pub fn tail_file(path: &std::path::Path, max: usize) -> String {
     match std::fs::read(path) {
