@@ -124,7 +124,11 @@ fn identity_end_to_end(version: HaproxyVersion) {
         Some(r#"Bearer realm="idgate""#),
         "{r:?}"
     );
-    assert!(r.body.contains("idgate: missing_token"), "body {:?}", r.body);
+    assert!(
+        r.body.contains("idgate: missing_token"),
+        "body {:?}",
+        r.body
+    );
 
     // --- invalid tokens: invalid_token with the precise reason ---
     let r = s.call_as("POST", SERVING, "garbage.garbage.garbage");
@@ -202,7 +206,11 @@ fn identity_end_to_end(version: HaproxyVersion) {
         // Client-credentials tokens carry no email or groups: those headers stay absent
         // (and the forged ones are gone).
         assert_identity(&up, Some(client), None, None);
-        assert!(up.header_all("authorization").is_empty(), "{:?}", up.headers);
+        assert!(
+            up.header_all("authorization").is_empty(),
+            "{:?}",
+            up.headers
+        );
     }
     // bob's ES256 token: valid identity, but not in the serving group.
     let bob = rt.block_on(idp.token("bob"));

@@ -153,7 +153,11 @@ fn policy_end_to_end(version: HaproxyVersion) {
     let r = s.call_as("DELETE", "/api/2.0/clusters/delete", &alice);
     s.expect(&r, 403, "a DELETE under the deny rule");
     assert!(r.body.contains("denied_by_rule"), "body {:?}", r.body);
-    assert_eq!(s.echo.count(), forwarded, "a denied request reached the upstream");
+    assert_eq!(
+        s.echo.count(),
+        forwarded,
+        "a denied request reached the upstream"
+    );
 
     // --- public path: forwarded without a token; forged headers and Authorization deleted ---
     let r = s.call("GET", "/public/health", &as_refs(&headers));
@@ -191,10 +195,20 @@ fn policy_end_to_end(version: HaproxyVersion) {
         ("/public/a%2Fb", &[][..]),
         ("/public/a%2fb", &[][..]),
         ("/public/..", &[][..]),
+        ("/public/..;/api/2.0/secrets/list", &[][..]),
+        ("/public//health", &[][..]),
+        ("/public/%252e%252e/api/2.0/secrets/list", &[][..]),
+        ("/public/%5C..%5Capi", &[][..]),
         ("/api/2.0/clusters/../clusters/list", &with_token[..]),
         ("/api/2.0/%2e%2e/2.0/clusters/list", &with_token[..]),
-        ("/serving-endpoints/churn-model%2Finvocations", &with_token[..]),
-        ("/serving-endpoints/x/../churn-model/invocations", &with_token[..]),
+        (
+            "/serving-endpoints/churn-model%2Finvocations",
+            &with_token[..],
+        ),
+        (
+            "/serving-endpoints/x/../churn-model/invocations",
+            &with_token[..],
+        ),
     ] {
         let method = if target.starts_with("/serving") {
             "POST"
@@ -216,9 +230,12 @@ fn policy_end_to_end(version: HaproxyVersion) {
     );
 
     // --- the audit log: one line per decision, the right reasons, never the token ---
-    let decisions = 2 + 2 + 2 + 1 + 12;
+    let decisions = 2 + 2 + 2 + 1 + 16;
     let audit = s.audit(decisions);
-    let reasons: Vec<&str> = audit.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = audit
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(
         reasons,
         [
@@ -232,7 +249,7 @@ fn policy_end_to_end(version: HaproxyVersion) {
         ]
         .iter()
         .copied()
-        .chain(std::iter::repeat_n("bad_request", 12))
+        .chain(std::iter::repeat_n("bad_request", 16))
         .collect::<Vec<_>>(),
         "{audit:#?}"
     );

@@ -9,8 +9,8 @@
 //!   caller's; 100 allowed requests cost exactly one token request;
 //! - token_exchange: two callers get different upstream tokens, each exchanged for that
 //!   caller's own token; a caller's repeat request reuses its cached token;
-//! - token endpoint down (nothing listening) or failing (503): 503 `upstream_unavailable`
-//!   (response body and audit log), nothing forwarded.
+//! - token endpoint down (nothing listening) or hanging (with the default timeouts): 503
+//!   `upstream_unavailable` (response body and audit log), nothing forwarded.
 
 mod support;
 
@@ -20,6 +20,7 @@ mod auth_kit;
 mod e2e_stack;
 
 use std::path::Path;
+use std::time::Duration;
 
 use auth_kit::{claims, MockIdp, Signer};
 use e2e_stack::{as_refs, assert_identity, forged_with_token, Resp, Stack};
@@ -30,6 +31,9 @@ use support::haproxy::HaproxyVersion;
 const SERVING: &str = "/serving-endpoints/churn-model/invocations";
 const CLUSTERS: &str = "/api/2.0/clusters/list";
 const DOWN: &str = "/api/2.0/jobs/list";
+
+/// How long the fake token endpoint stalls when told to hang: far beyond any budget.
+const ENDPOINT_HANG: Duration = Duration::from_secs(20);
 
 /// Allowed requests sent with the shared service-principal token.
 const SHARED_TOKEN_REQUESTS: usize = 100;
@@ -169,7 +173,12 @@ fn upstream_end_to_end(version: HaproxyVersion) {
     );
     assert_eq!(fake.rejected(), 0, "{:?}", fake.last_rejection());
     let up = s.last_upstream();
-    assert_identity(&up, Some("alice"), Some("alice@example.com"), Some("ml-engineers"));
+    assert_identity(
+        &up,
+        Some("alice"),
+        Some("alice@example.com"),
+        Some("ml-engineers"),
+    );
     assert!(up.headers.iter().all(|(_, v)| !v.contains(&alice)));
 
     // --- token_exchange: per caller ---
@@ -179,7 +188,12 @@ fn upstream_end_to_end(version: HaproxyVersion) {
     let r = s.call_as("GET", CLUSTERS, &bob);
     s.expect(&r, 200, "bob through token exchange");
     let bob_up = upstream_bearer(&s);
-    assert_identity(&s.last_upstream(), Some("bob"), Some("bob@example.com"), Some("ml-engineers"));
+    assert_identity(
+        &s.last_upstream(),
+        Some("bob"),
+        Some("bob@example.com"),
+        Some("ml-engineers"),
+    );
     assert_ne!(alice_up, bob_up, "two callers share an upstream token");
     assert!(alice_up.starts_with("dbx-tx-") && bob_up.starts_with("dbx-tx-"));
     assert_eq!(fake.subject_of(&alice_up), Some(Some(alice.clone())));
@@ -198,13 +212,20 @@ fn upstream_end_to_end(version: HaproxyVersion) {
     // --- token endpoint down: fail closed ---
     let r = s.call_as("GET", DOWN, &alice);
     assert_upstream_unavailable(&s, &r, "token endpoint not listening");
-    // The endpoint answers 503: a new caller cannot get an exchanged token.
-    fake.fail_always(Some(Fail::Unavailable));
+    // The endpoint hangs: `federated` runs with the default timeout and budget, which must
+    // give up early enough for idgate's own 503 (with its reason) to beat HAProxy's SPOE
+    // `timeout processing` (regression: a default budget equal to that timeout lost the race,
+    // and callers got the generic agent-timeout 503).
+    fake.fail_always(Some(Fail::Hang(ENDPOINT_HANG)));
     let carol = token_for(&key, &mock.base, "carol");
     let r = s.call_as("GET", CLUSTERS, &carol);
-    assert_upstream_unavailable(&s, &r, "token endpoint failing");
+    assert_upstream_unavailable(&s, &r, "token endpoint hanging");
     fake.fail_always(None);
-    assert_eq!(s.echo.count(), forwarded, "a request went upstream without a credential");
+    assert_eq!(
+        s.echo.count(),
+        forwarded,
+        "a request went upstream without a credential"
+    );
 
     let audit = s.audit(SHARED_TOKEN_REQUESTS + 5);
     let tail: Vec<(&str, &str, i64)> = audit[SHARED_TOKEN_REQUESTS + 3..]
@@ -229,6 +250,35 @@ fn upstream_end_to_end(version: HaproxyVersion) {
     for secret in [shared.as_str(), alice_up.as_str(), CLIENT_SECRET] {
         assert!(!text.contains(secret), "a credential reached the audit log");
     }
+}
+
+/// Margin between the default upstream budget and HAProxy's SPOE `timeout processing`: room
+/// for token validation, the SPOP round trip and a loaded machine.
+const PROCESSING_MARGIN: Duration = Duration::from_secs(1);
+
+/// The default `total_budget` leaves idgate time to answer `upstream_unavailable` within the
+/// shipped SPOE `timeout processing` (the deterministic half of the hanging-endpoint scenario).
+#[test]
+fn default_upstream_budget_fits_the_shipped_spoe_processing_timeout() {
+    let spoe = std::fs::read_to_string(support::repo_path("haproxy/idgate.spoe.conf")).unwrap();
+    let processing = spoe
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("timeout processing "))
+        .expect("idgate.spoe.conf sets `timeout processing`");
+    let processing = humantime::parse_duration(processing.trim()).unwrap();
+    let cfg = idgate::config::Config::from_toml(
+        "[upstream.x]\nkind = \"token_exchange\"\ntoken_url = \"http://127.0.0.1:1/t\"\n",
+        "test",
+    )
+    .unwrap();
+    let up = &cfg.upstreams["x"];
+    assert!(
+        up.total_budget.0 + PROCESSING_MARGIN <= processing,
+        "default total_budget {:?} leaves less than {PROCESSING_MARGIN:?} of the SPOE timeout {processing:?}",
+        up.total_budget.0
+    );
+    assert!(up.timeout.0 <= up.total_budget.0);
 }
 
 mod haproxy26 {

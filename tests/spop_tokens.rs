@@ -99,7 +99,11 @@ impl Spop {
         c.s.write_all(&hello).await.unwrap();
         let mut body = c.read_frame().await;
         let h = Header::decode(&mut body).unwrap();
-        assert_eq!(h.frame_type, FrameType::AgentHello as u8, "AGENT-HELLO expected");
+        assert_eq!(
+            h.frame_type,
+            FrameType::AgentHello as u8,
+            "AGENT-HELLO expected"
+        );
         c
     }
 
@@ -108,7 +112,10 @@ impl Spop {
             let mut len = [0u8; 4];
             self.s.read_exact(&mut len).await.expect("frame length");
             let n = u32::from_be_bytes(len);
-            assert!(n <= MAX_FRAME, "frame of {n} bytes exceeds the negotiated size");
+            assert!(
+                n <= MAX_FRAME,
+                "frame of {n} bytes exceeds the negotiated size"
+            );
             let mut body = vec![0u8; n as usize];
             self.s.read_exact(&mut body).await.expect("frame body");
             Bytes::from(body)
@@ -188,7 +195,10 @@ fn notify(sid: u64, fid: u64, req: &Req) -> Vec<u8> {
     };
     let mut args = vec![
         arg("method", TypedData::static_str("POST")),
-        arg("path", TypedData::static_str("/serving-endpoints/m/invocations")),
+        arg(
+            "path",
+            TypedData::static_str("/serving-endpoints/m/invocations"),
+        ),
         arg("host", TypedData::static_str("gateway.example.com")),
     ];
     args.push(arg(
@@ -218,7 +228,8 @@ fn str_var<'a>(vars: &'a Vars, name: &str) -> Option<&'a str> {
 }
 
 fn int_var(vars: &Vars, name: &str) -> Option<i64> {
-    vars.get(name).map(|v| v.as_i64().expect("integer variable"))
+    vars.get(name)
+        .map(|v| v.as_i64().expect("integer variable"))
 }
 
 fn bool_var(vars: &Vars, name: &str) -> Option<bool> {
@@ -252,7 +263,10 @@ fn assert_refused(case: &str, vars: &Vars, reason: &str) {
         "principal",
         "upstream_authorization",
     ] {
-        assert!(!vars.contains_key(name), "{case}: {name} set on a refusal: {vars:?}");
+        assert!(
+            !vars.contains_key(name),
+            "{case}: {name} set on a refusal: {vars:?}"
+        );
     }
 }
 
@@ -290,13 +304,20 @@ fn valid_claims(iss: &str, sub: &str) -> Value {
 
 /// `header.payload.signature` from JSON texts, with any signature text.
 fn unsigned(header: &str, payload: &str, signature: &str) -> String {
-    format!("{}.{}.{signature}", b64(header.as_bytes()), b64(payload.as_bytes()))
+    format!(
+        "{}.{}.{signature}",
+        b64(header.as_bytes()),
+        b64(payload.as_bytes())
+    )
 }
 
 /// The fixture RSA public key as PEM: what an attacker finds at the IdP and uses as an HMAC
 /// secret in the RS256 -> HS256 key-confusion attack.
 fn rsa_public_pem() -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/keys/rsa1.pem", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/keys/rsa1.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let out = std::process::Command::new("openssl")
         .args(["pkey", "-in", &path, "-pubout"])
         .output()
@@ -423,7 +444,10 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
         ),
         (
             "signature truncated",
-            bearer(&format!("{valid_input}.{}", &valid_sig[..valid_sig.len() / 2])),
+            bearer(&format!(
+                "{valid_input}.{}",
+                &valid_sig[..valid_sig.len() / 2]
+            )),
             "bad_signature",
         ),
         // --- iss ---
@@ -662,9 +686,21 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
         // --- the Authorization header itself ---
         ("no credentials at all", Req::default(), "missing_token"),
         ("empty Authorization", header_only(""), "missing_token"),
-        ("Bearer without token", header_only("Bearer"), "malformed_token"),
-        ("Bearer and a space", header_only("Bearer "), "malformed_token"),
-        ("Bearer and spaces", header_only("Bearer    "), "malformed_token"),
+        (
+            "Bearer without token",
+            header_only("Bearer"),
+            "malformed_token",
+        ),
+        (
+            "Bearer and a space",
+            header_only("Bearer "),
+            "malformed_token",
+        ),
+        (
+            "Bearer and spaces",
+            header_only("Bearer    "),
+            "malformed_token",
+        ),
         (
             "Bearer with two tokens",
             header_only(&format!("Bearer {valid} {valid}")),
@@ -843,11 +879,7 @@ fn twenty_pipelined_notifies_with_distinct_tokens() {
         .enable_all()
         .build()
         .unwrap();
-    let keys = [
-        Signer::rsa("p-rsa"),
-        Signer::ec("p-ec"),
-        Signer::ed("p-ed"),
-    ];
+    let keys = [Signer::rsa("p-rsa"), Signer::ec("p-ec"), Signer::ed("p-ed")];
     let mock = rt.block_on(MockIdp::start(&keys.iter().collect::<Vec<_>>()));
     let agent = Agent::start(&agent_config(&mock));
     assert!(
@@ -886,7 +918,10 @@ fn twenty_pipelined_notifies_with_distinct_tokens() {
         for _ in 0..PIPELINED {
             let (sid, fid, vars) = c.read_ack().await;
             assert_eq!(fid, 1);
-            assert!(answered.insert(sid, vars).is_none(), "stream {sid} acked twice");
+            assert!(
+                answered.insert(sid, vars).is_none(),
+                "stream {sid} acked twice"
+            );
         }
         for (sid, _, want) in &streams {
             let vars = answered
