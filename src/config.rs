@@ -332,8 +332,10 @@ pub struct UpstreamConfig {
     /// Timeout of one token request (1ms..=60s, at most `total_budget`). Default 2s.
     #[serde(default = "default_upstream_timeout")]
     pub timeout: Dur,
-    /// Total time budget for one credential, retries included (keep it below the SPOE
-    /// `timeout processing`). Default 3s.
+    /// Total time budget for one credential, retries included. Keep it clearly below the SPOE
+    /// `timeout processing` (3s in the shipped idgate.spoe.conf): the budget is spent *inside*
+    /// that timeout, and an answer arriving as HAProxy gives up is lost, so the caller gets
+    /// the generic "agent unavailable" 503 instead of `upstream_unavailable`. Default 2s.
     #[serde(default = "default_upstream_budget")]
     pub total_budget: Dur,
     /// Refresh a cached token this long before it expires, in the background (capped at half
@@ -349,7 +351,7 @@ fn default_upstream_timeout() -> Dur {
     secs(2)
 }
 fn default_upstream_budget() -> Dur {
-    secs(3)
+    secs(2)
 }
 fn default_refresh_ahead() -> Dur {
     secs(300)
