@@ -195,14 +195,24 @@ port_taken_here() {
     return 1
 }
 
-# pick_port VAR ENV_NAME DEFAULT WHAT: sets VAR to the port to use.
+# reserve_port ENV_NAME WHAT: an explicitly set port must be valid, unique and free. Done for
+# every explicit port before any default is picked, so a default never takes one of them.
+reserve_port() {
+    local env=$1 what=$2 p
+    [[ -n ${!env:-} ]] || return 0
+    p=${!env}
+    [[ $p =~ ^[0-9]+$ ]] && ((p >= 1 && p <= 65535)) || die "$env=$p is not a port number"
+    port_taken_here "$p" && die "$env=$p: that port is also set for another component"
+    port_in_use "$p" && die "$env=$p: 127.0.0.1:$p ($what) is already in use; choose another port"
+    used_ports+=("$p")
+}
+
+# pick_port VAR ENV_NAME DEFAULT WHAT: sets VAR to the explicit port, or to the default (or
+# the next free port after it).
 pick_port() {
     local var=$1 env=$2 def=$3 what=$4 p
     if [[ -n ${!env:-} ]]; then
         p=${!env}
-        [[ $p =~ ^[0-9]+$ ]] && ((p >= 1 && p <= 65535)) || die "$env=$p is not a port number"
-        port_taken_here "$p" && die "$env=$p: that port is already chosen for another component"
-        port_in_use "$p" && die "$env=$p: 127.0.0.1:$p ($what) is already in use; choose another port"
     else
         for ((p = def; p < def + PORT_FALLBACKS; p++)); do
             port_taken_here "$p" || port_in_use "$p" || break
@@ -210,9 +220,9 @@ pick_port() {
         ((p < def + PORT_FALLBACKS)) ||
             die "no free port in 127.0.0.1:$def..$((def + PORT_FALLBACKS - 1)) for $what; set $env"
         ((p == def)) || say "port $def is in use: $what uses $p instead (set $env to choose)"
+        used_ports+=("$p")
     fi
     printf -v "$var" '%s' "$p"
-    used_ports+=("$p")
 }
 
 # --- processes ----------------------------------------------------------------------------
@@ -221,11 +231,19 @@ names=()
 logs=()
 run=""
 
-# PR_SET_PDEATHSIG through setpriv (util-linux): a child gets SIGTERM if this script dies
-# without running its EXIT trap (e.g. SIGKILL), so nothing can be left behind.
-pdeath=()
+# How children are started (both util-linux, present on every Debian/Ubuntu):
+# - setsid: in a session of their own, so the terminal's Ctrl-C reaches only this script,
+#   whose trap then stops them in order (and a component that dies by itself is told apart
+#   from one stopped by Ctrl-C). Not a process group leader here, so setsid does not fork
+#   and $! stays the component's PID.
+# - setpriv --pdeathsig: a child gets SIGTERM if this script dies without running its EXIT
+#   trap (e.g. SIGKILL), so nothing can be left behind.
+launcher=()
+if command -v setsid >/dev/null; then
+    launcher+=(setsid)
+fi
 if setpriv --help 2>&1 | grep -q -- --pdeathsig; then
-    pdeath=(setpriv --pdeathsig TERM --)
+    launcher+=(setpriv --pdeathsig TERM --)
 fi
 
 # start NAME LOG CMD...: starts CMD in the background, stdin from the keep-alive FIFO (the
@@ -233,7 +251,7 @@ fi
 start() {
     local name=$1 log=$2
     shift 2
-    "${pdeath[@]}" "$@" <"$run/stdin" >"$log" 2>&1 7>&- &
+    "${launcher[@]}" "$@" <"$run/stdin" >"$log" 2>&1 7>&- &
     pids+=("$!")
     names+=("$name")
     logs+=("$log")
@@ -324,14 +342,24 @@ trap 'exit 143' TERM
 prerequisites
 idgate_binary
 
-pick_port GATEWAY_PORT QS_GATEWAY_PORT "$DEFAULT_GATEWAY_PORT" "HAProxy frontend"
-pick_port HAPROXY_STATS_PORT QS_HAPROXY_STATS_PORT "$DEFAULT_HAPROXY_STATS_PORT" "HAProxy stats"
-pick_port SPOP_PORT QS_SPOP_PORT "$DEFAULT_SPOP_PORT" "idgate SPOP"
-pick_port ADMIN_PORT QS_ADMIN_PORT "$DEFAULT_ADMIN_PORT" "idgate admin"
-pick_port OIDC_PORT QS_OIDC_PORT "$DEFAULT_OIDC_PORT" "OIDC provider"
-pick_port DATABRICKS_PORT QS_DATABRICKS_PORT "$DEFAULT_DATABRICKS_PORT" "fake Databricks (HTTPS)"
-pick_port DATABRICKS_TOKEN_PORT QS_DATABRICKS_TOKEN_PORT "$DEFAULT_DATABRICKS_TOKEN_PORT" \
-    "fake Databricks token endpoint"
+# VAR ENV_NAME DEFAULT WHAT, one component per line.
+port_table=(
+    "GATEWAY_PORT QS_GATEWAY_PORT $DEFAULT_GATEWAY_PORT HAProxy frontend"
+    "HAPROXY_STATS_PORT QS_HAPROXY_STATS_PORT $DEFAULT_HAPROXY_STATS_PORT HAProxy stats"
+    "SPOP_PORT QS_SPOP_PORT $DEFAULT_SPOP_PORT idgate SPOP"
+    "ADMIN_PORT QS_ADMIN_PORT $DEFAULT_ADMIN_PORT idgate admin"
+    "OIDC_PORT QS_OIDC_PORT $DEFAULT_OIDC_PORT OIDC provider"
+    "DATABRICKS_PORT QS_DATABRICKS_PORT $DEFAULT_DATABRICKS_PORT fake Databricks (HTTPS)"
+    "DATABRICKS_TOKEN_PORT QS_DATABRICKS_TOKEN_PORT $DEFAULT_DATABRICKS_TOKEN_PORT fake Databricks token endpoint"
+)
+for row in "${port_table[@]}"; do
+    read -r var env def what <<<"$row"
+    reserve_port "$env" "$what"
+done
+for row in "${port_table[@]}"; do
+    read -r var env def what <<<"$row"
+    pick_port "$var" "$env" "$def" "$what"
+done
 
 umask 077
 run=$(mktemp -d "${TMPDIR:-/tmp}/idgate-quickstart.XXXXXX")
@@ -426,8 +454,8 @@ token_cmd() { # CLIENT
         "$1" "$1" "$oidc_url"
 }
 cmd_allowed="curl -s -H \"Authorization: Bearer \$A\" -H 'Content-Type: application/json' -d '{\"inputs\": [[1, 2, 3]]}' $gateway$SERVING_PATH"
-cmd_refused="curl -si -H \"Authorization: Bearer \$B\" -H 'Content-Type: application/json' -d '{\"inputs\": [[1, 2, 3]]}' $gateway$SERVING_PATH"
-cmd_no_token="curl -si -d '{}' $gateway$SERVING_PATH"
+cmd_refused="curl -si -w '\\n' -H \"Authorization: Bearer \$B\" -H 'Content-Type: application/json' -d '{\"inputs\": [[1, 2, 3]]}' $gateway$SERVING_PATH"
+cmd_no_token="curl -si -w '\\n' -d '{}' $gateway$SERVING_PATH"
 cmd_spoofed="curl -s -H 'X-Forwarded-User: admin' -H 'X_Forwarded_User: admin' $gateway/healthz"
 cmd_explain="$idgate_bin explain -c $idgate_cfg --method POST --path $SERVING_PATH --token \"\$B\"; echo \"exit status \$?\""
 
@@ -500,6 +528,7 @@ run_curl() {
     local prefix="curl --noproxy '*' --max-time $CURL_MAX_TIME_S -o '$body' -D '$headers' -w '%{http_code}' "
     # -si is for humans; here the headers go to their own file.
     cmd=${cmd/curl -si /curl -s }
+    cmd=${cmd/ -w \'\\n\'/}
     cmd=${cmd/curl /"$prefix"}
     A=$A B=$B bash -c "$cmd" 2>/dev/null || true
 }
