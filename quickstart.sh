@@ -155,13 +155,16 @@ prerequisites() {
         die "Node.js $node_version is too old for the local OIDC provider (oidc-provider needs >= 20.19). Install a current Node.js LTS, e.g. from https://nodejs.org or NodeSource, and run again."
     fi
 
-    # The OIDC provider's packages (same stamp as scripts/ci-deps.sh, so neither redoes it).
-    local oidc=$root/tests/oidc stamp=$root/tests/oidc/node_modules/.ci-deps-stamp
-    if [[ ! -f $stamp || $oidc/package-lock.json -nt $stamp || $oidc/package.json -nt $stamp ]]; then
+    # The OIDC provider's packages. npm writes node_modules/.package-lock.json on every
+    # install, whoever ran it (scripts/ci-deps.sh, the test harness, this script): installed
+    # and not older than the lock file means up to date.
+    local oidc=$root/tests/oidc
+    local marker=$oidc/node_modules/.package-lock.json
+    if [[ ! -f $oidc/node_modules/oidc-provider/package.json || ! -f $marker ||
+        $oidc/package-lock.json -nt $marker ]]; then
         say "npm ci in tests/oidc (the local OIDC provider's packages)"
         (cd "$oidc" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
             die "npm ci in tests/oidc failed (network? registry?)"
-        touch "$stamp"
     fi
 }
 
