@@ -64,6 +64,11 @@ readonly DATABRICKS_HOST=dbc-quickstart.demo.internal
 readonly SP_CLIENT_ID=demo-serving-sp
 readonly SERVING_PATH=/serving-endpoints/churn-model/invocations
 
+[[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || {
+    echo "quickstart: QS_READY_TIMEOUT=$READY_TIMEOUT_S is not a number of seconds" >&2
+    exit 2
+}
+
 mode=demo
 case ${1:-} in
     "") ;;
@@ -198,24 +203,25 @@ port_taken_here() {
     return 1
 }
 
-# reserve_port ENV_NAME WHAT: an explicitly set port must be valid, unique and free. Done for
-# every explicit port before any default is picked, so a default never takes one of them.
+# reserve_port ENV_NAME WHAT: an explicitly set port must be a port number, and not also set
+# for another component. Checked before anything is installed or built.
 reserve_port() {
-    local env=$1 what=$2 p
+    local env=$1 p
     [[ -n ${!env:-} ]] || return 0
     p=${!env}
-    [[ $p =~ ^[0-9]+$ ]] && ((p >= 1 && p <= 65535)) || die "$env=$p is not a port number"
+    if [[ ! $p =~ ^[0-9]+$ ]] || ((p < 1 || p > 65535)); then die "$env=$p is not a port number"; fi
     port_taken_here "$p" && die "$env=$p: that port is also set for another component"
-    port_in_use "$p" && die "$env=$p: 127.0.0.1:$p ($what) is already in use; choose another port"
     used_ports+=("$p")
 }
 
-# pick_port VAR ENV_NAME DEFAULT WHAT: sets VAR to the explicit port, or to the default (or
-# the next free port after it).
+# pick_port VAR ENV_NAME DEFAULT WHAT: sets VAR to the explicit port (which must be free), or
+# to the default or the next free port after it, skipping every explicit port (all reserved
+# before the first pick_port).
 pick_port() {
     local var=$1 env=$2 def=$3 what=$4 p
     if [[ -n ${!env:-} ]]; then
         p=${!env}
+        port_in_use "$p" && die "$env=$p: 127.0.0.1:$p ($what) is already in use; choose another port"
     else
         for ((p = def; p < def + PORT_FALLBACKS; p++)); do
             port_taken_here "$p" || port_in_use "$p" || break
@@ -342,9 +348,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- setup --------------------------------------------------------------------------------
-prerequisites
-idgate_binary
-
+# Set by pick_port below.
+GATEWAY_PORT="" HAPROXY_STATS_PORT="" SPOP_PORT="" ADMIN_PORT="" OIDC_PORT="" DATABRICKS_PORT=""
+DATABRICKS_TOKEN_PORT=""
 # VAR ENV_NAME DEFAULT WHAT, one component per line.
 port_table=(
     "GATEWAY_PORT QS_GATEWAY_PORT $DEFAULT_GATEWAY_PORT HAProxy frontend"
@@ -357,8 +363,13 @@ port_table=(
 )
 for row in "${port_table[@]}"; do
     read -r var env def what <<<"$row"
-    reserve_port "$env" "$what"
+    reserve_port "$env"
 done
+
+prerequisites
+idgate_binary
+
+# Whether a port is free is only checked now, after a build that can take minutes.
 for row in "${port_table[@]}"; do
     read -r var env def what <<<"$row"
     pick_port "$var" "$env" "$def" "$what"

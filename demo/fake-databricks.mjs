@@ -132,7 +132,7 @@ function echo(req, res, body, listener) {
     headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
   }
   const out = {
-    note: `fake Databricks workspace (${listener}): this is what HAProxy forwarded`,
+    note: `fake Databricks workspace: the request as it arrived (${listener})`,
     method: req.method,
     path: req.url,
     headers,
