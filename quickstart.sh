@@ -183,7 +183,7 @@ idgate_binary() {
     [[ $target == /* ]] || target=$root/$target
     if command -v cargo >/dev/null; then
         say "cargo build --release (the first build takes a few minutes)"
-        (cd "$root" && cargo build --release --locked --quiet --bin idgate) || die "cargo build failed"
+        (cd "$root" && cargo build --release --locked --bin idgate) || die "cargo build failed"
     elif [[ -x $target/release/idgate ]]; then
         say "cargo not found: reusing $target/release/idgate"
     else
