@@ -117,13 +117,22 @@ fn metrics_count_real_traffic_by_decision_and_reason() {
         (get("/api/2.0/clusters/list").bearer(&token), "ok"),
         (get("/api/2.0/jobs/list").bearer(&token), "ok"),
         (get("/api/2.0/jobs/get").bearer(&token), "ok"),
-        (get("/api/2.0/secrets/list").bearer(&token), "denied_by_rule"),
+        (
+            get("/api/2.0/secrets/list").bearer(&token),
+            "denied_by_rule",
+        ),
         (get("/api/2.0/secrets/get").bearer(&token), "denied_by_rule"),
-        (Request::new("POST", "/api/2.0/jobs/run").bearer(&token), "no_matching_rule"),
+        (
+            Request::new("POST", "/api/2.0/jobs/run").bearer(&token),
+            "no_matching_rule",
+        ),
         (get("/api/2.0/clusters/list"), "missing_token"),
         (get("/api/2.0/clusters/list"), "missing_token"),
         (get("/api/2.0/clusters/list").bearer(&expired), "expired"),
-        (get("/api/2.0/clusters/list").bearer("a.b"), "malformed_token"),
+        (
+            get("/api/2.0/clusters/list").bearer("a.b"),
+            "malformed_token",
+        ),
         (get("/healthz"), "public"),
         (get("/api/../admin").bearer(&token), "bad_request"),
         (
@@ -171,7 +180,10 @@ fn metrics_count_real_traffic_by_decision_and_reason() {
         metric_value(&m, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing\n{m}"))
     };
     assert_eq!(one("idgate_decision_duration_seconds_count", &[]), total);
-    assert_eq!(one("idgate_spop_frames_total", &[("type", "notify")]), total);
+    assert_eq!(
+        one("idgate_spop_frames_total", &[("type", "notify")]),
+        total
+    );
     assert_eq!(one("idgate_spop_frames_total", &[("type", "ack")]), total);
     assert_eq!(
         one("idgate_spop_frames_total", &[("type", "haproxy_hello")]),
@@ -212,7 +224,10 @@ fn metrics_count_real_traffic_by_decision_and_reason() {
     let closed = poll_until(READY_TIMEOUT, || {
         (agent.metric("idgate_spop_connections", &[]) == Some(0.0)).then_some(())
     });
-    assert!(closed.is_some(), "the connection gauge did not go back to 0");
+    assert!(
+        closed.is_some(),
+        "the connection gauge did not go back to 0"
+    );
 }
 
 /// SIGTERM while NOTIFYs wait on a slow upstream token endpoint: they are answered (with the
@@ -233,7 +248,7 @@ fn sigterm_answers_inflight_notifies_then_disconnects_and_exits_zero() {
         "[spop]\nshutdown_grace = \"5s\"\n\n{}\n\
          [[rule]]\nname = \"serving\"\npaths = [\"/serving-endpoints/**\"]\nupstream = \"sp\"\n\n\
          [upstream.sp]\nkind = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
-         client_secret_file = \"{}\"\n",
+         client_secret_file = \"{}\"\ntimeout = \"10s\"\ntotal_budget = \"12s\"\n",
         issuer_block("corp", &idp, ""),
         fake.token_url,
         secret.display()
