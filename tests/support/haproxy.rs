@@ -246,6 +246,55 @@ impl Haproxy {
         agent: SocketAddr,
         upstream: &Upstream,
     ) -> Haproxy {
+        Self::start_with_args(version, bin, agent, upstream, &[])
+    }
+
+    /// Like [`Haproxy::start`], in master-worker mode (`-W`, as systemd runs it with `-Ws`),
+    /// so that [`Haproxy::reload`] can reload it the production way.
+    pub fn start_master_worker(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+    ) -> Haproxy {
+        let hap = Self::start_with_args(version, bin, agent, upstream, &["-W"]);
+        assert!(
+            hap.wait_agent_up(true, READY_TIMEOUT),
+            "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
+            version.label(),
+            hap.log()
+        );
+        hap
+    }
+
+    /// Reloads a master-worker HAProxy: SIGUSR2 to the master (what `systemctl reload haproxy`
+    /// does), then waits until the master reports the new worker loaded. The old worker
+    /// finishes its requests in the background.
+    pub fn reload(&self) {
+        let done = |log: &str| log.matches("Loading success").count();
+        let before = done(&self.log());
+        let status = Command::new("kill")
+            .args(["-USR2", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -USR2 {} failed", self.child.id());
+        assert!(
+            poll_until(READY_TIMEOUT, || (done(&self.log()) > before).then_some(())).is_some(),
+            "{}: reload did not complete\n--- haproxy log ---\n{}",
+            self.version.label(),
+            self.log()
+        );
+    }
+
+    /// Starts HAProxy with extra command-line arguments and waits until its frontend and
+    /// operations endpoint accept connections.
+    pub fn start_with_args(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+        args: &[&str],
+    ) -> Haproxy {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::tempdir().expect("creating a temp dir");
@@ -260,6 +309,7 @@ impl Haproxy {
             let log = std::fs::File::create(&log_path).expect("creating the haproxy log");
             let mut cmd = Command::new(bin);
             cmd.arg("-db")
+                .args(args)
                 .arg("-f")
                 .arg(version.config_file())
                 .stdin(Stdio::null())

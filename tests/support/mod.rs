@@ -18,6 +18,8 @@ pub mod databricks;
 pub mod echo;
 pub mod haproxy;
 pub mod spop_client;
+pub mod stack;
+pub mod traffic;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
