@@ -214,6 +214,7 @@ pub fn check_config(bin: &Path, cfg: &Path, params: &Params) -> Output {
 pub struct Haproxy {
     pub version: HaproxyVersion,
     pub params: Params,
+    bin: PathBuf,
     child: Child,
     log_path: PathBuf,
     _dir: TempDir,
@@ -286,6 +287,50 @@ impl Haproxy {
         );
     }
 
+    /// Reloads by replacement, the way of setups without the master-worker mode: a new
+    /// process takes over the listening sockets from the running one through its stats socket
+    /// (`-x`, which the shipped `expose-fd listeners` allows) and tells it to finish its
+    /// requests and exit (`-sf <pid>`). Waits until the old process has exited and the new
+    /// one serves. (HAProxy 3.2 here is run through a loader wrapper, which its master could
+    /// not re-exec for a master-worker reload.)
+    pub fn reload_sf(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("opening the haproxy log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-db")
+            .arg("-f")
+            .arg(self.version.config_file())
+            .arg("-x")
+            .arg(&self.params.stats_socket)
+            .arg("-sf")
+            .arg(self.child.id().to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning a file handle"))
+            .stderr(log);
+        self.params.apply(&mut cmd);
+        let new = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        let mut old = std::mem::replace(&mut self.child, new);
+        if poll_until(READY_TIMEOUT, || old.try_wait().ok().flatten()).is_none() {
+            let _ = old.kill();
+            let _ = old.wait();
+            panic!(
+                "{}: the old process did not exit after -sf\n--- haproxy log ---\n{}",
+                self.version.label(),
+                self.log()
+            );
+        }
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)) && tcp_accepts(self.params.frontend),
+            "{}: the new process is not serving\n--- haproxy log ---\n{}",
+            self.version.label(),
+            self.log()
+        );
+    }
+
     /// Starts HAProxy with extra command-line arguments and waits until its frontend and
     /// operations endpoint accept connections.
     pub fn start_with_args(
@@ -322,6 +367,7 @@ impl Haproxy {
             let mut hap = Haproxy {
                 version,
                 params,
+                bin: bin.to_path_buf(),
                 child,
                 log_path,
                 _dir: dir,
