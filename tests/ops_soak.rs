@@ -71,7 +71,11 @@ fn signer(generation: u64) -> Signer {
     } else {
         "ec2.pem"
     };
-    Signer::new(file, jsonwebtoken::Algorithm::ES256, &format!("g{generation}"))
+    Signer::new(
+        file,
+        jsonwebtoken::Algorithm::ES256,
+        &format!("g{generation}"),
+    )
 }
 
 fn config(s: &Stack, variant: u64) -> String {
@@ -101,7 +105,10 @@ fn soak() {
         "SOAK_WARMUP_SECS",
         (duration.as_secs_f64() / 4.0).max(60.0),
     ));
-    assert!(warmup < duration, "warm-up {warmup:?} >= duration {duration:?}");
+    assert!(
+        warmup < duration,
+        "warm-up {warmup:?} >= duration {duration:?}"
+    );
     let sample_every = Duration::from_secs_f64(env_f64("SOAK_SAMPLE_SECS", 5.0));
     let clients = env_f64("SOAK_CLIENTS", 8.0) as usize;
     let max_growth = env_f64("SOAK_MAX_GROWTH_PCT", 10.0);
@@ -190,7 +197,11 @@ fn soak() {
                     2 => (ok, bearer(&expired), false),
                     3 => (ok, bearer(&foreign), false),
                     4 | 5 => {
-                        let path = if n % 20 == 4 { "/other/x" } else { "/admin/users" };
+                        let path = if n % 20 == 4 {
+                            "/other/x"
+                        } else {
+                            "/admin/users"
+                        };
                         let t = pool.read().unwrap()[0].clone();
                         (path.to_string(), bearer(&t), false)
                     }
@@ -294,12 +305,12 @@ fn soak() {
     let elapsed = started.elapsed();
 
     let m = s.agent.metrics();
-    let internal = metric_sum(&m, "idgate_decisions_total", &[("reason", "internal_error")]);
-    let reload_failures = metric_sum(
+    let internal = metric_sum(
         &m,
-        "idgate_config_reloads_total",
-        &[("result", "failure")],
+        "idgate_decisions_total",
+        &[("reason", "internal_error")],
     );
+    let reload_failures = metric_sum(&m, "idgate_config_reloads_total", &[("result", "failure")]);
     let warm = samples
         .iter()
         .find(|(t, _)| *t >= warmup.as_secs_f64())
@@ -309,6 +320,7 @@ fn soak() {
     let max = samples.iter().map(|s| s.1).max().unwrap();
     let growth = (end.1 as f64 - warm.1 as f64) * 100.0 / warm.1 as f64;
     let sum = summary(&outcomes);
+    println!();
     println!(
         "soak: {:.0} s (warm-up {:.0} s), {} requests ({:.0}/s) through HAProxy 2.6, {} reloads, \
          {} key generations",
