@@ -248,7 +248,7 @@ fn sigterm_answers_inflight_notifies_then_disconnects_and_exits_zero() {
         "[spop]\nshutdown_grace = \"5s\"\n\n{}\n\
          [[rule]]\nname = \"serving\"\npaths = [\"/serving-endpoints/**\"]\nupstream = \"sp\"\n\n\
          [upstream.sp]\nkind = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
-         client_secret_file = \"{}\"\n",
+         client_secret_file = \"{}\"\ntimeout = \"10s\"\ntotal_budget = \"12s\"\n",
         issuer_block("corp", &idp, ""),
         fake.token_url,
         secret.display()

@@ -238,6 +238,20 @@ impl Broker {
         self.upstreams.contains_key(upstream)
     }
 
+    /// Tokens currently cached for `upstream` (`None` if it is not configured): 0 or 1 for
+    /// `client_credentials`, up to `cache_size` per-caller entries (tokens and remembered
+    /// refusals) for `token_exchange`, 0 for `static`. For tests and diagnostics.
+    pub async fn cached_tokens(&self, upstream: &str) -> Option<u64> {
+        Some(match &self.upstreams.get(upstream)?.source {
+            Source::Static(_) => 0,
+            Source::Shared(s) => u64::from(s.current.load().is_some()),
+            Source::Exchange(s) => {
+                s.cache.run_pending_tasks().await;
+                s.cache.entry_count()
+            }
+        })
+    }
+
     /// The configured upstream names (unordered).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.upstreams.keys().map(String::as_str)

@@ -178,6 +178,11 @@ impl MockIdp {
         MockIdp { base, state, task }
     }
 
+    /// Stops serving (the listener closes: connections are refused from then on).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
     pub fn jwks_uri(&self) -> String {
         format!("{}/jwks", self.base)
     }

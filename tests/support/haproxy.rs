@@ -217,6 +217,7 @@ pub fn check_config(bin: &Path, cfg: &Path, params: &Params) -> Output {
 pub struct Haproxy {
     pub version: HaproxyVersion,
     pub params: Params,
+    bin: PathBuf,
     child: Child,
     log_path: PathBuf,
     _dir: TempDir,
@@ -242,7 +243,7 @@ impl Haproxy {
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
     ) -> Haproxy {
-        let hap = Self::spawn(version, bin, agent, upstream, extra_env);
+        let hap = Self::spawn(version, bin, agent, upstream, extra_env, &[]);
         assert!(
             hap.wait_agent_up(true, READY_TIMEOUT),
             "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
@@ -260,7 +261,100 @@ impl Haproxy {
         agent: SocketAddr,
         upstream: &Upstream,
     ) -> Haproxy {
-        Self::spawn(version, bin, agent, upstream, &[])
+        Self::spawn(version, bin, agent, upstream, &[], &[])
+    }
+
+    /// Like [`Haproxy::start`], in master-worker mode (`-W`, as systemd runs it with `-Ws`),
+    /// so that [`Haproxy::reload`] can reload it the production way.
+    pub fn start_master_worker(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+    ) -> Haproxy {
+        let hap = Self::start_with_args(version, bin, agent, upstream, &["-W"]);
+        assert!(
+            hap.wait_agent_up(true, READY_TIMEOUT),
+            "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
+            version.label(),
+            hap.log()
+        );
+        hap
+    }
+
+    /// Reloads a master-worker HAProxy: SIGUSR2 to the master (what `systemctl reload haproxy`
+    /// does), then waits until the master reports the new worker loaded. The old worker
+    /// finishes its requests in the background.
+    pub fn reload(&self) {
+        let done = |log: &str| log.matches("Loading success").count();
+        let before = done(&self.log());
+        let status = Command::new("kill")
+            .args(["-USR2", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -USR2 {} failed", self.child.id());
+        assert!(
+            poll_until(READY_TIMEOUT, || (done(&self.log()) > before).then_some(())).is_some(),
+            "{}: reload did not complete\n--- haproxy log ---\n{}",
+            self.version.label(),
+            self.log()
+        );
+    }
+
+    /// Reloads by replacement, the way of setups without the master-worker mode: a new
+    /// process takes over the listening sockets from the running one through its stats socket
+    /// (`-x`, which the shipped `expose-fd listeners` allows) and tells it to finish its
+    /// requests and exit (`-sf <pid>`). Waits until the old process has exited and the new
+    /// one serves. (HAProxy 3.2 here is run through a loader wrapper, which its master could
+    /// not re-exec for a master-worker reload.)
+    pub fn reload_sf(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("opening the haproxy log");
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-db")
+            .arg("-f")
+            .arg(self.version.config_file())
+            .arg("-x")
+            .arg(&self.params.stats_socket)
+            .arg("-sf")
+            .arg(self.child.id().to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning a file handle"))
+            .stderr(log);
+        self.params.apply(&mut cmd);
+        let new = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        let mut old = std::mem::replace(&mut self.child, new);
+        if poll_until(READY_TIMEOUT, || old.try_wait().ok().flatten()).is_none() {
+            let _ = old.kill();
+            let _ = old.wait();
+            panic!(
+                "{}: the old process did not exit after -sf\n--- haproxy log ---\n{}",
+                self.version.label(),
+                self.log()
+            );
+        }
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)) && tcp_accepts(self.params.frontend),
+            "{}: the new process is not serving\n--- haproxy log ---\n{}",
+            self.version.label(),
+            self.log()
+        );
+    }
+
+    /// Starts HAProxy with extra command-line arguments and waits until its frontend and
+    /// operations endpoint accept connections.
+    pub fn start_with_args(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+        args: &[&str],
+    ) -> Haproxy {
+        Self::spawn(version, bin, agent, upstream, &[], args)
     }
 
     fn spawn(
@@ -269,6 +363,7 @@ impl Haproxy {
         agent: SocketAddr,
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
+        args: &[&str],
     ) -> Haproxy {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -285,6 +380,7 @@ impl Haproxy {
             let log = std::fs::File::create(&log_path).expect("creating the haproxy log");
             let mut cmd = Command::new(bin);
             cmd.arg("-db")
+                .args(args)
                 .arg("-f")
                 .arg(version.config_file())
                 .stdin(Stdio::null())
@@ -297,6 +393,7 @@ impl Haproxy {
             let mut hap = Haproxy {
                 version,
                 params,
+                bin: bin.to_path_buf(),
                 child,
                 log_path,
                 _dir: dir,

@@ -21,6 +21,8 @@ pub mod echo;
 pub mod haproxy;
 pub mod oidc;
 pub mod spop_client;
+pub mod stack;
+pub mod traffic;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -181,7 +183,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                     .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
         })
         .map(|(_, _, v)| v)
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty f64 sum is -0.0
 }
 
 /// One parsed sample: name, labels, value.
