@@ -66,7 +66,7 @@ pub struct Config {
 }
 
 /// `[spop]`: the SPOP listener and its resource bounds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpopConfig {
     /// SPOP listen address. Default `127.0.0.1:12345`.
@@ -106,7 +106,7 @@ impl Default for SpopConfig {
 }
 
 /// `[admin]`: the HTTP endpoint with `/metrics`, `/live`, `/ready`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Default `127.0.0.1:9180`.
