@@ -458,6 +458,11 @@ impl Config {
                 p.push(Problem::new(key, "must be greater than zero"));
             }
         }
+        // Checked here, not only when logging starts, so that a reload with a bad level is
+        // refused as a whole (and counted as a failure) like any other bad value.
+        if let Err(e) = crate::telemetry::validate_level(&self.log.level) {
+            p.push(Problem::new("log.level", e.to_string()));
+        }
         if self.auth.max_token_bytes < 64 || self.auth.max_token_bytes > 65536 {
             p.push(Problem::new(
                 "auth.max_token_bytes",

@@ -140,9 +140,6 @@ fn check(path: &Path) -> Result<(), ConfigError> {
     })?;
     let cfg = Config::parse_unvalidated(&text, &source)?;
     let mut problems = cfg.validate();
-    if let Err(e) = telemetry::validate_level(&cfg.log.level) {
-        problems.push(Problem::new("log.level", e.to_string()));
-    }
     // The later stages re-check some keys validate() already reported (e.g. an issuer's
     // audiences): one line per key.
     if let Err(e) = idgate::engine::State::build(cfg, &source, None, Engine::http_client()) {

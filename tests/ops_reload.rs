@@ -167,6 +167,15 @@ fn broken_file_keeps_the_old_state_and_counts_a_failure() {
     hup_and_wait(&agent, "failure", 2);
     assert!(c.decide(&req).allow());
     assert!(SpopClient::open(agent.spop).decide(&req).allow());
+    // A log level the agent cannot apply: the whole file is refused, not half of it.
+    let bad_level = config(&s.idp, "deny", "\"api\"")
+        .replace("level = \"info\"", "level = \"info,idgate=loud\"");
+    agent.write_config(&bad_level);
+    hup_and_wait(&agent, "failure", 3);
+    assert!(
+        c.decide(&req).allow(),
+        "a reload with a bad log level was applied"
+    );
     assert_eq!(reloads(&agent, "success"), 0);
     assert!(
         agent.is_ready(),
@@ -182,7 +191,7 @@ fn broken_file_keeps_the_old_state_and_counts_a_failure() {
     agent.write_config(&config(&s.idp, "deny", "\"api\""));
     hup_and_wait(&agent, "success", 1);
     assert_eq!(c.decide(&req).reason(), "denied_by_rule");
-    assert_eq!(reloads(&agent, "failure"), 2);
+    assert_eq!(reloads(&agent, "failure"), 3);
 }
 
 /// Listener settings cannot change under a running agent: the reload applies the rest and
