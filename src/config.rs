@@ -66,7 +66,7 @@ pub struct Config {
 }
 
 /// `[spop]`: the SPOP listener and its resource bounds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpopConfig {
     /// SPOP listen address. Default `127.0.0.1:12345`.
@@ -106,7 +106,7 @@ impl Default for SpopConfig {
 }
 
 /// `[admin]`: the HTTP endpoint with `/metrics`, `/live`, `/ready`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Default `127.0.0.1:9180`.
@@ -471,6 +471,11 @@ impl Config {
             if d.0.is_zero() {
                 p.push(Problem::new(key, "must be greater than zero"));
             }
+        }
+        // Checked here, not only when logging starts, so that a reload with a bad level is
+        // refused as a whole (and counted as a failure) like any other bad value.
+        if let Err(e) = crate::telemetry::validate_level(&self.log.level) {
+            p.push(Problem::new("log.level", e.to_string()));
         }
         if self.auth.max_token_bytes < 64 || self.auth.max_token_bytes > 65536 {
             p.push(Problem::new(

@@ -140,9 +140,6 @@ fn check(path: &Path) -> Result<(), ConfigError> {
     })?;
     let cfg = Config::parse_unvalidated(&text, &source)?;
     let mut problems = cfg.validate();
-    if let Err(e) = telemetry::validate_level(&cfg.log.level) {
-        problems.push(Problem::new("log.level", e.to_string()));
-    }
     // The later stages re-check some keys validate() already reported (e.g. an issuer's
     // audiences): one line per key.
     if let Err(e) = idgate::engine::State::build(cfg, &source, None, Engine::http_client()) {
@@ -303,13 +300,22 @@ async fn reload_on_sighup(engine: Arc<Engine>, guard: Arc<TelemetryGuard>) {
     };
     while hup.recv().await.is_some() {
         systemd::notify_reloading();
+        let before = engine.state().config.clone();
         match engine.reload() {
             Ok(()) => {
-                let level = engine.state().config.log.level.clone();
-                if let Err(e) = guard.set_level(&level) {
+                let after = engine.state().config.clone();
+                if let Err(e) = guard.set_level(&after.log.level) {
                     tracing::warn!("log level not changed: {e}");
                 }
                 tracing::info!("configuration reloaded");
+                let pending = restart_only_changes(&before, &after);
+                if !pending.is_empty() {
+                    tracing::warn!(
+                        "changed settings that only take effect at the next restart: {} \
+                         (the running agent keeps the old values)",
+                        pending.join(", ")
+                    );
+                }
             }
             Err(e) => tracing::error!("configuration reload failed, keeping the old one:\n{e}"),
         }
@@ -318,4 +324,21 @@ async fn reload_on_sighup(engine: Arc<Engine>, guard: Arc<TelemetryGuard>) {
         }
         systemd::notify_ready();
     }
+}
+
+/// Sections a reload cannot apply to a running agent: the SPOP and admin listeners (and the
+/// per-connection limits they were started with) and the audit log target. Reported so an
+/// operator who edits them and sends SIGHUP is not misled by "configuration reloaded".
+fn restart_only_changes(before: &Config, after: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if before.spop != after.spop {
+        changed.push("[spop]");
+    }
+    if before.admin != after.admin {
+        changed.push("[admin]");
+    }
+    if before.log.audit != after.log.audit {
+        changed.push("log.audit");
+    }
+    changed
 }

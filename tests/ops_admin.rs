@@ -326,3 +326,66 @@ fn sigterm_answers_inflight_notifies_then_disconnects_and_exits_zero() {
     );
     assert!(agent.log().contains("idgate stopped"), "{}", agent.log());
 }
+
+/// A decision stuck past the grace period (token endpoint hanging, generous upstream
+/// timeout) does not hold the agent: at `shutdown_grace` the connection gets its
+/// AGENT-DISCONNECT, and the process exits 0 shortly after.
+#[test]
+fn sigterm_with_a_stuck_decision_exits_at_the_grace_period() {
+    const GRACE: Duration = Duration::from_secs(1);
+    let rt = background_runtime();
+    let signer = Signer::ec("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let fake = rt.block_on(FakeDatabricks::start());
+    fake.set_delay(Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("sp.secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let config = format!(
+        "[spop]\nshutdown_grace = \"1s\"\n\n{}\n\
+         [[rule]]\nname = \"serving\"\npaths = [\"/serving-endpoints/**\"]\nupstream = \"sp\"\n\n\
+         [upstream.sp]\nkind = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_file = \"{}\"\ntimeout = \"20s\"\ntotal_budget = \"25s\"\n",
+        issuer_block("corp", &idp, ""),
+        fake.token_url,
+        secret.display()
+    );
+    let mut agent = Agent::start(&config);
+    assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
+    let token = signer.token(&claims(&idp.base));
+    let mut c = SpopClient::open(agent.spop);
+    c.send_notify(
+        1,
+        1,
+        &Request::new("POST", "/serving-endpoints/m/invocations").bearer(&token),
+    )
+    .unwrap();
+    assert!(
+        poll_until(READY_TIMEOUT, || (fake.requests() >= 1).then_some(())).is_some(),
+        "the token request never arrived"
+    );
+    let term_at = Instant::now();
+    agent.signal("TERM");
+    match c.read_frame() {
+        Ok(Frame::Disconnect { status, .. }) => assert_eq!(status, Status::Normal),
+        other => panic!("expected AGENT-DISCONNECT at the deadline, got {other:?}"),
+    }
+    let at = term_at.elapsed();
+    assert!(
+        at >= GRACE && at < GRACE + Duration::from_secs(3),
+        "DISCONNECT after {at:?}"
+    );
+    let exit = poll_until(Duration::from_secs(10), || agent.try_exit_status())
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM\n{}", agent.log()));
+    assert_eq!(exit.code(), Some(0), "{}", agent.log());
+    assert!(
+        term_at.elapsed() < GRACE + Duration::from_secs(5),
+        "exit took {:?}",
+        term_at.elapsed()
+    );
+    assert!(
+        agent.log().contains("unanswered"),
+        "the unanswered NOTIFY is not logged\n{}",
+        agent.log()
+    );
+}

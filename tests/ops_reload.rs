@@ -167,6 +167,15 @@ fn broken_file_keeps_the_old_state_and_counts_a_failure() {
     hup_and_wait(&agent, "failure", 2);
     assert!(c.decide(&req).allow());
     assert!(SpopClient::open(agent.spop).decide(&req).allow());
+    // A log level the agent cannot apply: the whole file is refused, not half of it.
+    let bad_level = config(&s.idp, "deny", "\"api\"")
+        .replace("level = \"info\"", "level = \"info,idgate=loud\"");
+    agent.write_config(&bad_level);
+    hup_and_wait(&agent, "failure", 3);
+    assert!(
+        c.decide(&req).allow(),
+        "a reload with a bad log level was applied"
+    );
     assert_eq!(reloads(&agent, "success"), 0);
     assert!(
         agent.is_ready(),
@@ -182,7 +191,44 @@ fn broken_file_keeps_the_old_state_and_counts_a_failure() {
     agent.write_config(&config(&s.idp, "deny", "\"api\""));
     hup_and_wait(&agent, "success", 1);
     assert_eq!(c.decide(&req).reason(), "denied_by_rule");
-    assert_eq!(reloads(&agent, "failure"), 2);
+    assert_eq!(reloads(&agent, "failure"), 3);
+}
+
+/// Listener settings cannot change under a running agent: the reload applies the rest and
+/// says which settings wait for a restart, and the old limits stay in force.
+#[test]
+fn reload_names_the_settings_that_need_a_restart() {
+    let s = setup();
+    let agent = Agent::start(&format!(
+        "[spop]\nmax_connections = 2\n{}",
+        config(&s.idp, "allow", "\"api\"")
+    ));
+    assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
+    agent.write_config(&format!(
+        "[spop]\nmax_connections = 50\n{}",
+        config(&s.idp, "deny", "\"api\"")
+    ));
+    hup_and_wait(&agent, "success", 1);
+    let req = Request::new("GET", "/api/x").bearer(&token(&s, 1));
+    let mut a = SpopClient::open(agent.spop);
+    assert_eq!(
+        a.decide(&req).reason(),
+        "denied_by_rule",
+        "the rest applied"
+    );
+    let _b = SpopClient::open(agent.spop);
+    let mut c = SpopClient::connect(agent.spop).unwrap();
+    assert!(
+        c.hello().is_err(),
+        "the old connection limit (2) no longer holds"
+    );
+    let logged = poll_until(RELOAD_WAIT, || {
+        let log = agent.log();
+        (log.contains("only take effect at the next restart") && log.contains("[spop]"))
+            .then_some(())
+    });
+    assert!(logged.is_some(), "no restart warning\n{}", agent.log());
+    assert!(!agent.log().contains("[admin]"), "[admin] did not change");
 }
 
 /// NOTIFYs kept in flight on each load connection.

@@ -359,6 +359,55 @@ fn stalled_peers_are_dropped_by_the_hello_and_idle_timeouts() {
     assert!(timeouts >= 3.0, "timeouts counted: {timeouts}");
 }
 
+/// A peer that keeps sending NOTIFYs but never reads the ACKs (a wedged HAProxy) fills both
+/// socket buffers; the agent's blocked write gives up after the write timeout (10 s, or
+/// `idle_timeout` when shorter) and the connection is dropped. Others are unaffected.
+#[test]
+fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let agent = Agent::start("[spop]\nidle_timeout = \"1s\"\n");
+    let mut c = SpopClient::open(agent.spop);
+    let mut batch = Vec::new();
+    for i in 1..=2000u64 {
+        batch.extend_from_slice(&SpopClient::encode_notify(i, 1, &Request::new("GET", "/x")));
+    }
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let dropped = loop {
+        if c.send_raw(&batch).is_err() {
+            break true;
+        }
+        sent += 2000;
+        if started.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+    };
+    assert!(
+        dropped,
+        "still accepting after {sent} unread NOTIFYs\n{}",
+        agent.log()
+    );
+    eprintln!(
+        "dropped after {sent} NOTIFYs without a read, {:?}",
+        started.elapsed()
+    );
+    assert!(
+        sent > 0,
+        "the connection was dropped before the buffers filled"
+    );
+    let mut other = SpopClient::open(agent.spop);
+    assert_eq!(
+        other.decide(&Request::new("GET", "/x")).reason(),
+        "missing_token"
+    );
+    let gauge = poll_until(READY_TIMEOUT, || {
+        (agent.metric("idgate_spop_connections", &[]) == Some(1.0)).then_some(())
+    });
+    assert!(
+        gauge.is_some(),
+        "the dropped connection is still counted open"
+    );
+}
+
 #[test]
 fn tokens_over_max_token_bytes_are_malformed_before_any_decoding() {
     const MAX: usize = 1024;
