@@ -15,12 +15,10 @@
 
 mod support;
 
-#[path = "support/auth_kit.rs"]
-mod auth_kit;
+use support::auth_kit;
 #[path = "support/e2e_stack.rs"]
 mod e2e_stack;
-#[path = "support/oidc.rs"]
-mod oidc;
+use support::oidc;
 
 use std::path::Path;
 use std::time::Duration;

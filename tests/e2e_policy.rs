@@ -23,8 +23,7 @@ mod support;
 
 #[path = "support/e2e_stack.rs"]
 mod e2e_stack;
-#[path = "support/oidc.rs"]
-mod oidc;
+use support::oidc;
 
 use std::path::Path;
 

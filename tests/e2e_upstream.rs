@@ -14,8 +14,7 @@
 
 mod support;
 
-#[path = "support/auth_kit.rs"]
-mod auth_kit;
+use support::auth_kit;
 #[path = "support/e2e_stack.rs"]
 mod e2e_stack;
 

@@ -12,8 +12,7 @@
 
 mod support;
 
-#[path = "support/oidc.rs"]
-mod oidc;
+use support::oidc;
 
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -19,8 +19,7 @@
 
 mod support;
 
-#[path = "support/auth_kit.rs"]
-mod auth_kit;
+use support::auth_kit;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
