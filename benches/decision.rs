@@ -163,7 +163,11 @@ fn bench(c: &mut Criterion) {
         "with-upstream",
         true,
     );
-    assert_allowed(&ready(s.cached.authorize(up.clone())), "with-upstream", true);
+    assert_allowed(
+        &ready(s.cached.authorize(up.clone())),
+        "with-upstream",
+        true,
+    );
     let requests_before = s._fake.requests();
 
     let mut g = c.benchmark_group("decision");
