@@ -300,32 +300,46 @@ pub enum UpstreamKind {
     Static,
 }
 
-/// `[upstream.NAME]` (contract §4).
+/// `[upstream.NAME]` (contract §4). Checked per kind, with the secrets read, by
+/// [`crate::upstream::Broker::new`]; see docs/databricks.md for the operator's view.
+///
+/// Which fields apply: `client_credentials` needs `token_url`, `client_id`,
+/// `client_secret_file`; `token_exchange` needs `token_url` and takes an optional `client_id`
+/// (workload identity federation) but never a secret; `static` needs `token_file` only.
+/// A field that does not apply to the kind is an error.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub kind: UpstreamKind,
+    /// OAuth token endpoint, normally `https://<workspace-host>/oidc/v1/token`.
     #[serde(default)]
     pub token_url: Option<String>,
+    /// The service principal's application ID (`client_credentials`; `token_exchange` with
+    /// workload identity federation).
     #[serde(default)]
     pub client_id: Option<String>,
     /// File holding the client secret (`client_credentials`). A relative name is looked up in
-    /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`).
+    /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`), then relative to the working
+    /// directory; an absolute path is read as written. Re-read on every reload.
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
-    /// File holding the bearer token (`static`).
+    /// File holding the bare bearer token (`static`); same lookup as `client_secret_file`.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Space-separated OAuth scopes. Default `"all-apis"`.
     #[serde(default)]
     pub scope: Option<String>,
-    /// Timeout of one token request. Default 2s.
+    /// Timeout of one token request (1ms..=60s, at most `total_budget`). Default 2s.
     #[serde(default = "default_upstream_timeout")]
     pub timeout: Dur,
-    /// Total time budget for one credential, retries included (keep it below the SPOE
-    /// `timeout processing`). Default 3s.
+    /// Total time budget for one credential, retries included. Keep it clearly below the SPOE
+    /// `timeout processing` (3s in the shipped idgate.spoe.conf): the budget is spent *inside*
+    /// that timeout, and an answer arriving as HAProxy gives up is lost, so the caller gets
+    /// the generic "agent unavailable" 503 instead of `upstream_unavailable`. Default 2s.
     #[serde(default = "default_upstream_budget")]
     pub total_budget: Dur,
-    /// Refresh a cached token this long before it expires. Default 5m.
+    /// Refresh a cached token this long before it expires, in the background (capped at half
+    /// the token's lifetime; `"0s"`: no background refresh). Default 5m.
     #[serde(default = "default_refresh_ahead")]
     pub refresh_ahead: Dur,
     /// Maximum cached per-caller tokens (`token_exchange`). Default 10000.
@@ -337,7 +351,7 @@ fn default_upstream_timeout() -> Dur {
     secs(2)
 }
 fn default_upstream_budget() -> Dur {
-    secs(3)
+    secs(2)
 }
 fn default_refresh_ahead() -> Dur {
     secs(300)

@@ -214,6 +214,20 @@ async fn round_trip(s: &mut TcpStream, sid: u64) {
     );
 }
 
+fn frames_total(t: &str) -> u64 {
+    idgate::metrics::metrics()
+        .spop_frames
+        .with_label_values(&[t])
+        .get()
+}
+
+fn connection_errors(status: &str) -> u64 {
+    idgate::metrics::metrics()
+        .spop_connection_errors
+        .with_label_values(&[status])
+        .get()
+}
+
 // ----- tests -----
 
 #[tokio::test]
@@ -239,6 +253,7 @@ async fn healthcheck_hello_gets_agent_hello_then_close() {
 #[tokio::test]
 async fn twenty_pipelined_notifies_with_large_ids_each_acked_once() {
     let srv = TestServer::foundation().await;
+    let acks_before = frames_total("ack");
     let mut s = srv.ready().await;
     let mut batch = Vec::new();
     let mut expected = HashSet::new();
@@ -268,6 +283,8 @@ async fn twenty_pipelined_notifies_with_large_ids_each_acked_once() {
         assert!(var(&actions, "www_authenticate").is_some());
     }
     assert_eq!(seen, expected);
+    // Tests run in parallel and share the registry: at least ours were counted.
+    assert!(frames_total("ack") >= acks_before + 20);
     // Nothing else was queued: the next frame is the answer to our DISCONNECT.
     s.write_all(&e10()).await.unwrap();
     assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
@@ -413,6 +430,7 @@ async fn malformed_input_gets_the_right_disconnect_and_others_keep_working() {
             Status::NoVersion,
         ),
     ];
+    let errors_before = connection_errors("4");
     for (name, after_hello, input, status) in cases {
         let mut s = if after_hello {
             srv.ready().await
@@ -433,6 +451,7 @@ async fn malformed_input_gets_the_right_disconnect_and_others_keep_working() {
         Status::Invalid
     );
     expect_closed(&mut s).await;
+    assert!(connection_errors("4") >= errors_before + 9);
     // The connection opened first never noticed.
     round_trip(&mut keeper, 7).await;
 }

@@ -52,7 +52,7 @@ fn stack(version: HaproxyVersion) -> Option<Stack> {
     let bin = version.require()?;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("pat.token");
-    std::fs::write(&token_file, STATIC_UPSTREAM_TOKEN).unwrap();
+    support::write_secret(&token_file, STATIC_UPSTREAM_TOKEN);
     let agent = Agent::start(&agent_config(&token_file));
     let echo = EchoServer::start();
     let hap = Haproxy::start(version, &bin, agent.spop, &echo.upstream());
@@ -250,7 +250,7 @@ fn upstream_certificate_is_verified(version: HaproxyVersion) {
     let Some(bin) = version.require() else { return };
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("pat.token");
-    std::fs::write(&token_file, STATIC_UPSTREAM_TOKEN).unwrap();
+    support::write_secret(&token_file, STATIC_UPSTREAM_TOKEN);
     let agent = Agent::start(&agent_config(&token_file));
     let upstream = EchoServer::start();
     let other_ca = EchoServer::start();

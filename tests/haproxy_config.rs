@@ -27,6 +27,7 @@ fn test_params(dir: &std::path::Path) -> Params {
             ca_file: certs.ca,
         },
         stats_socket: dir.join("admin.sock"),
+        extra_env: Vec::new(),
     }
 }
 

@@ -58,6 +58,11 @@ fn names() {
         "rule[2].name",
         "duplicate rule name \"a\" (also rule[0])",
     );
+    // A third copy still points at the first one.
+    let p = problems("[[rule]]\nname = \"a\"\n[[rule]]\nname = \"a\"\n[[rule]]\nname = \"a\"\n");
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert_eq!(p[1].key, "rule[2].name");
+    assert!(p[1].message.contains("(also rule[0])"), "{p:#?}");
 }
 
 #[test]

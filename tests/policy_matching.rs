@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use idgate::config::Config;
 use idgate::decision::Identity;
-use idgate::policy::{normalize_path, Outcome, Policy, RequestView};
+use idgate::policy::{normalize_path, Outcome, PathError, Policy, RequestView};
 
 /// Issuers and upstreams the rules below may name.
 const PRELUDE: &str = r#"
@@ -227,6 +227,24 @@ paths = ["/dav"]
 }
 
 #[test]
+fn deny_on_get_also_denies_head() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "no-get"
+methods = ["GET"]
+paths = ["/x"]
+effect = "deny"
+[[rule]]
+name = "rest"
+"#,
+    );
+    assert_eq!(decide(&p, &req("GET", "/x"), &id()), "deny:no-get");
+    assert_eq!(decide(&p, &req("HEAD", "/x"), &id()), "deny:no-get");
+    assert_eq!(decide(&p, &req("POST", "/x"), &id()), "allow:rest");
+}
+
+#[test]
 fn paths_condition_globs() {
     let p = policy(
         r#"
@@ -272,6 +290,41 @@ name = "rest"
     );
     let path = normalize_path("/api/2.0/%73ecrets/list").unwrap();
     assert_eq!(decide(&p, &req("GET", &path), &id()), "deny:no-secrets");
+}
+
+#[test]
+fn deny_paths_ignore_case_allow_paths_do_not() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "no-secrets"
+paths = ["/api/*/secrets/**"]
+effect = "deny"
+[[rule]]
+name = "jobs"
+paths = ["/api/2.0/jobs/**"]
+"#,
+    );
+    assert_eq!(
+        decide(&p, &req("GET", "/API/2.0/SeCrEtS/list"), &id()),
+        "deny:no-secrets"
+    );
+    assert_eq!(
+        decide(&p, &req("GET", "/api/2.0/jobs/list"), &id()),
+        "allow:jobs"
+    );
+    assert_eq!(decide(&p, &req("GET", "/api/2.0/JOBS/list"), &id()), "none");
+}
+
+#[test]
+fn path_parameters_are_refused_before_rules() {
+    for p in [
+        "/api/2.0/secrets;x/list",
+        "/api/2.0/secrets%3Bx/list",
+        "/a/..;/b",
+    ] {
+        assert_eq!(normalize_path(p), Err(PathError::PathParameter), "{p}");
+    }
 }
 
 #[test]

@@ -11,7 +11,8 @@ use proptest::prelude::*;
 const PIECES: &[&str] = &[
     "/", "/", "/", ".", "..", "%2e", "%2E", "%2e%2E", ".%2e", "%2f", "%2F", "%5c", "%5C", "\\",
     "%25", "%252e", "%", "%0", "%zz", "%00", "%0a", "\u{7f}", "\u{85}", "%c2%85", "%c3%a9", "é",
-    "%ff", "%c0%ae", "?", "?x=/../", "#", ";", ";x=1", "a", "b", "api", "2.0", "%41", " ", "*",
+    "%ff", "%c0%ae", "?", "?x=/../", "#", ";", ";x=1", "%3b", "..%3B", "a", "b", "api", "2.0",
+    "%41", " ", "*",
 ];
 
 fn pieces_path() -> impl Strategy<Value = String> {
@@ -22,7 +23,8 @@ fn pieces_path() -> impl Strategy<Value = String> {
 fn assert_clean(raw: &str, out: &str) {
     assert!(out.starts_with('/'), "{raw:?} -> {out:?}");
     assert!(out.len() <= raw.len(), "{raw:?} -> {out:?} grew");
-    assert!(!out.contains('\\'), "{raw:?} -> {out:?}");
+    // A decoded `#` (from %23) is an ordinary character; `\` and `;` are refused in any form.
+    assert!(!out.contains(['\\', ';']), "{raw:?} -> {out:?}");
     assert!(!out.chars().any(char::is_control), "{raw:?} -> {out:?}");
     let b = out.as_bytes();
     let escape = b
@@ -65,7 +67,7 @@ proptest! {
         before in prop::collection::vec("[a-z0-9_-]{1,6}", 0..4),
         after in prop::collection::vec("[a-z0-9_-]{1,6}", 0..4),
         dot in prop::sample::select(&[
-            ".", "..", "%2e", "%2E", "%2e%2e", "%2E%2E", "%2e.", ".%2E", "..;x", "%2e%2e;",
+            ".", "..", "%2e", "%2E", "%2e%2e", "%2E%2E", "%2e.", ".%2E", "%2E.", ".%2e",
         ][..]),
         trailing_slash in any::<bool>(),
     ) {

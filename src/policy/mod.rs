@@ -25,8 +25,8 @@
 //!
 //! | key | matches when | comparison |
 //! |---|---|---|
-//! | `methods` | the method is listed; absent or `["*"]`: any | exact (methods are case-sensitive); `GET` does not imply `HEAD` |
-//! | `paths` | one glob matches the normalized path (see [`path`]) | case-sensitive |
+//! | `methods` | the method is listed; absent or `["*"]`: any | exact (methods are case-sensitive); in allow rules `GET` does not imply `HEAD`, in deny rules it does |
+//! | `paths` | one glob matches the normalized path (see [`path`]) | case-sensitive in allow rules, ASCII case-insensitive in deny rules |
 //! | `hosts` | the `Host` (port and a trailing dot removed) is listed, or ends with `.suffix` for a `*.suffix` entry | ASCII case-insensitive |
 //! | `sources` | `src` is in one CIDR (or equals a bare address); a missing `src` never matches | IPv4-mapped IPv6 also tried as IPv4 |
 //! | `groups` | the identity has one of the groups | exact |
@@ -52,6 +52,7 @@
 mod cond;
 pub mod path;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ use crate::decision::Identity;
 
 use cond::{CiSet, ClaimCond, DomainSet, Principal, StrSet};
 pub use path::{normalize_path, PathError, MAX_PATH_BYTES};
-use path::{PathPattern, PathView};
+use path::{Case, PathPattern, PathView};
 
 /// Longest rule name: it is copied into the `rule` variable, logs and `explain` output, and
 /// names are identifiers, not descriptions.
@@ -117,28 +118,26 @@ impl Rule {
     }
 
     /// The request-only conditions (shared by public and identity rules).
-    fn matches_request(&self, req: &RequestView<'_>, path: &PathView<'_>) -> bool {
+    fn matches_request(&self, req: &Prepared<'_>) -> bool {
         let c = &self.cond;
         if let Some(ms) = &c.methods {
             if !ms.iter().any(|m| **m == *req.method) {
                 return false;
             }
         }
-        if let Some(hosts) = &c.hosts {
-            match req.host {
-                Some(h) if hosts.matches(cond::host_without_port(h)) => {}
-                _ => return false,
+        if let Some(paths) = &c.paths {
+            if !paths.iter().any(|p| p.matches(&req.path)) {
+                return false;
             }
         }
-        if let Some(paths) = &c.paths {
-            if !paths.iter().any(|p| p.matches(path)) {
+        if let Some(hosts) = &c.hosts {
+            if !req.host.is_some_and(|h| hosts.matches(h)) {
                 return false;
             }
         }
         if let Some(nets) = &c.sources {
-            match req.src {
-                Some(src) if cond::source_matches(nets, src) => {}
-                _ => return false,
+            if !req.src.is_some_and(|s| cond::source_matches(nets, s)) {
+                return false;
             }
         }
         true
@@ -188,6 +187,26 @@ impl Rule {
     }
 }
 
+/// A [`RequestView`] prepared once per evaluation, so that no rule repeats the work: the path
+/// split into segments, the port stripped from the host.
+struct Prepared<'a> {
+    method: &'a str,
+    path: PathView<'a>,
+    host: Option<&'a str>,
+    src: Option<IpAddr>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(req: &RequestView<'a>) -> Self {
+        Prepared {
+            method: req.method,
+            path: PathView::new(req.path),
+            host: req.host.map(cond::host_without_port),
+            src: req.src,
+        }
+    }
+}
+
 /// Compiled conditions; `None` means "not constrained".
 #[derive(Debug, Default)]
 struct Conditions {
@@ -224,11 +243,18 @@ impl Policy {
         for (i, rc) in cfg.rules.iter().enumerate() {
             let k = format!("rule[{i}]");
             if !rc.name.is_empty() {
-                if let Some(first) = seen.insert(rc.name.as_str(), i) {
-                    problems.push(Problem::new(
+                match seen.entry(rc.name.as_str()) {
+                    Entry::Occupied(first) => problems.push(Problem::new(
                         format!("{k}.name"),
-                        format!("duplicate rule name {:?} (also rule[{first}])", rc.name),
-                    ));
+                        format!(
+                            "duplicate rule name {:?} (also rule[{}])",
+                            rc.name,
+                            first.get()
+                        ),
+                    )),
+                    Entry::Vacant(v) => {
+                        v.insert(i);
+                    }
                 }
             }
             let mut c = RuleCompiler {
@@ -253,19 +279,22 @@ impl Policy {
 
     /// Public rules (`public = true`) are tried first, in file order, and need no token.
     pub fn match_public(&self, req: &RequestView<'_>) -> Option<&Rule> {
-        let path = PathView::new(req.path);
+        if self.public.is_empty() {
+            return None;
+        }
+        let req = Prepared::new(req);
         self.public
             .iter()
             .map(|&i| &self.rules[i])
-            .find(|r| r.matches_request(req, &path))
+            .find(|r| r.matches_request(&req))
     }
 
     /// First match among the non-public rules, in file order.
     pub fn evaluate(&self, req: &RequestView<'_>, id: &Identity) -> Outcome<'_> {
-        let path = PathView::new(req.path);
+        let req = Prepared::new(req);
         for &i in self.private.iter() {
             let r = &self.rules[i];
-            if r.matches_request(req, &path) && r.matches_identity(id) {
+            if r.matches_request(&req) && r.matches_identity(id) {
                 return match r.effect {
                     Effect::Allow => Outcome::Allow(r),
                     Effect::Deny => Outcome::Deny(r),
@@ -362,6 +391,11 @@ impl RuleCompiler<'_> {
                 }
             } else {
                 let mut v: Vec<Box<str>> = ms.iter().map(|m| m.as_str().into()).collect();
+                // Servers answer HEAD with their GET handler: a deny on GET must not be
+                // dodged with HEAD. (Allow rules stay as written.)
+                if rc.effect == Effect::Deny && ms.iter().any(|m| m == "GET") {
+                    v.push("HEAD".into());
+                }
                 v.sort();
                 v.dedup();
                 cond.methods = Some(v.into_boxed_slice());
@@ -373,9 +407,14 @@ impl RuleCompiler<'_> {
             if ps.is_empty() {
                 self.problem("paths", "empty list: the condition could never match; remove the key to not constrain it");
             } else {
+                // Deny rules ignore ASCII case in paths (see `path::Case`).
+                let case = match rc.effect {
+                    Effect::Deny => Case::Insensitive,
+                    Effect::Allow => Case::Sensitive,
+                };
                 let mut compiled = Vec::with_capacity(ps.len());
                 for (j, p) in ps.iter().enumerate() {
-                    match PathPattern::compile(p) {
+                    match PathPattern::compile(p, case) {
                         Ok(pp) => compiled.push(pp),
                         Err(e) => self.problem(&format!("paths[{j}]"), e),
                     }
@@ -570,6 +609,12 @@ impl RuleCompiler<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn policy_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Policy>();
+    }
+
     /// The shipped example must stay valid: it is what operators copy.
     #[test]
     fn example_config_parses_and_compiles() {
@@ -596,6 +641,7 @@ mod tests {
         // Secrets and tokens are denied even to a member of every group.
         for p in [
             "/api/2.0/secrets/list",
+            "/API/2.0/Secrets/list",
             "/api/2.0/token/list",
             "/api/2.0/token",
             "/api/2.0/token-management/tokens",

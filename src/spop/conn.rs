@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::ProtocolError;
 use super::frame::{
-    self, decode_disconnect, decode_messages, Action, Disconnect, FrameType, Header, Message,
+    self, decode_disconnect, decode_messages, Disconnect, EncodeAction, FrameType, Header, Message,
     FLAG_FIN, LENGTH_PREFIX, MIN_FRAME_LEN,
 };
 use super::hello::HaproxyHello;
@@ -370,11 +370,11 @@ impl Connection {
     /// # Errors
     /// [`AckError::NotOpen`] after close, [`AckError::TooBig`] if the frame would exceed the
     /// negotiated max-frame-size.
-    pub fn send_ack(
+    pub fn send_ack<A: EncodeAction>(
         &mut self,
         stream_id: u64,
         frame_id: u64,
-        actions: &[Action],
+        actions: &[A],
     ) -> Result<(), AckError> {
         let State::Ready { max_frame_size } = self.state else {
             return Err(AckError::NotOpen);

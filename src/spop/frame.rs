@@ -217,6 +217,38 @@ pub enum Action {
     },
 }
 
+/// Anything that encodes as one ACK action. [`Action`] is the general form; callers with a
+/// fixed set of variables (the `authorize` mapping) can encode borrowed values directly,
+/// without building `Bytes` first.
+pub trait EncodeAction {
+    /// Number of bytes [`Self::encode`] writes.
+    fn encoded_len(&self) -> usize;
+    /// Append the action.
+    fn encode(&self, buf: &mut BytesMut);
+}
+
+/// Append a set-var action header (`01 03 <scope>`) and the bare variable name; the caller
+/// appends the TYPED-DATA value.
+pub fn put_set_var_head(buf: &mut BytesMut, scope: Scope, name: &[u8]) {
+    buf.put_slice(&[ACTION_SET_VAR, 3, scope as u8]);
+    encode_bare(name, buf);
+}
+
+/// Encoded size of a set-var action without its value.
+pub fn set_var_head_len(name: &[u8]) -> usize {
+    3 + data::bare_len(name)
+}
+
+impl EncodeAction for Action {
+    fn encoded_len(&self) -> usize {
+        Action::encoded_len(self)
+    }
+
+    fn encode(&self, buf: &mut BytesMut) {
+        Action::encode(self, buf);
+    }
+}
+
 impl Action {
     /// A set-var with a `'static` name (no allocation).
     pub fn set(scope: Scope, name: &'static str, value: TypedData) -> Action {
@@ -333,18 +365,23 @@ pub fn encode_agent_disconnect(buf: &mut BytesMut, status: Status, message: &str
 }
 
 /// Body length (without the prefix) of an ACK with these actions.
-pub fn ack_len(stream_id: u64, frame_id: u64, actions: &[Action]) -> usize {
+pub fn ack_len<A: EncodeAction>(stream_id: u64, frame_id: u64, actions: &[A]) -> usize {
     let header = Header {
         frame_type: FrameType::Ack as u8,
         flags: FLAG_FIN,
         stream_id,
         frame_id,
     };
-    header.encoded_len() + actions.iter().map(Action::encoded_len).sum::<usize>()
+    header.encoded_len() + actions.iter().map(A::encoded_len).sum::<usize>()
 }
 
 /// ACK for `(stream_id, frame_id)`.
-pub fn encode_ack(buf: &mut BytesMut, stream_id: u64, frame_id: u64, actions: &[Action]) {
+pub fn encode_ack<A: EncodeAction>(
+    buf: &mut BytesMut,
+    stream_id: u64,
+    frame_id: u64,
+    actions: &[A],
+) {
     let header = Header {
         frame_type: FrameType::Ack as u8,
         flags: FLAG_FIN,
@@ -459,7 +496,7 @@ mod tests {
     #[test]
     fn header_round_trip_and_truncation() {
         let mut b = BytesMut::new();
-        encode_ack(&mut b, 300, 1, &[]);
+        encode_ack::<Action>(&mut b, 300, 1, &[]);
         let mut body = b.freeze().slice(4..);
         let h = Header::decode(&mut body).unwrap();
         assert_eq!(h.stream_id, 300);

@@ -132,30 +132,6 @@ token_file = "empty"
     assert!(st.message.contains("empty"), "{st}");
 }
 
-#[test]
-fn rules_must_reference_usable_upstreams() {
-    let c = cfg(r#"
-[[rule]]
-name = "a"
-upstream = "missing"
-
-[[rule]]
-name = "b"
-public = true
-upstream = "tx"
-
-[upstream.tx]
-kind = "token_exchange"
-token_url = "https://dbc.example.com/oidc/v1/token"
-"#);
-    let p = problems(&c, None);
-    assert_eq!(
-        keys(&p),
-        vec!["rule[0].upstream", "rule[1].upstream"],
-        "{p:?}"
-    );
-}
-
 #[tokio::test]
 async fn static_token_and_unknown_upstream() {
     let d = tempfile::tempdir().unwrap();

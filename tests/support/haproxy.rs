@@ -148,6 +148,8 @@ pub struct Params {
     pub agent: SocketAddr,
     pub upstream: Upstream,
     pub stats_socket: PathBuf,
+    /// More configuration variables (e.g. `IDGATE_SERVING_RATE_LIMIT`), applied last.
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Params {
@@ -178,6 +180,7 @@ impl Params {
         if !super::running_as_root() || !haproxy_user_exists() {
             env.push(("IDGATE_HAPROXY_UNPRIVILEGED", "1".to_string()));
         }
+        env.extend(self.extra_env.iter().cloned());
         env
     }
 
@@ -229,7 +232,18 @@ impl Haproxy {
         agent: SocketAddr,
         upstream: &Upstream,
     ) -> Haproxy {
-        let hap = Self::start_without_agent(version, bin, agent, upstream);
+        Self::start_with_env(version, bin, agent, upstream, &[])
+    }
+
+    /// [`Haproxy::start`] with more configuration variables set.
+    pub fn start_with_env(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+        extra_env: &[(&'static str, &str)],
+    ) -> Haproxy {
+        let hap = Self::spawn(version, bin, agent, upstream, extra_env, &[]);
         assert!(
             hap.wait_agent_up(true, READY_TIMEOUT),
             "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
@@ -247,7 +261,7 @@ impl Haproxy {
         agent: SocketAddr,
         upstream: &Upstream,
     ) -> Haproxy {
-        Self::start_with_args(version, bin, agent, upstream, &[])
+        Self::spawn(version, bin, agent, upstream, &[], &[])
     }
 
     /// Like [`Haproxy::start`], in master-worker mode (`-W`, as systemd runs it with `-Ws`),
@@ -346,6 +360,17 @@ impl Haproxy {
         upstream: &Upstream,
         args: &[&str],
     ) -> Haproxy {
+        Self::spawn(version, bin, agent, upstream, &[], args)
+    }
+
+    fn spawn(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: SocketAddr,
+        upstream: &Upstream,
+        extra_env: &[(&'static str, &str)],
+        args: &[&str],
+    ) -> Haproxy {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::tempdir().expect("creating a temp dir");
@@ -355,6 +380,7 @@ impl Haproxy {
                 agent,
                 upstream: upstream.clone(),
                 stats_socket: dir.path().join("admin.sock"),
+                extra_env: extra_env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             };
             let log_path = dir.path().join("haproxy.log");
             let log = std::fs::File::create(&log_path).expect("creating the haproxy log");
@@ -434,6 +460,25 @@ impl Haproxy {
     /// Waits until the agent's health-check state is `up`; false on timeout.
     pub fn wait_agent_up(&self, up: bool, timeout: Duration) -> bool {
         poll_until(timeout, || (self.agent_up() == up).then_some(())).is_some()
+    }
+
+    /// Runs one command on HAProxy's runtime API (the stats socket), e.g.
+    /// `show table databricks_serving` or `show servers state idgate_agents`.
+    pub fn runtime_api(&self, command: &str) -> String {
+        use std::io::{Read, Write};
+        let mut sock = std::os::unix::net::UnixStream::connect(&self.params.stats_socket)
+            .unwrap_or_else(|e| {
+                panic!("connecting to {}: {e}", self.params.stats_socket.display())
+            });
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("socket timeout");
+        sock.write_all(format!("{command}\n").as_bytes())
+            .expect("writing to the runtime API");
+        let mut out = String::new();
+        // Non-interactive mode: HAProxy answers and closes the connection.
+        sock.read_to_string(&mut out)
+            .expect("reading the runtime API");
+        out
     }
 
     /// HAProxy's output so far (its alerts and, through `log stderr`, the access log).

@@ -5,6 +5,8 @@
 //!   at loopback ports through its environment variables (no text substitution).
 //! - [`echo`]: a TLS upstream that stands in for Databricks and records what it receives.
 //! - [`databricks`]: a fake Databricks token endpoint (async; needs a Tokio runtime).
+//! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
+//! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //!
 //! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
 //! or server is stopped when its handle is dropped (also when a test panics).
@@ -17,6 +19,7 @@ pub mod auth_kit;
 pub mod databricks;
 pub mod echo;
 pub mod haproxy;
+pub mod oidc;
 pub mod spop_client;
 pub mod stack;
 pub mod traffic;
@@ -84,6 +87,14 @@ pub fn http_client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(15))
         .build()
         .expect("building the test HTTP client")
+}
+
+/// Writes a secret file readable by its owner only (idgate warns about looser permissions).
+pub fn write_secret(path: &std::path::Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).expect("writing a secret file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("restricting a secret file");
 }
 
 /// The last `max` bytes of a log file, for failure messages.

@@ -8,7 +8,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::spop::data::TypedData;
-use crate::spop::frame::{decode_actions, Arg, Scope};
+use crate::spop::frame::{decode_actions, Action, Arg, Scope};
+
+/// An empty action list (the element type cannot be inferred from `&[]`).
+const NONE: &[Action] = &[];
 
 /// Bytes from a readable spec: hex tokens (`00`, `fcf006`) and double-quoted ASCII strings.
 pub(crate) fn b(spec: &str) -> Vec<u8> {
@@ -295,7 +298,7 @@ fn e7_ack_with_two_set_vars() {
 #[test]
 fn e8_other_ack_shapes() {
     let mut c = ready();
-    c.send_ack(1, 1, &[]).unwrap();
+    c.send_ack(1, 1, NONE).unwrap();
     assert_eq!(out(&mut c), b("00 00 00 07 67 00 00 00 01 01 01"));
     let unset = Action::UnsetVar {
         scope: Scope::Txn,
@@ -335,7 +338,7 @@ fn e9_agent_disconnect_normal() {
     c.close(Status::Normal, "normal");
     assert_eq!(out(&mut c), b(E9));
     assert!(c.is_closed());
-    assert_eq!(c.send_ack(1, 1, &[]), Err(AckError::NotOpen));
+    assert_eq!(c.send_ack(1, 1, NONE), Err(AckError::NotOpen));
     assert!(c.poll_transmit().is_none());
 }
 
@@ -411,13 +414,13 @@ fn pipelined_notifies_with_large_ids() {
         let Event::Notify(n) = e else { panic!() };
         assert_eq!(n.stream_id, (1 << 40) + i as u64);
         assert_eq!(n.frame_id, u64::MAX - i as u64);
-        c.send_ack(n.stream_id, n.frame_id, &[]).unwrap();
+        c.send_ack(n.stream_id, n.frame_id, NONE).unwrap();
     }
     let expected: usize = (0..20u64)
-        .map(|i| 4 + frame::ack_len((1 << 40) + i, u64::MAX - i, &[]))
+        .map(|i| 4 + frame::ack_len((1 << 40) + i, u64::MAX - i, NONE))
         .sum();
     assert_eq!(out(&mut c).len(), expected);
-    assert_eq!(frame::ack_len(1 << 40, u64::MAX, &[]), 5 + 7 + 10);
+    assert_eq!(frame::ack_len(1 << 40, u64::MAX, NONE), 5 + 7 + 10);
 }
 
 #[test]
@@ -710,7 +713,7 @@ fn ack_larger_than_negotiated_size_is_refused_whole() {
 #[test]
 fn ack_before_hello_is_refused() {
     let mut c = conn();
-    assert_eq!(c.send_ack(1, 1, &[]), Err(AckError::NotOpen));
+    assert_eq!(c.send_ack(1, 1, NONE), Err(AckError::NotOpen));
 }
 
 #[test]
@@ -718,7 +721,7 @@ fn frame_counts() {
     let mut c = conn();
     c.handle_input(&[b(E2), b(E5), b(E5)].concat());
     let _ = events(&mut c);
-    c.send_ack(1, 1, &[]).unwrap();
+    c.send_ack(1, 1, NONE).unwrap();
     let counts = c.take_frame_counts();
     assert_eq!(counts.get(FrameType::HaproxyHello), 1);
     assert_eq!(counts.get(FrameType::AgentHello), 1);
