@@ -286,15 +286,21 @@ impl Haproxy {
     /// does), then waits until the master reports the new worker loaded. The old worker
     /// finishes its requests in the background.
     pub fn reload(&self) {
-        let done = |log: &str| log.matches("Loading success").count();
-        let before = done(&self.log());
+        // Counted over the whole log: the access log quickly pushes these lines out of the
+        // tail that `log()` returns.
+        let done = || {
+            std::fs::read_to_string(&self.log_path)
+                .map(|log| log.matches("Loading success").count())
+                .unwrap_or(0)
+        };
+        let before = done();
         let status = Command::new("kill")
             .args(["-USR2", &self.child.id().to_string()])
             .status()
             .expect("running kill");
         assert!(status.success(), "kill -USR2 {} failed", self.child.id());
         assert!(
-            poll_until(READY_TIMEOUT, || (done(&self.log()) > before).then_some(())).is_some(),
+            poll_until(READY_TIMEOUT, || (done() > before).then_some(())).is_some(),
             "{}: reload did not complete\n--- haproxy log ---\n{}",
             self.version.label(),
             self.log()
