@@ -332,8 +332,10 @@ pub struct UpstreamConfig {
     /// Timeout of one token request (1ms..=60s, at most `total_budget`). Default 2s.
     #[serde(default = "default_upstream_timeout")]
     pub timeout: Dur,
-    /// Total time budget for one credential, retries included (keep it below the SPOE
-    /// `timeout processing`). Default 3s.
+    /// Total time budget for one credential, retries included. Keep it clearly below the SPOE
+    /// `timeout processing` (3s in the shipped idgate.spoe.conf): the budget is spent *inside*
+    /// that timeout, and an answer arriving as HAProxy gives up is lost, so the caller gets
+    /// the generic "agent unavailable" 503 instead of `upstream_unavailable`. Default 2s.
     #[serde(default = "default_upstream_budget")]
     pub total_budget: Dur,
     /// Refresh a cached token this long before it expires, in the background (capped at half
@@ -349,7 +351,7 @@ fn default_upstream_timeout() -> Dur {
     secs(2)
 }
 fn default_upstream_budget() -> Dur {
-    secs(3)
+    secs(2)
 }
 fn default_refresh_ahead() -> Dur {
     secs(300)
@@ -406,10 +408,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Parse and validate a TOML document. `source` names it in error messages.
     pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError {
-            source: source.to_string(),
-            problems: vec![toml_problem(&e)],
-        })?;
+        let cfg = Config::parse_unvalidated(text, source)?;
         let problems = cfg.validate();
         if problems.is_empty() {
             Ok(cfg)
@@ -419,6 +418,15 @@ impl Config {
                 problems,
             })
         }
+    }
+
+    /// Parse only (syntax, types, unknown keys), without [`Config::validate`]: lets
+    /// `idgate check-config` report the problems of every section in one run.
+    pub fn parse_unvalidated(text: &str, source: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
+            source: source.to_string(),
+            problems: vec![toml_problem(&e, text)],
+        })
     }
 
     /// Read and validate a file.
@@ -621,14 +629,84 @@ fn is_loopback_host(u: &url::Url) -> bool {
     }
 }
 
-fn toml_problem(e: &toml::de::Error) -> Problem {
-    // toml's message already names the offending key and line; keep it on one line.
-    let msg = e.message().replace('\n', " ");
-    let key = match e.span() {
-        Some(span) => format!("(byte {}..{})", span.start, span.end),
-        None => "(document)".to_string(),
+/// A parse or type error as one problem: key path and position, e.g.
+/// `spop.hello_timeout (line 3, column 17): invalid duration "soon"`. toml reports a byte span
+/// (and keeps the key path private), so both are recovered from the text: operators fix files
+/// by key and line, not by byte offset.
+fn toml_problem(e: &toml::de::Error, text: &str) -> Problem {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return Problem::new("(document)", msg);
     };
-    Problem::new(key, msg)
+    let start = span.start.min(text.len());
+    let (line, column) = line_column(text, start);
+    let at = format!("line {line}, column {column}");
+    match key_at(text, start) {
+        Some(key) => Problem::new(format!("{key} ({at})"), msg),
+        None => Problem::new(format!("({at})"), msg),
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+/// The dotted key path (`issuer[1].audiences`, `upstream.sp.token_url`) of the key whose line
+/// holds byte `offset`, or of the nearest key line above it in the same table (multi-line
+/// arrays); the table itself when `offset` is on a table header. Best effort: `None` when
+/// the text does not look like one key per line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut table = String::new();
+    let mut arrays: BTreeMap<String, usize> = BTreeMap::new();
+    let mut key: Option<String> = None;
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        if pos > offset {
+            break;
+        }
+        pos += line.len();
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix("[[") {
+            let name = unquote(h.split("]]").next().unwrap_or(""));
+            let n = arrays
+                .entry(name.clone())
+                .and_modify(|n| *n += 1)
+                .or_insert(0);
+            table = format!("{name}[{n}]");
+            key = None;
+        } else if let Some(h) = t.strip_prefix('[') {
+            table = unquote(h.split(']').next().unwrap_or(""));
+            key = None;
+        } else if let Some((k, _)) = t.split_once('=') {
+            let k = k.trim();
+            let bare = |c: char| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c);
+            if !k.is_empty() && !t.starts_with('#') && k.chars().all(bare) {
+                key = Some(unquote(k));
+            }
+        }
+    }
+    match (key, table.is_empty()) {
+        (Some(k), true) => Some(k),
+        (Some(k), false) => Some(format!("{table}.{k}")),
+        (None, false) => Some(table),
+        (None, true) => None,
+    }
+}
+
+/// `a . "b c"` -> `a.b c`.
+fn unquote(k: &str) -> String {
+    k.split('.')
+        .map(|p| p.trim().trim_matches(|c| c == '"' || c == '\''))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 #[cfg(test)]
@@ -706,6 +784,32 @@ audiences = ["y"]
         assert!(check_url("http://10.0.0.1/").is_err());
         assert!(check_url("https://idp.example.com/").is_ok());
         assert!(check_url("ftp://idp.example.com/").is_err());
+    }
+
+    #[test]
+    fn parse_errors_name_the_key_and_line() {
+        let e = Config::from_toml("[spop]\nlsten = \"127.0.0.1:1\"\n", "t").unwrap_err();
+        assert_eq!(e.problems[0].key, "spop.lsten (line 2, column 1)", "{e}");
+        let text = "[log]\nlevel = \"info\"\n\n[[issuer]]\nname = \"a\"\nissuer = \"https://a\"\n\
+                    audiences = [\"x\"]\n[[issuer]]\nname = \"b\"\nissuer = \"https://b\"\n\
+                    audiences = [\"y\"]\nleeway = \"soon\"\n";
+        let e = Config::from_toml(text, "t").unwrap_err();
+        assert_eq!(
+            e.problems[0].key, "issuer[1].leeway (line 12, column 10)",
+            "{e}"
+        );
+        assert!(e.problems[0].message.contains("invalid duration"), "{e}");
+        // A value inside a multi-line array belongs to the key above it.
+        let text = "[[rule]]\nname = \"r\"\npaths = [\n  \"/a\",\n  7,\n]\n";
+        let e = Config::from_toml(text, "t").unwrap_err();
+        assert!(
+            e.problems[0].key.starts_with("rule[0].paths (line 5"),
+            "{e}"
+        );
+        // Syntax errors without a key still say where.
+        let e = Config::from_toml("[spop\n", "t").unwrap_err();
+        assert!(e.problems[0].key.contains("line 1"), "{e}");
+        assert!(!e.problems[0].message.contains('\n'));
     }
 
     #[test]

@@ -47,14 +47,25 @@ impl State {
         http: reqwest::Client,
     ) -> Result<State, ConfigError> {
         let mut problems = Vec::new();
-        let policy = Policy::compile(&config)
-            .map_err(|p| problems.extend(p))
-            .ok();
+        // Sections check some keys twice (a rule's `upstream` is checked by the policy and by
+        // the broker): report one problem per key, the first stage's.
+        let mut add = |found: Vec<crate::config::Problem>| {
+            let before = problems.len();
+            for p in found {
+                if !problems[..before]
+                    .iter()
+                    .any(|q: &crate::config::Problem| q.key == p.key)
+                {
+                    problems.push(p);
+                }
+            }
+        };
+        let policy = Policy::compile(&config).map_err(&mut add).ok();
         let upstreams = Broker::new(&config, previous.map(|s| &s.upstreams), http.clone())
-            .map_err(|p| problems.extend(p))
+            .map_err(&mut add)
             .ok();
         let auth = Authenticator::new(&config, previous.map(|s| &s.auth), http)
-            .map_err(|p| problems.extend(p))
+            .map_err(&mut add)
             .ok();
         match (policy, upstreams, auth) {
             (Some(policy), Some(upstreams), Some(auth)) if problems.is_empty() => Ok(State {

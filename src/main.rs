@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use idgate::config::{self, Config};
+use idgate::config::{self, Config, ConfigError, Problem};
 use idgate::engine::Engine;
 use idgate::explain::{self, ExplainRequest};
 use idgate::telemetry::{self, LogFormat, TelemetryGuard};
@@ -115,21 +115,12 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// `idgate check-config`: everything `run` would check, including rules, upstream secrets
-/// files and URLs, without binding or fetching anything.
+/// `idgate check-config`: everything `run` would check (syntax, every section, rules,
+/// upstream secret files and URLs), reporting every problem of every section in one run,
+/// without binding or fetching anything: the state is built outside a Tokio runtime, so no
+/// JWKS refresher or token refresh starts.
 fn check_config(path: &Path) -> ExitCode {
-    let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
-        rt.block_on(async {
-            let cfg = Config::load(path).map_err(|e| e.to_string())?;
-            telemetry::validate_level(&cfg.log.level)
-                .map_err(|e| format!("{}: log.level: {e}", path.display()))?;
-            let source = path.display().to_string();
-            idgate::engine::State::build(cfg, &source, None, Engine::http_client())
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    });
-    match result {
+    match check(path) {
         Ok(()) => {
             println!("{}: OK", path.display());
             ExitCode::SUCCESS
@@ -138,6 +129,33 @@ fn check_config(path: &Path) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn check(path: &Path) -> Result<(), ConfigError> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        source: source.clone(),
+        problems: vec![Problem::new("(file)", format!("cannot read: {e}"))],
+    })?;
+    let cfg = Config::parse_unvalidated(&text, &source)?;
+    let mut problems = cfg.validate();
+    if let Err(e) = telemetry::validate_level(&cfg.log.level) {
+        problems.push(Problem::new("log.level", e.to_string()));
+    }
+    // The later stages re-check some keys validate() already reported (e.g. an issuer's
+    // audiences): one line per key.
+    if let Err(e) = idgate::engine::State::build(cfg, &source, None, Engine::http_client()) {
+        for p in e.problems {
+            if !problems.iter().any(|q| q.key == p.key) {
+                problems.push(p);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { source, problems })
     }
 }
 

@@ -180,6 +180,26 @@ impl KeyStore {
         }
     }
 
+    /// Start from `other`'s keys. For a reload that changed this issuer's settings but not
+    /// where its keys come from (same `issuer` and `jwks_uri`): those keys are what this very
+    /// source served last, so they stay usable, exactly as after a failed refresh, until this
+    /// store's own first fetch replaces them. Without this, such a reload while the IdP is
+    /// unreachable would refuse every token of the issuer with `unknown_key`.
+    pub fn seed_from(&self, other: &KeyStore) {
+        if !other.is_loaded() {
+            return;
+        }
+        self.keys.store(other.keys());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        {
+            let theirs = other.info.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ours = self.info.lock().unwrap_or_else(|p| p.into_inner());
+            ours.jwks_uri.clone_from(&theirs.jwks_uri);
+            ours.last_success = theirs.last_success;
+        }
+        self.loaded.send_replace(true);
+    }
+
     /// Start the background refresh task on the current tokio runtime. `None` outside a
     /// runtime (e.g. a config check): keys then load on the first token's unknown-`kid` path.
     pub fn spawn_refresher(self: &Arc<Self>) -> Option<AbortHandle> {

@@ -141,7 +141,14 @@ impl Drop for Issuer {
 }
 
 impl Issuer {
-    fn new(cfg: &IssuerConfig, http: reqwest::Client, key: &str) -> Result<Issuer, Vec<Problem>> {
+    /// `seed`: a previous store of the same key source whose keys this one starts from
+    /// ([`KeyStore::seed_from`]).
+    fn new(
+        cfg: &IssuerConfig,
+        http: reqwest::Client,
+        key: &str,
+        seed: Option<&KeyStore>,
+    ) -> Result<Issuer, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut algorithms = Vec::new();
         for (j, a) in cfg.algorithms.iter().enumerate() {
@@ -181,6 +188,9 @@ impl Issuer {
                 (alg, v)
             })
             .collect();
+        if let Some(seed) = seed {
+            store.seed_from(seed);
+        }
         let refresher = store.spawn_refresher();
         Ok(Issuer {
             rules: ClaimRules {
@@ -381,9 +391,16 @@ impl Authenticator {
                 .and_then(|p| p.issuers.iter().find(|old| old.cfg == *ic))
                 .cloned();
             all_reused &= reused.is_some();
+            // Changed settings, same key source: start from the keys already loaded.
+            let seed = previous.and_then(|p| {
+                p.issuers
+                    .iter()
+                    .find(|old| old.cfg.issuer == ic.issuer && old.cfg.jwks_uri == ic.jwks_uri)
+                    .map(|old| &*old.store)
+            });
             let issuer = match reused {
                 Some(old) => old,
-                None => match Issuer::new(ic, http.clone(), &key) {
+                None => match Issuer::new(ic, http.clone(), &key, seed) {
                     Ok(new) => Arc::new(new),
                     Err(p) => {
                         problems.extend(p);

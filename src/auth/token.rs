@@ -89,8 +89,15 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
     if token.len() > max_bytes {
         return Err(Rejection::new(Reason::MalformedToken, "token too large"));
     }
-    let bytes = token.as_bytes();
-    let dots = bytes.iter().filter(|&&b| b == b'.').count();
+    // One pass over the bytes: count dots and check the base64url alphabet (RFC 7515 §7.1;
+    // padding `=` is not allowed in compact JWS).
+    let mut dots = 0usize;
+    let mut alphabet_ok = true;
+    for &b in token.as_bytes() {
+        let class = CHAR_CLASS[usize::from(b)];
+        dots += usize::from(class == DOT);
+        alphabet_ok &= class != INVALID;
+    }
     if dots == 4 {
         return Err(Rejection::new(
             Reason::UnsupportedToken,
@@ -103,7 +110,7 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
             "not a compact JWS (three dot-separated parts)",
         ));
     }
-    if !bytes.iter().all(|&b| b == b'.' || is_b64url(b)) {
+    if !alphabet_ok {
         return Err(Rejection::new(
             Reason::MalformedToken,
             "token contains characters outside base64url",
@@ -152,9 +159,24 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
     Ok(Parsed { header, claims })
 }
 
-fn is_b64url(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
-}
+const INVALID: u8 = 0;
+const B64URL: u8 = 1;
+const DOT: u8 = 2;
+
+/// Byte classes for the structural check, as a table so the per-byte loop has no branches.
+static CHAR_CLASS: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            t[i] = B64URL;
+        }
+        i += 1;
+    }
+    t[b'.' as usize] = DOT;
+    t
+};
 
 fn parse_header(encoded: &str) -> Result<Header, Rejection> {
     let raw = URL_SAFE_NO_PAD
@@ -339,11 +361,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut m = Map::new();
         while let Some(k) = map.next_key::<String>()? {
-            if m.contains_key(&k) {
-                return Err(de::Error::custom(DUPLICATE_KEY));
+            match m.entry(k) {
+                serde_json::map::Entry::Occupied(_) => {
+                    return Err(de::Error::custom(DUPLICATE_KEY));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    let StrictValue(v) = map.next_value()?;
+                    slot.insert(v);
+                }
             }
-            let StrictValue(v) = map.next_value()?;
-            m.insert(k, v);
         }
         Ok(Value::Object(m))
     }

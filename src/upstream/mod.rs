@@ -26,7 +26,7 @@
 mod oauth;
 mod secret;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,7 +123,9 @@ impl fmt::Display for Failure {
 /// on every reload; cheap to share (`Arc` it).
 pub struct Broker {
     http: reqwest::Client,
-    upstreams: HashMap<String, Arc<Upstream>>,
+    /// A `BTreeMap`: a handful of short names compare faster than they hash (SipHash was
+    /// a third of a cached lookup), and there is no hash-flooding concern with config keys.
+    upstreams: BTreeMap<String, Arc<Upstream>>,
 }
 
 impl fmt::Debug for Broker {
@@ -175,7 +177,7 @@ impl Broker {
     ) -> Result<Broker, Vec<Problem>> {
         LazyLock::force(&CLOCK_BASE);
         let mut problems = Vec::new();
-        let mut upstreams = HashMap::with_capacity(cfg.upstreams.len());
+        let mut upstreams = BTreeMap::new();
         for (name, uc) in &cfg.upstreams {
             let before = problems.len();
             validate(name, uc, &mut problems);
@@ -220,8 +222,14 @@ impl Broker {
             .ok_or_else(|| UpstreamError::Unknown(upstream.to_string()))?;
         match &up.source {
             Source::Static(h) => Ok(Arc::clone(h)),
-            Source::Shared(s) => s.credential(&self.http).await,
-            Source::Exchange(s) => s.credential(&self.http, caller_token, identity).await,
+            // The slow paths are boxed: their futures (HTTP request, moka insertion) are
+            // kilobytes, and an unboxed `await` would make every call, cached ones included,
+            // build and move a future that large.
+            Source::Shared(s) => match s.cached(&self.http) {
+                Some(h) => Ok(h),
+                None => Box::pin(s.fetch(&self.http)).await,
+            },
+            Source::Exchange(s) => Box::pin(s.credential(&self.http, caller_token, identity)).await,
         }
     }
 
@@ -572,20 +580,19 @@ struct SharedSource {
 }
 
 impl SharedSource {
-    async fn credential(
-        self: &Arc<Self>,
-        http: &reqwest::Client,
-    ) -> Result<Arc<str>, UpstreamError> {
-        if let Some(e) = &*self.current.load() {
-            let now = Instant::now();
-            if e.fresh(now) {
-                if e.claim_refresh(now) {
-                    self.spawn_refresh(http, Arc::clone(e));
-                }
-                return Ok(Arc::clone(&e.header));
-            }
+    /// The fast path: the current token if it may still be served (starting a background
+    /// refresh when one is due). Synchronous, so a cached credential costs no future.
+    fn cached(self: &Arc<Self>, http: &reqwest::Client) -> Option<Arc<str>> {
+        let guard = self.current.load();
+        let e = guard.as_ref()?;
+        let now = Instant::now();
+        if !e.fresh(now) {
+            return None;
         }
-        self.fetch(http).await
+        if e.claim_refresh(now) {
+            self.spawn_refresh(http, Arc::clone(e));
+        }
+        Some(Arc::clone(&e.header))
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<Arc<str>, UpstreamError> {

@@ -35,6 +35,8 @@ pub struct Agent {
     config_path: PathBuf,
     log_path: PathBuf,
     exit: Option<ExitStatus>,
+    /// Extra environment of the process (kept for [`Agent::restart`]).
+    env: Vec<(String, String)>,
     _dir: TempDir,
 }
 
@@ -107,6 +109,10 @@ impl Agent {
                 config_path,
                 log_path,
                 exit: None,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 _dir: dir,
             };
             let ready = poll_until(READY_TIMEOUT, || {
@@ -238,6 +244,69 @@ impl Agent {
             }
         }
         self.exit
+    }
+}
+
+impl Agent {
+    /// Kills the agent with SIGKILL (no drain, no AGENT-DISCONNECT: a crash) and reaps it.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if self.try_exit_status().is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
+        self.exit
+    }
+
+    /// Starts the agent again after it exited (or was killed), on the same ports with the
+    /// same configuration file, appending to the same log, and waits until its SPOP listener
+    /// accepts connections. Panics if it is still running.
+    pub fn restart(&mut self) {
+        assert!(
+            self.try_exit_status().is_some(),
+            "restart: the agent (pid {}) is still running",
+            self.child.id()
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("opening the agent log");
+        self.child = Command::new(Self::binary())
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning a file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("restarting idgate");
+        self.exit = None;
+        let ready = poll_until(READY_TIMEOUT, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(Err(status));
+            }
+            tcp_accepts(self.spop).then_some(Ok(()))
+        });
+        match ready {
+            Some(Ok(())) => self.wait_live(),
+            Some(Err(status)) => {
+                self.exit = Some(status);
+                panic!(
+                    "idgate exited at restart ({status})\n--- idgate log ---\n{}",
+                    self.log()
+                );
+            }
+            None => panic!(
+                "restarted idgate did not accept on {} within {READY_TIMEOUT:?}\n--- idgate log ---\n{}",
+                self.spop,
+                self.log()
+            ),
+        }
+    }
+
+    /// One sample of `/metrics` (see [`super::metric_value`]); `None` if absent.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        super::metric_value(&self.metrics(), name, labels)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod databricks;
 pub mod echo;
 pub mod haproxy;
 pub mod oidc;
+pub mod spop_client;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -139,4 +140,72 @@ pub fn running_as_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
         })
         .unwrap_or(false)
+}
+
+/// A Tokio runtime for the async test servers (MockIdp, FakeDatabricks) of a plain `#[test]`:
+/// `rt.block_on(MockIdp::start(..))` spawns the server on the runtime's worker thread, where it
+/// keeps running while the test thread blocks on processes, sockets and `reqwest::blocking`
+/// (which must not run inside an async context).
+pub fn background_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("building the background runtime")
+}
+
+/// The value of the sample `name{labels...}` in a Prometheus text exposition: the first
+/// sample named `name` whose labels include every pair of `labels` (others are ignored).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(parse_sample)
+        .find(|(n, ls, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+}
+
+/// The sum of every sample `name{labels...}` matching as in [`metric_value`] (0 if none).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(parse_sample)
+        .filter(|(n, ls, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// One parsed sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// `name{a="x",b="y"} value` -> (name, labels, value). Label values with escapes are not
+/// needed here (idgate's label values are bounded names).
+fn parse_sample(line: &str) -> Option<Sample> {
+    let (head, value) = line.rsplit_once(' ')?;
+    let value = value.parse().ok()?;
+    let (name, labels) = match head.split_once('{') {
+        Some((n, rest)) => {
+            let inner = rest.strip_suffix('}')?;
+            let labels = inner
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once("=\"")?;
+                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect();
+            (n, labels)
+        }
+        None => (head, Vec::new()),
+    };
+    Some((name.to_string(), labels, value))
 }

@@ -1,0 +1,565 @@
+//! `idgate check-config` and `idgate explain`, run as the operator runs them: the real binary,
+//! its exit code, and what it prints.
+//!
+//! check-config: exit 0 on the shipped example (its secret provided through
+//! `$CREDENTIALS_DIRECTORY` or an absolute path) and on the embedded default; exit 1 with one
+//! line per problem, each `<file>: <key>...: <why>`, for every kind of mistake, and every
+//! problem of every section in one run. It never contacts the IdP.
+//!
+//! explain: exit 0 allow / 1 deny / 2 usage or configuration error, and the JSON report
+//! (decision, status, reason, rule, variables) for a MockIdp token.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::agent::Agent;
+use support::auth_kit::{claims, MockIdp, Signer};
+use support::{background_runtime, repo_path};
+
+fn idgate(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(Agent::binary());
+    cmd.args(args).env_remove("CREDENTIALS_DIRECTORY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running idgate")
+}
+
+fn check_config(path: &Path) -> Output {
+    idgate(&["check-config", "-c", path.to_str().unwrap()], &[])
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
+/// Writes `body` to `<dir>/<name>` and returns the path.
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn shipped_example_is_valid_once_its_secret_exists() {
+    let example = repo_path("haproxy/idgate.toml");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without the secret file: exactly one problem, naming the key.
+    let out = check_config(&example);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", describe(&out));
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}: upstream.serving-sp.client_secret_file: cannot read",
+            example.display()
+        )),
+        "{}",
+        describe(&out)
+    );
+
+    // The relative name is found in $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
+    write(dir.path(), "serving-sp.secret", "s3cret\n");
+    let out = idgate(
+        &["check-config", "-c", example.to_str().unwrap()],
+        &[("CREDENTIALS_DIRECTORY", dir.path())],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("{}: OK", example.display())
+    );
+    assert!(out.stderr.is_empty(), "{}", describe(&out));
+
+    // Or the same file with the secret's path rewritten to an absolute one.
+    let secret = dir.path().join("serving-sp.secret");
+    let original = std::fs::read_to_string(&example).unwrap();
+    let rewritten = original.replace(
+        "client_secret_file = \"serving-sp.secret\"",
+        &format!("client_secret_file = \"{}\"", secret.display()),
+    );
+    assert_ne!(rewritten, original, "the example's secret line moved");
+    let copy = write(dir.path(), "idgate.toml", &rewritten);
+    let out = check_config(&copy);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let out = check_config(&repo_path("src/default.toml"));
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(text(&out.stdout).ends_with(": OK\n"), "{}", describe(&out));
+}
+
+/// Each mistake alone in a file: exit 1, exactly one line, `<file>: <key>` then why.
+#[test]
+fn each_mistake_is_one_line_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "cc.secret", "s3cret\n");
+    let issuer = "[[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\naudiences = [\"api\"]\n";
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "unknown key",
+            "[spop]\nlisten = \"127.0.0.1:12345\"\nlsten = \"127.0.0.1:1\"\n".into(),
+            "spop.lsten (line 3",
+            "unknown field `lsten`",
+        ),
+        (
+            "unknown key in an issuer",
+            format!("{issuer}audience = [\"x\"]\n"),
+            "issuer[0].audience (line 5",
+            "unknown field `audience`",
+        ),
+        (
+            "unknown table",
+            "[admn]\nlisten = \"127.0.0.1:9\"\n".into(),
+            "admn (line 1",
+            "unknown field `admn`",
+        ),
+        (
+            "bad duration",
+            "[spop]\nhello_timeout = \"soon\"\n".into(),
+            "spop.hello_timeout (line 2",
+            "invalid duration",
+        ),
+        (
+            "bad listen address",
+            "[admin]\nlisten = \"localhost\"\n".into(),
+            "admin.listen (line 2",
+            "invalid socket address",
+        ),
+        (
+            "syntax error",
+            "[spop]\nlisten = \"127.0.0.1:1\n".into(),
+            "spop.listen (line 2",
+            "",
+        ),
+        (
+            "missing required key",
+            "[[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\n".into(),
+            "issuer[0] (line 1",
+            "missing field `audiences`",
+        ),
+        (
+            "http:// issuer on a non-loopback host",
+            "[[issuer]]\nname = \"corp\"\nissuer = \"http://idp.example.com\"\naudiences = [\"api\"]\n"
+                .into(),
+            "issuer[0].issuer",
+            "http:// is only allowed for loopback hosts",
+        ),
+        (
+            "http:// jwks_uri on a non-loopback host",
+            format!("{issuer}jwks_uri = \"http://10.0.0.1/certs\"\n"),
+            "issuer[0].jwks_uri",
+            "http:// is only allowed for loopback hosts",
+        ),
+        (
+            "empty audiences",
+            "[[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\naudiences = []\n"
+                .into(),
+            "issuer[0].audiences",
+            "at least one",
+        ),
+        (
+            "algorithm none",
+            format!("{issuer}algorithms = [\"none\"]\n"),
+            "issuer[0].algorithms[0]",
+            "not allowed",
+        ),
+        (
+            "duplicate issuer name",
+            format!("{issuer}{}", issuer.replace("idp.example.com", "idp2.example.com")),
+            "issuer[1].name",
+            "duplicate",
+        ),
+        (
+            "rule naming a missing upstream",
+            "[[rule]]\nname = \"r\"\npaths = [\"/x\"]\nupstream = \"nope\"\n".into(),
+            "rule[0].upstream",
+            "nope",
+        ),
+        (
+            "public deny rule",
+            "[[rule]]\nname = \"r\"\npaths = [\"/x\"]\npublic = true\neffect = \"deny\"\n".into(),
+            "rule[0].effect",
+            "public rule cannot deny",
+        ),
+        (
+            "bad CIDR",
+            "[[rule]]\nname = \"r\"\npaths = [\"/x\"]\nsources = [\"10.0.0.0/33\"]\n".into(),
+            "rule[0].sources[0]",
+            "not a valid CIDR",
+        ),
+        (
+            "missing secret file",
+            "[upstream.sp]\nkind = \"client_credentials\"\ntoken_url = \"https://dbc.example.com/oidc/v1/token\"\nclient_id = \"x\"\nclient_secret_file = \"/nonexistent/idgate-test.secret\"\n".into(),
+            "upstream.sp.client_secret_file",
+            "cannot read",
+        ),
+        (
+            "http:// token_url on a non-loopback host",
+            format!("[upstream.cc]\nkind = \"client_credentials\"\ntoken_url = \"http://dbc.example.com/token\"\nclient_id = \"x\"\nclient_secret_file = \"{}\"\n", secret.display()),
+            "upstream.cc.token_url",
+            "http:// is only allowed for loopback hosts",
+        ),
+        (
+            "bad log level",
+            "[log]\nlevel = \"info,idgate=loud\"\n".into(),
+            "log.level",
+            "invalid log filter",
+        ),
+        (
+            "frame size out of range",
+            "[spop]\nmax_frame_size = 100\n".into(),
+            "spop.max_frame_size",
+            "between 256 and 1048576",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, body, key, why)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("case{i}.toml"), body);
+        let out = check_config(&path);
+        let err = text(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        let prefix = format!("{}: {key}", path.display());
+        let ok = out.status.code() == Some(1)
+            && out.stdout.is_empty()
+            && lines.len() == 1
+            && lines[0].starts_with(&prefix)
+            && lines[0].contains(why);
+        if !ok {
+            failures.push(format!(
+                "case {name:?}: wanted one line starting {prefix:?} containing {why:?}\n{}",
+                describe(&out)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_problem_of_every_section_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "many.toml",
+        r#"
+[spop]
+max_connections = 0
+
+[[issuer]]
+name = "corp"
+issuer = "http://idp.example.com"
+audiences = []
+
+[[rule]]
+name = "r"
+paths = ["/x"]
+sources = ["10.0.0.0/33"]
+upstream = "nope"
+
+[upstream.sp]
+kind = "static"
+token_file = "/nonexistent/idgate-test.token"
+"#,
+    );
+    let out = check_config(&path);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    let keys = [
+        "spop.max_connections",
+        "issuer[0].issuer",
+        "issuer[0].audiences",
+        "rule[0].sources[0]",
+        "rule[0].upstream",
+        "upstream.sp.token_file",
+    ];
+    assert_eq!(lines.len(), keys.len(), "{}", describe(&out));
+    for key in keys {
+        let prefix = format!("{}: {key}: ", path.display());
+        assert!(
+            lines.iter().filter(|l| l.starts_with(&prefix)).count() == 1,
+            "no single line for {key}\n{}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn missing_file_is_one_line() {
+    let out = check_config(Path::new("/nonexistent/idgate.toml"));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "/nonexistent/idgate.toml: (file): cannot read: No such file or directory (os error 2)"
+    );
+}
+
+/// check-config validates an issuer without asking it for anything.
+#[test]
+fn check_config_does_not_contact_the_idp() {
+    let rt = background_runtime();
+    let signer = Signer::ec("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "idgate.toml",
+        &format!(
+            "[[issuer]]\nname = \"discovered\"\nissuer = \"{}\"\naudiences = [\"api\"]\n\n\
+             [[issuer]]\nname = \"direct\"\nissuer = \"{}/other\"\njwks_uri = \"{}\"\naudiences = [\"api\"]\n",
+            idp.base,
+            idp.base,
+            idp.jwks_uri()
+        ),
+    );
+    for _ in 0..3 {
+        let out = check_config(&path);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    assert_eq!(
+        (idp.discovery_hits(), idp.jwks_hits()),
+        (0, 0),
+        "check-config fetched from the IdP"
+    );
+}
+
+// ----- explain -----
+
+struct ExplainSetup {
+    _rt: tokio::runtime::Runtime,
+    idp: MockIdp,
+    signer: Signer,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn explain_setup() -> ExplainSetup {
+    let rt = background_runtime();
+    let signer = Signer::ec("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "idgate.toml",
+        &format!(
+            r#"
+[[issuer]]
+name = "corp"
+issuer = "{}"
+jwks_uri = "{}"
+audiences = ["api"]
+
+[[rule]]
+name = "deny-secrets"
+paths = ["/api/*/secrets/**"]
+effect = "deny"
+
+[[rule]]
+name = "ml-read"
+methods = ["GET"]
+paths = ["/api/**"]
+groups = ["ml-engineers"]
+"#,
+            idp.base,
+            idp.jwks_uri()
+        ),
+    );
+    ExplainSetup {
+        _rt: rt,
+        idp,
+        signer,
+        dir,
+        config,
+    }
+}
+
+fn explain(config: &Path, extra: &[&str]) -> (Option<i32>, Value, Output) {
+    let mut args = vec!["explain", "-c", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = idgate(&args, &[]);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), json, out)
+}
+
+#[test]
+fn explain_allowed_denied_and_unmatched() {
+    let s = explain_setup();
+    let token = s.signer.token(&claims(&s.idp.base));
+
+    // Allowed by rule ml-read: exit 0 and every identity variable.
+    let (code, r, out) = explain(
+        &s.config,
+        &[
+            "--method",
+            "GET",
+            "--path",
+            "/api/2.0/clusters/list",
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(code, Some(0), "{}", describe(&out));
+    assert_eq!(r["decision"], "allow", "{r:#}");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["reason"], "ok");
+    assert_eq!(r["rule"], "ml-read");
+    let v = &r["variables"];
+    assert_eq!(v["allow"], true);
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(v["sub"], "alice");
+    assert_eq!(v["email"], "alice@example.com");
+    assert_eq!(v["groups"], "ml-engineers");
+    assert_eq!(v["issuer"], "corp");
+    assert_eq!(v["rule"], "ml-read");
+    assert_eq!(v["principal"], "alice@example.com");
+    assert!(
+        !text(&out.stdout).contains(&token) && !text(&out.stderr).contains(&token),
+        "the token was printed"
+    );
+
+    // The same token from a file.
+    let token_file = write(s.dir.path(), "t.jwt", &format!("{token}\n"));
+    let (code, r, out) = explain(
+        &s.config,
+        &[
+            "--method",
+            "GET",
+            "--path",
+            "/api/2.0/clusters/list",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{}", describe(&out));
+    assert_eq!(r["rule"], "ml-read");
+
+    // Denied by rule deny-secrets: exit 1, 403, the rule named, identity known.
+    let (code, r, out) = explain(
+        &s.config,
+        &[
+            "--method",
+            "GET",
+            "--path",
+            "/api/2.0/secrets/list",
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    assert_eq!(r["decision"], "deny", "{r:#}");
+    assert_eq!(r["status"], 403);
+    assert_eq!(r["reason"], "denied_by_rule");
+    assert_eq!(r["rule"], "deny-secrets");
+    assert_eq!(r["variables"]["allow"], false);
+    assert_eq!(r["variables"]["sub"], "alice");
+    assert!(r["variables"].get("principal").is_none(), "{r:#}");
+
+    // No rule matches (POST): exit 1, 403 no_matching_rule, rule null.
+    let (code, r, out) = explain(
+        &s.config,
+        &[
+            "--method",
+            "POST",
+            "--path",
+            "/api/2.0/clusters/create",
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    assert_eq!(r["reason"], "no_matching_rule", "{r:#}");
+    assert_eq!(r["status"], 403);
+    assert_eq!(r["rule"], Value::Null);
+    assert!(r["variables"].get("rule").is_none(), "{r:#}");
+
+    // No token: 401 with the challenge.
+    let (code, r, out) = explain(
+        &s.config,
+        &["--method", "GET", "--path", "/api/2.0/clusters/list"],
+    );
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    assert_eq!(r["reason"], "missing_token", "{r:#}");
+    assert_eq!(r["status"], 401);
+    assert_eq!(
+        r["variables"]["www_authenticate"],
+        "Bearer realm=\"idgate\""
+    );
+
+    // A token signed by a key the IdP does not publish.
+    let stranger = Signer::ec2("k1").token(&claims(&s.idp.base));
+    let (code, r, out) = explain(
+        &s.config,
+        &[
+            "--method",
+            "GET",
+            "--path",
+            "/api/2.0/clusters/list",
+            "--token",
+            &stranger,
+        ],
+    );
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    assert_eq!(r["reason"], "bad_signature", "{r:#}");
+    assert!(r["variables"].get("sub").is_none(), "{r:#}");
+    assert!(s.idp.jwks_hits() >= 1);
+}
+
+#[test]
+fn explain_usage_and_config_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.toml", "[spop]\nlsten = 1\n");
+    let (code, json, out) = explain(&bad, &["--method", "GET", "--path", "/x"]);
+    assert_eq!(code, Some(2), "{}", describe(&out));
+    assert_eq!(json, Value::Null, "no report on a config error");
+    assert!(
+        text(&out.stderr).contains(&format!("{}: spop.lsten", bad.display())),
+        "{}",
+        describe(&out)
+    );
+
+    let good = write(dir.path(), "good.toml", "");
+    let (code, _, out) = explain(&good, &["--method", "GET"]);
+    assert_eq!(code, Some(2), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("--path"), "{}", describe(&out));
+
+    let (code, _, out) = explain(
+        &good,
+        &[
+            "--method",
+            "GET",
+            "--path",
+            "/x",
+            "--token-file",
+            "/nonexistent/t.jwt",
+        ],
+    );
+    assert_eq!(code, Some(2), "{}", describe(&out));
+
+    let (code, _, out) = explain(
+        Path::new("/nonexistent/idgate.toml"),
+        &["--method", "GET", "--path", "/x"],
+    );
+    assert_eq!(code, Some(2), "{}", describe(&out));
+
+    // An empty file is the defaults: valid, and without rules every request is refused.
+    let (code, r, out) = explain(&good, &["--method", "GET", "--path", "/x"]);
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    assert_eq!(r["reason"], "missing_token");
+}

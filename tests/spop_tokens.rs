@@ -1,0 +1,941 @@
+//! An adversarial token corpus against the `idgate` BINARY over raw SPOP (no HAProxy): a tiny
+//! SPOP client (HELLO, NOTIFY `authorize`, ACK parsing, built on the crate's own encoder and
+//! decoder) talks to `idgate run`, whose one issuer is a mock IdP publishing fixture RSA, EC
+//! and Ed25519 keys.
+//!
+//! Every RFC 8725 pitfall we know of is one case with its exact contract reason code: `alg`
+//! none and its case variants, HS256 keyed with the RSA public key, algorithm/key mismatch,
+//! unknown `kid`, tampered payload, wrong/object/missing `iss`, `aud` missing/number/empty/
+//! wrong, `exp` missing/string/past, `nbf`/`iat` in the future, lifetime too long, `crit`,
+//! wrong `typ`, `jku`/`jwk`/`x5u`/`x5c`, duplicate claims and header parameters, oversized
+//! tokens, 2/4-part and 5-part (JWE) tokens, non-base64url characters, empty or malformed
+//! Bearer credentials, other schemes. Every refusal is `allow=false`, `status=401`, the exact
+//! reason, an RFC 6750 challenge, and no identity variables. The valid cases (each algorithm,
+//! lowercase `bearer`, the token in the configured cookie) are accepted with
+//! `sub`/`email`/`groups`/`issuer`/`rule` set.
+//!
+//! Then 20 NOTIFYs pipelined on one connection, each with a distinct token (some expired),
+//! are each answered once, on their own stream, with their own caller's identity.
+
+mod support;
+
+#[path = "support/auth_kit.rs"]
+mod auth_kit;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use auth_kit::{b64, claims, now, MockIdp, Signer};
+use bytes::{Bytes, BytesMut};
+use idgate::spop::frame::{self, decode_actions, Action, Arg, FrameType, Header, Message};
+use idgate::spop::TypedData;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{json, Value};
+use support::agent::Agent;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Bound on any single SPOP exchange.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The max-frame-size we announce (HAProxy's default).
+const MAX_FRAME: u32 = 16380;
+
+/// The cookie the agent is configured to read the token from.
+const COOKIE: &str = "idgate_at";
+
+/// NOTIFYs pipelined on one connection (HAProxy keeps at most 20 in flight per connection).
+const PIPELINED: u64 = 20;
+
+fn agent_config(mock: &MockIdp) -> String {
+    format!(
+        r#"
+[log]
+level = "warn"
+audit = "off"
+
+[auth]
+cookie = "{COOKIE}"
+
+[[issuer]]
+name = "fixture"
+issuer = "{iss}"
+jwks_uri = "{jwks}"
+audiences = ["api"]
+algorithms = ["RS256", "ES256", "EdDSA"]
+
+[[rule]]
+name = "everything"
+paths = ["/**"]
+effect = "allow"
+"#,
+        iss = mock.base,
+        jwks = mock.jwks_uri(),
+    )
+}
+
+// ----- the SPOP client -----
+
+/// One HAProxy-side SPOP connection, HELLO done.
+struct Spop {
+    s: TcpStream,
+}
+
+/// The variables of one ACK, by name.
+type Vars = HashMap<String, TypedData>;
+
+impl Spop {
+    async fn connect(addr: SocketAddr) -> Spop {
+        let s = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect to idgate's SPOP listener");
+        s.set_nodelay(true).unwrap();
+        let mut c = Spop { s };
+        let mut hello = BytesMut::new();
+        frame::encode_haproxy_hello(&mut hello, "2.0", MAX_FRAME, "pipelining", false);
+        c.s.write_all(&hello).await.unwrap();
+        let mut body = c.read_frame().await;
+        let h = Header::decode(&mut body).unwrap();
+        assert_eq!(
+            h.frame_type,
+            FrameType::AgentHello as u8,
+            "AGENT-HELLO expected"
+        );
+        c
+    }
+
+    async fn read_frame(&mut self) -> Bytes {
+        timeout(WAIT, async {
+            let mut len = [0u8; 4];
+            self.s.read_exact(&mut len).await.expect("frame length");
+            let n = u32::from_be_bytes(len);
+            assert!(
+                n <= MAX_FRAME,
+                "frame of {n} bytes exceeds the negotiated size"
+            );
+            let mut body = vec![0u8; n as usize];
+            self.s.read_exact(&mut body).await.expect("frame body");
+            Bytes::from(body)
+        })
+        .await
+        .expect("a frame within the time limit")
+    }
+
+    /// Reads one ACK: (stream-id, frame-id, variables).
+    async fn read_ack(&mut self) -> (u64, u64, Vars) {
+        let mut body = self.read_frame().await;
+        let h = Header::decode(&mut body).unwrap();
+        assert_eq!(h.frame_type, FrameType::Ack as u8, "ACK expected");
+        let mut vars = Vars::new();
+        for a in decode_actions(body).unwrap() {
+            if let Action::SetVar { name, value, .. } = a {
+                let name = String::from_utf8(name.to_vec()).unwrap();
+                assert!(
+                    vars.insert(name.clone(), value).is_none(),
+                    "variable {name} set twice"
+                );
+            }
+        }
+        (h.stream_id, h.frame_id, vars)
+    }
+
+    async fn send(&mut self, frames: &[u8]) {
+        self.s.write_all(frames).await.unwrap();
+    }
+
+    /// One `authorize` round trip.
+    async fn authorize(&mut self, sid: u64, req: &Req) -> Vars {
+        self.send(&notify(sid, 1, req)).await;
+        let (got_sid, fid, vars) = self.read_ack().await;
+        assert_eq!((got_sid, fid), (sid, 1));
+        vars
+    }
+}
+
+/// What one NOTIFY carries besides method and path.
+#[derive(Debug, Clone, Default)]
+struct Req {
+    authorization: Option<String>,
+    cookie: Option<String>,
+}
+
+fn bearer(token: &str) -> Req {
+    Req {
+        authorization: Some(format!("Bearer {token}")),
+        cookie: None,
+    }
+}
+
+fn header_only(value: &str) -> Req {
+    Req {
+        authorization: Some(value.to_string()),
+        cookie: None,
+    }
+}
+
+fn cookie_only(value: &str) -> Req {
+    Req {
+        authorization: None,
+        cookie: Some(value.to_string()),
+    }
+}
+
+fn string(s: &str) -> TypedData {
+    TypedData::String(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// A NOTIFY with the `authorize` message, as the shipped SPOE file sends it.
+fn notify(sid: u64, fid: u64, req: &Req) -> Vec<u8> {
+    let arg = |name: &'static str, value: TypedData| Arg {
+        name: Bytes::from_static(name.as_bytes()),
+        value,
+    };
+    let mut args = vec![
+        arg("method", TypedData::static_str("POST")),
+        arg(
+            "path",
+            TypedData::static_str("/serving-endpoints/m/invocations"),
+        ),
+        arg("host", TypedData::static_str("gateway.example.com")),
+    ];
+    args.push(arg(
+        "authorization",
+        req.authorization.as_deref().map_or(TypedData::Null, string),
+    ));
+    args.push(arg(
+        "cookie",
+        req.cookie.as_deref().map_or(TypedData::Null, string),
+    ));
+    args.push(arg("src", TypedData::Ipv4([127, 0, 0, 1].into())));
+    args.push(arg("unique_id", string(&format!("spop-tokens-{sid}"))));
+    let msg = Message {
+        name: Bytes::from_static(b"authorize"),
+        args,
+    };
+    let mut buf = BytesMut::new();
+    frame::encode_notify(&mut buf, sid, fid, &[msg]);
+    buf.to_vec()
+}
+
+fn str_var<'a>(vars: &'a Vars, name: &str) -> Option<&'a str> {
+    match vars.get(name)? {
+        TypedData::String(b) => Some(std::str::from_utf8(b).expect("UTF-8 variable")),
+        other => panic!("{name} is not a string: {other:?}"),
+    }
+}
+
+fn int_var(vars: &Vars, name: &str) -> Option<i64> {
+    vars.get(name)
+        .map(|v| v.as_i64().expect("integer variable"))
+}
+
+fn bool_var(vars: &Vars, name: &str) -> Option<bool> {
+    match vars.get(name)? {
+        TypedData::Bool(b) => Some(*b),
+        other => panic!("{name} is not a bool: {other:?}"),
+    }
+}
+
+/// A refusal: allow=false, 401, exactly `reason`, the right challenge, no identity.
+fn assert_refused(case: &str, vars: &Vars, reason: &str) {
+    assert_eq!(bool_var(vars, "allow"), Some(false), "{case}: {vars:?}");
+    assert_eq!(int_var(vars, "status"), Some(401), "{case}: {vars:?}");
+    assert_eq!(str_var(vars, "reason"), Some(reason), "{case}: {vars:?}");
+    let challenge = str_var(vars, "www_authenticate")
+        .unwrap_or_else(|| panic!("{case}: 401 without www_authenticate: {vars:?}"));
+    if reason == "missing_token" {
+        assert_eq!(challenge, r#"Bearer realm="idgate""#, "{case}");
+    } else {
+        assert!(
+            challenge.starts_with(r#"Bearer realm="idgate", error="invalid_token""#),
+            "{case}: {challenge:?}"
+        );
+    }
+    for name in [
+        "sub",
+        "email",
+        "groups",
+        "issuer",
+        "rule",
+        "principal",
+        "upstream_authorization",
+    ] {
+        assert!(
+            !vars.contains_key(name),
+            "{case}: {name} set on a refusal: {vars:?}"
+        );
+    }
+}
+
+/// An acceptance with the identity of [`valid_claims`] (`sub` given).
+fn assert_accepted(case: &str, vars: &Vars, sub: &str) {
+    assert_eq!(bool_var(vars, "allow"), Some(true), "{case}: {vars:?}");
+    assert_eq!(int_var(vars, "status"), Some(200), "{case}: {vars:?}");
+    assert_eq!(str_var(vars, "reason"), Some("ok"), "{case}: {vars:?}");
+    assert_eq!(str_var(vars, "sub"), Some(sub), "{case}");
+    assert_eq!(
+        str_var(vars, "email"),
+        Some(format!("{sub}@example.com").as_str()),
+        "{case}"
+    );
+    assert_eq!(
+        str_var(vars, "groups"),
+        Some("ml-engineers,analysts"),
+        "{case}"
+    );
+    assert_eq!(str_var(vars, "issuer"), Some("fixture"), "{case}");
+    assert_eq!(str_var(vars, "rule"), Some("everything"), "{case}");
+    assert!(!vars.contains_key("www_authenticate"), "{case}: {vars:?}");
+}
+
+// ----- the corpus -----
+
+/// Valid claims for `iss` with a distinctive identity.
+fn valid_claims(iss: &str, sub: &str) -> Value {
+    let mut c = claims(iss);
+    c["sub"] = json!(sub);
+    c["email"] = json!(format!("{sub}@example.com"));
+    c["groups"] = json!(["ml-engineers", "analysts"]);
+    c
+}
+
+/// `header.payload.signature` from JSON texts, with any signature text.
+fn unsigned(header: &str, payload: &str, signature: &str) -> String {
+    format!(
+        "{}.{}.{signature}",
+        b64(header.as_bytes()),
+        b64(payload.as_bytes())
+    )
+}
+
+/// The fixture RSA public key as PEM: what an attacker finds at the IdP and uses as an HMAC
+/// secret in the RS256 -> HS256 key-confusion attack.
+fn rsa_public_pem() -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/keys/rsa1.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-in", &path, "-pubout"])
+        .output()
+        .expect("running openssl");
+    assert!(out.status.success(), "openssl pkey -pubout failed");
+    assert!(out.stdout.starts_with(b"-----BEGIN PUBLIC KEY-----"));
+    out.stdout
+}
+
+fn hs256_with(secret: &[u8], header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = jsonwebtoken::crypto::sign(
+        input.as_bytes(),
+        &EncodingKey::from_secret(secret),
+        Algorithm::HS256,
+    )
+    .expect("HMAC");
+    format!("{input}.{sig}")
+}
+
+struct Keys {
+    rsa: Signer,
+    ec: Signer,
+    ed: Signer,
+}
+
+/// (case, request, expected reason). Built once the mock issuer's URL is known.
+fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
+    let n = now();
+    let good = valid_claims(iss, "mallory");
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        c
+    };
+    let rsa_header = k.rsa.header();
+    let header_with = |f: &dyn Fn(&mut Value)| {
+        let mut h = rsa_header.clone();
+        f(&mut h);
+        h
+    };
+    let rsa = |c: &Value| k.rsa.token(c);
+    let rsa_h = |h: &Value| k.rsa.sign_with_header(h, &good);
+    let good_text = good.to_string();
+    let valid = rsa(&good);
+    let (valid_input, valid_sig) = valid.rsplit_once('.').unwrap();
+    let pem = rsa_public_pem();
+
+    let mut cases: Vec<(&'static str, Req, &'static str)> = vec![
+        // --- alg ---
+        (
+            "alg none, empty signature",
+            bearer(&unsigned(r#"{"alg":"none","typ":"JWT"}"#, &good_text, "")),
+            "alg_not_allowed",
+        ),
+        (
+            "alg NoNe",
+            bearer(&unsigned(r#"{"alg":"NoNe","typ":"JWT"}"#, &good_text, "")),
+            "alg_not_allowed",
+        ),
+        (
+            "alg NONE with a signature",
+            bearer(&unsigned(r#"{"alg":"NONE"}"#, &good_text, valid_sig)),
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 keyed with the RSA public key, RSA kid",
+            bearer(&hs256_with(
+                &pem,
+                &json!({"alg": "HS256", "kid": k.rsa.kid, "typ": "JWT"}),
+                &good,
+            )),
+            "alg_not_allowed",
+        ),
+        (
+            "HS256 keyed with the RSA public key, no kid",
+            bearer(&hs256_with(&pem, &json!({"alg": "HS256"}), &good)),
+            "alg_not_allowed",
+        ),
+        (
+            "alg rs256 (wrong case)",
+            bearer(&k.rsa.sign_raw(
+                &json!({"alg": "rs256", "kid": k.rsa.kid}).to_string(),
+                &good_text,
+            )),
+            "alg_not_allowed",
+        ),
+        (
+            "ES256 header on the RSA key's kid",
+            bearer(&k.ec.sign_with_header(
+                &json!({"alg": "ES256", "kid": k.rsa.kid, "typ": "JWT"}),
+                &good,
+            )),
+            "alg_not_allowed",
+        ),
+        (
+            "PS256 (not in the issuer's algorithms)",
+            bearer(&Signer::new("rsa1.pem", Algorithm::PS256, &k.rsa.kid).token(&good)),
+            "alg_not_allowed",
+        ),
+        // --- keys and signatures ---
+        (
+            "unknown kid",
+            bearer(&Signer::rsa2("not-in-the-jwks").token(&good)),
+            "unknown_key",
+        ),
+        (
+            "known kid, other key's signature",
+            bearer(&Signer::rsa2(&k.rsa.kid).token(&good)),
+            "bad_signature",
+        ),
+        (
+            "tampered payload",
+            bearer(&format!(
+                "{}.{}.{valid_sig}",
+                valid_input.split('.').next().unwrap(),
+                b64(with(&|c| c["sub"] = json!("admin")).to_string().as_bytes())
+            )),
+            "bad_signature",
+        ),
+        (
+            "signature truncated",
+            bearer(&format!(
+                "{valid_input}.{}",
+                &valid_sig[..valid_sig.len() / 2]
+            )),
+            "bad_signature",
+        ),
+        // --- iss ---
+        (
+            "wrong iss",
+            bearer(&rsa(&with(&|c| c["iss"] = json!("https://evil.example")))),
+            "unknown_issuer",
+        ),
+        (
+            "iss with a trailing slash",
+            bearer(&rsa(&with(&|c| c["iss"] = json!(format!("{iss}/"))))),
+            "unknown_issuer",
+        ),
+        (
+            "iss object",
+            bearer(&rsa(&with(&|c| c["iss"] = json!({"iss": iss})))),
+            "claim_invalid",
+        ),
+        (
+            "iss array",
+            bearer(&rsa(&with(&|c| c["iss"] = json!([iss])))),
+            "claim_invalid",
+        ),
+        (
+            "iss missing",
+            bearer(&rsa(&with(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            }))),
+            "claim_invalid",
+        ),
+        // --- aud ---
+        (
+            "aud missing",
+            bearer(&rsa(&with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }))),
+            "claim_invalid",
+        ),
+        (
+            "aud number",
+            bearer(&rsa(&with(&|c| c["aud"] = json!(42)))),
+            "claim_invalid",
+        ),
+        (
+            "aud empty array",
+            bearer(&rsa(&with(&|c| c["aud"] = json!([])))),
+            "claim_invalid",
+        ),
+        (
+            "aud array with a number",
+            bearer(&rsa(&with(&|c| c["aud"] = json!(["api", 1])))),
+            "claim_invalid",
+        ),
+        (
+            "aud wrong",
+            bearer(&rsa(&with(&|c| c["aud"] = json!("other-api")))),
+            "wrong_audience",
+        ),
+        (
+            "aud array without ours",
+            bearer(&rsa(&with(&|c| c["aud"] = json!(["a", "b"])))),
+            "wrong_audience",
+        ),
+        // --- time ---
+        (
+            "exp missing",
+            bearer(&rsa(&with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }))),
+            "claim_invalid",
+        ),
+        (
+            "exp string",
+            bearer(&rsa(&with(&|c| c["exp"] = json!((n + 300).to_string())))),
+            "claim_invalid",
+        ),
+        (
+            "exp past",
+            bearer(&rsa(&with(&|c| {
+                c["iat"] = json!(n - 900);
+                c["exp"] = json!(n - 600);
+            }))),
+            "expired",
+        ),
+        (
+            "nbf future",
+            bearer(&rsa(&with(&|c| c["nbf"] = json!(n + 600)))),
+            "not_yet_valid",
+        ),
+        (
+            "iat future",
+            bearer(&rsa(&with(&|c| {
+                c["iat"] = json!(n + 600);
+                c["exp"] = json!(n + 900);
+            }))),
+            "not_yet_valid",
+        ),
+        (
+            "lifetime 48h (max 24h)",
+            bearer(&rsa(&with(&|c| c["exp"] = json!(n + 48 * 3600)))),
+            "claim_invalid",
+        ),
+        // --- other claims ---
+        (
+            "sub missing",
+            bearer(&rsa(&with(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }))),
+            "claim_invalid",
+        ),
+        (
+            "sub number",
+            bearer(&rsa(&with(&|c| c["sub"] = json!(7)))),
+            "claim_invalid",
+        ),
+        (
+            "groups object",
+            bearer(&rsa(&with(&|c| c["groups"] = json!({"admin": true})))),
+            "claim_invalid",
+        ),
+        (
+            "duplicate claim (sub twice)",
+            bearer(&k.rsa.sign_raw(
+                &rsa_header.to_string(),
+                &good_text.replacen('{', r#"{"sub":"admin","#, 1),
+            )),
+            "claim_invalid",
+        ),
+        (
+            "duplicate claim via escape (s\\u0075b)",
+            bearer(&k.rsa.sign_raw(
+                &rsa_header.to_string(),
+                &good_text.replacen('{', r#"{"s\u0075b":"admin","#, 1),
+            )),
+            "claim_invalid",
+        ),
+        // --- header ---
+        (
+            "crit",
+            bearer(&rsa_h(&header_with(&|h| h["crit"] = json!(["exp"])))),
+            "claim_invalid",
+        ),
+        (
+            "typ wrong",
+            bearer(&rsa_h(&header_with(&|h| h["typ"] = json!("secevent+jwt")))),
+            "unsupported_token",
+        ),
+        (
+            "jku",
+            bearer(&rsa_h(&header_with(&|h| {
+                h["jku"] = json!("https://evil.example/jwks")
+            }))),
+            "unsupported_token",
+        ),
+        (
+            "jwk (embedded public key)",
+            bearer(&rsa_h(&header_with(&|h| h["jwk"] = k.rsa.jwk.clone()))),
+            "unsupported_token",
+        ),
+        (
+            "x5u",
+            bearer(&rsa_h(&header_with(&|h| {
+                h["x5u"] = json!("https://evil.example/cert.pem")
+            }))),
+            "unsupported_token",
+        ),
+        (
+            "x5c",
+            bearer(&rsa_h(&header_with(&|h| h["x5c"] = json!(["MIIBIjAN"])))),
+            "unsupported_token",
+        ),
+        (
+            "duplicate header parameter (alg twice)",
+            bearer(&k.rsa.sign_raw(
+                &format!(r#"{{"alg":"HS256","kid":"{}","alg":"RS256"}}"#, k.rsa.kid),
+                &good_text,
+            )),
+            "malformed_token",
+        ),
+        (
+            "kid with a control character",
+            bearer(&rsa_h(&header_with(&|h| h["kid"] = json!("k\u{1}")))),
+            "malformed_token",
+        ),
+        // --- structure ---
+        (
+            "oversized (> 8192 bytes)",
+            bearer(&rsa(&with(&|c| c["pad"] = json!("x".repeat(9000))))),
+            "malformed_token",
+        ),
+        ("two parts", bearer(valid_input), "malformed_token"),
+        (
+            "four parts",
+            bearer(&format!("{valid}.AAAA")),
+            "malformed_token",
+        ),
+        (
+            "five parts (JWE)",
+            bearer(&format!(
+                "{}.AAAA.AAAA.AAAA.AAAA",
+                b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#)
+            )),
+            "unsupported_token",
+        ),
+        (
+            "standard base64 alphabet (+ /)",
+            bearer(&format!("{valid_input}.{}+/", &valid_sig[2..])),
+            "malformed_token",
+        ),
+        (
+            "base64 padding",
+            bearer(&format!("{valid}==")),
+            "malformed_token",
+        ),
+        (
+            "non-base64 characters",
+            bearer(&format!("{valid_input}.!!{valid_sig}")),
+            "malformed_token",
+        ),
+        (
+            "non-ASCII characters",
+            bearer(&format!("{valid_input}.é{valid_sig}")),
+            "malformed_token",
+        ),
+        ("empty parts", bearer(".."), "malformed_token"),
+        (
+            "header not JSON",
+            bearer(&unsigned("not json", &good_text, valid_sig)),
+            "malformed_token",
+        ),
+        (
+            "payload not an object",
+            bearer(&k.rsa.sign_raw(&rsa_header.to_string(), "[1,2]")),
+            "malformed_token",
+        ),
+        // --- the Authorization header itself ---
+        ("no credentials at all", Req::default(), "missing_token"),
+        ("empty Authorization", header_only(""), "missing_token"),
+        (
+            "Bearer without token",
+            header_only("Bearer"),
+            "malformed_token",
+        ),
+        (
+            "Bearer and a space",
+            header_only("Bearer "),
+            "malformed_token",
+        ),
+        (
+            "Bearer and spaces",
+            header_only("Bearer    "),
+            "malformed_token",
+        ),
+        (
+            "Bearer with two tokens",
+            header_only(&format!("Bearer {valid} {valid}")),
+            "malformed_token",
+        ),
+        (
+            "Basic scheme",
+            header_only("Basic YWxpY2U6c2VjcmV0"),
+            "unsupported_token",
+        ),
+        (
+            "Basic scheme carrying a JWT",
+            header_only(&format!("Basic {valid}")),
+            "unsupported_token",
+        ),
+        (
+            "DPoP scheme",
+            header_only(&format!("DPoP {valid}")),
+            "unsupported_token",
+        ),
+        (
+            "no scheme, bare JWT",
+            header_only(&valid),
+            "unsupported_token",
+        ),
+        // --- cookies ---
+        (
+            "another cookie only",
+            cookie_only(&format!("session={valid}")),
+            "missing_token",
+        ),
+        (
+            "cookie name as a suffix",
+            cookie_only(&format!("x{COOKIE}={valid}")),
+            "missing_token",
+        ),
+        (
+            "configured cookie, expired token",
+            cookie_only(&format!(
+                "{COOKIE}={}",
+                rsa(&with(&|c| {
+                    c["iat"] = json!(n - 900);
+                    c["exp"] = json!(n - 600);
+                }))
+            )),
+            "expired",
+        ),
+        (
+            "configured cookie, garbage",
+            cookie_only(&format!("{COOKIE}=garbage")),
+            "malformed_token",
+        ),
+    ];
+    // A wrong Authorization wins over a good cookie: the header is what the caller sent
+    // explicitly, and falling back would let a cookie override a refused credential.
+    cases.push((
+        "Basic header plus a valid cookie",
+        Req {
+            authorization: Some("Basic YWxpY2U6c2VjcmV0".into()),
+            cookie: Some(format!("{COOKIE}={valid}")),
+        },
+        "unsupported_token",
+    ));
+    cases
+}
+
+/// (case, request, expected sub). Every one must be accepted.
+fn acceptances(k: &Keys, iss: &str) -> Vec<(&'static str, Req, String)> {
+    let t = |s: &Signer, sub: &str| s.token(&valid_claims(iss, sub));
+    vec![
+        ("RS256", bearer(&t(&k.rsa, "rs-user")), "rs-user".into()),
+        ("ES256", bearer(&t(&k.ec, "ec-user")), "ec-user".into()),
+        ("EdDSA", bearer(&t(&k.ed, "ed-user")), "ed-user".into()),
+        (
+            "lowercase bearer",
+            header_only(&format!("bearer {}", t(&k.rsa, "lower"))),
+            "lower".into(),
+        ),
+        (
+            "uppercase BEARER, extra spaces",
+            header_only(&format!("BEARER   {}", t(&k.ec, "upper"))),
+            "upper".into(),
+        ),
+        (
+            "typ at+jwt",
+            bearer(&k.ed.sign_with_header(
+                &json!({"alg": "EdDSA", "kid": k.ed.kid, "typ": "at+jwt"}),
+                &valid_claims(iss, "at-jwt"),
+            )),
+            "at-jwt".into(),
+        ),
+        (
+            "aud array containing ours",
+            bearer(&k.rsa.token(&{
+                let mut c = valid_claims(iss, "aud-array");
+                c["aud"] = json!(["other", "api"]);
+                c
+            })),
+            "aud-array".into(),
+        ),
+        (
+            "token in the configured cookie",
+            cookie_only(&format!("{COOKIE}={}", t(&k.rsa, "cookie-user"))),
+            "cookie-user".into(),
+        ),
+        (
+            "configured cookie among others, quoted",
+            cookie_only(&format!(
+                "a=b; {COOKIE}=\"{}\"; c=d",
+                t(&k.ed, "cookie-quoted")
+            )),
+            "cookie-quoted".into(),
+        ),
+        (
+            "empty Authorization falls back to the cookie",
+            Req {
+                authorization: Some(String::new()),
+                cookie: Some(format!("{COOKIE}={}", t(&k.ec, "cookie-fallback"))),
+            },
+            "cookie-fallback".into(),
+        ),
+    ]
+}
+
+#[test]
+fn adversarial_token_corpus_over_raw_spop() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = Keys {
+        rsa: Signer::rsa("fixture-rsa"),
+        ec: Signer::ec("fixture-ec"),
+        ed: Signer::ed("fixture-ed"),
+    };
+    let mock = rt.block_on(MockIdp::start(&[&keys.rsa, &keys.ec, &keys.ed]));
+    let agent = Agent::start(&agent_config(&mock));
+    assert!(
+        agent.wait_ready(support::READY_TIMEOUT),
+        "idgate never loaded the mock issuer's keys\n{}",
+        agent.log()
+    );
+    let refusals = refusals(&keys, &mock.base);
+    let acceptances = acceptances(&keys, &mock.base);
+    let spop = agent.spop;
+    let cases = rt.block_on(async move {
+        let mut c = Spop::connect(spop).await;
+        let mut sid = 0;
+        for (case, req, reason) in &refusals {
+            sid += 1;
+            let vars = c.authorize(sid, req).await;
+            assert_refused(case, &vars, reason);
+        }
+        for (case, req, sub) in &acceptances {
+            sid += 1;
+            let vars = c.authorize(sid, req).await;
+            assert_accepted(case, &vars, sub);
+        }
+        refusals.len() + acceptances.len()
+    });
+    assert!(cases > 70, "the corpus shrank: {cases} cases");
+    assert_eq!(
+        agent.log().matches("panicked").count(),
+        0,
+        "{}",
+        agent.log()
+    );
+    drop(mock);
+}
+
+#[test]
+fn twenty_pipelined_notifies_with_distinct_tokens() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = [Signer::rsa("p-rsa"), Signer::ec("p-ec"), Signer::ed("p-ed")];
+    let mock = rt.block_on(MockIdp::start(&keys.iter().collect::<Vec<_>>()));
+    let agent = Agent::start(&agent_config(&mock));
+    assert!(
+        agent.wait_ready(support::READY_TIMEOUT),
+        "idgate never loaded the mock issuer's keys\n{}",
+        agent.log()
+    );
+    let n = now();
+    // Stream IDs large and sparse, as HAProxy's are; every fourth token expired.
+    let streams: Vec<(u64, Req, Option<String>)> = (0..PIPELINED)
+        .map(|i| {
+            let sub = format!("user-{i}");
+            let mut c = valid_claims(&mock.base, &sub);
+            let expired = i % 4 == 3;
+            if expired {
+                c["iat"] = json!(n - 900);
+                c["exp"] = json!(n - 600);
+            }
+            let key = &keys[(i % 3) as usize];
+            (
+                1_000_000 + i * 7919,
+                bearer(&key.token(&c)),
+                (!expired).then_some(sub),
+            )
+        })
+        .collect();
+    let spop = agent.spop;
+    rt.block_on(async move {
+        let mut c = Spop::connect(spop).await;
+        let mut all = Vec::new();
+        for (sid, req, _) in &streams {
+            all.extend(notify(*sid, 1, req));
+        }
+        c.send(&all).await;
+        let mut answered: HashMap<u64, Vars> = HashMap::new();
+        for _ in 0..PIPELINED {
+            let (sid, fid, vars) = c.read_ack().await;
+            assert_eq!(fid, 1);
+            assert!(
+                answered.insert(sid, vars).is_none(),
+                "stream {sid} acked twice"
+            );
+        }
+        for (sid, _, want) in &streams {
+            let vars = answered
+                .get(sid)
+                .unwrap_or_else(|| panic!("stream {sid} never answered"));
+            match want {
+                Some(sub) => assert_accepted(&format!("stream {sid}"), vars, sub),
+                None => assert_refused(&format!("stream {sid}"), vars, "expired"),
+            }
+        }
+        // Nothing more arrives: exactly one ACK per NOTIFY.
+        let mut extra = [0u8; 1];
+        let more = timeout(Duration::from_millis(300), c.s.read(&mut extra)).await;
+        assert!(more.is_err(), "unexpected data after the {PIPELINED} ACKs");
+    });
+    drop(mock);
+}
