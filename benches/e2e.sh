@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# End-to-end authorization benchmark: HAProxy (one thread) with idgate vs HAProxy's native
+# jwt_verify vs the null agent vs no authorization at all, driven by wrk.
+#
+#   benches/e2e.sh                       # HAProxy 2.6, hot and cold variants, 3 rounds of 10 s
+#   WITH_HAPROXY32=1 benches/e2e.sh      # also HAProxy 3.2
+#   ROUNDS=5 DURATION=20s CONNS=64 benches/e2e.sh
+#
+# Frontends (benches/e2e/haproxy.cfg), each answering 200 itself so that only authorization
+# is measured: noauth (a), jwt (b: alg/iss/aud/exp + jwt_verify RS256), null (c: SPOE to the
+# null agent), idgate (d: SPOE to idgate, token cache on), cold (d': idgate, token cache off).
+#
+# Variants:
+#   hot   every request carries the same RS256 token (wrk -H): idgate answers from its
+#         validated-token cache; jwt_verify checks the signature every time (it has no cache).
+#   cold  every request carries the next of COLD_TOKENS distinct tokens (wrk + tokens.lua);
+#         the idgate frontend is replaced by `cold` (cache off): a full RS256 check per request
+#         on both sides.
+#
+# Rounds interleave the frontends (round 1: a b c d, round 2: a b c d, ...) so that a change of
+# background load hits all of them alike; the report gives the median over rounds.
+#
+# CPU placement (override with HAPROXY_CPUS, AGENT_CPUS, WRK_CPUS; taskset lists):
+#   >= 4 CPUs: HAProxy 0, agents 1, wrk 2-3
+#   2 CPUs:    HAProxy 0, agents 1, wrk 1 (wrk shares the agent's CPU: conservative for idgate)
+#   1 CPU:     no pinning
+# Agents run with TOKIO_WORKER_THREADS = number of CPUs in AGENT_CPUS.
+#
+# CPU per request: utime+stime deltas from /proc/PID/stat (10 ms ticks) around each wrk run,
+# divided by the requests wrk completed.
+#
+# Output: a Markdown report on stdout and in $OUT/report.md, raw rows in $OUT/runs.tsv.
+# Exit status 1 if any run had non-2xx responses or socket errors, or a sanity check failed.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONNS=${CONNS:-50}
+WRK_THREADS=${WRK_THREADS:-1}
+VARIANTS=${VARIANTS:-hot cold}
+COLD_TOKENS=${COLD_TOKENS:-2000}
+PORT_BASE=${PORT_BASE:-19100}
+HAPROXY26=${HAPROXY26:-/usr/sbin/haproxy}
+HAPROXY32=${HAPROXY32:-/usr/local/bin/haproxy32}
+WITH_HAPROXY32=${WITH_HAPROXY32:-0}
+OUT=${OUT:-$ROOT/target/bench-e2e}
+IDGATE_BENCH_AUDIT=${IDGATE_BENCH_AUDIT:-off}
+# Seconds to wait for a process to become ready.
+READY_SECS=30
+
+NPROC=$(nproc)
+if ((NPROC >= 4)); then
+  : "${HAPROXY_CPUS:=0}" "${AGENT_CPUS:=1}" "${WRK_CPUS:=2-$((NPROC - 1))}"
+elif ((NPROC >= 2)); then
+  : "${HAPROXY_CPUS:=0}" "${AGENT_CPUS:=1}" "${WRK_CPUS:=1}"
+else
+  : "${HAPROXY_CPUS:=}" "${AGENT_CPUS:=}" "${WRK_CPUS:=}"
+fi
+
+# Number of CPUs in a taskset list like "1", "2-3", "0,2".
+cpu_count() {
+  local n=0 part
+  [[ -z $1 ]] && { echo 1; return; }
+  IFS=, read -ra parts <<<"$1"
+  for part in "${parts[@]}"; do
+    if [[ $part == *-* ]]; then n=$((n + ${part#*-} - ${part%-*} + 1)); else n=$((n + 1)); fi
+  done
+  echo "$n"
+}
+pin() { # pin CPUS cmd...
+  local cpus=$1; shift
+  if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
+
+PORT_NOAUTH=$((PORT_BASE + 1)) PORT_JWT=$((PORT_BASE + 2)) PORT_NULL=$((PORT_BASE + 3))
+PORT_IDGATE=$((PORT_BASE + 4)) PORT_COLD=$((PORT_BASE + 5))
+AGENT_NULL=$((PORT_BASE + 11)) AGENT_IDGATE=$((PORT_BASE + 12)) AGENT_COLD=$((PORT_BASE + 13))
+ADMIN_IDGATE=$((PORT_BASE + 21)) ADMIN_COLD=$((PORT_BASE + 22)) PORT_JWKS=$((PORT_BASE + 30))
+
+WORK=$(mktemp -d /tmp/idgate-e2e.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+log() { echo "[e2e] $*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port pid name
+  local i
+  for ((i = 0; i < READY_SECS * 10; i++)); do
+    kill -0 "$2" 2>/dev/null || die "$3 exited during startup (log: $WORK/$3.log)"
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$3 did not listen on $1 within ${READY_SECS}s"
+}
+wait_ready() { # admin-port pid name
+  local i
+  for ((i = 0; i < READY_SECS * 10; i++)); do
+    kill -0 "$2" 2>/dev/null || die "$3 exited during startup (log: $WORK/$3.log)"
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/ready") == 200 ]] && return 0
+    sleep 0.1
+  done
+  die "$3 not ready within ${READY_SECS}s: $(curl -s "http://127.0.0.1:$1/ready")"
+}
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $AGENT_NULL $AGENT_IDGATE \
+  $AGENT_COLD $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS; do
+  port_free "$p" || die "port $p is in use (set PORT_BASE)"
+done
+command -v wrk >/dev/null || die "wrk is not installed"
+[[ -x $HAPROXY26 ]] || die "no HAProxy 2.6 at $HAPROXY26"
+HAPROXIES=("2.6:$HAPROXY26")
+if [[ $WITH_HAPROXY32 == 1 ]]; then
+  [[ -x $HAPROXY32 ]] || die "no HAProxy 3.2 at $HAPROXY32"
+  HAPROXIES+=("3.2:$HAPROXY32")
+fi
+
+log "building (release)"
+cargo build --release --quiet --bin idgate --example loadgen --example null_agent
+BIN=$ROOT/target/release
+LOADGEN=$BIN/examples/loadgen
+
+# ---- tokens, keys, JWKS --------------------------------------------------------------------
+ISSUER=https://idp.bench.invalid
+AUDIENCE=idgate-bench
+"$LOADGEN" mint --out "$WORK/tokens" --alg RS256 --issuer "$ISSUER" --audience "$AUDIENCE" \
+  --distinct "$COLD_TOKENS" --invalid 10 2>>"$WORK/mint.log"
+openssl pkey -in "$ROOT/tests/fixtures/keys/rsa1.pem" -pubout -out "$WORK/pubkey.pem" 2>/dev/null
+HOT=$(cat "$WORK/tokens/hot.jwt")
+BAD=$(head -1 "$WORK/tokens/invalid.txt")
+
+"$LOADGEN" jwks --file "$WORK/tokens/jwks.json" --listen "127.0.0.1:$PORT_JWKS" \
+  >"$WORK/jwks.log" 2>&1 &
+PIDS+=($!)
+wait_port "$PORT_JWKS" $! jwks
+
+idgate_config() { # spop-port admin-port cache-size > file
+  sed -e "s|@SPOP_PORT@|$1|" -e "s|@ADMIN_PORT@|$2|" -e "s|@CACHE_SIZE@|$3|" \
+    -e "s|@ISSUER@|$ISSUER|" -e "s|@AUDIENCE@|$AUDIENCE|" -e "s|@AUDIT@|$IDGATE_BENCH_AUDIT|" \
+    -e "s|@JWKS_URI@|http://127.0.0.1:$PORT_JWKS/jwks|" -e "s|@EXTRA_ISSUER@||" \
+    "$ROOT/benches/e2e/idgate.toml.in"
+}
+idgate_config "$AGENT_IDGATE" "$ADMIN_IDGATE" 100000 >"$WORK/idgate.toml"
+idgate_config "$AGENT_COLD" "$ADMIN_COLD" 0 >"$WORK/idgate-cold.toml"
+"$BIN/idgate" check-config -c "$WORK/idgate.toml" >/dev/null
+
+# ---- agents --------------------------------------------------------------------------------
+export TOKIO_WORKER_THREADS=$AGENT_THREADS
+pin "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$AGENT_NULL" >"$WORK/null.log" 2>&1 &
+NULL_PID=$!
+PIDS+=($NULL_PID)
+pin "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate.toml" --log-format text \
+  >"$WORK/idgate.log" 2>&1 &
+IDGATE_PID=$!
+PIDS+=($IDGATE_PID)
+pin "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-cold.toml" --log-format text \
+  >"$WORK/cold.log" 2>&1 &
+COLD_PID=$!
+PIDS+=($COLD_PID)
+unset TOKIO_WORKER_THREADS
+wait_port "$AGENT_NULL" $NULL_PID null
+wait_ready "$ADMIN_IDGATE" $IDGATE_PID idgate
+wait_ready "$ADMIN_COLD" $COLD_PID cold
+IDLE_RSS=$(rss_kib $IDGATE_PID)
+
+# ---- HAProxy ---------------------------------------------------------------------------------
+export BENCH_BIND_NOAUTH=127.0.0.1:$PORT_NOAUTH BENCH_BIND_JWT=127.0.0.1:$PORT_JWT
+export BENCH_BIND_NULL=127.0.0.1:$PORT_NULL BENCH_BIND_IDGATE=127.0.0.1:$PORT_IDGATE
+export BENCH_BIND_COLD=127.0.0.1:$PORT_COLD
+export BENCH_NULL_AGENT=127.0.0.1:$AGENT_NULL BENCH_IDGATE_AGENT=127.0.0.1:$AGENT_IDGATE
+export BENCH_COLD_AGENT=127.0.0.1:$AGENT_COLD
+export BENCH_SPOE_CONF=$ROOT/benches/e2e/spoe.conf BENCH_PUBKEY=$WORK/pubkey.pem
+export BENCH_ISSUER=$ISSUER BENCH_AUDIENCE=$AUDIENCE
+export BENCH_TOKENS=$WORK/tokens/distinct.txt
+
+declare -A FE_PORT=([noauth]=$PORT_NOAUTH [jwt]=$PORT_JWT [null]=$PORT_NULL
+  [idgate]=$PORT_IDGATE [cold]=$PORT_COLD)
+declare -A FE_AGENT=([noauth]= [jwt]= [null]=$NULL_PID [idgate]=$IDGATE_PID [cold]=$COLD_PID)
+frontends_of() { # variant
+  case $1 in
+    hot) echo noauth jwt null idgate ;;
+    cold) echo noauth jwt null cold ;;
+  esac
+}
+
+status_of() { # port token
+  curl -s -o /dev/null -w '%{http_code}' -H "Host: bench.local" \
+    ${2:+-H "Authorization: Bearer $2"} "http://127.0.0.1:$1/bench/resource"
+}
+sanity() { # checks each frontend answers 200 to a valid token and refuses what it should
+  local fe want_bad got
+  for fe in noauth jwt null idgate cold; do
+    got=$(status_of "${FE_PORT[$fe]}" "$HOT")
+    [[ $got == 200 ]] || die "$fe answered $got to the valid token (logs in $WORK)"
+    case $fe in jwt | idgate | cold) want_bad=401 ;; *) want_bad=200 ;; esac
+    got=$(status_of "${FE_PORT[$fe]}" "$BAD")
+    [[ $got == "$want_bad" ]] || die "$fe answered $got to a bad signature, want $want_bad"
+    if [[ $want_bad == 401 ]]; then
+      got=$(status_of "${FE_PORT[$fe]}" "")
+      [[ $got == 401 ]] || die "$fe answered $got without a token, want 401"
+    fi
+  done
+  got=$(status_of "$PORT_COLD" "$(sed -n 7p "$BENCH_TOKENS")")
+  [[ $got == 200 ]] || die "cold answered $got to a distinct token"
+}
+
+# to_us VALUE-WITH-UNIT (wrk prints us, ms or s)
+to_us() {
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000;
+    else if (v ~ /s$/) print n * 1000000; else print n }'
+}
+
+RUNS=$OUT/runs.tsv
+mkdir -p "$OUT"
+printf 'haproxy\tvariant\tround\tfrontend\treq_s\tp50_us\tp99_us\trequests\tnon2xx\tsock_err\thaproxy_us_req\tagent_us_req\n' >"$RUNS"
+FAILED=0
+
+run_wrk() { # version variant round frontend haproxy-pid
+  local v=$1 variant=$2 round=$3 fe=$4 hp=$5 port=${FE_PORT[$4]} agent=${FE_AGENT[$4]}
+  local args=(-t "$WRK_THREADS" -c "$CONNS" -d "$DURATION" --latency -H "Host: bench.local")
+  if [[ $variant == hot ]]; then
+    args+=(-H "Authorization: Bearer $HOT")
+  else
+    args+=(-s "$ROOT/benches/e2e/tokens.lua")
+  fi
+  local h0 a0 h1 a1 out
+  h0=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a0=$(cpu_ticks "$agent")
+  out=$(pin "$WRK_CPUS" wrk "${args[@]}" "http://127.0.0.1:$port/bench/resource")
+  h1=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a1=$(cpu_ticks "$agent")
+  local rps p50 p99 reqs non2xx sockerr
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+  p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+  sockerr=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' <<<"$out")
+  non2xx=${non2xx:-0} sockerr=${sockerr:-0}
+  local hus aus=""
+  hus=$(awk -v t=$((h1 - h0)) -v r="$reqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
+  [[ -n $agent ]] && aus=$(awk -v t=$((a1 - a0)) -v r="$reqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$variant" "$round" "$fe" \
+    "$rps" "$p50" "$p99" "$reqs" "$non2xx" "$sockerr" "$hus" "$aus" >>"$RUNS"
+  log "$v $variant round $round $fe: $rps req/s, p99 ${p99}us, haproxy ${hus}us/req${aus:+, agent ${aus}us/req}${non2xx:+, non-2xx $non2xx}"
+  if [[ $non2xx != 0 || $sockerr != 0 ]]; then
+    log "  ^ $non2xx non-2xx responses, $sockerr socket errors"
+    FAILED=1
+  fi
+}
+
+for hv in "${HAPROXIES[@]}"; do
+  version=${hv%%:*} binary=${hv#*:}
+  "$binary" -c -q -f "$ROOT/benches/e2e/haproxy.cfg" || die "HAProxy $version rejects the config"
+  pin "$HAPROXY_CPUS" "$binary" -db -f "$ROOT/benches/e2e/haproxy.cfg" >"$WORK/haproxy-$version.log" 2>&1 &
+  HP=$!
+  PIDS+=($HP)
+  wait_port "$PORT_COLD" $HP "haproxy-$version"
+  sanity
+  log "HAProxy $version: sanity checks passed; warming up"
+  for variant in $VARIANTS; do
+    for fe in $(frontends_of "$variant"); do
+      args=(-H "Authorization: Bearer $HOT")
+      [[ $variant == cold ]] && args=(-s "$ROOT/benches/e2e/tokens.lua")
+      pin "$WRK_CPUS" wrk -t "$WRK_THREADS" -c "$CONNS" -d "$WARMUP" -H "Host: bench.local" \
+        "${args[@]}" "http://127.0.0.1:${FE_PORT[$fe]}/bench/resource" >/dev/null
+    done
+  done
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for variant in $VARIANTS; do
+      for fe in $(frontends_of "$variant"); do
+        run_wrk "$version" "$variant" "$round" "$fe" "$HP"
+      done
+    done
+  done
+  kill -TERM "$HP"
+  wait "$HP" 2>/dev/null || true
+done
+LOADED_RSS=$(rss_kib $IDGATE_PID)
+
+# ---- report ----------------------------------------------------------------------------------
+{
+  echo "## End-to-end benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo
+  echo "- machine: $NPROC CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo);" \
+    "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- placement: HAProxy CPUs '${HAPROXY_CPUS:-any}', agents '${AGENT_CPUS:-any}'" \
+    "(TOKIO_WORKER_THREADS=$AGENT_THREADS), wrk '${WRK_CPUS:-any}'"
+  echo "- wrk: $WRK_THREADS thread(s), $CONNS connections, $DURATION per run, $ROUNDS rounds" \
+    "(medians shown); cold variant: $COLD_TOKENS distinct RS256 tokens"
+  echo "- idgate RSS: ${IDLE_RSS} KiB idle after start, ${LOADED_RSS} KiB after the runs"
+  echo
+  awk -F'\t' '
+    NR == 1 { next }
+    {
+      k = $1 SUBSEP $2 SUBSEP $4
+      if (!(k in n)) { order[++nk] = k }
+      n[k]++; rps[k, n[k]] = $5; p99[k, n[k]] = $7; hus[k] += $11; aus[k] += $12
+      if ($12 == "") noagent[k] = 1
+    }
+    function median(arr, k, cnt,   i, j, t, v) {
+      for (i = 1; i <= cnt; i++) v[i] = arr[k, i] + 0
+      for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+      return cnt % 2 ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
+    }
+    END {
+      print "| HAProxy | variant | frontend | req/s (median) | p99 µs (median) | HAProxy CPU µs/req | agent CPU µs/req |"
+      print "|---|---|---|---:|---:|---:|---:|"
+      for (i = 1; i <= nk; i++) {
+        k = order[i]; split(k, f, SUBSEP)
+        m = median(rps, k, n[k]); q = median(p99, k, n[k])
+        med_rps[k] = m; med_p99[k] = q
+        printf "| %s | %s | %s | %.0f | %.0f | %.1f | %s |\n", f[1], f[2], f[3], m, q, hus[k] / n[k], (k in noagent) ? "-" : sprintf("%.1f", aus[k] / n[k])
+      }
+      print ""
+      print "| HAProxy | variant | idgate / jwt_verify req/s | idgate / null req/s | idgate p99 / jwt_verify p99 |"
+      print "|---|---|---:|---:|---:|"
+      for (i = 1; i <= nk; i++) {
+        k = order[i]; split(k, f, SUBSEP)
+        if (f[3] != "idgate" && f[3] != "cold") continue
+        j = f[1] SUBSEP f[2] SUBSEP "jwt"; nl = f[1] SUBSEP f[2] SUBSEP "null"
+        printf "| %s | %s (%s) | %.2f | %.2f | %.2f |\n", f[1], f[2], f[3], med_rps[k] / med_rps[j], med_rps[k] / med_rps[nl], med_p99[k] / med_p99[j]
+      }
+    }' "$RUNS"
+  echo
+  echo "Raw runs: $RUNS"
+} | tee "$OUT/report.md"
+
+if ((FAILED)); then
+  log "some runs had errors (see above)"
+  exit 1
+fi
