@@ -46,6 +46,9 @@ mod jwks;
 mod keystore;
 mod token;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use cache::{token_key, unix_now};
 pub use keystore::IssuerStatus;
 pub use token::{claim_path, typ_matches, MAX_KID_BYTES};
