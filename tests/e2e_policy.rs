@@ -149,6 +149,11 @@ fn policy_end_to_end(version: HaproxyVersion) {
     s.expect(&r, 403, "bob (analysts) on the serving endpoint");
     assert!(r.body.contains("no_matching_rule"), "body {:?}", r.body);
     assert!(r.header("www-authenticate").is_none(), "{r:?}");
+    let bob_request_id = serde_json::from_str::<serde_json::Value>(&r.body)
+        .unwrap_or_else(|e| panic!("403 body is not JSON ({e}): {:?}", r.body))["request_id"]
+        .as_str()
+        .expect("request_id in the 403 body")
+        .to_string();
     let r = s.call_as("DELETE", "/api/2.0/clusters/delete", &alice);
     s.expect(&r, 403, "a DELETE under the deny rule");
     assert!(r.body.contains("denied_by_rule"), "body {:?}", r.body);
@@ -252,9 +257,23 @@ fn policy_end_to_end(version: HaproxyVersion) {
         .collect::<Vec<_>>(),
         "{audit:#?}"
     );
+    // HAProxy's SPOE arguments made it into the decision: method, path, src, unique-id.
+    assert_eq!(audit[0]["method"], "POST");
+    assert_eq!(audit[0]["path"], SERVING);
+    assert_eq!(audit[0]["src"], "127.0.0.1");
+    assert!(
+        audit[0]["unique_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{:#?}",
+        audit[0]
+    );
     assert_eq!(audit[0]["rule"], "serving-invoke");
     assert_eq!(audit[0]["sub"], "alice");
     assert_eq!(audit[0]["issuer"], "corp");
+    // The caller's request_id is the audit line's unique_id: one ID across HAProxy and idgate.
+    assert_eq!(audit[2]["unique_id"], bob_request_id.as_str());
+    assert_eq!(audit[2]["sub"], "bob");
     assert_eq!(audit[3]["rule"], "no-deletes");
     assert_eq!(audit[3]["status"], 403);
     assert_eq!(audit[4]["rule"], "public-health");

@@ -37,6 +37,13 @@ const ENDPOINT_HANG: Duration = Duration::from_secs(20);
 /// Allowed requests sent with the shared service-principal token.
 const SHARED_TOKEN_REQUESTS: usize = 100;
 
+/// How many of them arrive at once before any token is cached.
+const CONCURRENT_COLD_REQUESTS: usize = 10;
+
+/// Token endpoint latency during the cold start, so the concurrent requests overlap in idgate
+/// (well inside the default 2 s budget).
+const COLD_START_DELAY: Duration = Duration::from_millis(300);
+
 fn agent_config(mock: &MockIdp, fake: &FakeDatabricks, secret: &Path, dead_url: &str) -> String {
     format!(
         r#"
@@ -148,16 +155,50 @@ fn upstream_end_to_end(version: HaproxyVersion) {
     let bob = token_for(&key, &mock.base, "bob");
 
     // --- client_credentials: one shared token, fetched once ---
+    // The first requests arrive together while the token endpoint is slow: they must share
+    // one token request (single flight), then the rest are served from the cache.
     let headers = forged_with_token(&alice);
-    let mut shared = None;
-    for i in 0..SHARED_TOKEN_REQUESTS {
+    fake.set_delay(COLD_START_DELAY);
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..CONCURRENT_COLD_REQUESTS)
+            .map(|i| {
+                let (s, headers) = (&s, &headers);
+                scope.spawn(move || {
+                    let r = s.call("POST", SERVING, &as_refs(headers));
+                    s.expect(&r, 200, &format!("concurrent serving request {i}"));
+                })
+            })
+            .collect();
+        for c in calls {
+            c.join().expect("a concurrent request panicked");
+        }
+    });
+    fake.set_delay(Duration::ZERO);
+    let mut seen: Vec<String> = s
+        .echo
+        .requests()
+        .iter()
+        .map(|r| r.header_all("authorization").join(" | "))
+        .collect();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        1,
+        "concurrent callers saw different credentials: {seen:?}"
+    );
+    let shared = seen[0]
+        .strip_prefix("Bearer ")
+        .unwrap_or_else(|| panic!("not a bearer credential: {seen:?}"))
+        .to_string();
+    for i in CONCURRENT_COLD_REQUESTS..SHARED_TOKEN_REQUESTS {
         let r = s.call("POST", SERVING, &as_refs(&headers));
         s.expect(&r, 200, &format!("serving request {i}"));
-        let bearer = upstream_bearer(&s);
-        let first = shared.get_or_insert_with(|| bearer.clone());
-        assert_eq!(&bearer, first, "request {i}: the shared token changed");
+        assert_eq!(
+            upstream_bearer(&s),
+            shared,
+            "request {i}: the shared token changed"
+        );
     }
-    let shared = shared.unwrap();
     assert!(shared.starts_with("dbx-cc-"), "{shared}");
     assert_eq!(
         fake.subject_of(&shared),

@@ -71,7 +71,13 @@ fn matching_does_not_allocate() {
         src: Some("10.1.2.3".parse().unwrap()),
     };
 
-    let _profiler = dhat::Profiler::builder().testing().build();
+    // dhat writes its profile when the profiler drops: keep it out of the source tree.
+    let profile =
+        std::env::temp_dir().join(format!("idgate-policy-dhat-{}.json", std::process::id()));
+    let profiler = dhat::Profiler::builder()
+        .testing()
+        .file_name(&profile)
+        .build();
 
     let r = view("GET", "/api/2.1/clusters/x/list");
     assert!(policy.match_public(&view("GET", "/healthz")).is_some());
@@ -90,4 +96,6 @@ fn matching_does_not_allocate() {
 
     let stats = dhat::HeapStats::get();
     dhat::assert_eq!(stats.total_blocks, 0);
+    drop(profiler);
+    let _ = std::fs::remove_file(&profile);
 }

@@ -326,6 +326,19 @@ fn rsa_public_pem() -> Vec<u8> {
     out.stdout
 }
 
+/// `sig` (unpadded base64url of 256 bytes: 342 characters) with one unused bit set in its
+/// last character.
+fn non_canonical(sig: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    assert_eq!(sig.len() % 4, 2, "a 256-byte RSA signature");
+    let last = sig.as_bytes()[sig.len() - 1];
+    let v = ALPHABET.iter().position(|&c| c == last).unwrap();
+    // With two characters in the final group, their 12 bits carry 8 data bits: the last
+    // character's low 4 bits are unused and canonically zero.
+    assert_eq!(v & 0xF, 0, "canonical encoding");
+    format!("{}{}", &sig[..sig.len() - 1], ALPHABET[v | 1] as char)
+}
+
 fn hs256_with(secret: &[u8], header: &Value, claims: &Value) -> String {
     let input = format!(
         "{}.{}",
@@ -450,6 +463,13 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
                 &valid_sig[..(valid_sig.len() / 2) & !3]
             )),
             "bad_signature",
+        ),
+        (
+            // Same signature bytes, but the unused low bits of the last character set: a
+            // second spelling of the same token, refused rather than decoded leniently.
+            "signature with non-canonical base64url",
+            bearer(&format!("{valid_input}.{}", non_canonical(valid_sig))),
+            "malformed_token",
         ),
         // --- iss ---
         (
