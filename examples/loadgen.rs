@@ -631,8 +631,11 @@ impl Conn {
 
     async fn fill(&mut self) -> Result<(), String> {
         self.rbuf.reserve(READ_BUF);
-        match tokio::time::timeout(self.ctx.args.ack_timeout, self.stream.read_buf(&mut self.rbuf))
-            .await
+        match tokio::time::timeout(
+            self.ctx.args.ack_timeout,
+            self.stream.read_buf(&mut self.rbuf),
+        )
+        .await
         {
             Err(_) => Err(format!(
                 "no data from the agent for {:?} ({} NOTIFYs unanswered)",
@@ -769,12 +772,7 @@ impl Conn {
                     h.stream_id, h.frame_id
                 ));
             }
-            None => {
-                return Err(format!(
-                    "ACK frame-id {} was never sent",
-                    h.frame_id
-                ))
-            }
+            None => return Err(format!("ACK frame-id {} was never sent", h.frame_id)),
         };
         self.free.push(slot);
         self.stats.acked += 1;
