@@ -24,6 +24,7 @@ WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-4}
 DEPTH=${DEPTH:-16}
 FILL=${FILL:-100000}
+RUNS=${RUNS:-null hot mix fill}
 PORT_BASE=${PORT_BASE:-19400}
 OUT=${OUT:-$ROOT/target/bench-e2e}
 NPROC=$(nproc)
@@ -35,6 +36,16 @@ fi
 pin() {
   local cpus=$1; shift
   if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+# Start `cmd` in the background pinned to CPUS; $! is the command's own PID (exec, no
+# wrapper shell), so /proc/$!/stat and kill reach the process itself.
+spawn() { # spawn CPUS cmd...
+  local cpus=$1; shift
+  if [[ -n $cpus ]]; then
+    (exec taskset -c "$cpus" "$@") &
+  else
+    ("$@") &
+  fi
 }
 cpu_count() {
   local n=0 part parts
@@ -87,13 +98,14 @@ sed -e "s|@SPOP_PORT@|$SPOP|" -e "s|@ADMIN_PORT@|$ADMIN|" -e "s|@CACHE_SIZE@|$((
 
 export TOKIO_WORKER_THREADS
 TOKIO_WORKER_THREADS=$(cpu_count "$AGENT_CPUS")
-pin "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$NULLP" 2>"$WORK/null.log" &
+spawn "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$NULLP" 2>"$WORK/null.log"
 NULL_PID=$!
 PIDS+=($NULL_PID)
-pin "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate.toml" --log-format text 2>"$WORK/idgate.log" &
+spawn "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate.toml" --log-format text 2>"$WORK/idgate.log"
 IDGATE_PID=$!
 PIDS+=($IDGATE_PID)
 wait_port "$NULLP" $NULL_PID null
+[[ $(cat "/proc/$IDGATE_PID/comm") == idgate ]] || die "PID $IDGATE_PID is not idgate"
 for ((i = 0; i < 300; i++)); do
   [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN/ready") == 200 ]] && break
   sleep 0.1
@@ -111,11 +123,17 @@ run() { # name target pid args...
     die "$name: checks failed: $(cat "$OUT/agent-$name.json")"
 }
 TIMED=(--duration "$DURATION" --warmup "$WARMUP")
-run null "$NULLP" "$NULL_PID" --tokens "$WORK/rs" --expect allow-all "${TIMED[@]}"
-run hot "$SPOP" "$IDGATE_PID" --tokens "$WORK/rs" "${TIMED[@]}"
-run mix "$SPOP" "$IDGATE_PID" --tokens "$WORK/rs" --distinct-share 0.1 --invalid-share 0.01 "${TIMED[@]}"
-run fill "$SPOP" "$IDGATE_PID" --tokens "$WORK/ed" --distinct-share 1 --order sequential \
-  --max-requests "$FILL"
+for name in $RUNS; do
+  case $name in
+    null) run null "$NULLP" "$NULL_PID" --tokens "$WORK/rs" --expect allow-all "${TIMED[@]}" ;;
+    hot) run hot "$SPOP" "$IDGATE_PID" --tokens "$WORK/rs" "${TIMED[@]}" ;;
+    mix) run mix "$SPOP" "$IDGATE_PID" --tokens "$WORK/rs" --distinct-share 0.1 \
+      --invalid-share 0.01 "${TIMED[@]}" ;;
+    fill) run fill "$SPOP" "$IDGATE_PID" --tokens "$WORK/ed" --distinct-share 1 \
+      --order sequential --max-requests "$FILL" ;;
+    *) die "unknown run $name" ;;
+  esac
+done
 FILLED_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$IDGATE_PID/status")
 CACHED=$(curl -s "http://127.0.0.1:$ADMIN/metrics" |
   awk '$1 ~ /^idgate_token_cache_requests_total\{result="miss"\}/ { print $2 }')
@@ -131,7 +149,7 @@ CACHED=$(curl -s "http://127.0.0.1:$ADMIN/metrics" |
   echo
   echo "| run | decisions/s | p50 µs | p99 µs | agent CPU µs/decision | agent CPU share | loadgen CPU share |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
-  for name in null hot mix fill; do
+  for name in $RUNS; do
     python3 - "$OUT/agent-$name.json" "$name" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
