@@ -75,6 +75,16 @@ pin() { # pin CPUS cmd...
   local cpus=$1; shift
   if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi
 }
+# Start `cmd` in the background pinned to CPUS; $! is the command's own PID (exec, no
+# wrapper shell), so /proc/$!/stat and kill reach the process itself.
+spawn() { # spawn CPUS cmd...
+  local cpus=$1; shift
+  if [[ -n $cpus ]]; then
+    (exec taskset -c "$cpus" "$@") &
+  else
+    ("$@") &
+  fi
+}
 AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
 
 PORT_NOAUTH=$((PORT_BASE + 1)) PORT_JWT=$((PORT_BASE + 2)) PORT_NULL=$((PORT_BASE + 3))
@@ -159,21 +169,22 @@ idgate_config "$AGENT_COLD" "$ADMIN_COLD" 0 >"$WORK/idgate-cold.toml"
 
 # ---- agents --------------------------------------------------------------------------------
 export TOKIO_WORKER_THREADS=$AGENT_THREADS
-pin "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$AGENT_NULL" >"$WORK/null.log" 2>&1 &
+spawn "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$AGENT_NULL" >"$WORK/null.log" 2>&1
 NULL_PID=$!
 PIDS+=($NULL_PID)
-pin "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate.toml" --log-format text \
-  >"$WORK/idgate.log" 2>&1 &
+spawn "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate.toml" --log-format text \
+  >"$WORK/idgate.log" 2>&1
 IDGATE_PID=$!
 PIDS+=($IDGATE_PID)
-pin "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-cold.toml" --log-format text \
-  >"$WORK/cold.log" 2>&1 &
+spawn "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-cold.toml" --log-format text \
+  >"$WORK/cold.log" 2>&1
 COLD_PID=$!
 PIDS+=($COLD_PID)
 unset TOKIO_WORKER_THREADS
 wait_port "$AGENT_NULL" $NULL_PID null
 wait_ready "$ADMIN_IDGATE" $IDGATE_PID idgate
 wait_ready "$ADMIN_COLD" $COLD_PID cold
+[[ $(cat "/proc/$IDGATE_PID/comm") == idgate ]] || die "PID $IDGATE_PID is not idgate"
 IDLE_RSS=$(rss_kib $IDGATE_PID)
 
 # ---- HAProxy ---------------------------------------------------------------------------------
@@ -265,7 +276,7 @@ run_wrk() { # version variant round frontend haproxy-pid
 for hv in "${HAPROXIES[@]}"; do
   version=${hv%%:*} binary=${hv#*:}
   "$binary" -c -q -f "$ROOT/benches/e2e/haproxy.cfg" || die "HAProxy $version rejects the config"
-  pin "$HAPROXY_CPUS" "$binary" -db -f "$ROOT/benches/e2e/haproxy.cfg" >"$WORK/haproxy-$version.log" 2>&1 &
+  spawn "$HAPROXY_CPUS" "$binary" -db -f "$ROOT/benches/e2e/haproxy.cfg" >"$WORK/haproxy-$version.log" 2>&1
   HP=$!
   PIDS+=($HP)
   wait_port "$PORT_COLD" $HP "haproxy-$version"

@@ -1,9 +1,9 @@
-//! A null SPOA on idgate's SPOP core and server: every NOTIFY is answered at once with
-//! `allow=true`, `status=200`, `reason=ok`. It measures the protocol and shell overhead
-//! without any decision cost (load tests, HAProxy benchmarks).
+//! A null SPOA: idgate's SPOP core and server with a decision that allows everything at once
+//! (`allow=true`, `status=200`, `reason=ok`). Benchmarks use it to measure the protocol and
+//! shell overhead without any decision cost (benches/e2e.sh frontend (c)).
 //!
 //! Usage: `cargo run --release --example null_agent [LISTEN_ADDR]` (default 127.0.0.1:12346).
-//! Stops on SIGTERM/SIGINT.
+//! Stops on SIGTERM/SIGINT. Worker threads: TOKIO_WORKER_THREADS (default: one per CPU).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use idgate::decision::{Authorizer, AuthzRequest, Reason, Verdict};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:12346";
 
-/// Allows everything without looking at the request.
+/// Allows every request without looking at it.
 struct Null;
 
 impl Authorizer for Null {
@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -39,7 +39,9 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
-    /// All claims of the token, for `claims` rule conditions and `principal = "claim:..."`.
+    /// The token's claims that rules read (`claims` conditions, `principal = "claim:..."`);
+    /// the authenticator drops the others when it builds the identity, so that cached
+    /// identities stay small (see `auth::claims_read_by_rules`).
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 

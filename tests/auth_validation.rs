@@ -30,6 +30,29 @@ async fn env(name: &str, extra: &str) -> Env {
 }
 
 #[tokio::test]
+async fn identity_keeps_only_the_claims_rules_read() {
+    let rule = "\n[[rule]]\nname = \"r\"\nclaims = { \"realm.roles\" = \"r1\" }\n\
+                principal = \"claim:preferred_username\"\n";
+    let e = env("v-kept", rule).await;
+    let mut c = claims(&e.idp.base);
+    c["realm"] = json!({"roles": ["r1"], "other": 1});
+    c["preferred_username"] = json!("al");
+    c["unread"] = json!("dropped");
+    let id = e.auth.authenticate(&e.rsa.token(&c)).await.unwrap();
+    assert_eq!(id.claim("realm.roles"), Some(&json!(["r1"])));
+    assert_eq!(id.claim("preferred_username"), Some(&json!("al")));
+    assert_eq!(id.claim("unread"), None);
+    assert_eq!(id.claim("scope"), None);
+    let mut names: Vec<_> = id.claims.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["preferred_username", "realm"]);
+    // The typed fields do not depend on it.
+    assert_eq!(id.scopes, ["read", "write"]);
+    assert_eq!(id.groups, ["ml-engineers"]);
+    assert_eq!(id.email.as_deref(), Some("alice@example.com"));
+}
+
+#[tokio::test]
 async fn accepts_all_three_algorithms_and_builds_identity() {
     let e = env("v-accept", "").await;
     for s in [&e.rsa, &e.ec, &e.ed] {
@@ -46,7 +69,9 @@ async fn accepts_all_three_algorithms_and_builds_identity() {
         assert_eq!(id.groups, ["ml-engineers"]);
         assert_eq!(id.scopes, ["read", "write"]);
         assert_eq!(id.expires_at, c["exp"].as_u64().unwrap());
-        assert_eq!(id.claim("scope"), Some(&json!("read write")));
+        // No rule reads any claim: the identity keeps none (the typed fields above hold
+        // what the rules need; see identity_keeps_only_the_claims_rules_read).
+        assert!(id.claims.is_empty());
     }
     // typ at+jwt (RFC 9068) and a header without typ are fine too.
     let c = claims(&e.idp.base);
