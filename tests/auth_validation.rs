@@ -193,6 +193,11 @@ async fn signature_failures() {
         reason(&e.auth, &format!("{input}.AAAA")).await,
         "bad_signature"
     );
+    // A signature that is not even base64url (one character cannot encode a byte).
+    assert_eq!(
+        reason(&e.auth, &format!("{input}.A")).await,
+        "malformed_token"
+    );
     // And the good one still passes.
     assert!(e.auth.authenticate(&good).await.is_ok());
 }

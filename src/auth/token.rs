@@ -6,9 +6,11 @@
 //! claim checks let a missing or mistyped `aud`/`iss` through unless told otherwise
 //! (identity-and-databricks.md §6.4-6.5). serde_json's `Map` silently keeps the last of two
 //! duplicate names (RFC 7519 §4 says reject or take the last; we reject). So the strict rules
-//! live here, and `jsonwebtoken` is kept as a second, independent line of checks.
+//! live here, and they are the only claim and header checks: `jsonwebtoken` is used for the
+//! signature alone (see the module docs of `auth`).
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -37,6 +39,12 @@ const KEY_REFERENCE_PARAMS: &[&str] = &["jku", "jwk", "x5u", "x5c"];
 /// compression and encryption (JWE). Refused as `unsupported_token`.
 const UNSUPPORTED_PARAMS: &[&str] = &["b64", "zip", "enc", "epk", "p2s", "p2c"];
 
+/// Registered header parameters we do not use but whose value must be a string when present
+/// (RFC 7515 §4.1.7-8 certificate thumbprints, RFC 8555 §6.4 `url`/`nonce`). A mistyped one
+/// means a broken or hand-crafted header: `malformed_token` (`null` counts as absent, as it
+/// did while `jsonwebtoken` parsed the header a second time).
+const STRING_PARAMS: &[&str] = &["x5t", "x5t#S256", "url", "nonce"];
+
 /// The checked JOSE header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
@@ -50,9 +58,18 @@ pub struct Header {
 pub struct Parsed {
     pub header: Header,
     pub claims: Map<String, Value>,
+    /// Length of `header.payload` (the JWS signing input) in the parsed token.
+    signing_input_len: usize,
 }
 
 impl Parsed {
+    /// The JWS signing input (`header.payload`, RFC 7515 §5.2) and the base64url signature of
+    /// `raw`, which must be the token this was parsed from.
+    pub fn signing_input_and_signature<'a>(&self, raw: &'a str) -> (&'a str, &'a str) {
+        let (input, rest) = raw.split_at(self.signing_input_len);
+        (input, rest.strip_prefix('.').unwrap_or(rest))
+    }
+
     /// The unverified `iss`, used only to pick which issuer's keys verify the token.
     pub fn iss(&self) -> Result<&str, Rejection> {
         match self.claims.get("iss") {
@@ -156,7 +173,11 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
             ))
         }
     };
-    Ok(Parsed { header, claims })
+    Ok(Parsed {
+        header,
+        claims,
+        signing_input_len: h.len() + 1 + p.len(),
+    })
 }
 
 const INVALID: u8 = 0;
@@ -182,8 +203,8 @@ fn parse_header(encoded: &str) -> Result<Header, Rejection> {
     let raw = URL_SAFE_NO_PAD
         .decode(encoded)
         .map_err(|_| Rejection::new(Reason::MalformedToken, "header is not valid base64url"))?;
-    let obj = match parse_object(&raw) {
-        Ok(m) => m,
+    let obj: RawHeader = match parse_strict(&raw) {
+        Ok(h) => h,
         Err(JsonError::Duplicate) => {
             return Err(Rejection::new(
                 Reason::MalformedToken,
@@ -197,8 +218,8 @@ fn parse_header(encoded: &str) -> Result<Header, Rejection> {
             ))
         }
     };
-    let alg = match obj.get("alg") {
-        Some(Value::String(a)) if a.len() <= MAX_SHORT_PARAM_BYTES => a,
+    let alg = match &obj.alg {
+        Param::Str(a) if a.len() <= MAX_SHORT_PARAM_BYTES => a,
         _ => {
             return Err(Rejection::new(
                 Reason::MalformedToken,
@@ -212,7 +233,7 @@ fn parse_header(encoded: &str) -> Result<Header, Rejection> {
             "signature algorithm not allowed",
         ));
     };
-    if obj.contains_key("crit") {
+    if obj.crit {
         // RFC 7515 §4.1.11: a recipient MUST reject a token whose `crit` lists an extension it
         // does not understand; we understand none, so any `crit` is refused.
         return Err(Rejection::new(
@@ -220,42 +241,48 @@ fn parse_header(encoded: &str) -> Result<Header, Rejection> {
             "critical header extensions are not supported",
         ));
     }
-    if KEY_REFERENCE_PARAMS.iter().any(|k| obj.contains_key(*k)) {
+    if obj.key_reference {
         return Err(Rejection::new(
             Reason::UnsupportedToken,
             "embedded or remote key references (jku, jwk, x5u, x5c) are not accepted",
         ));
     }
-    if UNSUPPORTED_PARAMS.iter().any(|k| obj.contains_key(*k)) {
+    if obj.unsupported {
         return Err(Rejection::new(
             Reason::UnsupportedToken,
             "unsupported JOSE header parameter",
         ));
     }
-    match obj.get("cty") {
-        None => {}
-        Some(Value::String(c)) if !c.eq_ignore_ascii_case("JWT") => {}
-        Some(_) => {
+    if obj.mistyped_string_param {
+        return Err(Rejection::new(
+            Reason::MalformedToken,
+            "header parameter is not a string",
+        ));
+    }
+    match &obj.cty {
+        Param::Absent => {}
+        Param::Str(c) if !c.eq_ignore_ascii_case("JWT") => {}
+        _ => {
             return Err(Rejection::new(
                 Reason::UnsupportedToken,
                 "nested tokens are not supported",
             ))
         }
     }
-    let kid = match obj.get("kid") {
-        None => None,
-        Some(Value::String(k)) if valid_kid(k) => Some(k.clone()),
-        Some(_) => {
+    let kid = match obj.kid {
+        Param::Absent => None,
+        Param::Str(k) if valid_kid(&k) => Some(k),
+        _ => {
             return Err(Rejection::new(
                 Reason::MalformedToken,
                 "header kid is not a short printable string",
             ))
         }
     };
-    let typ = match obj.get("typ") {
-        None => None,
-        Some(Value::String(t)) if t.len() <= MAX_SHORT_PARAM_BYTES => Some(t.clone()),
-        Some(_) => {
+    let typ = match obj.typ {
+        Param::Absent => None,
+        Param::Str(t) if t.len() <= MAX_SHORT_PARAM_BYTES => Some(t),
+        _ => {
             return Err(Rejection::new(
                 Reason::UnsupportedToken,
                 "header typ is not an accepted token type",
@@ -263,6 +290,212 @@ fn parse_header(encoded: &str) -> Result<Header, Rejection> {
         }
     };
     Ok(Header { alg, kid, typ })
+}
+
+/// A header parameter's value, as far as the header rules look at it.
+#[derive(Debug, Default)]
+enum Param {
+    #[default]
+    Absent,
+    Null,
+    Str(String),
+    /// A number, a boolean, an array or an object.
+    Other,
+}
+
+/// The JOSE header reduced to what the rules need, read in one pass without building a
+/// `serde_json::Value` tree (the header is parsed for every first-seen token). Every member,
+/// kept or not, is still checked for duplicate names at any depth.
+#[derive(Debug, Default)]
+struct RawHeader {
+    alg: Param,
+    kid: Param,
+    typ: Param,
+    cty: Param,
+    crit: bool,
+    /// One of [`KEY_REFERENCE_PARAMS`] is present.
+    key_reference: bool,
+    /// One of [`UNSUPPORTED_PARAMS`] is present.
+    unsupported: bool,
+    /// One of [`STRING_PARAMS`] is present with a value that is neither a string nor null.
+    mistyped_string_param: bool,
+}
+
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawHeaderVisitor)
+    }
+}
+
+struct RawHeaderVisitor;
+
+impl<'de> Visitor<'de> for RawHeaderVisitor {
+    type Value = RawHeader;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+        let mut h = RawHeader::default();
+        let mut seen = SeenKeys::default();
+        while let Some(Key(k)) = map.next_key()? {
+            let slot = match &*k {
+                "alg" => Some(&mut h.alg),
+                "kid" => Some(&mut h.kid),
+                "typ" => Some(&mut h.typ),
+                "cty" => Some(&mut h.cty),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                *slot = map.next_value::<ParamValue>()?.0;
+            } else if STRING_PARAMS.contains(&&*k) {
+                // `null` counts as absent (see STRING_PARAMS).
+                h.mistyped_string_param |=
+                    matches!(map.next_value::<ParamValue>()?.0, Param::Other);
+            } else {
+                map.next_value::<StrictIgnored>()?;
+                h.crit |= &*k == "crit";
+                h.key_reference |= KEY_REFERENCE_PARAMS.contains(&&*k);
+                h.unsupported |= UNSUPPORTED_PARAMS.contains(&&*k);
+            }
+            seen.insert(k)?;
+        }
+        Ok(h)
+    }
+}
+/// An object member name, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The member names of one object so far; inserting one twice is the duplicate-name error.
+/// A set rather than a list so that a hostile object with thousands of members stays linear-ish.
+#[derive(Default)]
+struct SeenKeys<'de>(BTreeSet<Cow<'de, str>>);
+
+impl<'de> SeenKeys<'de> {
+    fn insert<E: de::Error>(&mut self, k: Cow<'de, str>) -> Result<(), E> {
+        if self.0.insert(k) {
+            Ok(())
+        } else {
+            Err(E::custom(DUPLICATE_KEY))
+        }
+    }
+}
+
+/// A header parameter value reduced to a [`Param`]; arrays and objects are still walked for
+/// duplicate names.
+struct ParamValue(Param);
+
+impl<'de> Deserialize<'de> for ParamValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ParamValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ParamValue, E> {
+                Ok(ParamValue(Param::Other))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ParamValue, E> {
+                Ok(ParamValue(Param::Other))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ParamValue, E> {
+                Ok(ParamValue(Param::Other))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ParamValue, E> {
+                Ok(ParamValue(Param::Other))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ParamValue, E> {
+                Ok(ParamValue(Param::Str(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<ParamValue, E> {
+                Ok(ParamValue(Param::Str(v)))
+            }
+            fn visit_unit<E>(self) -> Result<ParamValue, E> {
+                Ok(ParamValue(Param::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ParamValue, A::Error> {
+                StrictIgnoredVisitor.visit_seq(seq)?;
+                Ok(ParamValue(Param::Other))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ParamValue, A::Error> {
+                StrictIgnoredVisitor.visit_map(map)?;
+                Ok(ParamValue(Param::Other))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Any JSON value, discarded, but refusing duplicate object member names at any depth.
+struct StrictIgnored;
+
+impl<'de> Deserialize<'de> for StrictIgnored {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictIgnoredVisitor)
+    }
+}
+
+struct StrictIgnoredVisitor;
+
+impl<'de> Visitor<'de> for StrictIgnoredVisitor {
+    type Value = StrictIgnored;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<StrictIgnored, E> {
+        Ok(StrictIgnored)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<StrictIgnored, E> {
+        Ok(StrictIgnored)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<StrictIgnored, E> {
+        Ok(StrictIgnored)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<StrictIgnored, E> {
+        Ok(StrictIgnored)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<StrictIgnored, E> {
+        Ok(StrictIgnored)
+    }
+    fn visit_unit<E>(self) -> Result<StrictIgnored, E> {
+        Ok(StrictIgnored)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictIgnored, A::Error> {
+        while seq.next_element::<StrictIgnored>()?.is_some() {}
+        Ok(StrictIgnored)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictIgnored, A::Error> {
+        let mut seen = SeenKeys::default();
+        while let Some(Key(k)) = map.next_key()? {
+            seen.insert(k)?;
+            map.next_value::<StrictIgnored>()?;
+        }
+        Ok(StrictIgnored)
+    }
 }
 
 /// `kid`: 1..=256 bytes of printable ASCII without spaces. It is only ever used as a map key
@@ -296,11 +529,19 @@ const DUPLICATE_KEY: &str = "duplicate object key";
 
 /// Parse a JSON object, refusing duplicate member names at any depth.
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
-    match serde_json::from_slice::<StrictValue>(bytes) {
-        Ok(StrictValue(Value::Object(m))) => Ok(m),
-        Ok(_) => Err(JsonError::Invalid),
-        // Our visitor accepts every JSON shape, so the only data error it can raise is the
-        // duplicate-key one; everything else is a syntax/EOF error.
+    match parse_strict::<StrictValue>(bytes)? {
+        StrictValue(Value::Object(m)) => Ok(m),
+        _ => Err(JsonError::Invalid),
+    }
+}
+
+/// Deserialize with one of the duplicate-refusing visitors of this module.
+fn parse_strict<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, JsonError> {
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(v) => Ok(v),
+        // Our visitors accept every JSON shape they are given (or fail with a type error, which
+        // never starts like this), so this is the duplicate-key error; everything else is a
+        // syntax/EOF/shape error.
         Err(e) if e.is_data() && e.to_string().starts_with(DUPLICATE_KEY) => {
             Err(JsonError::Duplicate)
         }
@@ -614,6 +855,14 @@ mod tests {
             (r#"{"alg":"RS256","kid":"a b"}"#, Reason::MalformedToken),
             (r#"{"alg":"RS256","kid":7}"#, Reason::MalformedToken),
             (r#"{"alg":"RS256","typ":5}"#, Reason::UnsupportedToken),
+            (r#"{"alg":"RS256","x5t":5}"#, Reason::MalformedToken),
+            (r#"{"alg":"RS256","x5t#S256":[]}"#, Reason::MalformedToken),
+            (r#"{"alg":"RS256","url":{}}"#, Reason::MalformedToken),
+            (r#"{"alg":"RS256","nonce":true}"#, Reason::MalformedToken),
+            (
+                r#"{"alg":"RS256","ext":{"a":1,"a":2}}"#,
+                Reason::MalformedToken,
+            ),
             ("[1]", Reason::MalformedToken),
             ("not json", Reason::MalformedToken),
         ];
@@ -642,6 +891,25 @@ mod tests {
         assert_eq!(ok.header.alg, Algorithm::EdDSA);
         assert_eq!(ok.header.kid.as_deref(), Some("k-1"));
         assert_eq!(ok.header.typ.as_deref(), Some("at+jwt"));
+        // Registered string parameters: a string or null is fine, and unknown ones are ignored.
+        assert!(parse(
+            &tok(
+                r#"{"alg":"RS256","x5t#S256":"abc","url":null,"nonce":"n","ext":{"a":[1]}}"#,
+                P
+            ),
+            8192
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn signing_input_is_the_raw_header_and_payload() {
+        let t = tok(r#"{"alg":"RS256"}"#, P);
+        let parsed = parse(&t, 8192).unwrap();
+        let (input, sig) = parsed.signing_input_and_signature(&t);
+        let (want_input, want_sig) = t.rsplit_once('.').unwrap();
+        assert_eq!((input, sig), (want_input, want_sig));
+        assert_eq!(sig, "c2ln");
     }
 
     #[test]
