@@ -202,6 +202,14 @@ pub struct IssuerConfig {
     /// refreshes do not count). Default 30s; at least 100ms (values below 1s are for tests).
     #[serde(default = "default_kid_refetch")]
     pub unknown_kid_refetch_interval: Dur,
+    /// Longest a request waits for the JWKS refetch its unknown `kid` triggered (or for one in
+    /// progress). The fetch itself runs on to completion (up to `http_timeout`) in the
+    /// background, so a slow IdP costs the request at most this, and the next request with that
+    /// `kid` finds the new keys. Default 1s: below the shipped SPOE `timeout processing` (3s), so
+    /// idgate answers `unknown_key` itself instead of HAProxy giving up, with room left for an
+    /// upstream credential fetch. Between 1ms and 10s.
+    #[serde(default = "default_kid_wait")]
+    pub unknown_kid_wait: Dur,
     /// Timeout of every HTTP call to this IdP. Default 5s.
     #[serde(default = "default_http_timeout")]
     pub http_timeout: Dur,
@@ -224,6 +232,9 @@ fn default_jwks_refresh() -> Dur {
 }
 fn default_kid_refetch() -> Dur {
     secs(30)
+}
+fn default_kid_wait() -> Dur {
+    secs(1)
 }
 fn default_http_timeout() -> Dur {
     secs(5)
@@ -563,6 +574,13 @@ impl Config {
                     "at least 100ms",
                 ));
             }
+            if iss.unknown_kid_wait.0.is_zero() || iss.unknown_kid_wait.0 > Duration::from_secs(10)
+            {
+                p.push(Problem::new(
+                    format!("{k}.unknown_kid_wait"),
+                    "must be between 1ms and 10s",
+                ));
+            }
             if !issuer_urls.insert(iss.issuer.as_str()) {
                 p.push(Problem::new(
                     format!("{k}.issuer"),
@@ -765,11 +783,13 @@ issuer = "https://idp.example.com"
 audiences = ["x"]
 groups_claim = "realm..roles"
 unknown_kid_refetch_interval = "10ms"
+unknown_kid_wait = "0s"
 allowed_typ = [""]
 [[issuer]]
 name = "b"
 issuer = "https://idp.example.com"
 audiences = ["y"]
+unknown_kid_wait = "11s"
 "#,
             "t",
         )
@@ -777,6 +797,8 @@ audiences = ["y"]
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"issuer[0].groups_claim"), "{keys:?}");
         assert!(keys.contains(&"issuer[0].unknown_kid_refetch_interval"));
+        assert!(keys.contains(&"issuer[0].unknown_kid_wait"));
+        assert!(keys.contains(&"issuer[1].unknown_kid_wait"));
         assert!(keys.contains(&"issuer[0].allowed_typ"));
         assert!(keys.contains(&"issuer[1].issuer"), "duplicate iss");
     }

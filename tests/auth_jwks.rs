@@ -82,6 +82,53 @@ async fn unknown_kid_flood_costs_one_jwks_request() {
         .is_ok());
 }
 
+/// A slow IdP (JWKS answers after 1.5 s, `http_timeout` 5 s) costs a request with a new
+/// `kid` at most `unknown_kid_wait`, not the fetch's duration (which could exceed HAProxy's SPOE
+/// processing timeout); the fetch still completes in the background and the next request
+/// with that `kid` is accepted without another JWKS request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_refetch_costs_a_request_at_most_unknown_kid_wait() {
+    let old = Signer::rsa("old");
+    let idp = MockIdp::start(&[&old]).await;
+    let auth = ready_auth(&config(
+        "j-wait",
+        &idp,
+        false,
+        "unknown_kid_refetch_interval = \"1h\"\nunknown_kid_wait = \"200ms\"\nhttp_timeout = \"5s\"",
+    ))
+    .await;
+    let new = Signer::ec("new");
+    idp.set_keys(&[&old, &new]);
+    idp.set_delay(Duration::from_millis(1500));
+    let h = idp.jwks_hits();
+
+    let token = new.token(&claims(&idp.base));
+    let started = Instant::now();
+    assert_eq!(reason(&auth, &token).await, "unknown_key");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000),
+        "the request waited {waited:?}, more than unknown_kid_wait allows"
+    );
+
+    // Requests meanwhile neither wait long nor start a second fetch.
+    let mut c = claims(&idp.base);
+    c["sub"] = json!("bob");
+    assert_eq!(reason(&auth, &new.token(&c)).await, "unknown_key");
+
+    assert!(
+        eventually(Duration::from_secs(5), || auth.issuer_status()[0]
+            .kids
+            .contains(&"new".to_string()))
+        .await,
+        "the background fetch installed the new key"
+    );
+    assert_eq!(idp.jwks_hits(), h + 1, "one fetch for the new kid");
+    let id = auth.authenticate(&token).await.expect("accepted now");
+    assert_eq!(id.sub, "alice");
+    assert_eq!(idp.jwks_hits(), h + 1);
+}
+
 #[tokio::test]
 async fn key_rotation_is_picked_up_on_unknown_kid() {
     let old = Signer::rsa("old");

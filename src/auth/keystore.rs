@@ -7,6 +7,10 @@
 //!   starting their own.
 //! - Unknown-`kid` refetches are additionally rate-limited (`unknown_kid_refetch_interval`), so
 //!   a flood of tokens with random kids costs the IdP at most one request per interval.
+//! - A request waits for such a refetch at most `unknown_kid_wait` (default 1s, below HAProxy's
+//!   SPOE processing timeout): the fetch runs in its own task holding the fetch lock, so a slow
+//!   IdP (up to `http_timeout`) costs the request that bound, never HAProxy's timeout, and the
+//!   fetch still completes for the next request with that `kid`.
 //! - A failed or garbage fetch never replaces good keys: the last good set stays in use, the
 //!   failure is counted (`idgate_jwks_refresh_total{result="failure"}`) and logged at most once
 //!   a minute per issuer.
@@ -104,11 +108,14 @@ pub struct KeyStore {
     timeout: Duration,
     refresh: Duration,
     miss_interval: Duration,
+    miss_wait: Duration,
     keys: ArcSwap<KeySet>,
     /// Bumped after each newly installed key set; lets a waiting miss see that keys changed.
     generation: AtomicU64,
     loaded: watch::Sender<bool>,
-    fetch: tokio::sync::Mutex<FetchState>,
+    /// In an `Arc` so that an unknown-`kid` refetch can move its guard into the task that
+    /// outlives a request that stopped waiting.
+    fetch: Arc<tokio::sync::Mutex<FetchState>>,
     info: Mutex<Info>,
     counters: Counters,
 }
@@ -131,10 +138,11 @@ impl KeyStore {
             timeout: cfg.http_timeout.0,
             refresh: cfg.jwks_refresh.0,
             miss_interval: cfg.unknown_kid_refetch_interval.0,
+            miss_wait: cfg.unknown_kid_wait.0,
             keys: ArcSwap::from_pointee(KeySet::default()),
             generation: AtomicU64::new(0),
             loaded: watch::Sender::new(false),
-            fetch: tokio::sync::Mutex::new(FetchState::default()),
+            fetch: Arc::new(tokio::sync::Mutex::new(FetchState::default())),
             counters: Counters {
                 success: m.jwks_refresh.with_label_values(&[name, "success"]),
                 failure: m.jwks_refresh.with_label_values(&[name, "failure"]),
@@ -211,21 +219,45 @@ impl KeyStore {
     /// A token named a `kid` we do not have. Refetch once, unless another caller's fetch already
     /// brought new keys (`seen_generation` is stale) or the last miss-triggered fetch is younger
     /// than `unknown_kid_refetch_interval`. Returns true when the caller should look again.
-    pub async fn refetch_for_miss(&self, seen_generation: u64) -> bool {
-        let mut st = self.fetch.lock().await;
-        if self.generation() != seen_generation {
-            return true;
+    ///
+    /// Waits at most `unknown_kid_wait`, for the lock and the fetch together. The fetch runs in
+    /// a task of its own that owns the lock: when the wait is cut short, the fetch still
+    /// finishes (bounded by `http_timeout`) and installs its keys, and no second fetch starts
+    /// meanwhile. Only the caller that actually fetches spawns a task, so a flood of misses
+    /// against a slow IdP spawns one task, not one per request.
+    pub async fn refetch_for_miss(self: &Arc<Self>, seen_generation: u64) -> bool {
+        let refetch = async {
+            let mut st = Arc::clone(&self.fetch).lock_owned().await;
+            if self.generation() != seen_generation {
+                return true;
+            }
+            if st
+                .last_miss_fetch
+                .is_some_and(|t| t.elapsed() < self.miss_interval)
+            {
+                return false;
+            }
+            st.last_miss_fetch = Some(Instant::now());
+            let before = self.generation();
+            let store = Arc::clone(self);
+            let fetch = tokio::spawn(async move {
+                let _ = store.fetch_and_record(&mut st, Cause::UnknownKid).await;
+            });
+            // A JoinError (the task panicked or the runtime is shutting down) just means no
+            // new keys.
+            let _ = fetch.await;
+            self.generation() != before
+        };
+        match tokio::time::timeout(self.miss_wait, refetch).await {
+            Ok(look_again) => look_again,
+            Err(_) => {
+                tracing::debug!(
+                    issuer = %self.name, wait = ?self.miss_wait,
+                    "unknown kid: JWKS refetch still running, not waiting longer"
+                );
+                false
+            }
         }
-        if st
-            .last_miss_fetch
-            .is_some_and(|t| t.elapsed() < self.miss_interval)
-        {
-            return false;
-        }
-        st.last_miss_fetch = Some(Instant::now());
-        let before = self.generation();
-        let _ = self.fetch_and_record(&mut st, Cause::UnknownKid).await;
-        self.generation() != before
     }
 
     /// Fetch now (used by the refresher). `Ok(max_age)` on success or not-modified.
