@@ -7,6 +7,9 @@
 #
 # Environment:
 #   FUZZ_SECONDS=60     libFuzzer's -max_total_time per target.
+#   FUZZ_RUNS=          if set, stop each target after this many executions instead (libFuzzer
+#                       -runs; FUZZ_SECONDS is then ignored). The README's 10M-execution
+#                       figures come from FUZZ_RUNS=10000000.
 #   FUZZ_JOBS=1         parallel fuzzing jobs per target (libFuzzer -fork; 1 = in-process).
 #   FUZZ_BUILD_ARGS=    extra `cargo fuzz run` flags, e.g. "--debug-assertions" to also catch
 #                       integer overflow (slower; rebuilds everything once).
@@ -18,14 +21,23 @@
 # Seeds (fuzz/seeds/<target>/) are copied into a temporary corpus directory, which libFuzzer
 # grows as it finds new coverage: the repository is never modified, except that a crashing
 # input is kept where cargo-fuzz puts it, fuzz/artifacts/<target>/ (git-ignored), so CI can
-# upload it. Reproduce one with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>`, then add
-# it as a unit test next to the code it broke.
+# upload it. Reproduce one with `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>`; once fixed,
+# copy it to fuzz/regressions/<target>/: tests/fuzz_seeds.rs runs every file there (and every
+# seed) through the same target function on each `cargo test`, without this build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
+RUNS="${FUZZ_RUNS:-}"
+if [ -n "$RUNS" ]; then
+    LIMIT=("-runs=$RUNS")
+    WHAT="$RUNS executions"
+else
+    LIMIT=("-max_total_time=$SECONDS_PER_TARGET")
+    WHAT="${SECONDS_PER_TARGET}s"
+fi
 JOBS="${FUZZ_JOBS:-1}"
 read -r -a BUILD_ARGS <<<"${FUZZ_BUILD_ARGS:-}"
 export RUSTC_BOOTSTRAP=1
@@ -63,7 +75,7 @@ for t in "${targets[@]}"; do
     if [ -d "fuzz/seeds/$t" ]; then
         cp -R "fuzz/seeds/$t/." "$corpus/"
     fi
-    echo "fuzz-smoke: $t for ${SECONDS_PER_TARGET}s ($(find "$corpus" -type f | wc -l) seeds)" >&2
+    echo "fuzz-smoke: $t for $WHAT ($(find "$corpus" -type f | wc -l) seeds)" >&2
     extra=()
     if [ "$JOBS" -gt 1 ]; then
         extra+=("-fork=$JOBS")
@@ -71,7 +83,7 @@ for t in "${targets[@]}"; do
     # -timeout: one input taking over 10 s is a hang worth failing on (the parsers are linear).
     # -rss_limit_mb: libFuzzer's default 2 GiB, explicit so a leak fails the same everywhere.
     if ! cargo fuzz run "${BUILD_ARGS[@]}" "$t" "$corpus" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+        "${LIMIT[@]}" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 "${extra[@]}"; then
         echo "fuzz-smoke: $t FAILED; the crashing input is in fuzz/artifacts/$t/" >&2
         failed+=("$t")
@@ -82,4 +94,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzz-smoke: crashes in: ${failed[*]}" >&2
     exit 1
 fi
-echo "fuzz-smoke: ${#targets[@]} target(s) ran ${SECONDS_PER_TARGET}s each without a crash" >&2
+echo "fuzz-smoke: ${#targets[@]} target(s) ran $WHAT each without a crash" >&2
