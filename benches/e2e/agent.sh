@@ -160,7 +160,8 @@ print(f'| {sys.argv[2]} | {s["decisions_per_sec"]:.0f} | {s["latency_us"]["p50"]
 PY
   done
   echo
-  echo "- idgate RSS: $((IDLE_RSS / 1024)) MiB idle after start;" \
-    "$((FILLED_RSS / 1024)) MiB with $FILL distinct identities cached" \
+  echo "- idgate RSS: $IDLE_RSS KiB ($((IDLE_RSS * 1024 / 1000000)) MB) idle after start;" \
+    "$FILLED_RSS KiB ($((FILLED_RSS * 1024 / 1000000)) MB) after the runs ($RUNS), with $FILL" \
+    "distinct identities cached" \
     "(token cache misses so far: ${CACHED:-?})"
 } | tee "$OUT/agent.md"
