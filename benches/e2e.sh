@@ -108,7 +108,7 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { # port pid name
   local i
   for ((i = 0; i < READY_SECS * 10; i++)); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup (log: $WORK/$3.log)"
+    kill -0 "$2" 2>/dev/null || die "$3 exited during startup: $(tail -n 20 "$WORK/$3.log" 2>/dev/null)"
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done
@@ -117,7 +117,7 @@ wait_port() { # port pid name
 wait_ready() { # admin-port pid name
   local i
   for ((i = 0; i < READY_SECS * 10; i++)); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup (log: $WORK/$3.log)"
+    kill -0 "$2" 2>/dev/null || die "$3 exited during startup: $(tail -n 20 "$WORK/$3.log" 2>/dev/null)"
     [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/ready") == 200 ]] && return 0
     sleep 0.1
   done
