@@ -315,13 +315,16 @@ fn stalled_peers_are_dropped_by_the_hello_and_idle_timeouts() {
     assert!(t.elapsed() >= HELLO);
 
     // After the HELLO and one decision, half a NOTIFY, then nothing: the idle timeout.
+    // The idle clock restarts on complete frames only (a byte at a time must not keep a
+    // connection alive), so it runs from the ACK: start timing before the decision, or the
+    // few milliseconds between that ACK and the partial NOTIFY would count against the bound.
     let mut c = SpopClient::open(agent.spop);
+    let t = Instant::now();
     assert_eq!(
         c.decide(&Request::new("GET", "/x")).reason(),
         "missing_token"
     );
     let notify = SpopClient::encode_notify(9, 1, &Request::new("GET", "/x"));
-    let t = Instant::now();
     c.send_raw(&notify[..notify.len() - 3]).unwrap();
     expect_disconnect(&mut c, Status::Timeout);
     let waited = t.elapsed();
