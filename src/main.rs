@@ -160,10 +160,7 @@ fn explain_cmd(path: &Path, req: ExplainRequest) -> ExitCode {
     // Diagnostics (JWKS fetch failures...) go to stderr; the JSON report to stdout.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,audit=off")),
-        )
+        .with_env_filter(telemetry::command_filter("warn"))
         .try_init();
     let rt = match runtime() {
         Ok(rt) => rt,

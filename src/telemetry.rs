@@ -164,6 +164,18 @@ pub fn validate_level(level: &str) -> Result<(), TelemetryError> {
 }
 
 fn parse_filter(filter: &str, origin: &'static str) -> Result<EnvFilter, TelemetryError> {
+    // tracing-subscriber 0.3's directive parser slices at byte offsets and panics on a
+    // multi-byte character in some positions (found by the `config_parse` fuzz target:
+    // `level = "    С $ [["`), which on a SIGHUP reload would take the agent down instead of
+    // keeping the old config. No useful directive needs non-ASCII (targets are Rust module
+    // paths, levels are words), so such a filter is refused before it gets there.
+    if !filter.is_ascii() {
+        return Err(TelemetryError::Filter {
+            filter: filter.escape_default().to_string(),
+            origin,
+            message: "only ASCII characters are allowed".to_owned(),
+        });
+    }
     EnvFilter::builder()
         .parse(filter)
         .map(|f| f.add_directive(audit_off()))
@@ -172,6 +184,17 @@ fn parse_filter(filter: &str, origin: &'static str) -> Result<EnvFilter, Telemet
             origin,
             message: e.to_string(),
         })
+}
+
+/// The filter for one-shot commands (`idgate explain`): `RUST_LOG` when it is set and valid,
+/// else `default`.
+pub fn command_filter(default: &str) -> EnvFilter {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| parse_filter(&v, "RUST_LOG").ok())
+        .or_else(|| parse_filter(default, "default").ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"))
 }
 
 /// Audit events are written by their own layer; the diagnostic layer never shows them, even
@@ -852,6 +875,16 @@ mod tests {
         assert!(AuditTarget::parse("").is_err());
         assert!(validate_level("info,idgate=debug").is_ok());
         assert!(validate_level("info,idgate=loud").is_err());
+    }
+
+    /// Found by the `config_parse` fuzz target: tracing-subscriber's directive parser panics on
+    /// this (a byte-offset slice inside `С`); it must be a config problem instead.
+    #[test]
+    fn non_ascii_filters_are_refused_not_panicked_on() {
+        let e = validate_level("    \u{421} $ [[ , #  s0").unwrap_err();
+        assert!(e.to_string().contains("only ASCII"), "{e}");
+        assert!(validate_level("info,idgate=d\u{e9}bug").is_err());
+        assert!(command_filter("warn").to_string().contains("audit=off"));
     }
 
     #[test]

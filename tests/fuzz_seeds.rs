@@ -100,10 +100,19 @@ fn config_parse_inputs_run_cleanly_and_shipped_configs_are_valid() {
     assert!(inputs.len() >= 4, "seed corpus missing");
     for (name, data) in inputs {
         let valid = targets::config_parse(&data);
-        if !name.starts_with("invalid") {
-            assert_eq!(valid, Some(true), "{name} is a valid config");
+        if name.ends_with(".toml") {
+            assert_eq!(valid, Some(true), "seed {name} is a valid config");
         }
     }
+}
+
+/// Saved crashers: each must now be refused as a config problem, not panic.
+#[test]
+fn config_parse_regressions_are_config_problems() {
+    assert_eq!(
+        targets::config_parse(&seed("config_parse", "non_ascii_log_level")),
+        Some(false)
+    );
 }
 
 #[test]
