@@ -186,12 +186,18 @@ fn parse_filter(filter: &str, origin: &'static str) -> Result<EnvFilter, Telemet
         })
 }
 
-/// The filter for one-shot commands (`idgate explain`): `RUST_LOG` when it is set and valid,
-/// else `default`.
-pub fn command_filter(default: &str) -> EnvFilter {
+/// `RUST_LOG` when it is set to something other than blanks: it then governs the level,
+/// whatever the config file says.
+fn rust_log() -> Option<String> {
     std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
+}
+
+/// The filter for one-shot commands (`idgate explain`): `RUST_LOG` when it is set and valid,
+/// else `default`.
+pub fn command_filter(default: &str) -> EnvFilter {
+    rust_log()
         .and_then(|v| parse_filter(&v, "RUST_LOG").ok())
         .or_else(|| parse_filter(default, "default").ok())
         .unwrap_or_else(|| EnvFilter::new("warn"))
@@ -254,9 +260,9 @@ pub fn init(
     level_from_config: &str,
     audit: &str,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    let (filter, from_config) = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => (parse_filter(&env, "RUST_LOG")?, false),
-        _ => (parse_filter(level_from_config, "[log] level")?, true),
+    let (filter, from_config) = match rust_log() {
+        Some(env) => (parse_filter(&env, "RUST_LOG")?, false),
+        None => (parse_filter(level_from_config, "[log] level")?, true),
     };
     let audit_target = AuditTarget::parse(audit)?;
     let audit_file = match &audit_target {
