@@ -49,8 +49,6 @@ HAPROXY32=${HAPROXY32:-/usr/local/bin/haproxy32}
 WITH_HAPROXY32=${WITH_HAPROXY32:-0}
 OUT=${OUT:-$ROOT/target/bench-e2e}
 IDGATE_BENCH_AUDIT=${IDGATE_BENCH_AUDIT:-off}
-# Seconds to wait for a process to become ready.
-READY_SECS=30
 
 NPROC=$(nproc)
 if ((NPROC >= 4)); then
@@ -61,70 +59,16 @@ else
   : "${HAPROXY_CPUS:=}" "${AGENT_CPUS:=}" "${WRK_CPUS:=}"
 fi
 
-# Number of CPUs in a taskset list like "1", "2-3", "0,2".
-cpu_count() {
-  local n=0 part
-  [[ -z $1 ]] && { echo 1; return; }
-  IFS=, read -ra parts <<<"$1"
-  for part in "${parts[@]}"; do
-    if [[ $part == *-* ]]; then n=$((n + ${part#*-} - ${part%-*} + 1)); else n=$((n + 1)); fi
-  done
-  echo "$n"
-}
-pin() { # pin CPUS cmd...
-  local cpus=$1; shift
-  if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi
-}
-# Start `cmd` in the background pinned to CPUS; $! is the command's own PID (exec, no
-# wrapper shell), so /proc/$!/stat and kill reach the process itself.
-spawn() { # spawn CPUS cmd...
-  local cpus=$1; shift
-  if [[ -n $cpus ]]; then
-    (exec taskset -c "$cpus" "$@") &
-  else
-    ("$@") &
-  fi
-}
-AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
-
 PORT_NOAUTH=$((PORT_BASE + 1)) PORT_JWT=$((PORT_BASE + 2)) PORT_NULL=$((PORT_BASE + 3))
 PORT_IDGATE=$((PORT_BASE + 4)) PORT_COLD=$((PORT_BASE + 5))
 AGENT_NULL=$((PORT_BASE + 11)) AGENT_IDGATE=$((PORT_BASE + 12)) AGENT_COLD=$((PORT_BASE + 13))
 ADMIN_IDGATE=$((PORT_BASE + 21)) ADMIN_COLD=$((PORT_BASE + 22)) PORT_JWKS=$((PORT_BASE + 30))
 
 WORK=$(mktemp -d /tmp/idgate-e2e.XXXXXX)
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-log() { echo "[e2e] $*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() { # port pid name
-  local i
-  for ((i = 0; i < READY_SECS * 10; i++)); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup: $(tail -n 20 "$WORK/$3.log" 2>/dev/null)"
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "$3 did not listen on $1 within ${READY_SECS}s"
-}
-wait_ready() { # admin-port pid name
-  local i
-  for ((i = 0; i < READY_SECS * 10; i++)); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup: $(tail -n 20 "$WORK/$3.log" 2>/dev/null)"
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/ready") == 200 ]] && return 0
-    sleep 0.1
-  done
-  die "$3 not ready within ${READY_SECS}s: $(curl -s "http://127.0.0.1:$1/ready")"
-}
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+LOG_TAG=e2e
+# shellcheck source=benches/e2e/common.sh
+source "$ROOT/benches/e2e/common.sh"
+AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
 
 for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $AGENT_NULL $AGENT_IDGATE \
   $AGENT_COLD $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS; do
@@ -157,14 +101,10 @@ BAD=$(head -1 "$WORK/tokens/invalid.txt")
 PIDS+=($!)
 wait_port "$PORT_JWKS" $! jwks
 
-idgate_config() { # spop-port admin-port cache-size > file
-  sed -e "s|@SPOP_PORT@|$1|" -e "s|@ADMIN_PORT@|$2|" -e "s|@CACHE_SIZE@|$3|" \
-    -e "s|@ISSUER@|$ISSUER|" -e "s|@AUDIENCE@|$AUDIENCE|" -e "s|@AUDIT@|$IDGATE_BENCH_AUDIT|" \
-    -e "s|@JWKS_URI@|http://127.0.0.1:$PORT_JWKS/jwks|" -e "s|@EXTRA_ISSUER@||" \
-    "$ROOT/benches/e2e/idgate.toml.in"
-}
-idgate_config "$AGENT_IDGATE" "$ADMIN_IDGATE" 100000 >"$WORK/idgate.toml"
-idgate_config "$AGENT_COLD" "$ADMIN_COLD" 0 >"$WORK/idgate-cold.toml"
+idgate_config "$AGENT_IDGATE" "$ADMIN_IDGATE" 100000 "$ISSUER" "$AUDIENCE" "$IDGATE_BENCH_AUDIT" \
+  "$PORT_JWKS" >"$WORK/idgate.toml"
+idgate_config "$AGENT_COLD" "$ADMIN_COLD" 0 "$ISSUER" "$AUDIENCE" "$IDGATE_BENCH_AUDIT" \
+  "$PORT_JWKS" >"$WORK/idgate-cold.toml"
 "$BIN/idgate" check-config -c "$WORK/idgate.toml" >/dev/null
 
 # ---- agents --------------------------------------------------------------------------------

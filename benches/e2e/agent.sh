@@ -33,49 +33,11 @@ if ((NPROC >= 2)); then
 else
   : "${AGENT_CPUS:=}" "${LOADGEN_CPUS:=}"
 fi
-pin() {
-  local cpus=$1; shift
-  if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi
-}
-# Start `cmd` in the background pinned to CPUS; $! is the command's own PID (exec, no
-# wrapper shell), so /proc/$!/stat and kill reach the process itself.
-spawn() { # spawn CPUS cmd...
-  local cpus=$1; shift
-  if [[ -n $cpus ]]; then
-    (exec taskset -c "$cpus" "$@") &
-  else
-    ("$@") &
-  fi
-}
-cpu_count() {
-  local n=0 part parts
-  [[ -z $1 ]] && { echo 1; return; }
-  IFS=, read -ra parts <<<"$1"
-  for part in "${parts[@]}"; do
-    if [[ $part == *-* ]]; then n=$((n + ${part#*-} - ${part%-*} + 1)); else n=$((n + 1)); fi
-  done
-  echo "$n"
-}
 SPOP=$((PORT_BASE + 1)) ADMIN=$((PORT_BASE + 2)) JWKS=$((PORT_BASE + 3)) NULLP=$((PORT_BASE + 4))
 WORK=$(mktemp -d /tmp/idgate-agent.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-log() { echo "[agent] $*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-wait_port() {
-  local i
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$2" 2>/dev/null || die "$3 exited during startup"
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "$3 did not listen on $1"
-}
+LOG_TAG=agent
+# shellcheck source=benches/e2e/common.sh
+source "$ROOT/benches/e2e/common.sh"
 
 cargo build --release --quiet --bin idgate --example loadgen --example null_agent
 BIN=$ROOT/target/release
@@ -91,10 +53,7 @@ python3 -c 'import json,sys; print(json.dumps({"keys": [k for f in sys.argv[1:] 
 "$LOADGEN" jwks --file "$WORK/jwks.json" --listen "127.0.0.1:$JWKS" >/dev/null &
 PIDS+=($!)
 wait_port "$JWKS" $! jwks
-sed -e "s|@SPOP_PORT@|$SPOP|" -e "s|@ADMIN_PORT@|$ADMIN|" -e "s|@CACHE_SIZE@|$((FILL + 10000))|" \
-  -e "s|@ISSUER@|$ISSUER|" -e "s|@AUDIENCE@|idgate-bench|" -e "s|@AUDIT@|off|" \
-  -e "s|@JWKS_URI@|http://127.0.0.1:$JWKS/jwks|" -e "s|@EXTRA_ISSUER@||" \
-  benches/e2e/idgate.toml.in >"$WORK/idgate.toml"
+idgate_config "$SPOP" "$ADMIN" $((FILL + 10000)) "$ISSUER" idgate-bench off "$JWKS" >"$WORK/idgate.toml"
 
 export TOKIO_WORKER_THREADS
 TOKIO_WORKER_THREADS=$(cpu_count "$AGENT_CPUS")
@@ -106,11 +65,8 @@ IDGATE_PID=$!
 PIDS+=($IDGATE_PID)
 wait_port "$NULLP" $NULL_PID null
 [[ $(cat "/proc/$IDGATE_PID/comm") == idgate ]] || die "PID $IDGATE_PID is not idgate"
-for ((i = 0; i < 300; i++)); do
-  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN/ready") == 200 ]] && break
-  sleep 0.1
-done
-IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$IDGATE_PID/status")
+wait_ready "$ADMIN" "$IDGATE_PID" idgate
+IDLE_RSS=$(rss_kib "$IDGATE_PID")
 mkdir -p "$OUT"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -134,7 +90,7 @@ for name in $RUNS; do
     *) die "unknown run $name" ;;
   esac
 done
-FILLED_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$IDGATE_PID/status")
+FILLED_RSS=$(rss_kib "$IDGATE_PID")
 CACHED=$(curl -s "http://127.0.0.1:$ADMIN/metrics" |
   awk '$1 ~ /^idgate_token_cache_requests_total\{result="miss"\}/ { print $2 }')
 
