@@ -1,53 +1,98 @@
-//! A cached identity keeps no heap memory for the claims it drops.
+//! A validated identity keeps no heap memory for the claims it does not use.
 //!
 //! Every cached identity lives as long as its token (up to `auth.token_cache_size` of them), so
 //! a few hundred bytes left behind per identity is tens of megabytes at the default size. dhat
 //! counts live heap bytes; one profiler per process, so this file holds a single test.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::sync::Arc;
 
-use idgate::auth::keep_claims;
-use serde_json::{json, Map, Value};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use idgate::auth::fuzzing::{check_claims, parse, ClaimRules, ClaimSelection};
+use idgate::decision::Identity;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-fn claims() -> Map<String, Value> {
-    let Value::Object(m) = json!({
-        "iss": "https://idp.example.com", "sub": "alice", "aud": ["gw", "api"], "exp": 1,
-        "iat": 0, "jti": "j-1", "azp": "client", "scope": "read write",
-        "realm_access": { "roles": ["a", "b"] }, "tenant": "t1",
-    }) else {
-        unreachable!()
+const NOW: u64 = 1_800_000_000;
+
+fn token() -> String {
+    let payload = format!(
+        r#"{{"iss":"https://idp.example.com","sub":"alice","aud":["gw","api"],"exp":{},"iat":{NOW},
+        "jti":"j-1","azp":"client","scope":"read write","email":"alice@example.com",
+        "realm_access":{{"roles":["a","b"],"other":{{"x":[1,2,3]}}}},"tenant":"t1","name":"Alice"}}"#,
+        NOW + 600
+    );
+    format!(
+        "{}.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+        URL_SAFE_NO_PAD.encode(payload)
+    )
+}
+
+fn rules() -> ClaimRules {
+    ClaimRules {
+        name: Arc::from("corp"),
+        issuer: "https://idp.example.com".into(),
+        audiences: HashSet::from(["gw".to_string()]),
+        leeway: 30,
+        max_lifetime: 3600,
+        email_claim: "email".into(),
+        groups_claim: "realm_access.roles".into(),
+    }
+}
+
+/// Heap bytes held by the typed fields of an identity (what it must keep).
+fn typed_bytes(id: &Identity) -> usize {
+    let list = |l: &Vec<String>| {
+        l.capacity() * size_of::<String>() + l.iter().map(String::capacity).sum::<usize>()
     };
-    m
+    id.sub.capacity()
+        + id.email.as_ref().map_or(0, String::capacity)
+        + list(&id.groups)
+        + list(&id.scopes)
 }
 
 #[test]
-fn dropped_claims_leave_nothing_allocated() {
-    let kept_tenant = BTreeSet::from(["tenant".to_string()]);
-    let nothing = BTreeSet::new();
+fn identities_hold_only_what_they_use() {
+    let raw = token();
+    let rules = rules();
+    let paths = ["email", "realm_access.roles"];
+    let plain = ClaimSelection::new(paths, []);
+    let tenant = ClaimSelection::new(paths, ["tenant"]);
     let _profiler = dhat::Profiler::builder()
         .testing()
         .file_name(std::env::temp_dir().join(format!("idgate-id-dhat-{}.json", std::process::id())))
         .build();
 
+    let parsed = parse(&raw, 8192).unwrap();
     let before = dhat::HeapStats::get().curr_bytes;
-    let none = keep_claims(claims(), &nothing);
-    assert!(none.is_empty());
-    let after = dhat::HeapStats::get().curr_bytes;
-    dhat::assert_eq!(after, before, "no claims kept: nothing may stay allocated");
-
-    let one = keep_claims(claims(), &kept_tenant);
-    assert_eq!(one.len(), 1);
-    assert_eq!(one["tenant"], "t1");
+    let id = check_claims(&rules, &parsed.claims(&plain).unwrap(), NOW).unwrap();
+    assert_eq!(id.groups, ["a", "b"]);
+    assert_eq!(id.scopes, ["read", "write"]);
+    assert_eq!(id.email.as_deref(), Some("alice@example.com"));
+    assert!(id.claims.is_empty());
     let held = dhat::HeapStats::get().curr_bytes - before;
+    dhat::assert_eq!(
+        held,
+        typed_bytes(&id),
+        "no claims kept: only sub, email, groups and scopes may stay allocated"
+    );
+    drop(id);
+
+    let id = check_claims(&rules, &parsed.claims(&tenant).unwrap(), NOW).unwrap();
+    assert_eq!(id.claims.len(), 1);
+    assert_eq!(id.claims["tenant"], "t1");
+    let kept = dhat::HeapStats::get().curr_bytes - before - typed_bytes(&id);
     // One map node plus the kept key and value; the whole claim set takes far more.
-    let full = claims();
-    let full_bytes = dhat::HeapStats::get().curr_bytes - before - held;
-    assert_eq!(full.len(), 10);
+    let payload = raw.split('.').nth(1).unwrap();
+    let full: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let full_bytes = dhat::HeapStats::get().curr_bytes - before - typed_bytes(&id) - kept;
+    assert_eq!(full.as_object().unwrap().len(), 12);
     dhat::assert!(
-        held * 2 < full_bytes,
-        "kept one claim in {held} bytes, the full set takes {full_bytes}"
+        kept > 0 && kept * 2 < full_bytes,
+        "kept one claim in {kept} bytes, the full set takes {full_bytes}"
     );
 }

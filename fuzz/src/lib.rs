@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use idgate::auth::fuzzing::{check_claims, parse, valid_kid, ClaimRules};
+use idgate::auth::fuzzing::{check_claims, parse, valid_kid, ClaimRules, ClaimSelection};
 use idgate::authorize::{request_from_messages, verdict_actions, FoundationAuthorizer};
 use idgate::config::Config;
 use idgate::decision::{Identity, Reason};
@@ -149,6 +149,14 @@ static CLAIM_RULES: LazyLock<ClaimRules> = LazyLock::new(|| ClaimRules {
     groups_claim: "realm_access.roles".into(),
 });
 
+/// What an authenticator with `CLAIM_RULES` and rules reading `tenant` and `aud` keeps.
+static SELECTION: LazyLock<ClaimSelection> = LazyLock::new(|| {
+    ClaimSelection::new(
+        [&*CLAIM_RULES.email_claim, &*CLAIM_RULES.groups_claim],
+        ["tenant", "aud"],
+    )
+});
+
 fn b64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -173,11 +181,12 @@ fn b64url(data: &[u8]) -> String {
 /// - `{header json}\n{payload json}` is base64url-encoded here into `header.payload.sig`.
 pub fn jwt_parse(data: &[u8]) -> Option<Result<(), Reason>> {
     let s = std::str::from_utf8(data).ok()?;
-    let token = if s.starts_with('{') {
+    let (token, payload) = if s.starts_with('{') {
         let (h, p) = s.split_once('\n').unwrap_or((s, "{}"));
-        format!("{}.{}.c2ln", b64url(h.as_bytes()), b64url(p.as_bytes()))
+        let t = format!("{}.{}.c2ln", b64url(h.as_bytes()), b64url(p.as_bytes()));
+        (t, Some(p))
     } else {
-        s.to_owned()
+        (s.to_owned(), None)
     };
     let parsed = match parse(&token, MAX_TOKEN_BYTES) {
         Ok(p) => p,
@@ -191,15 +200,32 @@ pub fn jwt_parse(data: &[u8]) -> Option<Result<(), Reason>> {
     let tight = parse(&token, token.len() - 1).map(|_| ()).unwrap_err();
     assert_eq!(tight.reason, Reason::MalformedToken);
 
-    let _ = parsed.iss();
-    Some(match check_claims(&CLAIM_RULES, parsed.claims, NOW) {
+    let claims = match parsed.claims(&SELECTION) {
+        Ok(c) => c,
+        Err(r) => return Some(Err(r.reason)),
+    };
+    let _ = claims.iss();
+    Some(match check_claims(&CLAIM_RULES, &claims, NOW) {
         Ok(id) => {
+            // Differential check against a plain serde_json parse of the same payload (which
+            // keeps the last of duplicate names, but those were refused above).
+            if let Some(Ok(serde_json::Value::Object(full))) =
+                payload.map(serde_json::from_str::<serde_json::Value>)
+            {
+                assert_eq!(full["sub"], *id.sub);
+                for (k, v) in &id.claims {
+                    assert_eq!(full[k], *v, "kept claim {k}");
+                }
+            }
             assert!(!id.sub.is_empty());
             assert!(
                 id.expires_at.saturating_add(LEEWAY) >= NOW,
                 "expired token accepted"
             );
             assert_eq!(&*id.issuer, "corp");
+            // An identity keeps exactly the selected claims that are present; `aud` is required.
+            assert!(id.claims.keys().all(|k| k == "tenant" || k == "aud"));
+            assert!(id.claims.contains_key("aud"));
             Ok(())
         }
         Err(r) => Err(r.reason),

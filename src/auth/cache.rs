@@ -22,7 +22,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use moka::sync::Cache;
 use moka::Expiry;
 use prometheus::IntCounter;
-use sha2::{Digest, Sha256};
 
 use crate::decision::Identity;
 use crate::metrics::metrics;
@@ -31,7 +30,10 @@ pub type TokenKey = [u8; 32];
 
 /// The cache key of a token.
 pub fn token_key(token: &str) -> TokenKey {
-    Sha256::digest(token.as_bytes()).into()
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970, which fails every `exp`).

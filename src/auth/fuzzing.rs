@@ -5,4 +5,6 @@
 //! unverified token. The fuzz crate is outside, so it reaches the parser through these
 //! re-exports instead of widening `token`'s visibility for everyone.
 
-pub use super::token::{check_claims, parse, valid_kid, ClaimRules, Header, Parsed};
+pub use super::token::{
+    check_claims, parse, valid_kid, ClaimRules, ClaimSelection, Claims, Header, Parsed,
+};

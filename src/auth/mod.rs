@@ -44,7 +44,6 @@ use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, IssuerConfig, Problem};
@@ -60,7 +59,7 @@ pub mod fuzzing;
 
 pub use cache::{token_key, unix_now};
 pub use keystore::IssuerStatus;
-pub use token::{claim_path, typ_matches, MAX_KID_BYTES};
+pub use token::{typ_matches, MAX_KID_BYTES};
 
 use jwks::{Selection, VerifyKey};
 use keystore::KeyStore;
@@ -175,22 +174,6 @@ fn claims_read_by_rules(cfg: &Config) -> BTreeSet<String> {
     kept
 }
 
-/// `claims` reduced to the names in `kept`, in a freshly built map.
-///
-/// Not `retain`: a `BTreeMap` emptied in place keeps its root node allocated (about 640 bytes
-/// for `<String, Value>`), and a cached identity lives as long as its token. With `retain`,
-/// 100k cached identities took 175 MB of RSS instead of about 100 MB (benches/e2e/agent.sh,
-/// `fill`); `tests/identity_alloc.rs` checks that nothing is left behind.
-pub fn keep_claims(claims: Map<String, Value>, kept: &BTreeSet<String>) -> Map<String, Value> {
-    if kept.is_empty() {
-        return Map::new();
-    }
-    claims
-        .into_iter()
-        .filter(|(k, _)| kept.contains(k))
-        .collect()
-}
-
 /// One configured issuer: its rules and its (possibly shared) key store.
 struct Issuer {
     cfg: IssuerConfig,
@@ -272,7 +255,8 @@ impl Issuer {
     async fn validate(
         &self,
         raw: &str,
-        parsed: token::Parsed,
+        parsed: &token::Parsed,
+        claims: &token::Claims<'_>,
         now: u64,
     ) -> Result<Identity, Rejection> {
         let h = &parsed.header;
@@ -303,7 +287,7 @@ impl Issuer {
         // re-serialisation), with the algorithm we allow-listed, never one jsonwebtoken picks.
         let (signing_input, signature) = parsed.signing_input_and_signature(raw);
         match jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.key, h.alg) {
-            Ok(true) => token::check_claims(&self.rules, parsed.claims, now),
+            Ok(true) => token::check_claims(&self.rules, claims, now),
             Ok(false) => Err(Rejection::new(Reason::BadSignature, "invalid signature")),
             Err(e) => Err(map_jwt_error(e.kind())),
         }
@@ -384,6 +368,8 @@ pub struct Authenticator {
     max_token_bytes: usize,
     /// The top-level claims an [`Identity`] keeps (see [`claims_read_by_rules`]).
     kept_claims: BTreeSet<String>,
+    /// What the payload parser keeps: the kept claims and every issuer's email/groups claim.
+    selection: token::ClaimSelection,
 }
 
 impl fmt::Debug for Authenticator {
@@ -449,6 +435,12 @@ impl Authenticator {
         }
         let a = &cfg.auth;
         let kept_claims = claims_read_by_rules(cfg);
+        let selection = token::ClaimSelection::new(
+            issuers
+                .iter()
+                .flat_map(|i| [&*i.rules.email_claim, &*i.rules.groups_claim]),
+            kept_claims.iter().map(String::as_str),
+        );
         let cache = match previous {
             // Cached identities hold only the claims the old rules read: a reload whose rules
             // read other claims must not be answered from them (a `claims` condition of a deny
@@ -472,6 +464,7 @@ impl Authenticator {
             cache,
             max_token_bytes: a.max_token_bytes,
             kept_claims,
+            selection,
         })
     }
 
@@ -492,15 +485,20 @@ impl Authenticator {
 
     async fn validate(&self, token: &str, now: u64) -> Result<Identity, Rejection> {
         let parsed = token::parse(token, self.max_token_bytes)?;
-        let Some(issuer) = self.by_iss.get(parsed.iss()?) else {
+        let claims = parsed.claims(&self.selection)?;
+        let Some(iss) = claims.iss() else {
+            return Err(Rejection::new(
+                Reason::ClaimInvalid,
+                "iss claim missing or not a string",
+            ));
+        };
+        let Some(issuer) = self.by_iss.get(iss) else {
             return Err(Rejection::new(
                 Reason::UnknownIssuer,
                 "token issuer is not configured",
             ));
         };
-        let mut id = issuer.validate(token, parsed, now).await?;
-        id.claims = keep_claims(std::mem::take(&mut id.claims), &self.kept_claims);
-        Ok(id)
+        issuer.validate(token, &parsed, &claims, now).await
     }
 
     /// True once every issuer's keys have loaded at least once (vacuously true without

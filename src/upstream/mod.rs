@@ -37,7 +37,6 @@ use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::config::{check_url, Config, Problem, UpstreamConfig, UpstreamKind};
@@ -749,7 +748,7 @@ impl ExchangeSource {
         if caller_token.is_empty() {
             return Err(UpstreamError::NoCallerToken(Arc::clone(&self.ep.upstream)));
         }
-        let key: [u8; 32] = Sha256::digest(caller_token.as_bytes()).into();
+        let key = crate::auth::token_key(caller_token);
         let caller_exp = identity.map(|i| i.expires_at);
         // Two rounds: moka's clock and ours can disagree by a hair, so an entry moka still
         // returns may be past `usable_until`; it is dropped and fetched once more.
