@@ -181,13 +181,21 @@ fn summary(f: &Fixture) {
                 cold.push(t2 - t1);
             }
         }
+        let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+        let (raw_mean, cold_mean) = (mean(&raw), mean(&cold));
+        let (raw_p99, cold_p99) = (pct(&mut raw, 99), pct(&mut cold, 99));
         let (raw, cold) = (median(&mut raw), median(&mut cold));
         println!(
-            "  {:<6} raw {:>8.2?}  cold {:>8.2?}  ratio {:.3}",
+            "  {:<6} raw {:>8.2?}  cold {:>8.2?}  ratio {:.3}   (means {:.2?} / {:.2?}: {:.3}; p99 {:.2?} / {:.2?})",
             s.alg_name(),
             raw,
             cold,
-            cold.as_secs_f64() / raw.as_secs_f64()
+            cold.as_secs_f64() / raw.as_secs_f64(),
+            raw_mean,
+            cold_mean,
+            cold_mean.as_secs_f64() / raw_mean.as_secs_f64(),
+            raw_p99,
+            cold_p99,
         );
     }
     let hot = &f.tokens[0][0];
@@ -209,8 +217,12 @@ fn summary(f: &Fixture) {
 }
 
 fn median(v: &mut [Duration]) -> Duration {
+    pct(v, 50)
+}
+
+fn pct(v: &mut [Duration], p: usize) -> Duration {
     v.sort_unstable();
-    v[v.len() / 2]
+    v[(v.len() * p / 100).min(v.len() - 1)]
 }
 
 fn main() {
