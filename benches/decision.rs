@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `decision/cached_token` | `Engine::authorize` (what the SPOP server calls): token in the validated-token cache, first-match allow rule, no upstream |
 //! | `decision/cached_token_cached_upstream` | the same with a rule whose `client_credentials` upstream credential is cached (target: within 10% of `cached_token`) |
+//! | `decision/cached_token_cached_exchange` | the same with a `token_exchange` upstream: the caller's exchanged token, cached under the token key the authenticator already computed |
 //! | `decision/cold/{RS256,ES256,EdDSA}` | token cache off: parse, key lookup, signature and claim checks on every call |
 //! | `decision/token_key/N_bytes` | SHA-256 of the token (the cache key), the part of a cached lookup that grows with the token |
 //!
@@ -13,7 +14,7 @@
 //! credential alone (benches/upstream.rs), the SPOP codec (benches/spop.rs).
 //!
 //! Run: `cargo bench --bench decision`. The mock IdP and the fake Databricks token endpoint
-//! (tests/support) serve the keys and the one credential request during setup; every
+//! (tests/support) serve the keys and the two credential requests during setup; every
 //! benchmarked call completes on its first poll (checked), so no executor hop is measured.
 
 #[path = "../tests/support/auth_kit.rs"]
@@ -101,6 +102,11 @@ token_url = "{token_url}"
 client_id = "{CLIENT_ID}"
 client_secret_file = "{secret}"
 
+[upstream.fed]
+kind = "token_exchange"
+token_url = "{token_url}"
+scope = "all-apis"
+
 [[rule]]
 name = "plain"
 paths = ["/plain/**"]
@@ -111,6 +117,12 @@ name = "with-upstream"
 paths = ["/up/**"]
 groups = ["ml-engineers"]
 upstream = "sp"
+
+[[rule]]
+name = "with-exchange"
+paths = ["/ex/**"]
+groups = ["ml-engineers"]
+upstream = "fed"
 "#,
             iss = idp.base,
             jwks = idp.jwks_uri(),
@@ -151,6 +163,7 @@ fn bench(c: &mut Criterion) {
     let token = s.rs.token(&claims(iss));
     let plain = request("/plain/x", &token);
     let up = request("/up/x", &token);
+    let ex = request("/ex/x", &token);
     // First calls: validate and cache the token, fetch and cache the upstream credential.
     assert_allowed(
         &s.rt.block_on(s.cached.authorize(plain.clone())),
@@ -167,6 +180,16 @@ fn bench(c: &mut Criterion) {
         "with-upstream",
         true,
     );
+    assert_allowed(
+        &s.rt.block_on(s.cached.authorize(ex.clone())),
+        "with-exchange",
+        true,
+    );
+    assert_allowed(
+        &ready(s.cached.authorize(ex.clone())),
+        "with-exchange",
+        true,
+    );
     let requests_before = s._fake.requests();
 
     let mut g = c.benchmark_group("decision");
@@ -175,6 +198,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("cached_token_cached_upstream", |b| {
         b.iter(|| ready(s.cached.authorize(black_box(up.clone()))))
+    });
+    g.bench_function("cached_token_cached_exchange", |b| {
+        b.iter(|| ready(s.cached.authorize(black_box(ex.clone()))))
     });
     for signer in [&s.rs, &s.es, &s.ed] {
         let req = request("/plain/x", &signer.token(&claims(iss)));

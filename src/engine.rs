@@ -26,7 +26,7 @@ use crate::decision::{Authorizer, AuthzRequest, Reason, Rejection, Verdict};
 use crate::metrics::admin::Readiness;
 use crate::metrics::metrics;
 use crate::policy::{self, Outcome, Policy, RequestView};
-use crate::upstream::Broker;
+use crate::upstream::{Broker, Caller};
 
 /// Everything one configuration produces.
 pub struct State {
@@ -83,6 +83,12 @@ impl State {
 
     /// Decide one request (steps in the module docs).
     pub async fn decide(&self, req: &AuthzRequest) -> Verdict {
+        self.decide_at(req, Instant::now()).await
+    }
+
+    /// [`State::decide`] with the clock already read (`now`: when the decision started). The
+    /// cached upstream credential's freshness check uses it instead of reading the clock again.
+    pub async fn decide_at(&self, req: &AuthzRequest, now: Instant) -> Verdict {
         let (Some(method), Some(raw_path)) = (req.method.as_deref(), req.path.as_deref()) else {
             return Verdict::deny(Reason::BadRequest);
         };
@@ -104,7 +110,12 @@ impl State {
             v.rule = Some(rule.name.clone());
             v.principal = rule.principal_for(None);
             if let Some(up) = &rule.upstream {
-                match self.upstreams.credential(up, "", None).await {
+                let nobody = Caller {
+                    token: "",
+                    key: None,
+                    identity: None,
+                };
+                match self.upstreams.credential_for(up, nobody, now).await {
                     Ok(cred) => v.upstream_authorization = Some(cred),
                     Err(_) => return self.upstream_unavailable(v),
                 }
@@ -123,8 +134,8 @@ impl State {
             }
             Err(rejection) => return Verdict::unauthorized(realm, &rejection),
         };
-        let identity = match self.auth.authenticate(token).await {
-            Ok(id) => id,
+        let (identity, token_key) = match self.auth.authenticate_keyed(token).await {
+            Ok(found) => found,
             Err(rejection) => return Verdict::unauthorized(realm, &rejection),
         };
 
@@ -143,7 +154,12 @@ impl State {
             }
         };
         if let Some(up) = rule.and_then(|r| r.upstream.as_ref()) {
-            match self.upstreams.credential(up, token, Some(&identity)).await {
+            let caller = Caller {
+                token,
+                key: Some(&token_key),
+                identity: Some(&identity),
+            };
+            match self.upstreams.credential_for(up, caller, now).await {
                 Ok(cred) => v.upstream_authorization = Some(cred),
                 Err(_) => {
                     v.identity = Some(identity);
@@ -275,7 +291,7 @@ impl Authorizer for Engine {
         let state = self.state.load_full();
         async move {
             let started = Instant::now();
-            let verdict = state.decide(&req).await;
+            let verdict = state.decide_at(&req, started).await;
             let elapsed = started.elapsed();
             crate::telemetry::audit_decision(&req, &verdict, elapsed);
             let m = metrics();

@@ -57,7 +57,7 @@ mod token;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use cache::{token_key, unix_now};
+pub use cache::{token_key, unix_now, TokenKey};
 pub use keystore::IssuerStatus;
 pub use token::{typ_matches, MAX_KID_BYTES};
 
@@ -470,17 +470,27 @@ impl Authenticator {
 
     /// Validate a raw token (without the `Bearer ` prefix).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, Rejection> {
+        self.authenticate_keyed(token).await.map(|(id, _)| id)
+    }
+
+    /// [`Authenticator::authenticate`], also returning the token's cache key
+    /// ([`token_key`]) so that a caller keying another cache by the same token (the token
+    /// exchange credential cache) does not hash it a second time.
+    pub async fn authenticate_keyed(
+        &self,
+        token: &str,
+    ) -> Result<(Arc<Identity>, TokenKey), Rejection> {
         if token.len() > self.max_token_bytes {
             return Err(Rejection::new(Reason::MalformedToken, "token too large"));
         }
         let now = unix_now();
         let key = token_key(token);
         if let Some(id) = self.cache.get(&key, now) {
-            return Ok(id);
+            return Ok((id, key));
         }
         let id = Arc::new(self.validate(token, now).await?);
         self.cache.insert(key, id.clone(), now);
-        Ok(id)
+        Ok((id, key))
     }
 
     async fn validate(&self, token: &str, now: u64) -> Result<Identity, Rejection> {

@@ -39,6 +39,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderValue;
 use zeroize::Zeroizing;
 
+use crate::auth::TokenKey;
 use crate::config::{check_url, Config, Problem, UpstreamConfig, UpstreamKind};
 use crate::decision::Identity;
 
@@ -215,6 +216,25 @@ impl Broker {
         caller_token: &str,
         identity: Option<&Identity>,
     ) -> Result<Arc<str>, UpstreamError> {
+        let caller = Caller {
+            token: caller_token,
+            key: None,
+            identity,
+        };
+        self.credential_for(upstream, caller, Instant::now()).await
+    }
+
+    /// [`Broker::credential`] as the engine calls it: `caller.key` is the token's cache key
+    /// when the authenticator already computed it (the token exchange cache is keyed the
+    /// same way), and `now` the decision's own clock reading, taken microseconds earlier, so a
+    /// cached `client_credentials` token costs no clock read of its own (a tenth of its cost
+    /// on this VM's clock source).
+    pub async fn credential_for(
+        &self,
+        upstream: &str,
+        caller: Caller<'_>,
+        now: Instant,
+    ) -> Result<Arc<str>, UpstreamError> {
         let up = self
             .upstreams
             .get(upstream)
@@ -224,11 +244,11 @@ impl Broker {
             // The slow paths are boxed: their futures (HTTP request, moka insertion) are
             // kilobytes, and an unboxed `await` would make every call, cached ones included,
             // build and move a future that large.
-            Source::Shared(s) => match s.cached(&self.http) {
+            Source::Shared(s) => match s.cached(&self.http, now) {
                 Some(h) => Ok(h),
                 None => Box::pin(s.fetch(&self.http)).await,
             },
-            Source::Exchange(s) => Box::pin(s.credential(&self.http, caller_token, identity)).await,
+            Source::Exchange(s) => Box::pin(s.credential(&self.http, caller)).await,
         }
     }
 
@@ -577,6 +597,16 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     }
 }
 
+/// Who a credential is for: the caller's validated token (used only by `token_exchange`),
+/// its cache key (`auth::token_key` of it) when already computed, and its identity (its
+/// `exp` tells whether refreshing ahead is worthwhile).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub token: &'a str,
+    pub key: Option<&'a TokenKey>,
+    pub identity: Option<&'a Identity>,
+}
+
 /// `client_credentials`: one token for the whole upstream.
 struct SharedSource {
     ep: oauth::Endpoint,
@@ -595,10 +625,9 @@ struct SharedSource {
 impl SharedSource {
     /// The fast path: the current token if it may still be served (starting a background
     /// refresh when one is due). Synchronous, so a cached credential costs no future.
-    fn cached(self: &Arc<Self>, http: &reqwest::Client) -> Option<Arc<str>> {
+    fn cached(self: &Arc<Self>, http: &reqwest::Client, now: Instant) -> Option<Arc<str>> {
         let guard = self.current.load();
         let e = guard.as_ref()?;
-        let now = Instant::now();
         if !e.fresh(now) {
             return None;
         }
@@ -742,14 +771,17 @@ impl ExchangeSource {
     async fn credential(
         self: &Arc<Self>,
         http: &reqwest::Client,
-        caller_token: &str,
-        identity: Option<&Identity>,
+        caller: Caller<'_>,
     ) -> Result<Arc<str>, UpstreamError> {
+        let caller_token = caller.token;
         if caller_token.is_empty() {
             return Err(UpstreamError::NoCallerToken(Arc::clone(&self.ep.upstream)));
         }
-        let key = crate::auth::token_key(caller_token);
-        let caller_exp = identity.map(|i| i.expires_at);
+        let key = match caller.key {
+            Some(k) => *k,
+            None => crate::auth::token_key(caller_token),
+        };
+        let caller_exp = caller.identity.map(|i| i.expires_at);
         // Two rounds: moka's clock and ours can disagree by a hair, so an entry moka still
         // returns may be past `usable_until`; it is dropped and fetched once more.
         for _ in 0..2 {
