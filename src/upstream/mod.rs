@@ -785,11 +785,17 @@ impl ExchangeSource {
         // Two rounds: moka's clock and ours can disagree by a hair, so an entry moka still
         // returns may be past `usable_until`; it is dropped and fetched once more.
         for _ in 0..2 {
-            let slot = self
-                .cache
-                .try_get_with(key, self.exchange(http, caller_token, caller_exp))
-                .await
-                .map_err(|e| (*e).clone())?;
+            // A plain lookup first: `try_get_with` builds the exchange future (and moka its
+            // own single-flight state) even on a hit, which took about a third of a cached
+            // decision.
+            let slot = match self.cache.get(&key).await {
+                Some(slot) => slot,
+                None => self
+                    .cache
+                    .try_get_with(key, self.exchange(http, caller_token, caller_exp))
+                    .await
+                    .map_err(|e| (*e).clone())?,
+            };
             let now = Instant::now();
             match &*slot {
                 Slot::Token(e) if e.fresh(now) => {
