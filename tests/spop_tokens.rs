@@ -7,12 +7,13 @@
 //! none and its case variants, HS256 keyed with the RSA public key, algorithm/key mismatch,
 //! unknown `kid`, tampered payload, wrong/object/missing `iss`, `aud` missing/number/empty/
 //! wrong, `exp` missing/string/past, `nbf`/`iat` in the future, lifetime too long, `crit`,
-//! wrong `typ`, `jku`/`jwk`/`x5u`/`x5c`, duplicate claims and header parameters, oversized
+//! wrong `typ`, `jku`/`jwk`/`x5u`/`x5c`, duplicate claims (also inside claims no check reads)
+//! and header parameters, invalid JSON in an unread claim, oversized
 //! tokens, 2/4-part and 5-part (JWE) tokens, non-base64url characters, empty or malformed
 //! Bearer credentials, other schemes. Every refusal is `allow=false`, `status=401`, the exact
 //! reason, an RFC 6750 challenge, and no identity variables. The valid cases (each algorithm,
-//! lowercase `bearer`, the token in the configured cookie) are accepted with
-//! `sub`/`email`/`groups`/`issuer`/`rule` set.
+//! lowercase `bearer`, JSON escapes in the identity claims, the token in the configured cookie)
+//! are accepted with `sub`/`email`/`groups`/`issuer`/`rule` set.
 //!
 //! Then 20 NOTIFYs pipelined on one connection, each with a distinct token (some expired),
 //! are each answered once, on their own stream, with their own caller's identity.
@@ -605,6 +606,38 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
             )),
             "claim_invalid",
         ),
+        (
+            "duplicate claim nobody reads (jti twice)",
+            bearer(&k.rsa.sign_raw(
+                &rsa_header.to_string(),
+                &good_text.replacen('{', r#"{"jti":"a","jti":"b","#, 1),
+            )),
+            "claim_invalid",
+        ),
+        (
+            "duplicate name nested in a claim nobody reads",
+            bearer(&k.rsa.sign_raw(
+                &rsa_header.to_string(),
+                &good_text.replacen('{', r#"{"ext":[{"role":"a","r\u006fle":"b"}],"#, 1),
+            )),
+            "claim_invalid",
+        ),
+        (
+            "claim nobody reads is not JSON (bare word)",
+            bearer(&k.rsa.sign_raw(
+                &rsa_header.to_string(),
+                &good_text.replacen('{', r#"{"ext":tru,"#, 1),
+            )),
+            "malformed_token",
+        ),
+        (
+            "nbf out of the JSON number range",
+            bearer(&k.rsa.sign_raw(
+                &rsa_header.to_string(),
+                &good_text.replacen('{', r#"{"nbf":1e999,"#, 1),
+            )),
+            "malformed_token",
+        ),
         // --- header ---
         (
             "crit",
@@ -821,6 +854,20 @@ fn acceptances(k: &Keys, iss: &str) -> Vec<(&'static str, Req, String)> {
                 c
             })),
             "aud-array".into(),
+        ),
+        (
+            "JSON escapes in sub, email and groups",
+            bearer(&{
+                let payload = valid_claims(iss, "escaped")
+                    .to_string()
+                    .replace(r#""sub":"escaped""#, r#""sub":"esc\u0061ped""#)
+                    .replace("escaped@", r"escaped\u0040")
+                    .replace(r#""analysts""#, r#""an\u0061lysts""#);
+                assert_eq!(payload.matches(r"\u00").count(), 3, "{payload}");
+                let header = json!({"alg": "RS256", "kid": k.rsa.kid}).to_string();
+                k.rsa.sign_raw(&header, &payload)
+            }),
+            "escaped".into(),
         ),
         (
             "token in the configured cookie",
