@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use databricks::{Fail, FakeDatabricks, CLIENT_ID, GRANT_EXCHANGE};
 use idgate::config::Config;
 use idgate::decision::Identity;
-use idgate::upstream::{Broker, Outcome, UpstreamError};
+use idgate::upstream::{Broker, Caller, Outcome, UpstreamError};
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -207,4 +207,71 @@ async fn refreshes_ahead_when_the_caller_token_outlives_the_exchanged_one() {
     );
     assert_eq!(fake.requests_for_subject(ALICE), 2);
     assert!(slowest < Duration::from_millis(200), "{slowest:?}");
+}
+
+/// The engine's path: the caller's token key comes from the authenticator and the decision's
+/// clock reading is reused. Cached tokens and cached refusals are answered from the cache
+/// exactly as through `credential`, and both paths share the same entries.
+#[tokio::test]
+async fn engine_path_shares_the_cache_and_its_refusals() {
+    let fake = FakeDatabricks::start().await;
+    fake.refuse_subject(BOB);
+    let b = broker(&config("tx-keyed", &fake, ""));
+    let alice = identity("alice", 3600);
+    let (alice_key, bob_key) = (idgate::auth::token_key(ALICE), idgate::auth::token_key(BOB));
+    let keyed = |token, key, identity| Caller {
+        token,
+        key: Some(key),
+        identity,
+    };
+
+    let first = b
+        .credential_for(
+            "tx-keyed",
+            keyed(ALICE, &alice_key, Some(&alice)),
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let again = b
+            .credential_for(
+                "tx-keyed",
+                keyed(ALICE, &alice_key, Some(&alice)),
+                Instant::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+    }
+    assert_eq!(
+        b.credential("tx-keyed", ALICE, Some(&alice)).await.unwrap(),
+        first
+    );
+    assert_eq!(
+        fake.requests_for_subject(ALICE),
+        1,
+        "one exchange for alice"
+    );
+
+    b.credential("tx-keyed", BOB, None).await.unwrap_err();
+    for _ in 0..3 {
+        let e = b
+            .credential_for("tx-keyed", keyed(BOB, &bob_key, None), Instant::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, UpstreamError::Failed { .. }), "{e}");
+    }
+    assert_eq!(
+        fake.requests_for_subject(BOB),
+        1,
+        "the refusal is cached for both paths"
+    );
+
+    // An empty caller token is refused without a request, key or not.
+    let e = b
+        .credential_for("tx-keyed", keyed("", &alice_key, None), Instant::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e}");
 }

@@ -248,7 +248,10 @@ impl Broker {
                 Some(h) => Ok(h),
                 None => Box::pin(s.fetch(&self.http)).await,
             },
-            Source::Exchange(s) => Box::pin(s.credential(&self.http, caller)).await,
+            Source::Exchange(s) => match s.cached(&self.http, caller, now).await {
+                Some(answer) => answer,
+                None => Box::pin(s.credential(&self.http, caller)).await,
+            },
         }
     }
 
@@ -768,6 +771,43 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for SlotExpiry {
 }
 
 impl ExchangeSource {
+    /// The fast path, called unboxed: the cached answer for a caller whose token key the
+    /// authenticator already computed, or `None` (nothing cached, or stale: take
+    /// [`ExchangeSource::credential`]). It awaits nothing but the cache lookup.
+    async fn cached(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        caller: Caller<'_>,
+        now: Instant,
+    ) -> Option<Result<Arc<str>, UpstreamError>> {
+        let key = caller.key.filter(|_| !caller.token.is_empty())?;
+        let slot = self.cache.get(key).await?;
+        self.answer(&slot, now, http, key, caller)
+    }
+
+    /// What a cached slot answers at `now`: its token while fresh (starting a background
+    /// refresh once one is due), its refusal while in force, or `None` once stale.
+    fn answer(
+        self: &Arc<Self>,
+        slot: &Slot,
+        now: Instant,
+        http: &reqwest::Client,
+        key: &TokenKey,
+        caller: Caller<'_>,
+    ) -> Option<Result<Arc<str>, UpstreamError>> {
+        match slot {
+            Slot::Token(e) if e.fresh(now) => {
+                if e.claim_refresh(now) {
+                    let caller_exp = caller.identity.map(|i| i.expires_at);
+                    self.spawn_refresh(http, *key, caller.token, caller_exp);
+                }
+                Some(Ok(Arc::clone(&e.header)))
+            }
+            Slot::Refused { err, until } if now < *until => Some(Err(err.clone())),
+            _ => None,
+        }
+    }
+
     async fn credential(
         self: &Arc<Self>,
         http: &reqwest::Client,
@@ -796,17 +836,10 @@ impl ExchangeSource {
                     .await
                     .map_err(|e| (*e).clone())?,
             };
-            let now = Instant::now();
-            match &*slot {
-                Slot::Token(e) if e.fresh(now) => {
-                    if e.claim_refresh(now) {
-                        self.spawn_refresh(http, key, caller_token, caller_exp);
-                    }
-                    return Ok(Arc::clone(&e.header));
-                }
-                Slot::Refused { err, until } if now < *until => return Err(err.clone()),
-                _ => self.cache.invalidate(&key).await,
+            if let Some(answer) = self.answer(&slot, Instant::now(), http, &key, caller) {
+                return answer;
             }
+            self.cache.invalidate(&key).await;
         }
         Err(UpstreamError::Failed {
             upstream: Arc::clone(&self.ep.upstream),
