@@ -241,17 +241,15 @@ impl Broker {
             .ok_or_else(|| UpstreamError::Unknown(upstream.to_string()))?;
         match &up.source {
             Source::Static(h) => Ok(Arc::clone(h)),
-            // The slow paths are boxed: their futures (HTTP request, moka insertion) are
-            // kilobytes, and an unboxed `await` would make every call, cached ones included,
-            // build and move a future that large.
+            // The slow paths are boxed (the exchange's inside `ExchangeSource::credential`):
+            // their futures (HTTP request, moka insertion) are kilobytes, and an unboxed
+            // `await` would make every call, cached ones included, build and move a future
+            // that large.
             Source::Shared(s) => match s.cached(&self.http, now) {
                 Some(h) => Ok(h),
                 None => Box::pin(s.fetch(&self.http)).await,
             },
-            Source::Exchange(s) => match s.cached(&self.http, caller, now).await {
-                Some(answer) => answer,
-                None => Box::pin(s.credential(&self.http, caller)).await,
-            },
+            Source::Exchange(s) => s.credential(&self.http, caller, now).await,
         }
     }
 
@@ -771,20 +769,6 @@ impl moka::Expiry<[u8; 32], Arc<Slot>> for SlotExpiry {
 }
 
 impl ExchangeSource {
-    /// The fast path, called unboxed: the cached answer for a caller whose token key the
-    /// authenticator already computed, or `None` (nothing cached, or stale: take
-    /// [`ExchangeSource::credential`]). It awaits nothing but the cache lookup.
-    async fn cached(
-        self: &Arc<Self>,
-        http: &reqwest::Client,
-        caller: Caller<'_>,
-        now: Instant,
-    ) -> Option<Result<Arc<str>, UpstreamError>> {
-        let key = caller.key.filter(|_| !caller.token.is_empty())?;
-        let slot = self.cache.get(key).await?;
-        self.answer(&slot, now, http, key, caller)
-    }
-
     /// What a cached slot answers at `now`: its token while fresh (starting a background
     /// refresh once one is due), its refusal while in force, or `None` once stale.
     fn answer(
@@ -808,34 +792,48 @@ impl ExchangeSource {
         }
     }
 
+    /// The caller's exchanged token. A cached answer is served here, unboxed, with the
+    /// decision's clock reading `now`: a plain cache lookup, because `try_get_with` builds the
+    /// exchange future (and moka its own single-flight state) even on a hit. Only a miss or a
+    /// stale entry takes the boxed [`ExchangeSource::fetch`].
     async fn credential(
         self: &Arc<Self>,
         http: &reqwest::Client,
         caller: Caller<'_>,
+        now: Instant,
     ) -> Result<Arc<str>, UpstreamError> {
-        let caller_token = caller.token;
-        if caller_token.is_empty() {
+        if caller.token.is_empty() {
             return Err(UpstreamError::NoCallerToken(Arc::clone(&self.ep.upstream)));
         }
         let key = match caller.key {
             Some(k) => *k,
-            None => crate::auth::token_key(caller_token),
+            None => crate::auth::token_key(caller.token),
         };
+        if let Some(slot) = self.cache.get(&key).await {
+            if let Some(answer) = self.answer(&slot, now, http, &key, caller) {
+                return answer;
+            }
+            self.cache.invalidate(&key).await;
+        }
+        Box::pin(self.fetch(http, caller, key)).await
+    }
+
+    /// Exchange the caller's token (single flight per caller through the cache).
+    async fn fetch(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        caller: Caller<'_>,
+        key: TokenKey,
+    ) -> Result<Arc<str>, UpstreamError> {
         let caller_exp = caller.identity.map(|i| i.expires_at);
         // Two rounds: moka's clock and ours can disagree by a hair, so an entry moka still
         // returns may be past `usable_until`; it is dropped and fetched once more.
         for _ in 0..2 {
-            // A plain lookup first: `try_get_with` builds the exchange future (and moka its
-            // own single-flight state) even on a hit, which took about a third of a cached
-            // decision.
-            let slot = match self.cache.get(&key).await {
-                Some(slot) => slot,
-                None => self
-                    .cache
-                    .try_get_with(key, self.exchange(http, caller_token, caller_exp))
-                    .await
-                    .map_err(|e| (*e).clone())?,
-            };
+            let slot = self
+                .cache
+                .try_get_with(key, self.exchange(http, caller.token, caller_exp))
+                .await
+                .map_err(|e| (*e).clone())?;
             if let Some(answer) = self.answer(&slot, Instant::now(), http, &key, caller) {
                 return answer;
             }
