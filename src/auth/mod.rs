@@ -366,9 +366,8 @@ pub struct Authenticator {
     by_iss: HashMap<String, Arc<Issuer>>,
     cache: Arc<cache::TokenCache>,
     max_token_bytes: usize,
-    /// The top-level claims an [`Identity`] keeps (see [`claims_read_by_rules`]).
-    kept_claims: BTreeSet<String>,
-    /// What the payload parser keeps: the kept claims and every issuer's email/groups claim.
+    /// What the payload parser keeps: every issuer's email/groups claim, and the claims an
+    /// [`Identity`] keeps because rules read them (see [`claims_read_by_rules`]).
     selection: token::ClaimSelection,
 }
 
@@ -434,20 +433,20 @@ impl Authenticator {
             return Err(problems);
         }
         let a = &cfg.auth;
-        let kept_claims = claims_read_by_rules(cfg);
         let selection = token::ClaimSelection::new(
             issuers
                 .iter()
                 .flat_map(|i| [&*i.rules.email_claim, &*i.rules.groups_claim]),
-            kept_claims.iter().map(String::as_str),
+            claims_read_by_rules(cfg).iter().map(String::as_str),
         );
         let cache = match previous {
             // Cached identities hold only the claims the old rules read: a reload whose rules
             // read other claims must not be answered from them (a `claims` condition of a deny
-            // rule would silently stop matching).
+            // rule would silently stop matching). With the issuers unchanged, the selections
+            // differ exactly when the kept claims do.
             Some(p)
                 if all_reused
-                    && p.kept_claims == kept_claims
+                    && p.selection == selection
                     && p.cache
                         .same_settings(a.token_cache_size, a.token_cache_ttl.0) =>
             {
@@ -463,7 +462,6 @@ impl Authenticator {
             by_iss,
             cache,
             max_token_bytes: a.max_token_bytes,
-            kept_claims,
             selection,
         })
     }

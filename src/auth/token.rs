@@ -988,9 +988,15 @@ fn numeric_date(v: Option<&ClaimValue<'_>>, round: Round) -> Result<Option<u64>,
     }
 }
 
-/// The claim checks of the `auth` module table, then the identity: `sub`, email, groups and
+/// Check the (signature-verified) claims and build the [`Identity`]: `sub`, email, groups and
 /// scopes, plus the claims the rules read ([`ClaimSelection`]'s kept names). Each string is
 /// allocated once, here, for the identity; the claims only borrow from the payload.
+///
+/// Order: type checks of every claim we rely on (`claim_invalid`), then time (`expired`,
+/// `not_yet_valid`), lifetime (`claim_invalid`), audience (`wrong_audience`), and the identity
+/// claims. Missing or mistyped authorization-relevant claims (groups, email, scopes) are
+/// refused rather than dropped: a `deny` rule keyed on a group must not be bypassed by sending
+/// the group list in an unexpected shape.
 pub fn check_claims(
     rules: &ClaimRules,
     claims: &Claims<'_>,
