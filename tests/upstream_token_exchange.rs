@@ -219,29 +219,19 @@ async fn engine_path_shares_the_cache_and_its_refusals() {
     let b = broker(&config("tx-keyed", &fake, ""));
     let alice = identity("alice", 3600);
     let (alice_key, bob_key) = (idgate::auth::token_key(ALICE), idgate::auth::token_key(BOB));
-    let keyed = |token, key, identity| Caller {
-        token,
-        key: Some(key),
-        identity,
+    // As the engine calls it: the key from the authenticator, the decision's clock reading.
+    let via_engine = |token, key, identity| {
+        let caller = Caller {
+            token,
+            key: Some(key),
+            identity,
+        };
+        b.credential_for("tx-keyed", caller, Instant::now())
     };
 
-    let first = b
-        .credential_for(
-            "tx-keyed",
-            keyed(ALICE, &alice_key, Some(&alice)),
-            Instant::now(),
-        )
-        .await
-        .unwrap();
+    let first = via_engine(ALICE, &alice_key, Some(&alice)).await.unwrap();
     for _ in 0..3 {
-        let again = b
-            .credential_for(
-                "tx-keyed",
-                keyed(ALICE, &alice_key, Some(&alice)),
-                Instant::now(),
-            )
-            .await
-            .unwrap();
+        let again = via_engine(ALICE, &alice_key, Some(&alice)).await.unwrap();
         assert_eq!(again, first);
     }
     assert_eq!(
@@ -256,10 +246,7 @@ async fn engine_path_shares_the_cache_and_its_refusals() {
 
     b.credential("tx-keyed", BOB, None).await.unwrap_err();
     for _ in 0..3 {
-        let e = b
-            .credential_for("tx-keyed", keyed(BOB, &bob_key, None), Instant::now())
-            .await
-            .unwrap_err();
+        let e = via_engine(BOB, &bob_key, None).await.unwrap_err();
         assert!(matches!(e, UpstreamError::Failed { .. }), "{e}");
     }
     assert_eq!(
@@ -269,9 +256,6 @@ async fn engine_path_shares_the_cache_and_its_refusals() {
     );
 
     // An empty caller token is refused without a request, key or not.
-    let e = b
-        .credential_for("tx-keyed", keyed("", &alice_key, None), Instant::now())
-        .await
-        .unwrap_err();
+    let e = via_engine("", &alice_key, None).await.unwrap_err();
     assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e}");
 }
