@@ -83,7 +83,7 @@ fn haproxy26_refuses_the_3x_file_with_a_clear_message() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("needs HAProxy 3.1 or later"),
+        stderr.contains("needs HAProxy 3.2 or later"),
         "no explanation in:\n{stderr}"
     );
 }
@@ -118,20 +118,20 @@ fn the_two_haproxy_files_differ_only_in_their_variant_blocks() {
     let (common3, blocks3) = split_variants(&read("haproxy/haproxy-3.x.cfg"));
     assert_eq!(
         blocks26.len(),
-        2,
-        "haproxy.cfg: header and agents-backend variants"
+        5,
+        "haproxy.cfg: header, trailers (defaults), bind line, trailers (frontend) and agents-backend variants"
     );
     assert_eq!(
         blocks3.len(),
-        2,
-        "haproxy-3.x.cfg: header and agents-backend variants"
+        5,
+        "haproxy-3.x.cfg: header, trailers (defaults), bind line, trailers (frontend) and agents-backend variants"
     );
     assert!(
-        blocks26[1].contains("mode tcp"),
+        blocks26[4].contains("mode tcp"),
         "2.6 agents backend is not `mode tcp`"
     );
     assert!(
-        blocks3[1].contains("mode spop"),
+        blocks3[4].contains("mode spop"),
         "3.x agents backend is not `mode spop`"
     );
     if common26 != common3 {

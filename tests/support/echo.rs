@@ -371,7 +371,7 @@ fn openssl(args: &[&str]) {
     );
 }
 
-fn server_tls_config(certs: &TestCerts) -> rustls::ServerConfig {
+pub fn server_tls_config(certs: &TestCerts) -> rustls::ServerConfig {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_file_iter(&certs.cert)
