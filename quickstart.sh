@@ -124,10 +124,9 @@ prerequisites() {
     [[ -n $(find_haproxy) || -n ${QS_HAPROXY:-} ]] || missing+=(haproxy)
     command -v curl >/dev/null || missing+=(curl)
     command -v openssl >/dev/null || missing+=(openssl)
-    # A node that is already there (e.g. NodeSource's, which bundles npm) is kept: Debian's npm
-    # package would pull in Debian's nodejs and conflict with it.
-    command -v node >/dev/null || missing+=(nodejs)
-    command -v npm >/dev/null || missing+=(npm)
+    # Node.js comes from scripts/ensure-node.sh below (PATH's node if new enough, else PyPI);
+    # it needs python3 with venv only when it has to install.
+    command -v python3 >/dev/null || missing+=(python3 python3-venv)
     if ((${#missing[@]})); then
         if is_root && command -v apt-get >/dev/null; then
             apt_install ca-certificates "${missing[@]}"
@@ -142,7 +141,7 @@ prerequisites() {
     version=$("$haproxy_bin" -v 2>/dev/null | sed -n '1s/^HA-\{0,1\}Proxy version \([0-9]*\.[0-9]*\).*/\1/p')
     [[ $version =~ ^([0-9]+)\.([0-9]+)$ ]] || die "cannot tell the version of $haproxy_bin"
     local major=${BASH_REMATCH[1]} minor=${BASH_REMATCH[2]}
-    if ((major > 3 || (major == 3 && minor >= 1))); then
+    if ((major > 3 || (major == 3 && minor >= 2))); then
         haproxy_cfg=$root/haproxy/haproxy-3.x.cfg
     else
         haproxy_cfg=$root/haproxy/haproxy.cfg
@@ -151,14 +150,12 @@ prerequisites() {
     fi
     haproxy_version=$version
 
-    # oidc-provider 9 needs Node.js >= 20.19 (tests/oidc/package.json "engines").
-    local node_version
-    node_version=$(node -p 'process.versions.node')
-    if ! node -e '
-        const [a, b] = process.versions.node.split(".").map(Number);
-        process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1);'; then
-        die "Node.js $node_version is too old for the local OIDC provider (oidc-provider needs >= 20.19). Install a current Node.js LTS, e.g. from https://nodejs.org or NodeSource, and run again."
-    fi
+    # oidc-provider 9 needs Node.js >= 20.19 (tests/oidc/package.json "engines"): the node on
+    # PATH if it is new enough, else official builds from PyPI (Debian bookworm's is 18).
+    local node_dir
+    node_dir=$(bash "$root/scripts/ensure-node.sh") ||
+        die "no usable Node.js >= 20.19 (scripts/ensure-node.sh says why above)"
+    export PATH="$node_dir:$PATH"
 
     # The OIDC provider's packages. npm writes node_modules/.package-lock.json on every
     # install, whoever ran it (scripts/ci-deps.sh, the test harness, this script): installed
@@ -182,7 +179,11 @@ idgate_binary() {
     local target=${CARGO_TARGET_DIR:-$root/target}
     [[ $target == /* ]] || target=$root/$target
     if command -v cargo >/dev/null; then
-        say "cargo build --release (the first build takes a few minutes)"
+        if [[ -x $target/release/idgate ]]; then
+            say "cargo build --release"
+        else
+            say "cargo build --release (a first build takes a few minutes)"
+        fi
         (cd "$root" && cargo build --release --locked --bin idgate) || die "cargo build failed"
     elif [[ -x $target/release/idgate ]]; then
         say "cargo not found: reusing $target/release/idgate"
@@ -268,8 +269,11 @@ start() {
 
 alive() {
     kill -0 "$1" 2>/dev/null || return 1
-    # An exited child stays a zombie until reaped: kill -0 still succeeds on it.
-    [[ ! -r /proc/$1/status ]] || ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+    # An exited child stays a zombie until reaped: kill -0 still succeeds on it. Read the state
+    # once: a process reaped between two reads of /proc would otherwise count as alive.
+    local state
+    state=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null) || state=
+    [[ -n $state && $state != Z ]]
 }
 
 tail_log() { # NAME LOG

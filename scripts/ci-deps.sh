@@ -3,7 +3,9 @@
 #
 #   - HAProxy 2.6 (Debian's `haproxy`, /usr/sbin/haproxy)
 #   - HAProxy 3.2 (Debian sid's, unpacked beside it by scripts/install-haproxy32.sh, `haproxy32`)
-#   - Node.js + npm for the test OIDC provider (tests/oidc), unless a node is already installed
+#   - Node.js >= 20.19 + npm for the test OIDC provider (tests/oidc): the node on PATH if it is
+#     new enough, else official Node.js builds from PyPI (scripts/ensure-node.sh; Debian
+#     bookworm's nodejs is 18, too old)
 #   - curl, ca-certificates, openssl (test certificates), systemd (systemd-analyze checks the unit
 #     file), procps (`kill`)
 #   - the test OIDC provider's npm packages (`npm ci` in tests/oidc, when it exists)
@@ -22,14 +24,7 @@ is_installed() {
 }
 
 packages=(haproxy curl ca-certificates openssl systemd procps debian-archive-keyring)
-# A node that is already there (e.g. from NodeSource, whose nodejs bundles npm) is kept: Debian's
-# `npm` package would pull in Debian's older nodejs and conflict with it.
-if ! command -v node >/dev/null 2>&1; then
-    packages+=(nodejs)
-fi
-if ! command -v npm >/dev/null 2>&1; then
-    packages+=(npm)
-fi
+packages+=(python3 python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -53,6 +48,10 @@ elif ! command -v "${IDGATE_HAPROXY32:-haproxy32}" >/dev/null 2>&1; then
     log "haproxy32 missing (run scripts/install-haproxy32.sh as root)"
     exit 1
 fi
+
+# Node.js for the test OIDC provider (on PATH afterwards: linked into /usr/local/bin as root).
+node_dir=$(bash "$root/scripts/ensure-node.sh")
+export PATH="$node_dir:$PATH"
 
 # The test OIDC provider (a real `oidc-provider` server, tests/oidc/server.mjs).
 oidc=$root/tests/oidc
