@@ -702,6 +702,35 @@ fn credentials(t: &Target) {
     t.never_forwarded("cookie-dup", "two token cookies");
 }
 
+// ----- HAProxy's own errors -----
+
+/// With the upstream gone, HAProxy's own 503 is a Databricks-shaped JSON error with
+/// Retry-After and the request ID where the SDKs read it (not HAProxy's HTML page).
+fn upstream_down(mut t: Target) {
+    let tok = t.token("down-user", json!({}));
+    let addr = t.up.addr;
+    drop(std::mem::replace(&mut t.up, RawUpstream::start()));
+    assert!(TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_err(), "upstream still up");
+    let mut s = TcpStream::connect_timeout(&t.front(), IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.write_all(&get(CLUSTERS, &[("Authorization", &bearer(&tok)), ("Connection", "close")]))
+        .expect("write");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{raw}\n{}", t.logs());
+    assert!(head.contains("content-type: application/json"), "{raw}");
+    assert!(head.contains("retry-after: 1"), "{raw}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["error_code"], "TEMPORARILY_UNAVAILABLE", "{body}");
+    assert_eq!(
+        v["details"][0]["@type"], "type.googleapis.com/google.rpc.RequestInfo",
+        "{body}"
+    );
+    assert!(!v["details"][0]["request_id"].as_str().unwrap_or("").is_empty(), "{body}");
+}
+
 fn run(version: HaproxyVersion) {
     let Some(bin) = version.require() else { return };
     let rt = support::background_runtime();
@@ -743,6 +772,7 @@ fn run(version: HaproxyVersion) {
     credentials(&t);
     path_folding(&t);
     identity_encoding(&t);
+    upstream_down(t);
 }
 
 #[test]

@@ -149,11 +149,19 @@ fn policy_end_to_end(version: HaproxyVersion) {
     s.expect(&r, 403, "bob (analysts) on the serving endpoint");
     assert!(r.body.contains("no_matching_rule"), "body {:?}", r.body);
     assert!(r.header("www-authenticate").is_none(), "{r:?}");
-    let bob_request_id = serde_json::from_str::<serde_json::Value>(&r.body)
-        .unwrap_or_else(|e| panic!("403 body is not JSON ({e}): {:?}", r.body))["request_id"]
+    let body = serde_json::from_str::<serde_json::Value>(&r.body)
+        .unwrap_or_else(|e| panic!("403 body is not JSON ({e}): {:?}", r.body));
+    let bob_request_id = body["request_id"]
         .as_str()
         .expect("request_id in the 403 body")
         .to_string();
+    // Where the Databricks SDKs read it: details[] as google.rpc.RequestInfo.
+    assert_eq!(
+        body["details"][0],
+        serde_json::json!({"@type": "type.googleapis.com/google.rpc.RequestInfo",
+                           "request_id": bob_request_id, "serving_data": ""}),
+        "{body}"
+    );
     let r = s.call_as("DELETE", "/api/2.0/clusters/delete", &alice);
     s.expect(&r, 403, "a DELETE under the deny rule");
     assert!(r.body.contains("denied_by_rule"), "body {:?}", r.body);
