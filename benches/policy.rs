@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encoded", |b| {
         b.iter(|| {
             black_box(normalize_path(black_box(
-                "/api/2.0/workspace/my%20notebook/caf%C3%A9",
+                "/api/2.0/workspace/my%20notebook/q%26a%40v1",
             )))
         })
     });

@@ -64,11 +64,11 @@ pub const VAR_PREFIX: &str = "idgate";
 /// truncates them. Our longest, `txn.idgate.upstream_authorization`, is 33 bytes.
 pub const MAX_FULL_VAR_NAME: usize = 63;
 
-/// Cap for identity values (`sub`, `email`, `issuer`, `rule`, `principal`). Real values are
-/// far shorter; a longer one is not sent at all rather than truncated (see [`identity_value`]).
-pub const IDENTITY_CAP: usize = 1024;
-/// Cap for `groups`: the list is cut after the last whole group that fits.
-pub const GROUPS_CAP: usize = 4096;
+/// Cap for identity values (`sub`, `email`, `issuer`, `rule`, `principal`), and cap for the
+/// comma-joined `groups` (8192: Entra ID's 200 groups of 36-byte object IDs take 7,399 bytes).
+/// The authenticator refuses tokens whose values exceed them (`claim_invalid`), so an allowed
+/// verdict always fits; here they are the second line (see `identity_value`, `groups_value`).
+pub use crate::auth::{GROUPS_CAP, IDENTITY_CAP};
 /// Cap for `www_authenticate` (our own text: realm plus a short description).
 pub const CHALLENGE_CAP: usize = 1024;
 
@@ -113,18 +113,23 @@ fn identity_value(s: &str) -> Option<VarValue<'_>> {
     (s.len() <= IDENTITY_CAP && header_safe(s)).then_some(VarValue::Str(Cow::Borrowed(s)))
 }
 
-/// Groups comma-joined. A group that cannot be represented (empty, a comma inside, control
-/// characters) is left out rather than altered, and the list is cut after the last whole
-/// group within [`GROUPS_CAP`]: a missing group only ever removes access.
-fn groups_value(groups: &[String]) -> Option<VarValue<'static>> {
+/// Groups comma-joined, and whether that is all of them. A group that cannot be represented
+/// (empty, a comma inside, control characters) is left out rather than altered, and the list is
+/// cut after the last whole group within [`GROUPS_CAP`]. An incomplete list is only ever sent
+/// with a refusal (where it is informational); an allowed verdict whose list is incomplete is
+/// refused instead (see [`build`]).
+fn groups_value(groups: &[String]) -> (Option<VarValue<'static>>, bool) {
     let total: usize = groups.iter().map(|g| g.len() + 1).sum();
     let mut out = String::with_capacity(total.min(GROUPS_CAP));
+    let mut complete = true;
     for g in groups {
         if g.is_empty() || g.contains(',') || !header_safe(g) {
+            complete = false;
             continue;
         }
         let extra = g.len() + usize::from(!out.is_empty());
         if out.len() + extra > GROUPS_CAP {
+            complete = false;
             break;
         }
         if !out.is_empty() {
@@ -132,7 +137,10 @@ fn groups_value(groups: &[String]) -> Option<VarValue<'static>> {
         }
         out.push_str(g);
     }
-    (!out.is_empty()).then_some(VarValue::Str(Cow::Owned(out)))
+    (
+        (!out.is_empty()).then_some(VarValue::Str(Cow::Owned(out))),
+        complete,
+    )
 }
 
 /// `upstream_authorization` must be sent whole or not at all: visible ASCII and spaces only
@@ -271,19 +279,37 @@ fn set<'a>(name: &'static str, value: VarValue<'a>) -> SetVar<'a> {
     SetVar { name, value }
 }
 
-/// Whether this variable may be dropped to make the ACK fit.
-fn is_optional(a: &SetVar<'_>) -> bool {
-    ![
-        var::ALLOW,
-        var::STATUS,
-        var::REASON,
-        var::UPSTREAM_AUTHORIZATION,
-    ]
-    .contains(&a.name)
+/// The variables that are never dropped to make an ACK fit: the verdict itself and, when
+/// allowed, everything the request is forwarded with.
+const ALWAYS: [&str; 4] = [
+    var::ALLOW,
+    var::STATUS,
+    var::REASON,
+    var::UPSTREAM_AUTHORIZATION,
+];
+
+/// The identity an allowed request is forwarded with: headers such as `X-Forwarded-User` and
+/// HAProxy's per-identity rate limit (keyed on `sub`) depend on them, so an allowed verdict is
+/// never sent without them (each one the verdict has).
+const IDENTITY_VARS: [&str; 5] = [
+    var::PRINCIPAL,
+    var::SUB,
+    var::ISSUER,
+    var::EMAIL,
+    var::GROUPS,
+];
+
+/// Whether this variable may be dropped to make the ACK fit: for a refusal everything but the
+/// verdict, for an allowed request only `rule` (and nothing it is forwarded with).
+fn is_optional(a: &SetVar<'_>, allow: bool) -> bool {
+    let kept = ALWAYS.contains(&a.name) || (allow && IDENTITY_VARS.contains(&a.name));
+    !kept
 }
 
-/// Variables for a verdict, without the size limit. `Err` if the upstream credential cannot
-/// be sent.
+/// Variables for a verdict, without the size limit. `Err(UpstreamUnavailable)` if the upstream
+/// credential cannot be sent, `Err(InternalError)` if an allowed verdict's identity cannot be
+/// sent whole (not header-safe, over a cap, a group left out): the authenticator refuses such
+/// tokens, so this is the second line.
 fn build(v: &Verdict) -> Result<Vec<SetVar<'_>>, Reason> {
     let mut a = Vec::with_capacity(var::ALL.len());
     a.push(set(var::ALLOW, VarValue::Bool(v.allow)));
@@ -307,39 +333,62 @@ fn build(v: &Verdict) -> Result<Vec<SetVar<'_>>, Reason> {
                 upstream_value(ua).ok_or(Reason::UpstreamUnavailable)?,
             ));
         }
-        if let Some(p) = v.principal.as_deref().and_then(identity_value) {
-            a.push(set(var::PRINCIPAL, p));
+        if let Some(p) = &v.principal {
+            push_identity(&mut a, var::PRINCIPAL, p, true)?;
         }
     }
     if let Some(id) = &v.identity {
-        if let Some(s) = identity_value(&id.sub) {
-            a.push(set(var::SUB, s));
-        }
-        if let Some(s) = identity_value(&id.issuer) {
-            a.push(set(var::ISSUER, s));
-        }
+        push_identity(&mut a, var::SUB, &id.sub, v.allow)?;
+        push_identity(&mut a, var::ISSUER, &id.issuer, v.allow)?;
     }
     if let Some(s) = v.rule.as_deref().and_then(identity_value) {
         a.push(set(var::RULE, s));
     }
     if let Some(id) = &v.identity {
-        if let Some(s) = id.email.as_deref().and_then(identity_value) {
-            a.push(set(var::EMAIL, s));
+        if let Some(e) = &id.email {
+            push_identity(&mut a, var::EMAIL, e, v.allow)?;
         }
-        if let Some(s) = groups_value(&id.groups) {
+        let (groups, complete) = groups_value(&id.groups);
+        if v.allow && !complete {
+            return Err(Reason::InternalError);
+        }
+        if let Some(s) = groups {
             a.push(set(var::GROUPS, s));
         }
     }
     Ok(a)
 }
 
+/// Push identity variable `name` with value `s`, or, when it cannot be sent faithfully
+/// ([`identity_value`]): leave it out of a refusal, refuse an allowed request (`required`).
+fn push_identity<'a>(
+    a: &mut Vec<SetVar<'a>>,
+    name: &'static str,
+    s: &'a str,
+    required: bool,
+) -> Result<(), Reason> {
+    match identity_value(s) {
+        Some(value) => a.push(set(name, value)),
+        None if required => return Err(Reason::InternalError),
+        None => {}
+    }
+    Ok(())
+}
+
 /// The ACK variables for `verdict`, fitted into an ACK of at most `max_frame_size` bytes for
 /// `(stream_id, frame_id)`. Pass them to [`crate::spop::Connection::send_ack`].
 ///
-/// If the ACK is too big, optional variables are dropped from the end (groups first).
-/// `upstream_authorization` is never truncated or dropped from an allowed request: if it is
-/// not header-safe or cannot fit, the verdict becomes `allow=false, 503 upstream_unavailable`
-/// (fail closed rather than forward without the credential the rule requires).
+/// If the ACK is too big, optional variables are dropped from the end: for a refusal anything
+/// but `allow`, `status` and `reason` (groups first); for an allowed request only `rule`. An
+/// allowed request is never answered without what it is forwarded with; instead it is refused
+/// (fail closed rather than forward with less than the rule and the token say):
+/// - `upstream_authorization` not header-safe, or not fitting even alone:
+///   `allow=false, 503 upstream_unavailable`;
+/// - `sub`, `issuer`, `email` (when the identity has one), `groups` (when it has any) or
+///   `principal` (when the rule names one) not representable whole, or not fitting:
+///   `allow=false, 500 internal_error`. The authenticator already refuses identities that
+///   cannot be sent, so in practice this means HAProxy's max-frame-size is too small for the
+///   identity (e.g. hundreds of groups): raise `tune.bufsize` or stop sending `groups`.
 pub fn verdict_actions(
     verdict: &Verdict,
     stream_id: u64,
@@ -350,23 +399,37 @@ pub fn verdict_actions(
     let mut actions = match build(verdict) {
         Ok(a) => a,
         Err(reason) => {
-            tracing::warn!(
-                "upstream credential is not header-safe; refusing the request ({reason})"
-            );
-            return refuse_upstream(verdict, stream_id, frame_id, max_frame_size);
+            if reason == Reason::UpstreamUnavailable {
+                tracing::warn!("upstream credential is not header-safe; refusing the request");
+            } else {
+                tracing::warn!(
+                    "identity of an allowed request cannot be sent whole; refusing the request"
+                );
+            }
+            return refuse(verdict, reason, stream_id, frame_id, max_frame_size);
         }
     };
     while !fits(&actions) {
-        if let Some(i) = actions.iter().rposition(is_optional) {
+        if let Some(i) = actions.iter().rposition(|a| is_optional(a, verdict.allow)) {
             actions.remove(i);
             continue;
         }
-        if verdict.allow && verdict.upstream_authorization.is_some() {
+        if verdict.allow {
+            let credential_only: Vec<SetVar<'_>> = actions
+                .iter()
+                .filter(|a| ALWAYS.contains(&a.name))
+                .cloned()
+                .collect();
+            let reason = if fits(&credential_only) {
+                Reason::InternalError
+            } else {
+                Reason::UpstreamUnavailable
+            };
             tracing::warn!(
                 max_frame_size,
-                "upstream credential does not fit the negotiated max-frame-size; refusing the request"
+                "the variables of an allowed request do not fit the negotiated max-frame-size; refusing the request ({reason})"
             );
-            return refuse_upstream(verdict, stream_id, frame_id, max_frame_size);
+            return refuse(verdict, reason, stream_id, frame_id, max_frame_size);
         }
         // allow/status/reason take < 100 bytes and max-frame-size is at least 256.
         break;
@@ -374,10 +437,11 @@ pub fn verdict_actions(
     actions
 }
 
-/// The variables of `allow=false, 503 upstream_unavailable` for an allowed request that
-/// cannot carry its upstream credential (identity and rule kept for the logs).
-fn refuse_upstream(
+/// The variables of a refusal (`reason` with its status) for an allowed request that cannot be
+/// answered as such (identity and rule kept for the logs).
+fn refuse(
     v: &Verdict,
+    reason: Reason,
     stream_id: u64,
     frame_id: u64,
     max_frame_size: u32,
@@ -385,7 +449,7 @@ fn refuse_upstream(
     let refused = Verdict {
         identity: v.identity.clone(),
         rule: v.rule.clone(),
-        ..Verdict::deny(Reason::UpstreamUnavailable)
+        ..Verdict::deny(reason)
     };
     verdict_actions(&refused, stream_id, frame_id, max_frame_size)
         .into_iter()
@@ -752,14 +816,157 @@ mod tests {
     #[test]
     fn groups_are_cut_at_a_comma_boundary() {
         let groups: Vec<String> = (0..1000).map(|i| format!("group-{i:04}")).collect();
-        let Some(VarValue::Str(g)) = groups_value(&groups) else {
+        let (Some(VarValue::Str(g)), false) = groups_value(&groups) else {
             panic!()
         };
         assert!(g.len() <= GROUPS_CAP);
         assert!(g
             .split(',')
             .all(|x| x.len() == 10 && x.starts_with("group-")));
-        assert!(groups_value(&[]).is_none());
+        assert_eq!(groups_value(&[]), (None, true));
+        let (_, complete) = groups_value(&["a".into(), "b,c".into()]);
+        assert!(!complete);
+        let (Some(VarValue::Str(g)), true) = groups_value(&["a".into(), "b".into()]) else {
+            panic!()
+        };
+        assert_eq!(g, "a,b");
+    }
+
+    fn status_reason<'a>(
+        a: &'a [SetVar<'a>],
+    ) -> (Option<&'a VarValue<'a>>, Option<&'a VarValue<'a>>) {
+        (value(a, "status"), value(a, "reason"))
+    }
+
+    /// An allowed verdict is never sent without the identity it is forwarded with: a value the
+    /// renderer cannot send whole refuses the request (500 internal_error) instead of leaving
+    /// the variable out.
+    #[test]
+    fn allowed_verdict_never_loses_its_identity() {
+        type Change = Box<dyn Fn(&mut Identity, &mut Verdict)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "sub with a control character",
+                Box::new(|id, _| id.sub = "a\u{1}".into()),
+            ),
+            (
+                "sub too long",
+                Box::new(|id, _| id.sub = "s".repeat(IDENTITY_CAP + 1)),
+            ),
+            (
+                "email with CR LF",
+                Box::new(|id, _| id.email = Some("a@b\r\n".into())),
+            ),
+            (
+                "a group with a comma",
+                Box::new(|id, _| id.groups.push("a,b".into())),
+            ),
+            (
+                "an empty group",
+                Box::new(|id, _| id.groups.push(String::new())),
+            ),
+            (
+                "groups over the cap",
+                Box::new(|id, _| id.groups = (0..201).map(|i| format!("{i:040}")).collect()),
+            ),
+            (
+                "principal with NUL",
+                Box::new(|_, v| v.principal = Some("p\0".into())),
+            ),
+        ];
+        for (case, f) in cases {
+            let mut id = (*identity()).clone();
+            let mut v = allowed();
+            f(&mut id, &mut v);
+            v.identity = Some(Arc::new(id));
+            let a = verdict_actions(&v, 1, 1, 16380);
+            assert_eq!(value(&a, "allow"), Some(&VarValue::Bool(false)), "{case}");
+            assert_eq!(
+                status_reason(&a),
+                (Some(&VarValue::Int(500)), Some(&st("internal_error"))),
+                "{case}"
+            );
+            assert!(value(&a, "upstream_authorization").is_none(), "{case}");
+            assert!(value(&a, "principal").is_none(), "{case}");
+            // The same identity on a refusal is sent as far as it can be.
+            let denied = Verdict {
+                allow: false,
+                status: 403,
+                reason: Reason::DeniedByRule,
+                upstream_authorization: None,
+                principal: None,
+                ..v.clone()
+            };
+            let a = verdict_actions(&denied, 1, 1, 16380);
+            assert_eq!(value(&a, "reason"), Some(&st("denied_by_rule")), "{case}");
+        }
+        // 200 Entra object IDs (7,399 bytes) fit, and are sent whole.
+        let mut id = (*identity()).clone();
+        id.groups = (0..200)
+            .map(|i| format!("{i:08x}-0000-4000-8000-{i:012x}"))
+            .collect();
+        let v = Verdict {
+            identity: Some(Arc::new(id)),
+            ..allowed()
+        };
+        let a = verdict_actions(&v, 1, 1, 16380);
+        assert_eq!(value(&a, "status"), Some(&VarValue::Int(200)));
+        let Some(VarValue::Str(g)) = value(&a, "groups") else {
+            panic!()
+        };
+        assert_eq!(g.len(), 200 * 36 + 199);
+    }
+
+    /// With a max-frame-size too small for the identity, an allowed verdict drops only `rule`,
+    /// then is refused (500 internal_error) rather than sent without sub/email/groups/principal.
+    #[test]
+    fn tiny_frames_refuse_allowed_requests_instead_of_dropping_identity() {
+        let mut id = (*identity()).clone();
+        id.groups = (0..20).map(|i| format!("group-number-{i:02}")).collect();
+        let v = Verdict {
+            identity: Some(Arc::new(id)),
+            upstream_authorization: None,
+            ..allowed()
+        };
+        let full = verdict_actions(&v, 1, 1, 16380);
+        assert_eq!(names(&full).len(), 9);
+        let need = frame::ack_len(1, 1, &full);
+        assert!(need > 256, "{need}");
+        // Room for everything but `rule`: rule is dropped, the rest stays.
+        let rule_len = full
+            .iter()
+            .find(|a| a.name == "rule")
+            .unwrap()
+            .encoded_len();
+        let a = verdict_actions(&v, 1, 1, (need - rule_len) as u32);
+        assert_eq!(value(&a, "status"), Some(&VarValue::Int(200)));
+        assert!(value(&a, "rule").is_none());
+        for n in ["principal", "sub", "issuer", "email", "groups"] {
+            assert!(value(&a, n).is_some(), "{n} dropped");
+        }
+        // One byte less: refused, and the refusal fits.
+        let mfs = (need - rule_len - 1) as u32;
+        let a = verdict_actions(&v, 1, 1, mfs);
+        assert_eq!(value(&a, "allow"), Some(&VarValue::Bool(false)));
+        assert_eq!(
+            status_reason(&a),
+            (Some(&VarValue::Int(500)), Some(&st("internal_error")))
+        );
+        assert!(frame::ack_len(1, 1, &a) <= mfs as usize);
+        let a = verdict_actions(&v, 1, 1, 256);
+        assert_eq!(value(&a, "reason"), Some(&st("internal_error")));
+        assert!(frame::ack_len(1, 1, &a) <= 256);
+        // A refusal may still drop its optional variables to fit.
+        let denied = Verdict {
+            allow: false,
+            status: 403,
+            reason: Reason::DeniedByRule,
+            principal: None,
+            ..v.clone()
+        };
+        let a = verdict_actions(&denied, 1, 1, 256);
+        assert_eq!(value(&a, "reason"), Some(&st("denied_by_rule")));
+        assert!(value(&a, "groups").is_none());
     }
 
     #[test]
@@ -796,6 +1003,9 @@ mod tests {
                 "{mfs}"
             );
             assert_eq!(&names(&a)[..3], ["allow", "status", "reason"]);
+            // Too small for the identity: refused, never allowed without it.
+            let want = if mfs == 16380 { 200 } else { 500 };
+            assert_eq!(value(&a, "status"), Some(&VarValue::Int(want)), "{mfs}");
         }
         // At 16380 everything fits.
         assert_eq!(names(&verdict_actions(&v, 1, 1, 16380)).len(), 9);

@@ -57,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub paths: PathsConfig,
     #[serde(default, rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
     #[serde(default, rename = "rule")]
@@ -167,6 +169,20 @@ impl Default for AuthConfig {
             token_cache_ttl: secs(600),
         }
     }
+}
+
+/// `[paths]`: how strictly request paths are checked before any rule (docs/policy.md "Paths").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Accept non-ASCII characters in request paths (raw UTF-8 or percent-encoded). Default
+    /// `false`: Databricks API paths are ASCII, and upstreams that fold Unicode (case mapping,
+    /// NFKC: the Kelvin sign `K` to `k`, fullwidth letters and dots to ASCII) would otherwise
+    /// read `/api/2.0/to%E2%84%AAen/create` as a path a deny rule covers. Only for upstreams that
+    /// need non-ASCII paths (e.g. file names in the Files API). Even then, characters that Unicode
+    /// case mapping or NFKC folds to ASCII, invisible or bidirectional formatting characters and
+    /// whitespace at a segment's edges stay refused; it never relaxes any other path rule.
+    pub allow_non_ascii: bool,
 }
 
 /// `[[issuer]]` (contract §4).

@@ -10,7 +10,8 @@
 //! 2. Public rules (no token needed) — first match allows with reason `public`.
 //! 3. Token extraction (`Authorization: Bearer`, else the configured cookie) — else 401.
 //! 4. Token validation — else 401 with the precise reason and an RFC 6750 challenge.
-//! 5. Rules, first match — `no_matching_rule` / `denied_by_rule` (403) or allow.
+//! 5. Rules, first match — `no_matching_rule` / `denied_by_rule` (403) or allow; an allow
+//!    rule whose `claim:` principal cannot be passed on faithfully — 401 `claim_invalid`.
 //! 6. Upstream credential when the matched rule names one — else 503 `upstream_unavailable`.
 
 use std::path::PathBuf;
@@ -95,7 +96,10 @@ impl State {
         if method.is_empty() {
             return Verdict::deny(Reason::BadRequest);
         }
-        let Ok(path) = policy::normalize_path(raw_path) else {
+        let options = policy::PathOptions {
+            allow_non_ascii: self.config.paths.allow_non_ascii,
+        };
+        let Ok(path) = policy::normalize_path_with(raw_path, options) else {
             return Verdict::deny(Reason::BadRequest);
         };
         let view = RequestView {
@@ -147,9 +151,21 @@ impl State {
                 (v, None)
             }
             Outcome::Allow(rule) => {
+                let principal = rule.principal_for(Some(&identity));
+                if let Some(Err(rejection)) = principal.as_deref().map(auth::check_principal) {
+                    // A `claim:` principal the upstream cannot be given faithfully (control or
+                    // invisible characters, too long): the token's claim is unusable, so the
+                    // request is refused as `claim_invalid`, naming the rule, rather than
+                    // forwarded without the principal the rule asks for.
+                    return Verdict {
+                        identity: Some(identity),
+                        rule: Some(rule.name.clone()),
+                        ..Verdict::unauthorized(realm, &rejection)
+                    };
+                }
                 let mut v = Verdict::allow(Reason::Ok);
                 v.rule = Some(rule.name.clone());
-                v.principal = rule.principal_for(Some(&identity));
+                v.principal = principal;
                 (v, Some(rule))
             }
         };

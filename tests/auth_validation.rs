@@ -99,6 +99,72 @@ async fn accepts_all_three_algorithms_and_builds_identity() {
     assert!(refresh_count("v-accept", "success") >= 1);
 }
 
+/// Entra ID group overage through the authenticator: the issuer's groups claim, or a claim a
+/// rule reads, named in `_claim_names` refuses the token; a claim nobody reads does not. A
+/// refused token is not cached: the same token is refused again.
+#[tokio::test]
+async fn left_out_claims_refuse_the_token_when_read() {
+    let overage = |base: &str| {
+        let mut c = claims(base);
+        c.as_object_mut().unwrap().remove("groups");
+        c["_claim_names"] = json!({"groups": "src1"});
+        c["_claim_sources"] = json!({"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/x/getMemberObjects"}});
+        c
+    };
+    let e = env("v-overage", "").await;
+    let t = e.rsa.token(&overage(&e.idp.base));
+    for _ in 0..2 {
+        let r = e.auth.authenticate(&t).await.unwrap_err();
+        assert_eq!(r.reason.as_str(), "claim_invalid");
+        assert!(
+            r.description
+                .starts_with("groups claim not in token (_claim_names"),
+            "{r}"
+        );
+    }
+    // Groups from app roles and no rule reading `groups`: the overage is irrelevant.
+    let e = env("v-roles", "groups_claim = \"roles\"").await;
+    let mut c = overage(&e.idp.base);
+    c["roles"] = json!(["reader"]);
+    let id = e.auth.authenticate(&e.rsa.token(&c)).await.unwrap();
+    assert_eq!(id.groups, ["reader"]);
+    // ... unless a rule reads the `groups` claim itself.
+    let rule =
+        "groups_claim = \"roles\"\n[[rule]]\nname = \"r\"\nclaims = { groups = \"admins\" }\n";
+    let e = env("v-roles-rule", rule).await;
+    let mut c = overage(&e.idp.base);
+    c["roles"] = json!(["reader"]);
+    assert_eq!(reason(&e.auth, &e.rsa.token(&c)).await, "claim_invalid");
+}
+
+/// `sub`, email and groups that cannot be passed on are refused with the claim named.
+#[tokio::test]
+async fn unpassable_identity_values_refuse_the_token() {
+    let e = env("v-unpassable", "").await;
+    for (claim, value, want) in [
+        (
+            "sub",
+            json!("alice\u{202e}"),
+            "sub contains an invisible or bidirectional formatting character",
+        ),
+        (
+            "email",
+            json!("a@b\r\n"),
+            "email contains a control character",
+        ),
+        (
+            "groups",
+            json!(["a,b"]),
+            "groups claim has a group containing a comma",
+        ),
+    ] {
+        let mut c = claims(&e.idp.base);
+        c[claim] = value;
+        let r = e.auth.authenticate(&e.rsa.token(&c)).await.unwrap_err();
+        assert_eq!((r.reason.as_str(), r.description), ("claim_invalid", want));
+    }
+}
+
 #[tokio::test]
 async fn nested_groups_claim_and_scp() {
     let e = env(

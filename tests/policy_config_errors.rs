@@ -117,6 +117,57 @@ fn paths() {
         "rule[0].paths[0]",
         "decoded",
     );
+    // Segments that request paths can never have (refused before the rules).
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/api/2.0/token/create.\"]\n",
+        "rule[0].paths[0]",
+        "ending in a dot",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/a/b /c\"]\n",
+        "rule[0].paths[0]",
+        "whitespace",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\npaths = [\"/files/caf\u{e9}/**\"]\n",
+        "rule[0].paths[0]",
+        "[paths] allow_non_ascii = true",
+    );
+}
+
+#[test]
+fn non_ascii_patterns_with_the_opt_out() {
+    let with_opt_out = |rules: &str| {
+        Config::from_toml(
+            &format!("{PRELUDE}\n[paths]\nallow_non_ascii = true\n{rules}"),
+            "test",
+        )
+        .expect("config parses")
+    };
+    let cfg = with_opt_out("[[rule]]\nname = \"r\"\npaths = [\"/files/caf\u{e9}/**\"]\n");
+    assert!(Policy::compile(&cfg).is_ok());
+    // Still never matching: characters Unicode folds to ASCII, invisible characters.
+    for pat in [
+        "/api/2.0/to\u{212a}en/**",
+        "/a/\u{ff0e}\u{ff0e}",
+        "/a\u{200b}b",
+    ] {
+        let cfg = with_opt_out(&format!("[[rule]]\nname = \"r\"\npaths = [\"{pat}\"]\n"));
+        let p = Policy::compile(&cfg).expect_err(pat);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].key, "rule[0].paths[0]");
+        assert!(p[0].message.contains("never matches"), "{p:#?}");
+    }
+    // `[paths]` takes no other key, and the value must be a boolean.
+    for bad in [
+        "[paths]\nallow_unicode = true\n",
+        "[paths]\nallow_non_ascii = \"yes\"\n",
+    ] {
+        let e = Config::from_toml(bad, "test").unwrap_err();
+        assert!(e.to_string().contains("paths"), "{e}");
+    }
+    let c = Config::from_toml("", "test").unwrap();
+    assert!(!c.paths.allow_non_ascii, "strict by default");
 }
 
 #[test]
@@ -289,6 +340,16 @@ fn principal_syntax() {
         "[[rule]]\nname = \"r\"\nprincipal = \"static:\"\n",
         "rule[0].principal",
         "needs a value",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nprincipal = \"static:\u{202e}nimda\"\n",
+        "rule[0].principal",
+        "invisible",
+    );
+    one(
+        "[[rule]]\nname = \"r\"\nprincipal = \"static:svc\u{200b}\"\n",
+        "rule[0].principal",
+        "invisible",
     );
 }
 

@@ -277,19 +277,66 @@ paths = ["/serving-endpoints/my model/invocations"]
     );
     let path = normalize_path("/serving-endpoints/my%20model/invocations").unwrap();
     assert!(allows(&p, &req("POST", &path), &id()));
-    // An encoded letter decodes to the literal: the rule cannot be dodged by encoding.
+    // An encoded letter never reaches the rules: HAProxy routes on the raw path, where
+    // `%73ecrets` is not `secrets`, so the two views would disagree.
+    assert_eq!(
+        normalize_path("/api/2.0/%73ecrets/list"),
+        Err(PathError::EncodedUnreserved)
+    );
+}
+
+/// Paths that an upstream (Tomcat/Spring, Jetty, IIS, nginx, Go, anything folding Unicode)
+/// could read as a denied API, but a rule would not: every one is refused before the rules
+/// (400 bad_request), whatever the rules say. Without that, the rules would judge what they
+/// decode to while HAProxy routes on the raw form and the upstream folds it onto a denied API.
+#[test]
+fn paths_a_denied_api_hides_behind_are_refused_before_rules() {
     let p = policy(
         r#"
 [[rule]]
 name = "no-secrets"
-paths = ["/api/*/secrets/**"]
+paths = ["/api/*/secrets/**", "/api/*/token/**"]
 effect = "deny"
+[[rule]]
+name = "serving"
+paths = ["/serving-endpoints/*/invocations"]
 [[rule]]
 name = "rest"
 "#,
     );
-    let path = normalize_path("/api/2.0/%73ecrets/list").unwrap();
-    assert_eq!(decide(&p, &req("GET", &path), &id()), "deny:no-secrets");
+    for (raw, want) in [
+        ("/api/2.0/to%E2%84%AAen/create", PathError::NonAscii),
+        ("/api/2.0/%C5%BFecrets/list", PathError::NonAscii),
+        ("/api/2.0/%EF%BD%93ecrets/list", PathError::NonAscii),
+        (
+            "/api/2.0/x/%EF%BC%8E%EF%BC%8E/secrets/list",
+            PathError::NonAscii,
+        ),
+        ("/api/2.0/secrets%3F/list", PathError::EncodedQuery),
+        ("/api/2.0/secrets%23/list", PathError::EncodedFragment),
+        ("/api/2.0/secrets%20/list", PathError::SegmentWhitespace),
+        ("/api/2.0/secrets./list", PathError::TrailingDot),
+        ("/api/2.0/secrets%2e/list", PathError::TrailingDot),
+        ("/api/2.0/secrets%00", PathError::ControlCharacter),
+        ("/api/2.0/secrets%09/list", PathError::ControlCharacter),
+        (
+            "/api/2.0/%u0073ecrets/list",
+            PathError::InvalidPercentEncoding,
+        ),
+        (
+            "/%73erving-endpoints/x/invocations",
+            PathError::EncodedUnreserved,
+        ),
+        ("/api/2.0/%53ECRETS/list", PathError::EncodedUnreserved),
+    ] {
+        assert_eq!(normalize_path(raw), Err(want), "{raw}");
+    }
+    // The plain forms are still judged by the rules.
+    let d = |raw: &str| decide(&p, &req("GET", &normalize_path(raw).unwrap()), &id());
+    assert_eq!(d("/api/2.0/secrets/list"), "deny:no-secrets");
+    assert_eq!(d("/api/2.0/token/create"), "deny:no-secrets");
+    assert_eq!(d("/serving-endpoints/m%20x/invocations"), "allow:serving");
+    assert_eq!(d("/api/2.0/secrets~x/list"), "allow:rest");
 }
 
 #[test]

@@ -17,6 +17,16 @@
 //!
 //! Then 20 NOTIFYs pipelined on one connection, each with a distinct token (some expired),
 //! are each answered once, on their own stream, with their own caller's identity.
+//!
+//! Then, with two issuers and a few rules: identity values that cannot be passed on (control,
+//! bidi and zero-width characters in `sub`/email/groups, over-long values, commas or empty
+//! groups, a `claim:` principal) are refused as `claim_invalid` instead of allowed without the
+//! variable; Entra ID group overage (`_claim_names`, `hasgroups`) is refused where groups are
+//! read and harmless where they are not; request paths an upstream or HAProxy's raw-path
+//! routing would read differently (Unicode folding, encoded letters, `%3F`, trailing dots and
+//! spaces, `%00`, `%u` escapes) are refused with 400 before any rule, and `[paths]
+//! allow_non_ascii` relaxes only non-ASCII; and an allowed ACK that does not fit a small
+//! max-frame-size is refused (500 `internal_error`) rather than sent without its identity.
 
 mod support;
 
@@ -24,6 +34,7 @@ use support::auth_kit;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use auth_kit::{b64, claims, now, MockIdp, Signer};
@@ -81,6 +92,8 @@ effect = "allow"
 /// One HAProxy-side SPOP connection, HELLO done.
 struct Spop {
     s: TcpStream,
+    /// The max-frame-size announced in our HELLO (the agent may only lower it).
+    max_frame: u32,
 }
 
 /// The variables of one ACK, by name.
@@ -88,14 +101,19 @@ type Vars = HashMap<String, TypedData>;
 
 impl Spop {
     async fn connect(addr: SocketAddr) -> Spop {
+        Spop::connect_with(addr, MAX_FRAME).await
+    }
+
+    /// [`Spop::connect`] announcing `max_frame` as HAProxy's max-frame-size.
+    async fn connect_with(addr: SocketAddr, max_frame: u32) -> Spop {
         let s = timeout(WAIT, TcpStream::connect(addr))
             .await
             .expect("connect in time")
             .expect("connect to idgate's SPOP listener");
         s.set_nodelay(true).unwrap();
-        let mut c = Spop { s };
+        let mut c = Spop { s, max_frame };
         let mut hello = BytesMut::new();
-        frame::encode_haproxy_hello(&mut hello, "2.0", MAX_FRAME, "pipelining", false);
+        frame::encode_haproxy_hello(&mut hello, "2.0", max_frame, "pipelining", false);
         c.s.write_all(&hello).await.unwrap();
         let mut body = c.read_frame().await;
         let h = Header::decode(&mut body).unwrap();
@@ -108,12 +126,13 @@ impl Spop {
     }
 
     async fn read_frame(&mut self) -> Bytes {
+        let max_frame = self.max_frame;
         timeout(WAIT, async {
             let mut len = [0u8; 4];
             self.s.read_exact(&mut len).await.expect("frame length");
             let n = u32::from_be_bytes(len);
             assert!(
-                n <= MAX_FRAME,
+                n <= max_frame,
                 "frame of {n} bytes exceeds the negotiated size"
             );
             let mut body = vec![0u8; n as usize];
@@ -155,31 +174,43 @@ impl Spop {
     }
 }
 
-/// What one NOTIFY carries besides method and path.
+/// What one NOTIFY carries besides the method.
 #[derive(Debug, Clone, Default)]
 struct Req {
     authorization: Option<String>,
     cookie: Option<String>,
+    /// The `path` argument; `None`: [`DEFAULT_PATH`].
+    path: Option<String>,
 }
+
+/// The path of the corpus requests.
+const DEFAULT_PATH: &str = "/serving-endpoints/m/invocations";
 
 fn bearer(token: &str) -> Req {
     Req {
         authorization: Some(format!("Bearer {token}")),
-        cookie: None,
+        ..Req::default()
     }
 }
 
 fn header_only(value: &str) -> Req {
     Req {
         authorization: Some(value.to_string()),
-        cookie: None,
+        ..Req::default()
     }
 }
 
 fn cookie_only(value: &str) -> Req {
     Req {
-        authorization: None,
         cookie: Some(value.to_string()),
+        ..Req::default()
+    }
+}
+
+impl Req {
+    fn at(mut self, path: &str) -> Req {
+        self.path = Some(path.to_string());
+        self
     }
 }
 
@@ -195,10 +226,7 @@ fn notify(sid: u64, fid: u64, req: &Req) -> Vec<u8> {
     };
     let mut args = vec![
         arg("method", TypedData::static_str("POST")),
-        arg(
-            "path",
-            TypedData::static_str("/serving-endpoints/m/invocations"),
-        ),
+        arg("path", string(req.path.as_deref().unwrap_or(DEFAULT_PATH))),
         arg("host", TypedData::static_str("gateway.example.com")),
     ];
     args.push(arg(
@@ -815,6 +843,7 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
         Req {
             authorization: Some("Basic YWxpY2U6c2VjcmV0".into()),
             cookie: Some(format!("{COOKIE}={valid}")),
+            ..Req::default()
         },
         "unsupported_token",
     ));
@@ -887,6 +916,7 @@ fn acceptances(k: &Keys, iss: &str) -> Vec<(&'static str, Req, String)> {
             Req {
                 authorization: Some(String::new()),
                 cookie: Some(format!("{COOKIE}={}", t(&k.ec, "cookie-fallback"))),
+                ..Req::default()
             },
             "cookie-fallback".into(),
         ),
@@ -1006,4 +1036,528 @@ fn twenty_pipelined_notifies_with_distinct_tokens() {
         assert!(more.is_err(), "unexpected data after the {PIPELINED} ACKs");
     });
     drop(mock);
+}
+
+// ----- identity values, group overage, path variants, tiny frames -----
+
+/// Two issuers: `fixture` reads groups from `groups` (the default), `roles-only` from `roles`
+/// (Entra app roles, the documented way around group overage). Rules: a path deny, a group
+/// deny, a `claim:` principal, an upstream credential (a static token read from
+/// `credential_file`), and a catch-all allow.
+fn identity_config(a: &MockIdp, b: &MockIdp, extra: &str, credential_file: &Path) -> String {
+    format!(
+        r#"
+[log]
+level = "warn"
+audit = "off"
+
+[auth]
+# 200 Entra object IDs make a token of about 11 KB.
+max_token_bytes = 16384
+{extra}
+[[issuer]]
+name = "fixture"
+issuer = "{iss_a}"
+jwks_uri = "{jwks_a}"
+audiences = ["api"]
+
+[[issuer]]
+name = "roles-only"
+issuer = "{iss_b}"
+jwks_uri = "{jwks_b}"
+audiences = ["api"]
+groups_claim = "roles"
+
+[[rule]]
+name = "no-secrets"
+paths = ["/api/*/secrets/**", "/api/*/token/**"]
+effect = "deny"
+
+[[rule]]
+name = "no-contractors"
+groups = ["contractors"]
+effect = "deny"
+
+[[rule]]
+name = "by-username"
+paths = ["/by-username/**"]
+principal = "claim:preferred_username"
+
+[[rule]]
+name = "with-credential"
+paths = ["/with-credential/**"]
+upstream = "pat"
+
+[[rule]]
+name = "everything"
+paths = ["/**"]
+
+[upstream.pat]
+kind = "static"
+token_file = "{credential}"
+"#,
+        credential = credential_file.display(),
+        iss_a = a.base,
+        jwks_a = a.jwks_uri(),
+        iss_b = b.base,
+        jwks_b = b.jwks_uri(),
+    )
+}
+
+/// A running agent with [`identity_config`] and the runtime its mock IdPs live on.
+struct IdentityEnv {
+    rt: tokio::runtime::Runtime,
+    a: MockIdp,
+    b: MockIdp,
+    agent: Option<Agent>,
+    key: Signer,
+    dir: tempfile::TempDir,
+}
+
+/// The mock IdPs; the agent is started by [`IdentityEnv::start`].
+fn identity_idps() -> IdentityEnv {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = Signer::rsa("identity-rsa");
+    let a = rt.block_on(MockIdp::start(&[&key]));
+    let b = rt.block_on(MockIdp::start(&[&key]));
+    IdentityEnv {
+        rt,
+        a,
+        b,
+        agent: None,
+        key,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// [`identity_idps`] and a started agent (`extra` goes into the config after `[auth]`).
+fn identity_env(extra: &str) -> IdentityEnv {
+    let mut env = identity_idps();
+    env.start(extra, "dapi-static-credential");
+    env
+}
+
+impl IdentityEnv {
+    /// Start the agent, with `credential` as the static upstream token.
+    fn start(&mut self, extra: &str, credential: &str) {
+        let file = self.dir.path().join("pat.token");
+        std::fs::write(&file, credential).unwrap();
+        let agent = Agent::start(&identity_config(&self.a, &self.b, extra, &file));
+        assert!(
+            agent.wait_ready(support::READY_TIMEOUT),
+            "idgate never loaded the mock issuers' keys\n{}",
+            agent.log()
+        );
+        self.agent = Some(agent);
+    }
+
+    fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("agent started")
+    }
+
+    /// One request per `(case, request)`, in order, on one connection.
+    fn run(&self, max_frame: u32, reqs: &[(String, Req)]) -> Vec<Vars> {
+        let spop = self.agent().spop;
+        self.rt.block_on(async {
+            let mut c = Spop::connect_with(spop, max_frame).await;
+            let mut out = Vec::new();
+            for (sid, (_, req)) in reqs.iter().enumerate() {
+                out.push(c.authorize(sid as u64 + 1, req).await);
+            }
+            out
+        })
+    }
+
+    fn no_panics(&self) {
+        let log = self.agent().log();
+        assert_eq!(log.matches("panicked").count(), 0, "{log}");
+    }
+}
+
+/// The `error_description` of a 401's challenge.
+fn error_description(vars: &Vars) -> &str {
+    let c = str_var(vars, "www_authenticate").expect("challenge");
+    let (_, d) = c
+        .split_once("error_description=\"")
+        .unwrap_or_else(|| panic!("no error_description in {c:?}"));
+    d.strip_suffix('"').unwrap()
+}
+
+/// Entra-style group object IDs.
+fn guids(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{i:08x}-5e2f-4c1a-9d3b-{i:012x}"))
+        .collect()
+}
+
+/// A token whose `sub`, email or groups cannot be passed on faithfully is refused at
+/// validation (401 `claim_invalid`, the claim named in `error_description`) instead of being
+/// allowed with the variable silently left out; so is an allowed request whose `claim:`
+/// principal cannot be sent. 200 Entra object IDs still fit.
+#[test]
+fn unpassable_identities_are_refused_over_raw_spop() {
+    let env = identity_env("");
+    let iss = env.a.base.clone();
+    let token = |f: &dyn Fn(&mut Value)| {
+        let mut c = valid_claims(&iss, "ident");
+        f(&mut c);
+        env.key.token(&c)
+    };
+    let control = "sub contains a control character";
+    let invisible = "sub contains an invisible or bidirectional formatting character";
+    let refused: Vec<(&str, String, &str)> = vec![
+        (
+            "sub with U+0001",
+            token(&|c| c["sub"] = json!("a\u{1}b")),
+            control,
+        ),
+        (
+            "sub with DEL",
+            token(&|c| c["sub"] = json!("admin\u{7f}")),
+            control,
+        ),
+        (
+            "sub with NEL (C1)",
+            token(&|c| c["sub"] = json!("admin\u{85}")),
+            control,
+        ),
+        (
+            "sub with RLO",
+            token(&|c| c["sub"] = json!("\u{202e}nimda")),
+            invisible,
+        ),
+        (
+            "sub with ZWSP",
+            token(&|c| c["sub"] = json!("admin\u{200b}")),
+            invisible,
+        ),
+        (
+            "sub of 1025 bytes",
+            token(&|c| c["sub"] = json!("s".repeat(1025))),
+            "sub longer than 1024 bytes",
+        ),
+        (
+            "email with CR LF",
+            token(&|c| c["email"] = json!("ident@example.com\r\nX-Forwarded-User: admin")),
+            "email contains a control character",
+        ),
+        (
+            "a group with a comma",
+            token(&|c| c["groups"] = json!(["analysts", "admins,ops"])),
+            "groups claim has a group containing a comma",
+        ),
+        (
+            "an empty group",
+            token(&|c| c["groups"] = json!(["analysts", ""])),
+            "groups claim has an empty group",
+        ),
+        (
+            "a group with U+2066",
+            token(&|c| c["groups"] = json!(["\u{2066}contractors\u{2069}"])),
+            "groups claim has a group with an invisible or bidirectional formatting character",
+        ),
+        (
+            "201 groups of 40 bytes",
+            token(&|c| {
+                c["groups"] = json!((0..201).map(|i| format!("{i:040}")).collect::<Vec<_>>())
+            }),
+            "groups claim longer than 8192 bytes (comma-joined)",
+        ),
+    ];
+    let entra = guids(200);
+    let accepted = token(&|c| c["groups"] = json!(entra));
+    let principal = |name: &str| token(&|c| c["preferred_username"] = json!(name));
+    let mut reqs: Vec<(String, Req)> = refused
+        .iter()
+        .map(|(case, t, _)| (case.to_string(), bearer(t)))
+        .collect();
+    reqs.push(("200 Entra object IDs".into(), bearer(&accepted)));
+    reqs.push((
+        "principal claim with RLO".into(),
+        bearer(&principal("bob\u{202e}")).at("/by-username/x"),
+    ));
+    reqs.push((
+        "principal claim with a control character".into(),
+        bearer(&principal("bob\u{1}")).at("/by-username/x"),
+    ));
+    reqs.push((
+        "plain principal claim".into(),
+        bearer(&principal("bob")).at("/by-username/x"),
+    ));
+    let answers = env.run(MAX_FRAME, &reqs);
+
+    for ((case, _, description), vars) in refused.iter().zip(&answers) {
+        assert_refused(case, vars, "claim_invalid");
+        assert_eq!(error_description(vars), *description, "{case}");
+    }
+    let n = refused.len();
+    let ok = &answers[n];
+    assert_eq!(bool_var(ok, "allow"), Some(true), "{ok:?}");
+    assert_eq!(str_var(ok, "sub"), Some("ident"));
+    assert_eq!(str_var(ok, "groups"), Some(entra.join(",").as_str()));
+    assert_eq!(str_var(ok, "groups").unwrap().len(), 7399);
+    for (vars, description) in answers[n + 1..n + 3].iter().zip([
+        "principal claim contains an invisible or bidirectional formatting character",
+        "principal claim contains a control character",
+    ]) {
+        assert_eq!(bool_var(vars, "allow"), Some(false), "{vars:?}");
+        assert_eq!(int_var(vars, "status"), Some(401));
+        assert_eq!(str_var(vars, "reason"), Some("claim_invalid"));
+        assert_eq!(error_description(vars), description);
+        // Which rule, and who, for the logs; nothing to forward.
+        assert_eq!(str_var(vars, "rule"), Some("by-username"));
+        assert_eq!(str_var(vars, "sub"), Some("ident"));
+        assert!(!vars.contains_key("principal") && !vars.contains_key("upstream_authorization"));
+    }
+    let plain = &answers[n + 3];
+    assert_eq!(bool_var(plain, "allow"), Some(true), "{plain:?}");
+    assert_eq!(str_var(plain, "principal"), Some("bob"));
+    env.no_panics();
+}
+
+/// Entra ID group overage: the token names `groups` in `_claim_names` (v2) or says
+/// `hasgroups: true` (v1 implicit flow) instead of carrying the groups. Where groups are read,
+/// that is 401 `claim_invalid`, never "no groups" (which would slip past the group deny); where
+/// nothing reads the `groups` claim (groups from app roles), the token works.
+#[test]
+fn group_overage_over_raw_spop() {
+    let env = identity_env("");
+    let overage = |iss: &str, sub: &str| {
+        let mut c = valid_claims(iss, sub);
+        c.as_object_mut().unwrap().remove("groups");
+        c["_claim_names"] = json!({"groups": "src1"});
+        c["_claim_sources"] = json!({"src1": {
+            "endpoint": "https://graph.microsoft.com/v1.0/users/6e2b3a4c-0000-4000-8000-000000000001/getMemberObjects"
+        }});
+        c
+    };
+    let hasgroups = |iss: &str, sub: &str| {
+        let mut c = valid_claims(iss, sub);
+        c.as_object_mut().unwrap().remove("groups");
+        c["hasgroups"] = json!(true);
+        c
+    };
+    let with_roles = |mut c: Value, roles: &[&str]| {
+        c["roles"] = json!(roles);
+        c
+    };
+    let (a, b) = (env.a.base.clone(), env.b.base.clone());
+    let t = |c: &Value| bearer(&env.key.token(c));
+    let reqs = vec![
+        (
+            "v2 overage, groups read".to_string(),
+            t(&overage(&a, "over")),
+        ),
+        (
+            "v1 hasgroups, groups read".to_string(),
+            t(&hasgroups(&a, "hasg")),
+        ),
+        (
+            "control: groups present".to_string(),
+            t(&{
+                let mut c = valid_claims(&a, "contractor");
+                c["groups"] = json!(["contractors"]);
+                c
+            }),
+        ),
+        (
+            "v2 overage, groups from roles".to_string(),
+            t(&with_roles(overage(&b, "roles-user"), &["reader"])),
+        ),
+        (
+            "v1 hasgroups, groups from roles".to_string(),
+            t(&with_roles(hasgroups(&b, "roles-hasg"), &["reader"])),
+        ),
+        (
+            "overage, roles say contractor".to_string(),
+            t(&with_roles(
+                overage(&b, "roles-contractor"),
+                &["contractors"],
+            )),
+        ),
+    ];
+    let answers = env.run(MAX_FRAME, &reqs);
+    let v2 = &answers[0];
+    assert_refused("v2 overage", v2, "claim_invalid");
+    assert_eq!(
+        error_description(v2),
+        "groups claim not in token (_claim_names: group overage; configure the IdP to emit groups as app roles or filtered groups)"
+    );
+    let v1 = &answers[1];
+    assert_refused("v1 hasgroups", v1, "claim_invalid");
+    assert!(error_description(v1).starts_with("groups claim not in token (hasgroups"));
+    assert_eq!(str_var(&answers[2], "reason"), Some("denied_by_rule"));
+    assert_eq!(str_var(&answers[2], "rule"), Some("no-contractors"));
+    for (i, sub) in [(3, "roles-user"), (4, "roles-hasg")] {
+        let vars = &answers[i];
+        assert_eq!(bool_var(vars, "allow"), Some(true), "{vars:?}");
+        assert_eq!(str_var(vars, "sub"), Some(sub));
+        assert_eq!(str_var(vars, "issuer"), Some("roles-only"));
+        assert_eq!(str_var(vars, "groups"), Some("reader"));
+    }
+    assert_eq!(str_var(&answers[5], "reason"), Some("denied_by_rule"));
+    assert_eq!(str_var(&answers[5], "rule"), Some("no-contractors"));
+    env.no_panics();
+}
+
+/// Paths an upstream (Tomcat/Spring, IIS, nginx, Go, anything folding Unicode) or HAProxy's
+/// own raw-path routing would read differently from the rules: 400 `bad_request` before any
+/// rule, through the binary. The `[paths] allow_non_ascii` opt-out relaxes only non-ASCII.
+#[test]
+fn path_variants_are_refused_over_raw_spop() {
+    let variants = [
+        "/api/2.0/to%E2%84%AAen/create",
+        "/api/2.0/to\u{212A}en/create",
+        "/api/2.0/%C5%BFecrets/list",
+        "/api/2.0/%EF%BD%93%EF%BD%85crets/list",
+        "/api/2.0/x/%EF%BC%8E%EF%BC%8E/secrets/list",
+        "/api/2.0/secrets%3F/list",
+        "/api/2.0/secrets%23/list",
+        "/api/2.0/secrets%20/list",
+        "/api/2.0/secrets./list",
+        "/api/2.0/secrets%2e/list",
+        "/api/2.0/secrets%00",
+        "/api/2.0/secrets%09/list",
+        "/api/2.0/%u0073ecrets/list",
+        "/api/2.0/%c0%ae%c0%ae/secrets",
+        "/%73erving-endpoints/m/invocations",
+        "/api/2.0/%53ECRETS/list",
+    ];
+    let strict = identity_env("");
+    let good = bearer(&strict.key.token(&valid_claims(&strict.a.base, "paths")));
+    let mut reqs: Vec<(String, Req)> = variants
+        .iter()
+        .map(|p| (p.to_string(), good.clone().at(p)))
+        .collect();
+    reqs.push((
+        "plain deny".into(),
+        good.clone().at("/api/2.0/secrets/list"),
+    ));
+    reqs.push((
+        "space inside".into(),
+        good.clone().at("/serving-endpoints/m%20x/invocations"),
+    ));
+    reqs.push(("non-ASCII".into(), good.clone().at("/files/caf%C3%A9")));
+    let answers = strict.run(MAX_FRAME, &reqs);
+    for ((path, _), vars) in reqs.iter().zip(&answers).take(variants.len()) {
+        assert_eq!(bool_var(vars, "allow"), Some(false), "{path}: {vars:?}");
+        assert_eq!(int_var(vars, "status"), Some(400), "{path}: {vars:?}");
+        assert_eq!(str_var(vars, "reason"), Some("bad_request"), "{path}");
+    }
+    let n = variants.len();
+    assert_eq!(str_var(&answers[n], "reason"), Some("denied_by_rule"));
+    assert_eq!(bool_var(&answers[n + 1], "allow"), Some(true));
+    assert_eq!(str_var(&answers[n + 2], "reason"), Some("bad_request"));
+    strict.no_panics();
+    drop(strict);
+
+    let lenient = identity_env("\n[paths]\nallow_non_ascii = true\n");
+    let good = bearer(&lenient.key.token(&valid_claims(&lenient.a.base, "paths")));
+    let reqs = vec![
+        ("non-ASCII".to_string(), good.clone().at("/files/caf%C3%A9")),
+        (
+            "raw non-ASCII".to_string(),
+            good.clone().at("/files/\u{65E5}\u{672C}"),
+        ),
+        (
+            "Kelvin sign".to_string(),
+            good.clone().at("/api/2.0/to%E2%84%AAen/create"),
+        ),
+        (
+            "long s".to_string(),
+            good.clone().at("/api/2.0/%C5%BFecrets/list"),
+        ),
+        (
+            "fullwidth dots".to_string(),
+            good.clone().at("/a/%EF%BC%8E%EF%BC%8E/api"),
+        ),
+        (
+            "encoded letter".to_string(),
+            good.clone().at("/%73erving-endpoints/m/invocations"),
+        ),
+        (
+            "trailing dot".to_string(),
+            good.clone().at("/api/2.0/secrets./list"),
+        ),
+    ];
+    let answers = lenient.run(MAX_FRAME, &reqs);
+    assert_eq!(
+        bool_var(&answers[0], "allow"),
+        Some(true),
+        "{:?}",
+        answers[0]
+    );
+    assert_eq!(
+        bool_var(&answers[1], "allow"),
+        Some(true),
+        "{:?}",
+        answers[1]
+    );
+    for vars in &answers[2..] {
+        assert_eq!(str_var(vars, "reason"), Some("bad_request"), "{vars:?}");
+    }
+    lenient.no_panics();
+}
+
+/// With a max-frame-size too small for an allowed request's identity, the agent refuses it
+/// (500 `internal_error`) rather than allow it without sub/email/groups/principal. The ACK's
+/// identity comes from the token, which the NOTIFY carries (base64: larger), so only an
+/// upstream credential makes an allowed ACK outgrow the frame its NOTIFY fit in: the static
+/// credential here is sized so that it fits alone, and not with the identity.
+#[test]
+fn tiny_max_frame_size_never_drops_an_allowed_identity() {
+    let mut env = identity_idps();
+    let iss = env.a.base.clone();
+    let mut claims = valid_claims(&iss, "many-groups");
+    claims["groups"] = json!((0..12)
+        .map(|i| format!("a-rather-long-group-name-{i:02}"))
+        .collect::<Vec<_>>());
+    let req = bearer(&env.key.token(&claims)).at("/with-credential/x");
+    // The frame HAProxy's NOTIFY needs (without the 4-byte length), plus a little.
+    let max_frame = (notify(1, 1, &req).len() - 4 + 16) as u32;
+    // `Bearer <credential>` plus allow/status/reason fit; the identity (~500 bytes) does not.
+    let credential = format!("dapi{}", "0".repeat(max_frame as usize - 150));
+    env.start("", &credential);
+    let ok_req = bearer(&env.key.token(&valid_claims(&iss, "u"))).at("/x");
+    let reqs = vec![
+        ("big identity with a credential".to_string(), req.clone()),
+        ("no credential".to_string(), req.clone().at("/x")),
+        (
+            "refusal".to_string(),
+            req.clone().at("/api/2.0/secrets/list"),
+        ),
+        ("small".to_string(), ok_req),
+    ];
+    let answers = env.run(max_frame, &reqs);
+    let refused = &answers[0];
+    assert_eq!(bool_var(refused, "allow"), Some(false), "{refused:?}");
+    assert_eq!(int_var(refused, "status"), Some(500));
+    assert_eq!(str_var(refused, "reason"), Some("internal_error"));
+    assert!(!refused.contains_key("upstream_authorization"));
+    // Without the credential the same identity fits, and is sent whole.
+    let ok = &answers[1];
+    assert_eq!(bool_var(ok, "allow"), Some(true), "{ok:?}");
+    for name in ["sub", "issuer", "email", "groups", "principal"] {
+        assert!(ok.contains_key(name), "{name} missing: {ok:?}");
+    }
+    assert_eq!(str_var(ok, "groups").unwrap().split(',').count(), 12);
+    assert_eq!(str_var(&answers[2], "reason"), Some("denied_by_rule"));
+    assert_eq!(bool_var(&answers[3], "allow"), Some(true));
+    // At the default size the credential and the identity fit together.
+    let answers = env.run(MAX_FRAME, &reqs[..1]);
+    assert_eq!(
+        bool_var(&answers[0], "allow"),
+        Some(true),
+        "{:?}",
+        answers[0]
+    );
+    assert_eq!(
+        str_var(&answers[0], "upstream_authorization"),
+        Some(format!("Bearer {credential}").as_str())
+    );
+    env.no_panics();
 }

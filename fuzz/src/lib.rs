@@ -329,6 +329,36 @@ fn denied(path: &str) -> bool {
     matches!(decide(path).1, Some((false, _)))
 }
 
+/// The letters, digits, `-`, `.`, `_` and `/` of `s`, in order; of the raw path (`raw`: up to
+/// the first `?`, `%XX` escapes skipped) as HAProxy sees it.
+fn routing_chars(s: &str, raw: bool) -> String {
+    let s = if raw {
+        s.split('?').next().unwrap_or("")
+    } else {
+        s
+    };
+    let b = s.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        if raw && is_escape_at(b, i) {
+            i += 3;
+            continue;
+        }
+        if b[i].is_ascii_alphanumeric() || b"-._/".contains(&b[i]) {
+            out.push(b[i] as char);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn is_escape_at(b: &[u8], i: usize) -> bool {
+    b[i] == b'%'
+        && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+        && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+}
+
 fn has_escape(s: &str) -> bool {
     s.as_bytes()
         .windows(3)
@@ -339,9 +369,12 @@ fn has_escape(s: &str) -> bool {
 /// path and its decision, or `None` when the path is refused (or not UTF-8).
 ///
 /// Invariants checked (module docs of `idgate::policy::path`):
-/// - a normalized path starts with `/`, has no dot-segment, no empty segment (`//`) except a
-///   single trailing slash, no `\` or `;`, no control characters, no still-valid `%XX` escape
-///   (so no `%2F`);
+/// - a normalized path starts with `/`, has no dot-segment, no segment ending in `.` or
+///   beginning/ending with a space, no empty segment (`//`) except a single trailing slash, no
+///   `\`, `;`, `?` or `#`, no control characters, no non-ASCII character, no still-valid `%XX`
+///   escape (so no `%2F`);
+/// - the raw path and the normalized one have the same letters, digits, `-`, `.`, `_` and `/`
+///   (escapes skipped in the raw one): what HAProxy routes on is what the rules judge;
 /// - normalizing is idempotent when the result has nothing a second pass would reinterpret (a
 ///   decoded `%`, `?` or `#`);
 /// - a single trailing slash never changes which rule matches;
@@ -356,16 +389,26 @@ pub fn path_match(data: &[u8]) -> Option<(String, PathDecision)> {
     assert!(!body.contains("//"), "empty segment in {p:?}");
     for seg in p.split('/') {
         assert!(seg != "." && seg != "..", "dot-segment in {p:?}");
+        assert!(!seg.ends_with('.'), "trailing dot in {p:?}");
+        assert!(
+            !seg.starts_with(' ') && !seg.ends_with(' '),
+            "edge space in {p:?}"
+        );
     }
     assert!(!has_escape(p), "escape left in {p:?}");
-    // `#` may appear decoded (`%23` is an ordinary character); `\` and `;` are refused raw and
-    // encoded.
-    assert!(!p.contains(['\\', ';']));
+    // `\`, `;`, `?` and `#` are refused raw and encoded (a raw `?` ends the path).
+    assert!(!p.contains(['\\', ';', '?', '#']));
+    assert!(p.is_ascii(), "non-ASCII in {p:?}");
+    assert_eq!(
+        routing_chars(raw, true),
+        routing_chars(p, false),
+        "{raw:?} -> {p:?}"
+    );
     assert!(
         !p.chars().any(|c| c.is_control()),
         "control character in {p:?}"
     );
-    if !p.contains(['%', '?', '#']) {
+    if !p.contains('%') {
         assert_eq!(normalize_path(p), Ok(Cow::Borrowed(p)), "not idempotent");
     }
 

@@ -25,6 +25,8 @@
 //! | claims | `nbf` or `iat` later than `now + leeway` | `not_yet_valid` |
 //! | claims | `exp - iat` (or `exp - now` without `iat`) above `max_token_lifetime` | `claim_invalid` |
 //! | claims | `aud` contains none of the issuer's `audiences` | `wrong_audience` |
+//! | claims | `_claim_names` names a claim idgate reads (registered, the issuer's email/groups claim, a claim a rule reads), or `hasgroups: true` without `groups` while groups are read: the issuer left the claim out (Entra ID group overage) | `claim_invalid` |
+//! | claims | `sub`, email or a group cannot be passed on faithfully: control or invisible/bidi characters, longer than [`IDENTITY_CAP`], an empty group, a comma in a group, groups joined longer than [`GROUPS_CAP`] (see [`identity_safe`]) | `claim_invalid` |
 //!
 //! Division of labour: every check above that is about the *token* (the RFC 8725 / RFC 7519
 //! rules: algorithm allow-list, key/algorithm binding, header parameters, duplicate claims,
@@ -50,6 +52,7 @@ use crate::config::{Config, IssuerConfig, Problem};
 use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
 
 mod cache;
+mod identity;
 mod jwks;
 mod keystore;
 mod token;
@@ -58,6 +61,10 @@ mod token;
 pub mod fuzzing;
 
 pub use cache::{token_key, unix_now, TokenKey};
+pub use identity::{
+    check_identity, check_principal, identity_problem, identity_safe, is_invisible, Unsafe,
+    GROUPS_CAP, IDENTITY_CAP,
+};
 pub use keystore::IssuerStatus;
 pub use token::{typ_matches, MAX_KID_BYTES};
 

@@ -782,6 +782,70 @@ impl Found<'_, '_> {
     }
 }
 
+/// `_claim_names` (OpenID Connect Core §5.6.2): the claims the issuer left out of the token
+/// (distributed or aggregated claims), by name. Entra ID sends `{"groups": "src1"}` there when
+/// a user is in more groups than fit in a token ("group overage").
+const CLAIM_NAMES: &str = "_claim_names";
+/// Entra ID v1's overage indication in implicit-flow tokens: `"hasgroups": true` instead of
+/// `groups`.
+const HAS_GROUPS: &str = "hasgroups";
+/// The claim [`HAS_GROUPS`] speaks about.
+const GROUPS: &str = "groups";
+
+/// The member names of a `_claim_names` object; only they matter (the values point into
+/// `_claim_sources`, which idgate never fetches).
+#[derive(Debug, Clone, PartialEq)]
+enum ClaimNames<'a> {
+    Names(Vec<Cow<'a, str>>),
+    /// `_claim_names` is present but not an object.
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for ClaimNames<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClaimNames<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ClaimNames<'de>, E> {
+                Ok(ClaimNames::NotAnObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ClaimNames<'de>, E> {
+                Ok(ClaimNames::NotAnObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ClaimNames<'de>, E> {
+                Ok(ClaimNames::NotAnObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ClaimNames<'de>, E> {
+                Ok(ClaimNames::NotAnObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ClaimNames<'de>, E> {
+                Ok(ClaimNames::NotAnObject)
+            }
+            fn visit_unit<E>(self) -> Result<ClaimNames<'de>, E> {
+                Ok(ClaimNames::NotAnObject)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ClaimNames<'de>, A::Error> {
+                StrictIgnoredVisitor.visit_seq(seq)?;
+                Ok(ClaimNames::NotAnObject)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClaimNames<'de>, A::Error> {
+                let mut seen = SeenKeys::default();
+                let mut names = Vec::new();
+                while let Some(Key(k)) = map.next_key()? {
+                    map.next_value::<StrictIgnored>()?;
+                    seen.insert(k.clone())?;
+                    names.push(k);
+                }
+                Ok(ClaimNames::Names(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A token's claims as far as validation and the rules read them (see [`ClaimSelection`]),
 /// borrowing from the decoded payload.
 #[derive(Debug)]
@@ -790,6 +854,10 @@ pub struct Claims<'a> {
     /// By index into `selection.names`.
     selected: Vec<Option<ClaimValue<'a>>>,
     selection: &'a ClaimSelection,
+    /// `_claim_names`, when present (and not itself selected by a rule).
+    claim_names: Option<ClaimNames<'a>>,
+    /// `hasgroups`, when present (and not itself selected by a rule): whether it is `true`.
+    has_groups: Option<bool>,
 }
 
 impl<'a> Claims<'a> {
@@ -798,7 +866,33 @@ impl<'a> Claims<'a> {
             registered: Default::default(),
             selected: vec![None; selection.names.len()],
             selection,
+            claim_names: None,
+            has_groups: None,
         }
+    }
+
+    /// The names in `_claim_names` (empty when absent; `Err` when it is not an object). Read from
+    /// the selected claim when a rule reads `_claim_names` itself.
+    fn left_out_names(&self) -> Result<Vec<&str>, ()> {
+        match (&self.claim_names, self.get(CLAIM_NAMES)) {
+            (Some(ClaimNames::Names(n)), _) => Ok(n.iter().map(|n| &**n).collect()),
+            (Some(ClaimNames::NotAnObject), _) => Err(()),
+            (None, None) => Ok(Vec::new()),
+            (None, Some(ClaimValue::Json(Value::Object(m)))) => {
+                Ok(m.keys().map(String::as_str).collect())
+            }
+            (None, Some(_)) => Err(()),
+        }
+    }
+
+    /// Whether the token says `"hasgroups": true`.
+    fn has_groups(&self) -> bool {
+        self.has_groups.unwrap_or_else(|| {
+            matches!(
+                self.get(HAS_GROUPS),
+                Some(ClaimValue::Json(Value::Bool(true)))
+            )
+        })
     }
 
     fn slot(&mut self, name: &str) -> Option<&mut Option<ClaimValue<'a>>> {
@@ -869,6 +963,21 @@ impl<'a> Visitor<'a> for PayloadSeed<'a> {
             match claims.slot(&k) {
                 Some(Some(_)) => return Err(de::Error::custom(DUPLICATE_KEY)),
                 Some(slot) => *slot = Some(map.next_value()?),
+                // The overage indications: kept whatever the selection (only their names or
+                // truth value), so that a left-out claim is never mistaken for an absent one.
+                None if k == CLAIM_NAMES => {
+                    if claims.claim_names.is_some() {
+                        return Err(de::Error::custom(DUPLICATE_KEY));
+                    }
+                    claims.claim_names = Some(map.next_value()?);
+                }
+                None if k == HAS_GROUPS => {
+                    if claims.has_groups.is_some() {
+                        return Err(de::Error::custom(DUPLICATE_KEY));
+                    }
+                    let v: ClaimValue<'a> = map.next_value()?;
+                    claims.has_groups = Some(matches!(v, ClaimValue::Json(Value::Bool(true))));
+                }
                 None => {
                     map.next_value::<StrictIgnored>()?;
                     dropped.insert(k)?;
@@ -988,15 +1097,73 @@ fn numeric_date(v: Option<&ClaimValue<'_>>, round: Round) -> Result<Option<u64>,
     }
 }
 
+/// Whether `name` (a top-level claim name) is what the claim path `path` reads: the whole path
+/// (a namespaced top-level claim) or its first segment (a nested lookup).
+fn path_reads(path: &str, name: &str) -> bool {
+    path == name || path.split_once('.').is_some_and(|(first, _)| first == name)
+}
+
+/// Refuse a token whose issuer left out a claim idgate reads, instead of treating that claim as
+/// absent: with Entra ID's group overage the token carries `_claim_names: {"groups": ...}` (or,
+/// v1 implicit flow, `hasgroups: true`) instead of `groups`, and "no groups" would let the caller
+/// past every deny rule keyed on a group. A claim is read when validation reads it (the
+/// registered claims), when it is the issuer's `groups_claim` or `email_claim` (whole name or
+/// first segment of a dotted path), or when a rule reads it (the selection's kept claims).
+/// `_claim_names` entries nobody reads are fine. When neither indication is present this costs
+/// two failed lookups and no allocation.
+fn check_left_out(rules: &ClaimRules, claims: &Claims<'_>) -> Result<(), Rejection> {
+    let bad = |d: &'static str| Rejection::new(Reason::ClaimInvalid, d);
+    let names = claims
+        .left_out_names()
+        .map_err(|()| bad("_claim_names claim is not an object"))?;
+    let rule_reads = |n: &str| claims.selection.kept.iter().any(|k| k == n);
+    for n in names {
+        if path_reads(&rules.groups_claim, n) {
+            return Err(bad(
+                "groups claim not in token (_claim_names: group overage; configure the IdP to emit groups as app roles or filtered groups)",
+            ));
+        }
+        if path_reads(&rules.email_claim, n) {
+            return Err(bad(
+                "email claim not in token (_claim_names: distributed claim)",
+            ));
+        }
+        if registered_index(n).is_some() {
+            return Err(bad(
+                "registered claim named in _claim_names (distributed claims are not supported)",
+            ));
+        }
+        if rule_reads(n) {
+            return Err(bad(
+                "claim read by a rule not in token (_claim_names: distributed claim)",
+            ));
+        }
+    }
+    if claims.has_groups()
+        && matches!(
+            claims.get(GROUPS),
+            None | Some(ClaimValue::Json(Value::Null))
+        )
+        && (path_reads(&rules.groups_claim, GROUPS) || rule_reads(GROUPS))
+    {
+        return Err(bad(
+            "groups claim not in token (hasgroups: group overage; configure the IdP to emit groups as app roles or filtered groups)",
+        ));
+    }
+    Ok(())
+}
+
 /// Check the (signature-verified) claims and build the [`Identity`]: `sub`, email, groups and
 /// scopes, plus the claims the rules read ([`ClaimSelection`]'s kept names). Each string is
 /// allocated once, here, for the identity; the claims only borrow from the payload.
 ///
 /// Order: type checks of every claim we rely on (`claim_invalid`), then time (`expired`,
 /// `not_yet_valid`), lifetime (`claim_invalid`), audience (`wrong_audience`), and the identity
-/// claims. Missing or mistyped authorization-relevant claims (groups, email, scopes) are
-/// refused rather than dropped: a `deny` rule keyed on a group must not be bypassed by sending
-/// the group list in an unexpected shape.
+/// claims: claims the issuer left out (`check_left_out`), email/groups/scope types, and
+/// whether `sub`, email and groups can be passed on (`super::identity::check_identity`), all
+/// `claim_invalid`. Missing or mistyped authorization-relevant claims (groups, email, scopes)
+/// are refused rather than dropped: a `deny` rule keyed on a group must not be bypassed by
+/// sending the group list in an unexpected shape, or not at all (Entra ID group overage).
 pub fn check_claims(
     rules: &ClaimRules,
     claims: &Claims<'_>,
@@ -1060,6 +1227,7 @@ pub fn check_claims(
         ));
     }
 
+    check_left_out(rules, claims)?;
     let email = match claims.path(&rules.email_claim) {
         None => None,
         Some(f) => f.string().map_err(|_| bad("email claim is not a string"))?,
@@ -1077,6 +1245,7 @@ pub fn check_claims(
             .strings(true)
             .map_err(|_| bad("scope claim is not a string or an array of strings"))?,
     };
+    super::identity::check_identity(sub, email.as_deref(), &groups)?;
     let kept = claims
         .selection
         .kept
@@ -1301,7 +1470,7 @@ mod tests {
 
     fn check(v: Value) -> Result<Identity, Rejection> {
         let t = tok(r#"{"alg":"RS256"}"#, &v.to_string());
-        check_claims(&rules(), &parse(&t, 8192)?.claims(&SELECTION)?, NOW)
+        check_claims(&rules(), &parse(&t, 65536)?.claims(&SELECTION)?, NOW)
     }
 
     fn base() -> Value {
@@ -1460,6 +1629,190 @@ mod tests {
             claims.get("aud").cloned(),
             Some(ClaimValue::Json(json!(["a", "\n", 1])))
         );
+    }
+
+    fn check_with(groups_claim: &str, kept: &[&str], v: Value) -> Result<Identity, Rejection> {
+        let sel = ClaimSelection::new(["email", groups_claim], kept.iter().copied());
+        let rules = ClaimRules {
+            groups_claim: groups_claim.into(),
+            ..rules()
+        };
+        let t = tok(r#"{"alg":"RS256"}"#, &v.to_string());
+        check_claims(&rules, &super::parse(&t, 65536)?.claims(&sel)?, NOW)
+    }
+
+    fn description(r: Result<Identity, Rejection>) -> &'static str {
+        r.unwrap_err().description
+    }
+
+    /// Identity values that cannot be passed on faithfully refuse the token, naming the claim.
+    #[test]
+    fn unpassable_identity_values_are_claim_invalid() {
+        let cases: &[(Value, &str)] = &[
+            (
+                with("sub", json!("a\u{1}")),
+                "sub contains a control character",
+            ),
+            (
+                with("sub", json!("a\u{7f}")),
+                "sub contains a control character",
+            ),
+            (
+                with("sub", json!("a\u{85}")),
+                "sub contains a control character",
+            ),
+            (
+                with("sub", json!("\u{202e}nimda")),
+                "sub contains an invisible or bidirectional formatting character",
+            ),
+            (
+                with("sub", json!("admin\u{200b}")),
+                "sub contains an invisible or bidirectional formatting character",
+            ),
+            (
+                with("sub", json!("s".repeat(1025))),
+                "sub longer than 1024 bytes",
+            ),
+            (
+                with("email", json!("a@b\r\nX-Evil: 1")),
+                "email contains a control character",
+            ),
+            (
+                with("email", json!("e".repeat(1025))),
+                "email longer than 1024 bytes",
+            ),
+            (
+                with("realm", json!({"roles": ["a", "b,c"]})),
+                "groups claim has a group containing a comma",
+            ),
+            (
+                with("realm", json!({"roles": ["a", ""]})),
+                "groups claim has an empty group",
+            ),
+            (
+                with("realm", json!({"roles": "\u{2066}admin"})),
+                "groups claim has a group with an invisible or bidirectional formatting character",
+            ),
+            (
+                with("realm", json!({"roles": ["x\n"]})),
+                "groups claim has a group with a control character",
+            ),
+        ];
+        for (v, want) in cases {
+            let r = check(v.clone());
+            assert_eq!(
+                r.as_ref().map_err(|r| r.reason),
+                Err(Reason::ClaimInvalid),
+                "{want}"
+            );
+            assert_eq!(description(r), *want);
+        }
+        let forty: Vec<String> = (0..201).map(|i| format!("{i:040}")).collect();
+        assert_eq!(
+            description(check(with("realm", json!({ "roles": forty })))),
+            "groups claim longer than 8192 bytes (comma-joined)"
+        );
+        let guids: Vec<String> = (0..200)
+            .map(|i| format!("{i:08x}-1111-4222-8333-{i:012x}"))
+            .collect();
+        let id = check(with("realm", json!({ "roles": guids }))).unwrap();
+        assert_eq!(id.groups.len(), 200);
+        assert!(check(with("sub", json!("s".repeat(1024)))).is_ok());
+        assert!(check(with("sub", json!("Zoë 佐藤"))).is_ok());
+    }
+
+    /// Entra ID group overage, exactly as documented: v2.0 access/ID tokens carry
+    /// `_claim_names`/`_claim_sources` instead of `groups`; v1 implicit-flow tokens `hasgroups`.
+    #[test]
+    fn left_out_claims_are_claim_invalid_when_read() {
+        let overage = |names: Value| {
+            let mut v = base();
+            v["_claim_names"] = names;
+            v["_claim_sources"] = json!({"src1": {
+                "endpoint": "https://graph.microsoft.com/v1.0/users/00000000-0000-0000-0000-000000000000/getMemberObjects"
+            }});
+            v
+        };
+        let groups_overage =
+            "groups claim not in token (_claim_names: group overage; configure the IdP to emit groups as app roles or filtered groups)";
+        // groups_claim "groups" (the default): refused.
+        let r = check_with("groups", &[], overage(json!({"groups": "src1"})));
+        assert_eq!(r.as_ref().unwrap_err().reason, Reason::ClaimInvalid);
+        assert_eq!(description(r), groups_overage);
+        // A dotted groups claim whose top-level object was left out, or the whole path.
+        assert_eq!(
+            description(check(overage(json!({"realm": "src1"})))),
+            groups_overage
+        );
+        assert_eq!(
+            description(check(overage(json!({"realm.roles": "src1"})))),
+            groups_overage
+        );
+        assert_eq!(
+            description(check(overage(json!({"email": "src1"})))),
+            "email claim not in token (_claim_names: distributed claim)"
+        );
+        assert_eq!(
+            description(check(overage(json!({"tenant": "src1"})))),
+            "claim read by a rule not in token (_claim_names: distributed claim)"
+        );
+        assert_eq!(
+            description(check(overage(json!({"scp": "src1"})))),
+            "registered claim named in _claim_names (distributed claims are not supported)"
+        );
+        // Nobody reads `groups` (groups come from app roles): fine.
+        let id = check_with("roles", &[], overage(json!({"groups": "src1"}))).unwrap();
+        assert!(id.groups.is_empty());
+        assert!(check(overage(json!({"groups": "src1", "other": "src2"}))).is_ok());
+        assert!(check(overage(json!({}))).is_ok());
+        // ... unless a rule reads it.
+        assert_eq!(
+            description(check_with(
+                "roles",
+                &["groups"],
+                overage(json!({"groups": "src1"}))
+            )),
+            "claim read by a rule not in token (_claim_names: distributed claim)"
+        );
+        // A rule reading `_claim_names` itself still sees it, and the check still applies.
+        assert!(check_with("groups", &["_claim_names"], overage(json!({"groups": "s"}))).is_err());
+        let id = check_with("roles", &["_claim_names"], overage(json!({"groups": "s"}))).unwrap();
+        assert_eq!(id.claims["_claim_names"], json!({"groups": "s"}));
+        // Malformed or duplicated.
+        assert_eq!(
+            description(check(overage(json!("groups")))),
+            "_claim_names claim is not an object"
+        );
+        assert_eq!(
+            description(check(overage(json!(["groups"])))),
+            "_claim_names claim is not an object"
+        );
+        let h = r#"{"alg":"RS256"}"#;
+        let dup = r#"{"sub":"a","_claim_names":{},"_claim_names":{}}"#;
+        assert_eq!(reason(parse(&tok(h, dup), 8192)), Reason::ClaimInvalid);
+        let inner = r#"{"sub":"a","_claim_names":{"groups":"a","groups":"b"}}"#;
+        assert_eq!(reason(parse(&tok(h, inner), 8192)), Reason::ClaimInvalid);
+
+        // v1: `hasgroups: true` without `groups`.
+        let hasgroups = with("hasgroups", json!(true));
+        let r = check_with("groups", &[], hasgroups.clone());
+        assert_eq!(
+            description(r),
+            "groups claim not in token (hasgroups: group overage; configure the IdP to emit groups as app roles or filtered groups)"
+        );
+        assert!(check_with("roles", &[], hasgroups.clone()).is_ok());
+        assert!(check_with("roles", &["groups"], hasgroups.clone()).is_err());
+        assert!(check_with("groups", &[], with("hasgroups", json!(false))).is_ok());
+        let mut both = hasgroups.clone();
+        both["groups"] = json!(["g1"]);
+        assert_eq!(check_with("groups", &[], both).unwrap().groups, ["g1"]);
+        let mut null = hasgroups;
+        null["groups"] = json!(null);
+        assert!(check_with("groups", &[], null).is_err());
+        // A rule reading `hasgroups` sees it (a deny rule on `hasgroups = true` must work).
+        let id = check_with("roles", &["hasgroups"], with("hasgroups", json!(true))).unwrap();
+        assert_eq!(id.claims["hasgroups"], json!(true));
+        assert!(check_with("groups", &["hasgroups"], with("hasgroups", json!(true))).is_err());
     }
 
     #[test]

@@ -370,8 +370,14 @@ impl Principal {
                     if v.is_empty() {
                         return Err("\"static:\" needs a value".into());
                     }
-                    if v.chars().any(char::is_control) {
-                        return Err("static principal contains a control character".into());
+                    match crate::auth::identity_problem(v) {
+                        None => {}
+                        Some(crate::auth::Unsafe::Control) => {
+                            return Err("static principal contains a control character".into())
+                        }
+                        Some(crate::auth::Unsafe::Invisible) => {
+                            return Err("static principal contains an invisible or bidirectional formatting character".into())
+                        }
                     }
                     if v.len() > MAX_STATIC_PRINCIPAL {
                         return Err(format!(

@@ -7,8 +7,8 @@
 //!
 //! # Evaluation order
 //!
-//! 1. The engine normalizes the path with [`normalize_path`] and answers `400 bad_request` if
-//!    it is refused (before any rule, public ones included).
+//! 1. The engine normalizes the path with [`normalize_path_with`] (`[paths]` options) and
+//!    answers `400 bad_request` if it is refused (before any rule, public ones included).
 //! 2. [`Policy::match_public`]: rules with `public = true`, in file order, with no token. They
 //!    may only use `methods`, `paths`, `hosts` and `sources`, must list `paths`, and cannot
 //!    deny.
@@ -47,7 +47,11 @@
 //! identity, so they may only use `static:` (or nothing: no principal). An allow rule whose
 //! principal cannot be resolved for a caller (e.g. `"email"` and the token has no email)
 //! **does not match** that caller, and evaluation moves on: an upstream is never handed an
-//! allowed request without the principal the operator asked for.
+//! allowed request without the principal the operator asked for. A principal that resolves but
+//! cannot be passed on faithfully (a `claim:` value with control or invisible characters, or
+//! over 1024 bytes: [`crate::auth::check_principal`]) refuses the request instead (the engine
+//! answers `401 claim_invalid` naming the rule); evaluation does not move on, so the caller is
+//! never forwarded under another rule's principal.
 
 mod cond;
 pub mod path;
@@ -63,7 +67,7 @@ use crate::config::{Config, Effect, Problem, RuleConfig, UpstreamKind};
 use crate::decision::Identity;
 
 use cond::{CiSet, ClaimCond, DomainSet, Principal, StrSet};
-pub use path::{normalize_path, PathError, MAX_PATH_BYTES};
+pub use path::{normalize_path, normalize_path_with, PathError, PathOptions, MAX_PATH_BYTES};
 use path::{Case, PathPattern, PathView};
 
 /// Longest rule name: it is copied into the `rule` variable, logs and `explain` output, and
@@ -310,6 +314,21 @@ impl Policy {
     }
 }
 
+/// Why a path pattern with non-ASCII characters could never match under `[paths]`
+/// (see [`PathOptions::allow_non_ascii`]), or `None`.
+fn non_ascii_problem(pat: &str, allow_non_ascii: bool) -> Option<String> {
+    if pat.is_ascii() {
+        return None;
+    }
+    if !allow_non_ascii {
+        return Some(format!(
+            "{pat:?}: non-ASCII request paths are refused unless [paths] allow_non_ascii = true, so this never matches"
+        ));
+    }
+    path::unicode_problem(pat)
+        .map(|e| format!("{pat:?}: {e}; such request paths are refused, so this never matches"))
+}
+
 /// Compiles one rule, pushing problems under its key.
 struct RuleCompiler<'p> {
     key: &'p str,
@@ -414,7 +433,10 @@ impl RuleCompiler<'_> {
                 };
                 let mut compiled = Vec::with_capacity(ps.len());
                 for (j, p) in ps.iter().enumerate() {
-                    match PathPattern::compile(p, case) {
+                    let compiled_pattern = PathPattern::compile(p, case).and_then(|pp| {
+                        non_ascii_problem(p, cfg.paths.allow_non_ascii).map_or(Ok(pp), Err)
+                    });
+                    match compiled_pattern {
                         Ok(pp) => compiled.push(pp),
                         Err(e) => self.problem(&format!("paths[{j}]"), e),
                     }

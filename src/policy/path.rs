@@ -6,29 +6,56 @@
 //! of guessing how the upstream normalizes, [`normalize_path`] *refuses* every path whose
 //! meaning depends on normalization, and rules match exactly what is left. Operators who need
 //! leniency can make HAProxy rewrite the request for both idgate and the upstream
-//! (`http-request normalize-uri path-merge-slashes`, `path-strip-dot`, ...) before the SPOE
-//! call, which keeps the two views identical.
+//! (`http-request normalize-uri path-merge-slashes`, `path-strip-dot`,
+//! `percent-decode-unreserved`, ...) before the SPOE call, which keeps the two views identical.
 //!
-//! Accepted paths start with `/`, are percent-decoded once, and are valid UTF-8. Refused
-//! (the engine answers `400 bad_request`):
+//! HAProxy itself routes on the *raw* path (`path_beg /serving-endpoints/`) while the rules judge
+//! the decoded one. Refusing encoded unreserved characters (below) makes the two agree on every
+//! letter, digit, `-`, `.`, `_` and `/`: decoding only ever turns an escape into something else.
+//!
+//! Accepted paths start with `/`, are percent-decoded once, and are ASCII (see
+//! [`PathOptions::allow_non_ascii`] for the opt-out). Refused (the engine answers
+//! `400 bad_request`):
 //! - dot-segments `.` and `..`, raw or encoded (`%2e`, `%2E%2E`, any mix and case);
+//! - a segment ending in `.` (`secrets.`, `secrets%2e`, `...`): Windows/IIS and some Java and
+//!   Go servers strip trailing dots, and Spring's suffix matching reads `create.` as `create`;
+//! - a segment beginning or ending with whitespace (`secrets%20`): older Spring
+//!   (`AntPathMatcher` with `trimTokens`) and Windows trim it (tab and the other ASCII
+//!   whitespace are control characters, refused anyway);
+//! - percent-encoded unreserved characters (RFC 3986 §2.3: ALPHA, DIGIT, `-`, `.`, `_`):
+//!   `/%73erving-endpoints/x/invocations` is `/serving-endpoints/x/invocations` to idgate's rules
+//!   but not to `path_beg /serving-endpoints/` in HAProxy, which would route it to another
+//!   backend (no rate limit, other timeouts). Nothing needs them encoded; `%7E` (`~`) stays
+//!   allowed because Java's `URLEncoder` encodes `~`;
 //! - `;`, raw or as `%3B`: servlet containers (Tomcat, Jetty) drop `;params` from segments
 //!   before routing, so `/secrets;x/list` reaches `/secrets/list` while a rule would see
 //!   `secrets;x`, and `/..;/` acts as `..`. The encoded form is refused too, in case an
 //!   upstream decodes before it strips;
 //! - `%2F` (an encoded `/`), and `\` raw or as `%5C` (Windows-style servers treat it as `/`);
+//! - `%3F` and `%23` (encoded `?` and `#`): an upstream that decodes before splitting off the
+//!   query or fragment would route `/secrets%3F/x` to `/secrets`;
+//! - non-ASCII characters, raw or encoded (`/api/2.0/to%E2%84%AAen/create`: the Kelvin sign,
+//!   which Unicode case folding maps to `k`; `%C5%BF`, long s, to `s`; fullwidth letters and
+//!   the fullwidth dot U+FF0E, which NFKC maps to ASCII). Databricks API paths are ASCII;
 //! - empty segments (`//`), except a single trailing slash;
-//! - invalid percent-encoding, percent-encoding that decodes to invalid UTF-8, and a decoded
-//!   path that still contains a valid `%XX` escape (double encoding: `%252e` would become `.`
-//!   on an upstream that decodes twice);
-//! - control characters (C0, DEL, C1), raw or encoded, including NUL;
+//! - invalid percent-encoding (including IIS-style `%u002e`), percent-encoding that decodes to
+//!   invalid UTF-8 (overlong forms such as `%C0%AE`, surrogates), and a decoded path that still
+//!   contains a valid `%XX` escape (double encoding: `%252e` would become `.` on an upstream
+//!   that decodes twice);
+//! - control characters (C0 including TAB, DEL, C1), raw or encoded, including NUL (`%00`,
+//!   `%09`);
 //! - a raw `#` (a fragment is never part of a request target);
 //! - the empty path, a path not starting with `/` (`*`, absolute-form leftovers), and paths
 //!   longer than [`MAX_PATH_BYTES`].
 //!
+//! Allowed on purpose: `+` is an ordinary character (RFC 3986; Tomcat, Spring, Go `net/http` and
+//! nginx do not decode it in paths, and names such as `C++` are real); other encoded reserved
+//! characters and spaces inside a segment (`my%20model`, `%40`, `%25`); `%7E`; upper- and
+//! lowercase hex digits alike.
+//!
 //! HAProxy's `path` sample has no query string. If one appears anyway (e.g. the SPOE message
 //! sends `url` instead of `path`), everything from the first raw `?` is dropped: the upstream
-//! routes on the part before it too. An encoded `%3F` is an ordinary path character.
+//! routes on the part before it too.
 //!
 //! A single trailing slash is **not significant** for matching: `/a/b/` matches the rules that
 //! `/a/b` matches, because many upstreams answer both alike (or redirect one to the other), and
@@ -74,6 +101,14 @@ pub enum PathError {
     DoubleEncoding,
     Fragment,
     PathParameter,
+    NonAscii,
+    EncodedUnreserved,
+    EncodedQuery,
+    EncodedFragment,
+    TrailingDot,
+    SegmentWhitespace,
+    FoldsToAscii,
+    InvisibleCharacter,
 }
 
 impl PathError {
@@ -92,6 +127,18 @@ impl PathError {
             PathError::DoubleEncoding => "double percent-encoding in path",
             PathError::Fragment => "fragment (#) in path",
             PathError::PathParameter => "path parameter (;) in path",
+            PathError::NonAscii => "non-ASCII character in path",
+            PathError::EncodedUnreserved => {
+                "percent-encoded letter, digit, '-', '.' or '_' in path"
+            }
+            PathError::EncodedQuery => "encoded question mark (%3F) in path",
+            PathError::EncodedFragment => "encoded number sign (%23) in path",
+            PathError::TrailingDot => "path segment ends with a dot",
+            PathError::SegmentWhitespace => "path segment begins or ends with whitespace",
+            PathError::FoldsToAscii => "non-ASCII character that Unicode folds to ASCII in path",
+            PathError::InvisibleCharacter => {
+                "invisible or bidirectional formatting character in path"
+            }
         }
     }
 }
@@ -104,11 +151,29 @@ impl fmt::Display for PathError {
 
 impl std::error::Error for PathError {}
 
-/// Normalize a request path for matching, or refuse it (see the module docs for the rules).
+/// How strict [`normalize_path_with`] is. The default is what every deployment should use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    /// Accept non-ASCII characters, raw (UTF-8) or percent-encoded (`[paths] allow_non_ascii`).
+    /// Only for upstreams that need them (e.g. non-ASCII file names in the Files API). Still
+    /// refused: a character that Unicode case mapping or NFKC folds to something containing
+    /// ASCII (`K` Kelvin sign, `ſ`, `ß`, `ı`, fullwidth forms, ligatures, ...), invisible or
+    /// bidirectional formatting characters, and whitespace at a segment's edges; every other
+    /// rule (dot-segments, encoded slash, encoded unreserved characters...) is unchanged.
+    pub allow_non_ascii: bool,
+}
+
+/// Normalize a request path for matching, or refuse it (see the module docs for the rules),
+/// with the default (strict) [`PathOptions`].
 ///
 /// Returns the input unchanged (borrowed) when it has neither a query string nor a `%`: the
 /// common case costs one scan and no allocation.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize_path_with(raw, PathOptions::default())
+}
+
+/// [`normalize_path`] with explicit options.
+pub fn normalize_path_with(raw: &str, options: PathOptions) -> Result<Cow<'_, str>, PathError> {
     // Drop a query string first: nothing after a raw `?` is part of the path.
     let path = match raw.find('?') {
         Some(i) => &raw[..i],
@@ -123,29 +188,87 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let has_percent = scan_raw(path.as_bytes())?;
-    let decoded: Cow<'_, str> = if has_percent {
-        Cow::Owned(percent_decode(path)?)
+    let raw_scan = scan_raw(path.as_bytes())?;
+    if raw_scan.non_ascii && !options.allow_non_ascii {
+        return Err(PathError::NonAscii);
+    }
+    let mut non_ascii = raw_scan.non_ascii;
+    let mut encoded_unreserved = false;
+    let decoded: Cow<'_, str> = if raw_scan.percent {
+        let (d, unreserved) = percent_decode(path)?;
+        encoded_unreserved = unreserved;
+        Cow::Owned(d)
     } else {
         Cow::Borrowed(path)
     };
-    if has_percent {
+    if raw_scan.percent {
         // Raw characters were checked above; these can only come from escapes.
         if has_control(decoded.as_bytes()) {
             return Err(PathError::ControlCharacter);
+        }
+        non_ascii = !decoded.is_ascii();
+        if non_ascii && !options.allow_non_ascii {
+            return Err(PathError::NonAscii);
         }
         if contains_escape(&decoded) {
             return Err(PathError::DoubleEncoding);
         }
     }
     check_segments(&decoded)?;
+    if encoded_unreserved {
+        return Err(PathError::EncodedUnreserved);
+    }
+    if non_ascii {
+        // Only reachable with `allow_non_ascii`.
+        if let Some(e) = unicode_problem(&decoded) {
+            return Err(e);
+        }
+    }
     Ok(decoded)
 }
 
-/// Decode every `%XX` once. `/` and `\` may not be encoded; the result must be UTF-8.
-fn percent_decode(path: &str) -> Result<String, PathError> {
+/// With non-ASCII paths allowed, what still makes one unsafe: invisible or bidirectional
+/// formatting characters, and characters that fold to ASCII ([`folds_to_ascii`]).
+pub(crate) fn unicode_problem(s: &str) -> Option<PathError> {
+    s.chars().filter(|c| !c.is_ascii()).find_map(|c| {
+        if crate::auth::is_invisible(c) {
+            Some(PathError::InvisibleCharacter)
+        } else if folds_to_ascii(c) {
+            Some(PathError::FoldsToAscii)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether an upstream that case-maps (Java's `equalsIgnoreCase`, `toUpperCase`, ...) or
+/// NFKC-normalizes could read the non-ASCII `c` as something containing ASCII: the Kelvin sign
+/// lowercases to `k`, `ſ` and `ß` uppercase to `S`/`SS`, `ı` to `I`, fullwidth forms and
+/// ligatures decompose to ASCII under NFKC. Exact per character: NFKC's ASCII output comes from
+/// the decomposition of single characters (composition only ever removes ASCII).
+fn folds_to_ascii(c: char) -> bool {
+    fn by_case(c: char) -> bool {
+        c.is_ascii()
+            || c.to_lowercase().any(|x| x.is_ascii())
+            || c.to_uppercase().any(|x| x.is_ascii())
+    }
+    if by_case(c) {
+        return true;
+    }
+    let mut buf = [0u8; 4];
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfkc()
+        .normalize(c.encode_utf8(&mut buf))
+        .chars()
+        .any(by_case)
+}
+
+/// Decode every `%XX` once. `/`, `\`, `;`, `?` and `#` may not be encoded; the result must be
+/// UTF-8. Also reports whether an unreserved character was encoded (refused by the caller after
+/// the segment checks, so that `%2e` segments are reported as the dot-segments they are).
+fn percent_decode(path: &str) -> Result<(String, bool), PathError> {
     let b = path.as_bytes();
     let mut out = Vec::with_capacity(b.len());
+    let mut unreserved = false;
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -160,7 +283,12 @@ fn percent_decode(path: &str) -> Result<String, PathError> {
                 b'/' => return Err(PathError::EncodedSlash),
                 b'\\' => return Err(PathError::Backslash),
                 b';' => return Err(PathError::PathParameter),
-                _ => out.push(v),
+                b'?' => return Err(PathError::EncodedQuery),
+                b'#' => return Err(PathError::EncodedFragment),
+                _ => {
+                    unreserved |= is_unreserved_but_tilde(v);
+                    out.push(v);
+                }
             }
             i += 3;
         } else {
@@ -168,7 +296,14 @@ fn percent_decode(path: &str) -> Result<String, PathError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| PathError::InvalidUtf8)
+    String::from_utf8(out)
+        .map(|s| (s, unreserved))
+        .map_err(|_| PathError::InvalidUtf8)
+}
+
+/// RFC 3986 §2.3 unreserved characters except `~`: ALPHA, DIGIT, `-`, `.`, `_`.
+fn is_unreserved_but_tilde(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -187,21 +322,34 @@ fn contains_escape(s: &str) -> bool {
         .any(|w| w[0] == b'%' && hex_val(w[1]).is_some() && hex_val(w[2]).is_some())
 }
 
-/// One pass over the raw path: refuse `\`, `#` and control characters; report whether
-/// there is anything to percent-decode.
-fn scan_raw(b: &[u8]) -> Result<bool, PathError> {
-    let mut has_percent = false;
+/// What [`scan_raw`] found besides errors.
+#[derive(Debug, Clone, Copy)]
+struct RawScan {
+    /// There is a `%` (something to percent-decode).
+    percent: bool,
+    /// There is a non-ASCII character.
+    non_ascii: bool,
+}
+
+/// One pass over the raw path: refuse `\`, `#`, `;` and control characters; report whether
+/// there is anything to percent-decode and whether there is a non-ASCII character.
+fn scan_raw(b: &[u8]) -> Result<RawScan, PathError> {
+    let mut scan = RawScan {
+        percent: false,
+        non_ascii: false,
+    };
     for (i, &c) in b.iter().enumerate() {
         match c {
-            b'%' => has_percent = true,
+            b'%' => scan.percent = true,
             b'\\' => return Err(PathError::Backslash),
             b'#' => return Err(PathError::Fragment),
             b';' => return Err(PathError::PathParameter),
             _ if is_control_at(b, i) => return Err(PathError::ControlCharacter),
+            0x80..=0xff => scan.non_ascii = true,
             _ => {}
         }
     }
-    Ok(has_percent)
+    Ok(scan)
 }
 
 /// Is there a control character (C0, DEL, or C1 = U+0080..U+009F) starting at `b[i]`? `b` is
@@ -218,8 +366,8 @@ fn has_control(b: &[u8]) -> bool {
     (0..b.len()).any(|i| is_control_at(b, i))
 }
 
-/// Refuse dot-segments (also before a `;` parameter) and empty segments other than a single
-/// trailing slash. `path` starts with `/`.
+/// Refuse empty segments other than a single trailing slash, and segments that servers read as
+/// something else ([`check_segment`]). `path` starts with `/`.
 fn check_segments(path: &str) -> Result<(), PathError> {
     let rest = &path[1..];
     let mut start = 0;
@@ -229,17 +377,35 @@ fn check_segments(path: &str) -> Result<(), PathError> {
             if seg.is_empty() {
                 return Err(PathError::EmptySegment);
             }
-            if is_dot_segment(seg) {
-                return Err(PathError::DotSegment);
-            }
+            check_segment(seg)?;
             start = i + 1;
         }
     }
     // The last segment may be empty (trailing slash, or the root "/").
-    if is_dot_segment(&rest[start..]) {
+    check_segment(&rest[start..])
+}
+
+/// Refuse a dot-segment, a segment ending in `.`, and a segment beginning or ending with
+/// whitespace. The empty segment passes (the caller decides where it may be).
+fn check_segment(seg: &str) -> Result<(), PathError> {
+    if is_dot_segment(seg) {
         return Err(PathError::DotSegment);
     }
+    if seg.ends_with('.') {
+        return Err(PathError::TrailingDot);
+    }
+    if edge_whitespace(seg) {
+        return Err(PathError::SegmentWhitespace);
+    }
     Ok(())
+}
+
+/// Whether `seg` begins or ends with whitespace (ASCII space, or Unicode whitespace when
+/// non-ASCII paths are allowed).
+fn edge_whitespace(seg: &str) -> bool {
+    let mut chars = seg.chars();
+    chars.next().is_some_and(char::is_whitespace)
+        || chars.next_back().is_some_and(char::is_whitespace)
 }
 
 fn is_dot_segment(seg: &str) -> bool {
@@ -426,6 +592,16 @@ impl PathPattern {
                         "{pat:?}: dot-segment; such request paths are refused, so this never matches"
                     ));
                 }
+                if s.ends_with('.') {
+                    return Err(format!(
+                        "{pat:?}: segment ending in a dot; such request paths are refused, so this never matches"
+                    ));
+                }
+                if edge_whitespace(s) {
+                    return Err(format!(
+                        "{pat:?}: segment beginning or ending with whitespace; such request paths are refused, so this never matches"
+                    ));
+                }
                 if s == "**" {
                     if span_at.is_some() {
                         return Err(format!("{pat:?}: at most one ** per pattern"));
@@ -540,11 +716,197 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(ok("/a%20b/%41"), "/a b/A");
-        assert_eq!(ok("/caf%C3%A9"), "/café");
-        assert_eq!(ok("/%3F"), "/?");
+        assert_eq!(ok("/a%20b/%7E"), "/a b/~");
+        assert_eq!(ok("/a%7eb"), "/a~b");
         assert_eq!(ok("/100%25"), "/100%");
-        assert_eq!(ok("/a.b/.c/..d/...%2e"), "/a.b/.c/..d/....");
+        assert_eq!(ok("/a%40b/%2B%2b/%3A%3d%21"), "/a@b/++/:=!");
+        assert_eq!(ok("/a.b/.c/..d/.e"), "/a.b/.c/..d/.e");
+        assert_eq!(ok("/a%2C%26%27%28%29%2A%24"), "/a,&'()*$");
+        // `+` is literal, also at a segment's edges (`C++`).
+        assert_eq!(ok("/Volumes/C++/a+b/+x"), "/Volumes/C++/a+b/+x");
+    }
+
+    fn opt_ok(p: &str) -> String {
+        normalize_path_with(p, NON_ASCII)
+            .unwrap_or_else(|e| panic!("{p:?}: {e}"))
+            .into_owned()
+    }
+
+    fn opt_err(p: &str) -> PathError {
+        normalize_path_with(p, NON_ASCII).expect_err(p)
+    }
+
+    const NON_ASCII: PathOptions = PathOptions {
+        allow_non_ascii: true,
+    };
+
+    /// Every form an upstream (Tomcat/Spring, Jetty, nginx, Go net/http, IIS, anything that
+    /// folds Unicode) could read as a denied ASCII path, with the error it gets by default.
+    const REFUSED: &[(&str, PathError)] = &[
+        // Unicode that folds onto ASCII: Kelvin sign (K -> k), long s (ſ -> s), fullwidth.
+        ("/api/2.0/to%E2%84%AAen/create", PathError::NonAscii),
+        ("/api/2.0/to\u{212A}en/create", PathError::NonAscii),
+        ("/api/2.0/%C5%BFecrets/list", PathError::NonAscii),
+        ("/api/2.0/\u{17F}ecrets/list", PathError::NonAscii),
+        ("/api/2.0/%EF%BD%93ecrets/list", PathError::NonAscii),
+        ("/api/2.0/\u{FF53}\u{FF45}crets/list", PathError::NonAscii),
+        (
+            "/api/2.0/x/%EF%BC%8E%EF%BC%8E/secrets/list",
+            PathError::NonAscii,
+        ),
+        (
+            "/api/2.0/x/\u{FF0E}\u{FF0E}/secrets/list",
+            PathError::NonAscii,
+        ),
+        (
+            "/api/2.0/secrets%EF%BC%8F..%EF%BC%8Flist",
+            PathError::NonAscii,
+        ),
+        ("/api/2.0/secret\u{131}/list", PathError::NonAscii),
+        ("/api/2.0/ip-acce\u{DF}-lists", PathError::NonAscii),
+        ("/api/2.0/secrets\u{A0}/list", PathError::NonAscii),
+        ("/caf%C3%A9", PathError::NonAscii),
+        ("/caf\u{E9}", PathError::NonAscii),
+        // Encoded query and fragment delimiters.
+        ("/api/2.0/secrets%3F/list", PathError::EncodedQuery),
+        ("/api/2.0/secrets%3f", PathError::EncodedQuery),
+        ("/api/2.0/secrets%23/list", PathError::EncodedFragment),
+        // Whitespace at a segment's edges.
+        ("/api/2.0/secrets%20/list", PathError::SegmentWhitespace),
+        ("/api/2.0/%20secrets/list", PathError::SegmentWhitespace),
+        ("/api/2.0/secrets /list", PathError::SegmentWhitespace),
+        ("/api/2.0/secrets%20", PathError::SegmentWhitespace),
+        ("/a/%20/b", PathError::SegmentWhitespace),
+        ("/a/%20%20", PathError::SegmentWhitespace),
+        // A trailing dot (Windows/IIS strip it; Spring suffix matching ignores it).
+        ("/api/2.0/secrets./list", PathError::TrailingDot),
+        ("/api/2.0/secrets%2e/list", PathError::TrailingDot),
+        ("/api/2.0/secrets%2E", PathError::TrailingDot),
+        ("/api/2.0/token/create.", PathError::TrailingDot),
+        ("/api/2.0/token/create./", PathError::TrailingDot),
+        ("/a/.../b", PathError::TrailingDot),
+        ("/api/2.0/secrets. /list", PathError::SegmentWhitespace),
+        ("/api/2.0/secrets .", PathError::TrailingDot),
+        // Encoded unreserved characters: HAProxy routes on the raw form.
+        (
+            "/%73erving-endpoints/x/invocations",
+            PathError::EncodedUnreserved,
+        ),
+        (
+            "/serving%2Dendpoints/x/invocations",
+            PathError::EncodedUnreserved,
+        ),
+        ("/api/2.0/%73ecrets/list", PathError::EncodedUnreserved),
+        ("/api/2%2E0/secrets/list", PathError::EncodedUnreserved),
+        ("/api/2.0/se%2ecrets", PathError::EncodedUnreserved),
+        ("/a/%41", PathError::EncodedUnreserved),
+        ("/a/%7a", PathError::EncodedUnreserved),
+        ("/a/%30", PathError::EncodedUnreserved),
+        ("/a/b%5Fc", PathError::EncodedUnreserved),
+        ("/a/b%5fc%20d", PathError::EncodedUnreserved),
+        // NUL, TAB and other controls, raw or encoded, trailing or not.
+        ("/api/2.0/secrets%00", PathError::ControlCharacter),
+        ("/api/2.0/secrets%00/list", PathError::ControlCharacter),
+        ("/api/2.0/secrets%09/list", PathError::ControlCharacter),
+        ("/api/2.0/secrets\t/list", PathError::ControlCharacter),
+        ("/api/2.0/secrets%0A", PathError::ControlCharacter),
+        ("/api/2.0/secrets%C2%A0%C2%85", PathError::ControlCharacter),
+        // IIS %u escapes, overlong UTF-8 and surrogates.
+        ("/a/%u002e%u002e/b", PathError::InvalidPercentEncoding),
+        ("/a/%U002F", PathError::InvalidPercentEncoding),
+        ("/%c0%ae%c0%ae/secrets", PathError::InvalidUtf8),
+        ("/%c0%af", PathError::InvalidUtf8),
+        ("/%e0%80%ae", PathError::InvalidUtf8),
+        ("/%ed%a0%80", PathError::InvalidUtf8),
+        // Still refused as before.
+        ("/api/2.0/x/%2e%2E/secrets", PathError::DotSegment),
+        ("/api/2.0%2Fsecrets", PathError::EncodedSlash),
+        ("/api/2.0%5csecrets", PathError::Backslash),
+        ("/api/2.0/secrets%3Bx", PathError::PathParameter),
+        ("/api/2.0/secrets%252e", PathError::DoubleEncoding),
+    ];
+
+    #[test]
+    fn refused_variants_table() {
+        for (p, want) in REFUSED {
+            assert_eq!(err(p), *want, "{p:?}");
+            assert!(PathError::as_str(*want).len() < 80);
+        }
+    }
+
+    #[test]
+    fn non_ascii_opt_out_relaxes_only_non_ascii() {
+        assert_eq!(opt_ok("/caf%C3%A9/%E6%97%A5%E6%9C%AC"), "/café/日本");
+        assert_eq!(
+            opt_ok("/Volumes/m/d/v/r\u{E9}sum\u{E9} 1.pdf"),
+            "/Volumes/m/d/v/résumé 1.pdf"
+        );
+        assert_eq!(opt_ok("/a/\u{4E2D}\u{6587}"), "/a/中文");
+        assert_eq!(opt_ok("/api/2.0/jobs/list"), "/api/2.0/jobs/list");
+        // Still refused: characters Unicode folds to ASCII (case mapping or NFKC).
+        for p in [
+            "/api/2.0/to%E2%84%AAen/create",
+            "/api/2.0/to\u{212A}en/create",
+            "/api/2.0/%C5%BFecrets/list",
+            "/api/2.0/%EF%BD%93ecrets/list",
+            "/api/2.0/x/%EF%BC%8E%EF%BC%8E/secrets",
+            "/api/2.0/secrets%EF%BC%8Flist",
+            "/api/2.0/secret\u{131}/list",
+            "/api/2.0/ip-acce\u{DF}-lists",
+            "/api/2.0/\u{FB01}les",
+            "/api/2.0/\u{1D42C}ecrets",
+            "/api/2.0/secrets\u{2024}",
+            "/api/2.0/x\u{A0}y",
+            "/api/2.0/\u{130}d",
+        ] {
+            assert_eq!(opt_err(p), PathError::FoldsToAscii, "{p:?}");
+        }
+        for p in [
+            "/api/2.0/sec\u{200B}rets/list",
+            "/api/2.0/sec%E2%80%8Brets/list",
+            "/api/2.0/\u{202E}sterces",
+            "/api/2.0/secrets\u{FEFF}x",
+            "/api/2.0/x\u{E0073}",
+        ] {
+            assert_eq!(opt_err(p), PathError::InvisibleCharacter, "{p:?}");
+        }
+        for p in ["/a/\u{3000}b", "/a/b\u{A0}", "/a/b\u{2003}/c"] {
+            assert_eq!(opt_err(p), PathError::SegmentWhitespace, "{p:?}");
+        }
+        // Every other rule is unchanged.
+        for (p, want) in REFUSED {
+            if *want != PathError::NonAscii {
+                assert_eq!(opt_err(p), *want, "{p:?}");
+            }
+        }
+        assert_eq!(opt_err("/a\u{85}"), PathError::ControlCharacter);
+        assert_eq!(opt_err("/caf\u{E9}/%2e%2e/x"), PathError::DotSegment);
+        assert_eq!(opt_err("/caf\u{E9}/%73"), PathError::EncodedUnreserved);
+        assert_eq!(opt_err("/caf\u{E9}%2F"), PathError::EncodedSlash);
+    }
+
+    /// Decoding one escape never yields a letter, digit, `-`, `.`, `_` or `/` (what HAProxy
+    /// routes on): checked for every byte value, in both hex cases.
+    #[test]
+    fn no_escape_decodes_to_a_routing_character() {
+        for v in 0..=255u8 {
+            for p in [format!("/a%{v:02X}b"), format!("/a%{v:02x}b")] {
+                if let Ok(out) = normalize_path(&p) {
+                    let d = out.as_bytes()[2];
+                    assert!(
+                        !(d.is_ascii_alphanumeric() || b"-._/".contains(&d)),
+                        "{p:?} -> {out:?}"
+                    );
+                    assert!(d.is_ascii(), "{p:?}");
+                }
+            }
+        }
+        // Exactly these escapes are accepted: the ASCII that is neither unreserved (but `~`),
+        // nor a delimiter idgate refuses, nor a control character.
+        let accepted: Vec<u8> = (0..=255u8)
+            .filter(|v| normalize_path(&format!("/a%{v:02X}b")).is_ok())
+            .collect();
+        assert_eq!(accepted, b" !\"$%&'()*+,:<=>@[]^`{|}~".to_vec());
     }
 
     #[test]
@@ -779,6 +1141,10 @@ mod tests {
             ("/a/*x*", "at most one *"),
             ("/a\nb", "control"),
             ("/a;x", "path parameters"),
+            ("/a./b", "ending in a dot"),
+            ("/a/*.", "ending in a dot"),
+            ("/a /b", "whitespace"),
+            ("/a/ *", "whitespace"),
         ] {
             let e = PathPattern::compile(p, Case::Sensitive).expect_err(p);
             assert!(e.contains(needle), "{p:?}: {e}");
