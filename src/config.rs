@@ -151,7 +151,9 @@ pub struct AuthConfig {
     pub realm: String,
     /// Optional cookie name to take the token from when there is no `Authorization` header.
     pub cookie: Option<String>,
-    /// Tokens longer than this are refused as `malformed_token` before decoding. Default 8192.
+    /// Tokens longer than this are refused as `malformed_token` before decoding. Default 16384:
+    /// HAProxy's default `tune.bufsize` (16 KiB) is the real ceiling for a header, and an
+    /// Entra ID token with its maximum of 200 groups takes about 11 KB.
     pub max_token_bytes: usize,
     /// Maximum number of validated tokens cached. Default 100000.
     pub token_cache_size: u64,
@@ -164,7 +166,7 @@ impl Default for AuthConfig {
         AuthConfig {
             realm: "idgate".into(),
             cookie: None,
-            max_token_bytes: 8192,
+            max_token_bytes: 16384,
             token_cache_size: 100_000,
             token_cache_ttl: secs(600),
         }

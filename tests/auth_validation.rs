@@ -490,11 +490,11 @@ async fn shapes_and_sizes() {
         reason(&e.auth, &format!("{}.{}.{}=", parts[0], parts[1], parts[2])).await,
         "malformed_token"
     );
-    // Oversized: refused on length alone (default cap 8192), even though it is well formed.
+    // Oversized: refused on length alone (default cap 16384), even though it is well formed.
     let mut c = claims(&e.idp.base);
-    c["pad"] = json!("x".repeat(9000));
+    c["pad"] = json!("x".repeat(13000));
     let big = e.rsa.token(&c);
-    assert!(big.len() > 8192);
+    assert!(big.len() > 16384);
     assert_eq!(reason(&e.auth, &big).await, "malformed_token");
     let huge = "a".repeat(1 << 20);
     assert_eq!(reason(&e.auth, &huge).await, "malformed_token");

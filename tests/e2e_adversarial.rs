@@ -170,7 +170,9 @@ impl Target {
         let start = text[..text.find(marker).expect("marker")]
             .rfind("\r\n\r\n")
             .map_or(0, |i| i + 4);
-        let end = text[start..].find("\r\n\r\n").map_or(text.len(), |i| start + i);
+        let end = text[start..]
+            .find("\r\n\r\n")
+            .map_or(text.len(), |i| start + i);
         text[start..end].to_string()
     }
 }
@@ -251,7 +253,12 @@ fn tunnels(t: &Target) {
                 h.push(("Authorization", a));
             }
             let (status, mut s) = send_raw(t.front(), &get(&format!("{path}?first"), &h));
-            assert_ne!(status, Some(101), "upgrade {upgrade:?} switched protocols\n{}", t.logs());
+            assert_ne!(
+                status,
+                Some(101),
+                "upgrade {upgrade:?} switched protocols\n{}",
+                t.logs()
+            );
             // Whatever the first answer was, a request sent next on this connection must be
             // judged on its own: no token, a denied API.
             let _ = s.write_all(&get(&format!("/api/2.0/secrets/list?{marker}"), &[]));
@@ -306,7 +313,11 @@ fn routing(t: &Target) {
             // The access log has the path without the query string.
             let logged = format!("POST \"{}\"", p.split('?').next().unwrap_or(p));
             let line = support::poll_until(IO_TIMEOUT, || {
-                t.hap.log().lines().rfind(|l| l.contains(&logged)).map(str::to_owned)
+                t.hap
+                    .log()
+                    .lines()
+                    .rfind(|l| l.contains(&logged))
+                    .map(str::to_owned)
             })
             .unwrap_or_else(|| panic!("no access log line for {p}\n{}", t.logs()));
             assert!(
@@ -359,7 +370,9 @@ fn smuggling(t: &Target) {
             (b"authorization", auth.clone().into_bytes()),
         ]
     };
-    let h2 = |fields: &[(&'static [u8], Vec<u8>)], body: Option<&[u8]>, trailers: &[(&[u8], &[u8])]| {
+    let h2 = |fields: &[(&'static [u8], Vec<u8>)],
+              body: Option<&[u8]>,
+              trailers: &[(&[u8], &[u8])]| {
         let refs: Vec<(&[u8], &[u8])> = fields.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         h2_raw::request(t.front(), &refs, body, trailers).expect("h2 exchange")
     };
@@ -367,23 +380,47 @@ fn smuggling(t: &Target) {
         (b"x-forwarded-user", b"forged-h2-trailer"),
         (b"authorization", b"Bearer forged-h2-trailer"),
     ];
-    let out = h2(&base(b"/serving-endpoints/churn/invocations?h2-trailers"), Some(b"{}"), &trailers);
+    let out = h2(
+        &base(b"/serving-endpoints/churn/invocations?h2-trailers"),
+        Some(b"{}"),
+        &trailers,
+    );
     let mut with_len = base(b"/serving-endpoints/churn/invocations?h2-trailers-cl");
     with_len.push((b"content-length", b"2".to_vec()));
     let out_cl = h2(&with_len, Some(b"{}"), &trailers);
-    let raw_path = h2(&base("/api/2.0/clusters/list\u{212a}?h2-raw-path".as_bytes()), None, &[]);
-    let raw_query = h2(&base("/api/2.0/clusters/list?h2-raw-query=\u{212a}".as_bytes()), None, &[]);
+    let raw_path = h2(
+        &base("/api/2.0/clusters/list\u{212a}?h2-raw-path".as_bytes()),
+        None,
+        &[],
+    );
+    let raw_query = h2(
+        &base("/api/2.0/clusters/list?h2-raw-query=\u{212a}".as_bytes()),
+        None,
+        &[],
+    );
     match t.version {
         HaproxyVersion::V26 => {
             // HTTP/2 is off on 2.6's frontend (it cannot drop request trailers).
             for o in [&out, &out_cl, &raw_path, &raw_query] {
-                assert!(matches!(o, H2Outcome::Refused(_)), "h2 on 2.6: {o:?}\n{}", t.logs());
+                assert!(
+                    matches!(o, H2Outcome::Refused(_)),
+                    "h2 on 2.6: {o:?}\n{}",
+                    t.logs()
+                );
             }
         }
         HaproxyVersion::V32 => {
             assert_eq!(out, H2Outcome::Status(200), "h2 trailers\n{}", t.logs());
-            assert_eq!(out_cl, H2Outcome::Status(200), "h2 trailers + cl\n{}", t.logs());
-            t.forwarded("h2-trailers-cl", "h2 request with trailers (body forwarded)");
+            assert_eq!(
+                out_cl,
+                H2Outcome::Status(200),
+                "h2 trailers + cl\n{}",
+                t.logs()
+            );
+            t.forwarded(
+                "h2-trailers-cl",
+                "h2 request with trailers (body forwarded)",
+            );
             for o in [&raw_path, &raw_query] {
                 assert_eq!(o, &H2Outcome::Status(400), "raw :path bytes\n{}", t.logs());
             }
@@ -405,7 +442,8 @@ fn smuggling(t: &Target) {
         let mut req = b"GET ".to_vec();
         req.extend_from_slice(target);
         req.extend_from_slice(
-            format!(" HTTP/1.1\r\nHost: gateway.idgate.test\r\nAuthorization: {auth}\r\n\r\n").as_bytes(),
+            format!(" HTTP/1.1\r\nHost: gateway.idgate.test\r\nAuthorization: {auth}\r\n\r\n")
+                .as_bytes(),
         );
         let (status, _) = send_raw(t.front(), &req);
         assert_ne!(status, Some(200), "raw bytes {i}\n{}", t.logs());
@@ -421,7 +459,10 @@ fn smuggling(t: &Target) {
             &format!("{CLUSTERS}?{marker}"),
             &[
                 ("Authorization", &auth),
-                ("Connection", "X-Forwarded-User, X-Forwarded-Email, Authorization, keep-alive"),
+                (
+                    "Connection",
+                    "X-Forwarded-User, X-Forwarded-Email, Authorization, keep-alive",
+                ),
                 ("Keep-Alive", "timeout=5"),
                 ("Proxy-Connection", "X-Forwarded-User"),
             ],
@@ -430,7 +471,10 @@ fn smuggling(t: &Target) {
     assert_eq!(status, Some(200), "allowed request\n{}", t.logs());
     let head = t.upstream_head(marker).to_ascii_lowercase();
     for line in head.lines() {
-        if let Some(v) = line.strip_prefix("connection:").or(line.strip_prefix("proxy-connection:")) {
+        if let Some(v) = line
+            .strip_prefix("connection:")
+            .or(line.strip_prefix("proxy-connection:"))
+        {
             assert!(
                 !v.contains("x-forwarded") && !v.contains("authorization"),
                 "client Connection reached the upstream: {head}"
@@ -438,7 +482,13 @@ fn smuggling(t: &Target) {
         }
     }
     assert!(head.contains("x-forwarded-user: smuggle-user"), "{head}");
-    assert!(head.contains(&format!("authorization: bearer {}", PAT.to_ascii_lowercase())), "{head}");
+    assert!(
+        head.contains(&format!(
+            "authorization: bearer {}",
+            PAT.to_ascii_lowercase()
+        )),
+        "{head}"
+    );
 
     // Ambiguous or malformed Host: refused before the agent is asked.
     for (i, host) in [
@@ -519,13 +569,19 @@ fn honoured_headers(t: &Target) {
         .enumerate()
         .map(|(i, h)| (h.to_string(), format!("forged-honoured-{i}")))
         .collect();
-    let mut headers: Vec<(&str, &str)> = values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut headers: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     headers.push(("Authorization", &auth));
     let marker = "honoured-headers";
     let (status, _) = send_raw(t.front(), &get(&format!("{CLUSTERS}?{marker}"), &headers));
     assert_eq!(status, Some(200), "allowed request\n{}", t.logs());
     let head = t.upstream_head(marker);
-    assert!(!head.contains("forged-honoured"), "client header reached the upstream:\n{head}");
+    assert!(
+        !head.contains("forged-honoured"),
+        "client header reached the upstream:\n{head}"
+    );
     let lower = head.to_ascii_lowercase();
     assert_eq!(lower.matches("x-forwarded-for:").count(), 1, "{head}");
     assert!(lower.contains("x-forwarded-for: 127.0.0.1"), "{head}");
@@ -584,7 +640,10 @@ fn path_folding(t: &Target) {
     // A plain path next to them is forwarded (the probes above are refused for their path).
     let (status, _) = send_raw(
         t.front(),
-        &get(&format!("{CLUSTERS}?folding-control"), &[("Authorization", &auth)]),
+        &get(
+            &format!("{CLUSTERS}?folding-control"),
+            &[("Authorization", &auth)],
+        ),
     );
     assert_eq!(status, Some(200), "{}", t.logs());
     t.forwarded("folding-control", "plain path");
@@ -603,11 +662,20 @@ fn identity_encoding(t: &Target) {
         ("sub with ZWSP", json!({"sub": "ali\u{200b}ce"})),
         ("sub with LS", json!({"sub": "alice\u{2028}x"})),
         ("sub too long", json!({"sub": long})),
-        ("email with CRLF", json!({"email": "a@example.com\r\nX-Forwarded-User: root"})),
+        (
+            "email with CRLF",
+            json!({"email": "a@example.com\r\nX-Forwarded-User: root"}),
+        ),
         ("email with RLO", json!({"email": "\u{202e}moc.elpmaxe@a"})),
-        ("group with comma", json!({"groups": ["ml-engineers", "admins,ml"]})),
+        (
+            "group with comma",
+            json!({"groups": ["ml-engineers", "admins,ml"]}),
+        ),
         ("empty group", json!({"groups": ["ml-engineers", ""]})),
-        ("group with FSI", json!({"groups": ["ml-engineers", "x\u{2068}"]})),
+        (
+            "group with FSI",
+            json!({"groups": ["ml-engineers", "x\u{2068}"]}),
+        ),
         (
             "Entra ID group overage",
             json!({"groups": null, "_claim_names": {"groups": "src1"},
@@ -620,7 +688,10 @@ fn identity_encoding(t: &Target) {
         let marker = format!("identity-{i}");
         let (status, _) = send_raw(
             t.front(),
-            &get(&format!("{CLUSTERS}?{marker}"), &[("Authorization", &bearer(&tok))]),
+            &get(
+                &format!("{CLUSTERS}?{marker}"),
+                &[("Authorization", &bearer(&tok))],
+            ),
         );
         assert_eq!(status, Some(401), "{what}\n{}", t.logs());
         t.never_forwarded(&marker, what);
@@ -633,12 +704,18 @@ fn identity_encoding(t: &Target) {
     let tok = t.token("many-groups", json!({"groups": guids}));
     let (status, _) = send_raw(
         t.front(),
-        &get(&format!("{CLUSTERS}?identity-guids"), &[("Authorization", &bearer(&tok))]),
+        &get(
+            &format!("{CLUSTERS}?identity-guids"),
+            &[("Authorization", &bearer(&tok))],
+        ),
     );
     assert_eq!(status, Some(200), "200 GUID groups\n{}", t.logs());
     let head = t.upstream_head("identity-guids");
     assert!(head.contains("x-forwarded-user: many-groups"), "{head}");
-    assert!(head.contains("000000c7-0000-4000-8000-000000000000"), "last group missing: {head}");
+    assert!(
+        head.contains("000000c7-0000-4000-8000-000000000000"),
+        "last group missing: {head}"
+    );
 }
 
 // ----- credentials in logs and upstream -----
@@ -654,13 +731,22 @@ fn credentials(t: &Target) {
     // No query string in HAProxy's access log at all (other parameter names exist).
     let (status, _) = send_raw(
         t.front(),
-        &get(&format!("{CLUSTERS}?sig=query-not-logged"), &[("Authorization", &bearer(&tok))]),
+        &get(
+            &format!("{CLUSTERS}?sig=query-not-logged"),
+            &[("Authorization", &bearer(&tok))],
+        ),
     );
     assert_eq!(status, Some(200), "{}", t.logs());
     t.forwarded("query-not-logged", "query string");
     let log = t.hap.log();
-    assert!(!log.contains("query-not-logged"), "query string in the access log:\n{log}");
-    assert!(!log.contains("query-secret"), "token in the access log:\n{log}");
+    assert!(
+        !log.contains("query-not-logged"),
+        "query string in the access log:\n{log}"
+    );
+    assert!(
+        !log.contains("query-secret"),
+        "token in the access log:\n{log}"
+    );
     assert!(!log.contains(&tok), "caller token in the access log");
 
     // The token cookie is removed, the other cookies are kept.
@@ -668,8 +754,14 @@ fn credentials(t: &Target) {
         (format!("{COOKIE}={tok}"), None),
         (format!("{COOKIE}={tok}; theme=dark"), Some("theme=dark")),
         (format!("lang=en; {COOKIE}={tok}"), Some("lang=en")),
-        (format!("lang=en; {COOKIE}={tok}; theme=dark"), Some("lang=en; theme=dark")),
-        (format!("lang=en;{COOKIE}={tok};theme=dark"), Some("lang=en;theme=dark")),
+        (
+            format!("lang=en; {COOKIE}={tok}; theme=dark"),
+            Some("lang=en; theme=dark"),
+        ),
+        (
+            format!("lang=en;{COOKIE}={tok};theme=dark"),
+            Some("lang=en;theme=dark"),
+        ),
     ]
     .iter()
     .enumerate()
@@ -681,7 +773,10 @@ fn credentials(t: &Target) {
         );
         assert_eq!(status, Some(200), "{cookie}\n{}", t.logs());
         let head = t.upstream_head(&marker);
-        assert!(!head.contains(&tok), "the token cookie reached the upstream: {head}");
+        assert!(
+            !head.contains(&tok),
+            "the token cookie reached the upstream: {head}"
+        );
         let cookies: Vec<&str> = head
             .lines()
             .filter_map(|l| l.strip_prefix("cookie: ").or(l.strip_prefix("Cookie: ")))
@@ -710,11 +805,18 @@ fn upstream_down(mut t: Target) {
     let tok = t.token("down-user", json!({}));
     let addr = t.up.addr;
     drop(std::mem::replace(&mut t.up, RawUpstream::start()));
-    assert!(TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_err(), "upstream still up");
+    assert!(
+        TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_err(),
+        "upstream still up"
+    );
     let mut s = TcpStream::connect_timeout(&t.front(), IO_TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    s.write_all(&get(CLUSTERS, &[("Authorization", &bearer(&tok)), ("Connection", "close")]))
-        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(&get(
+        CLUSTERS,
+        &[("Authorization", &bearer(&tok)), ("Connection", "close")],
+    ))
+    .expect("write");
     let mut raw = String::new();
     let _ = s.read_to_string(&mut raw);
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -728,7 +830,13 @@ fn upstream_down(mut t: Target) {
         v["details"][0]["@type"], "type.googleapis.com/google.rpc.RequestInfo",
         "{body}"
     );
-    assert!(!v["details"][0]["request_id"].as_str().unwrap_or("").is_empty(), "{body}");
+    assert!(
+        !v["details"][0]["request_id"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{body}"
+    );
 }
 
 fn run(version: HaproxyVersion) {

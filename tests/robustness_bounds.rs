@@ -8,7 +8,7 @@
 //! | frame size | `spop.max_frame_size` (negotiated down to HAProxy's) | 16380 |
 //! | time to a complete HELLO | `spop.hello_timeout` | 5s |
 //! | time without a complete frame | `spop.idle_timeout` | 5m |
-//! | token length | `auth.max_token_bytes` | 8192 |
+//! | token length | `auth.max_token_bytes` | 16384 |
 //! | validated-token cache entries | `auth.token_cache_size` | 100000 |
 //! | per-caller upstream tokens | `upstream.NAME.cache_size` | 10000 |
 //!
@@ -71,7 +71,7 @@ fn defaults_are_safe_and_match_the_shipped_example() {
     assert_eq!(s.idle_timeout.0, Duration::from_secs(300));
     assert_eq!(s.shutdown_grace.0, Duration::from_secs(10));
     let a = AuthConfig::default();
-    assert_eq!(a.max_token_bytes, 8192);
+    assert_eq!(a.max_token_bytes, 16384);
     assert_eq!(a.token_cache_size, 100_000);
     assert_eq!(a.token_cache_ttl.0, Duration::from_secs(600));
     let up: idgate::config::UpstreamConfig = toml::from_str("kind = \"token_exchange\"").unwrap();
@@ -440,7 +440,9 @@ fn tokens_over_max_token_bytes_are_malformed_before_any_decoding() {
     );
     assert_eq!(v.status(), 401);
     assert!(
-        v.str("www_authenticate").unwrap().contains("too large"),
+        v.str("www_authenticate")
+            .unwrap()
+            .contains("larger than auth.max_token_bytes"),
         "{v:?}"
     );
     // Refused before validation: it never reached the cache.

@@ -69,6 +69,8 @@ audit = "off"
 
 [auth]
 cookie = "{COOKIE}"
+# Below the default (16384) so that an oversized token still fits one SPOP frame.
+max_token_bytes = 8192
 
 [[issuer]]
 name = "fixture"

@@ -486,7 +486,10 @@ impl Authenticator {
         token: &str,
     ) -> Result<(Arc<Identity>, TokenKey), Rejection> {
         if token.len() > self.max_token_bytes {
-            return Err(Rejection::new(Reason::MalformedToken, "token too large"));
+            return Err(Rejection::new(
+                Reason::MalformedToken,
+                "token larger than auth.max_token_bytes",
+            ));
         }
         let now = unix_now();
         let key = token_key(token);

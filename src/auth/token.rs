@@ -110,7 +110,10 @@ pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
 /// anything is decoded. The payload JSON is read by [`Parsed::claims`].
 pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
     if token.len() > max_bytes {
-        return Err(Rejection::new(Reason::MalformedToken, "token too large"));
+        return Err(Rejection::new(
+            Reason::MalformedToken,
+            "token larger than auth.max_token_bytes",
+        ));
     }
     let (dots, alphabet_ok) = scan(token.as_bytes());
     if dots == 4 {

@@ -55,10 +55,22 @@ pub fn request(
         &hpack(headers),
     );
     if let Some(b) = body {
-        frame(&mut out, DATA, if trailers.is_empty() { END_STREAM } else { 0 }, 1, b);
+        frame(
+            &mut out,
+            DATA,
+            if trailers.is_empty() { END_STREAM } else { 0 },
+            1,
+            b,
+        );
     }
     if !trailers.is_empty() {
-        frame(&mut out, HEADERS, END_HEADERS | END_STREAM, 1, &hpack(trailers));
+        frame(
+            &mut out,
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            1,
+            &hpack(trailers),
+        );
     }
     if let Err(e) = s.write_all(&out) {
         return Ok(H2Outcome::Refused(format!("write failed: {e}")));

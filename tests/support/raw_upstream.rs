@@ -117,7 +117,12 @@ impl Drop for RawUpstream {
     }
 }
 
-fn accept_loop(listener: TcpListener, tls: Arc<ServerConfig>, conns: Record, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    conns: Record,
+    stop: Arc<AtomicBool>,
+) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -213,9 +218,10 @@ fn serve(stream: TcpStream, tls: Arc<ServerConfig>, conns: &Record, idx: usize) 
         let has = |name: &str| headers.iter().any(|(k, _)| k == name);
         if has("upgrade") {
             // What an h2c/WebSocket server does: switch, then whatever comes is the tunnel.
-            r.io
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-                .ok()?;
+            r.io.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            )
+            .ok()?;
             r.io.flush().ok()?;
             while r.fill() {}
             return Some(());
@@ -238,9 +244,10 @@ fn serve(stream: TcpStream, tls: Arc<ServerConfig>, conns: &Record, idx: usize) 
         } else if let Some((_, v)) = headers.iter().find(|(k, _)| k == "content-length") {
             r.skip(v.parse().ok()?)?;
         }
-        r.io
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-            .ok()?;
+        r.io.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .ok()?;
         r.io.flush().ok()?;
     }
 }
