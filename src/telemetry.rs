@@ -16,7 +16,8 @@
 //! future caller passes the wrong thing: the schema has no field that could hold one.
 //!
 //! Writers are non-blocking (a background thread per destination, from `tracing-appender`) so
-//! that a slow journald or disk does not stall the decision path; see [`LOG_BUFFER_LINES`].
+//! that a slow journald or disk never stalls the decision path; see [`LOG_BUFFER_LINES`] for
+//! what happens when one falls behind for long.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -66,11 +67,34 @@ pub const AUDIT_FIELDS: [&str; 15] = [
 /// out of reach. 1 KiB holds any sane path, and a truncated value ends with `...`.
 pub const AUDIT_FIELD_MAX_BYTES: usize = 1024;
 
-/// Lines buffered per log destination before writers block. Sized for a few seconds of a busy
-/// agent's audit log (one line per decision) while journald or a disk stalls. Past it the
-/// decision path *waits* rather than losing audit lines silently: an audit trail with holes is
-/// worse than backpressure, which HAProxy's SPOE timeout turns into a fail-closed deny anyway.
+/// Lines buffered per log destination. Sized for a few seconds of a busy agent's audit log (one
+/// line per decision) while journald or a disk stalls. Past it, new lines are **dropped and
+/// counted** (`idgate_log_lines_dropped_total{stream}`, alert `IdgateLogLinesDropped`), never
+/// waited for: a blocking write would stall the Tokio worker that emitted the line, and with
+/// it every SPOP connection scheduled on that worker, turning a slow disk into denied (or, past
+/// HAProxy's processing timeout, failed) requests for everyone. Decisions never depend on the
+/// log; an operator who needs a complete audit trail sizes the destination for the load and
+/// alerts on the counter.
 pub const LOG_BUFFER_LINES: usize = 128_000;
+
+/// Drop counters of the non-blocking writers, by stream, for the metrics.
+static DROP_COUNTERS: Mutex<Vec<(&'static str, tracing_appender::non_blocking::ErrorCounter)>> =
+    Mutex::new(Vec::new());
+
+/// Lines dropped so far per stream (`log`: diagnostics, and the audit log when it shares
+/// stderr; `audit`: a separate audit destination).
+pub fn dropped_lines() -> Vec<(&'static str, u64)> {
+    let counters = DROP_COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<(&'static str, u64)> = Vec::with_capacity(2);
+    for (stream, c) in counters.iter() {
+        let n = c.dropped_lines() as u64;
+        match out.iter_mut().find(|(s, _)| s == stream) {
+            Some((_, total)) => *total += n,
+            None => out.push((stream, n)),
+        }
+    }
+    out
+}
 
 /// Set when an audit destination other than `off` is configured. Checked before anything else
 /// in [`audit_decision`], so a disabled audit log costs one relaxed atomic load per decision.
@@ -272,7 +296,7 @@ pub fn init(
 
     let stderr_tty = io::stderr().is_terminal();
     let mut workers = Vec::new();
-    let (stderr, guard) = non_blocking(io::stderr());
+    let (stderr, guard) = non_blocking(io::stderr(), "log");
     workers.push(guard);
 
     let (filter, handle) = reload::Layer::new(filter);
@@ -295,12 +319,12 @@ pub fn init(
         // Shares the diagnostics' writer: one thread, lines never interleave mid-line.
         AuditTarget::Stderr => Some(stderr),
         AuditTarget::Stdout => {
-            let (w, g) = non_blocking(io::stdout());
+            let (w, g) = non_blocking(io::stdout(), "audit");
             workers.push(g);
             Some(w)
         }
         AuditTarget::File(_) => {
-            let (w, g) = non_blocking(audit_file.clone().expect("opened above"));
+            let (w, g) = non_blocking(audit_file.clone().expect("opened above"), "audit");
             workers.push(g);
             Some(w)
         }
@@ -322,10 +346,23 @@ pub fn init(
     })
 }
 
-fn non_blocking<W: Write + Send + 'static>(w: W) -> (NonBlocking, WorkerGuard) {
+/// A writer thread for `w` that never blocks its callers: see [`LOG_BUFFER_LINES`].
+fn non_blocking<W: Write + Send + 'static>(
+    w: W,
+    stream: &'static str,
+) -> (NonBlocking, WorkerGuard) {
+    let (writer, guard) = lossy_writer(w, LOG_BUFFER_LINES);
+    DROP_COUNTERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((stream, writer.error_counter()));
+    (writer, guard)
+}
+
+fn lossy_writer<W: Write + Send + 'static>(w: W, lines: usize) -> (NonBlocking, WorkerGuard) {
     NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(true)
+        .buffered_lines_limit(lines)
         .thread_name("idgate-log")
         .finish(w)
 }
@@ -660,6 +697,72 @@ impl RateLimitedLog {
 
 #[cfg(test)]
 mod tests {
+
+    /// A destination that accepts nothing until released (a stalled disk or journald).
+    struct Stalled(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (lock, cv) = &*self.0;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_destination_never_blocks_the_caller_and_drops_are_counted() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (writer, guard) = lossy_writer(Stalled(gate.clone()), 8);
+        let counter = writer.error_counter();
+        let started = Instant::now();
+        for i in 0..1000 {
+            let mut w = writer.make_writer();
+            w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        // 1000 writes against a destination that takes none: with a blocking writer this
+        // would hang for good; lossy, it returns at once.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let dropped = counter.dropped_lines();
+        assert!(dropped >= 1000 - 8 - 1, "dropped {dropped}");
+        let (lock, cv) = &*gate;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+        drop(writer);
+        drop(guard);
+    }
+
+    #[test]
+    fn dropped_lines_are_summed_per_stream() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let (w, g) = non_blocking(Stalled(gate.clone()), "audit");
+        let before = dropped_lines()
+            .into_iter()
+            .find(|(s, _)| *s == "audit")
+            .map_or(0, |(_, n)| n);
+        for _ in 0..(LOG_BUFFER_LINES + 10) {
+            let _ = w.make_writer().write_all(b"x\n");
+        }
+        let after = dropped_lines()
+            .into_iter()
+            .find(|(s, _)| *s == "audit")
+            .map_or(0, |(_, n)| n);
+        assert!(after >= before + 9, "before {before}, after {after}");
+        let (lock, cv) = &*gate;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+        drop(w);
+        drop(g);
+    }
     use super::*;
     use crate::decision::{Identity, Reason};
     use std::net::IpAddr;

@@ -52,6 +52,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `idgate_build_info{version}` = 1
     pub build_info: IntGaugeVec,
+    /// `idgate_log_lines_dropped_total{stream="log|audit"}`: lines a full log buffer dropped
+    /// (see `telemetry::LOG_BUFFER_LINES`); brought up to date on every scrape.
+    pub log_lines_dropped: IntCounterVec,
     /// Resolved `idgate_decisions_total` children, indexed by reason (the decision label follows
     /// from the reason's status), so the hot path does no label hashing or locking.
     decision_children: Vec<(IntCounter, IntCounter)>,
@@ -160,6 +163,17 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let log_lines_dropped = IntCounterVec::new(
+            Opts::new(
+                "idgate_log_lines_dropped_total",
+                "Log and audit lines dropped because the writer's buffer was full",
+            ),
+            &["stream"],
+        )
+        .expect("metric");
+        for stream in ["log", "audit"] {
+            log_lines_dropped.with_label_values(&[stream]);
+        }
         let ready = IntGauge::new(
             "idgate_ready",
             "1 when the agent is ready (SPOP listener up, every issuer's keys loaded), else 0",
@@ -180,6 +194,7 @@ impl Metrics {
             Box::new(upstream_token_duration.clone()),
             Box::new(config_reloads.clone()),
             Box::new(build_info.clone()),
+            Box::new(log_lines_dropped.clone()),
             Box::new(ready.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -223,6 +238,7 @@ impl Metrics {
             upstream_token_duration,
             config_reloads,
             build_info,
+            log_lines_dropped,
             decision_children,
             ready,
         }
@@ -241,6 +257,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        for (stream, dropped) in crate::telemetry::dropped_lines() {
+            let c = self.log_lines_dropped.with_label_values(&[stream]);
+            c.inc_by(dropped.saturating_sub(c.get()));
+        }
         let mut buf = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
