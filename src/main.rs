@@ -350,7 +350,18 @@ fn restart_only_changes(before: &Config, after: &Config) -> Vec<&'static str> {
     {
         changed.push("spop.socket_mode/socket_group/socket_owner");
     }
-    if b != a {
+    let rest_changed = {
+        // Everything else in [spop]: the limits the listener was started with.
+        let mut b = b.clone();
+        b.listen = a.listen.clone();
+        (b.socket_mode, b.socket_group, b.socket_owner) = (
+            a.socket_mode,
+            a.socket_group.clone(),
+            a.socket_owner.clone(),
+        );
+        b != *a
+    };
+    if rest_changed {
         changed.push("[spop]");
     }
     if before.admin != after.admin {
