@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(DEFAULT_LISTEN)
         .parse()?;
     let cfg = SpopConfig {
-        listen,
+        listen: idgate::config::ListenAddr::Tcp(listen),
         ..SpopConfig::default()
     };
     let listener = idgate::server::bind(listen, cfg.backlog)?;

@@ -81,7 +81,8 @@ check_unit() {
     for directive in 'Type=notify' 'User=idgate' 'Group=idgate' \
         'ExecStart=/usr/bin/idgate run -c /etc/idgate/idgate.toml' \
         'ExecReload=/bin/kill -HUP $MAINPID' 'Restart=on-failure' 'NoNewPrivileges=yes' \
-        'ProtectSystem=strict' 'CapabilityBoundingSet=' 'LimitNOFILE=65536'; do
+        'ProtectSystem=strict' 'CapabilityBoundingSet=' 'LimitNOFILE=65536' \
+        'RuntimeDirectory=idgate' 'RuntimeDirectoryMode=0711' 'RuntimeDirectoryPreserve=yes'; do
         grep -qxF "$directive" "$UNIT" || fail "$UNIT lacks the line: $directive"
     done
     ok "required directives present"
@@ -201,6 +202,8 @@ check_deb() {
     done
     grep -q 'adduser --system' "$TMP/control/postinst" || fail "postinst does not create the user"
     grep -q 'chown root:idgate /etc/idgate' "$TMP/control/postinst" || fail "postinst does not own /etc/idgate"
+    grep -q 'adduser --quiet idgate haproxy' "$TMP/control/postinst" \
+        || fail "postinst does not add idgate to group haproxy (needed for socket_group = \"haproxy\")"
     grep -q 'deb-systemd-helper' "$TMP/control/postinst" || fail "postinst does not enable the unit"
     ok "control: name, Depends, conffiles, maintainer scripts"
 

@@ -229,13 +229,26 @@ fn run(config_path: Option<&Path>, log_format: LogFormat) -> ExitCode {
 async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> ExitCode {
     let spop_cfg = cfg.spop.clone();
     let admin_addr = cfg.admin.listen;
-    let listener = match server::bind(spop_cfg.listen, spop_cfg.backlog) {
+    // Bound once, here: a reload never rebinds (see restart_only_changes). A Unix socket
+    // gets its mode and owner before it accepts anything (server::bind_unix).
+    let listener = match server::bind_listener(&spop_cfg) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot listen on {} (spop.listen): {e}", spop_cfg.listen);
             return ExitCode::FAILURE;
         }
     };
+    if let (Some(mode), idgate::config::ListenAddr::Unix(path)) =
+        (spop_cfg.socket_mode, &spop_cfg.listen)
+    {
+        if mode.is_world_connectable() {
+            tracing::warn!(
+                path = %path.display(),
+                "spop.socket_mode {mode} lets every local user connect to the SPOP socket and \
+                 obtain upstream credentials for any valid token; use 0660 with socket_group"
+            );
+        }
+    }
     let admin_listener = match tokio::net::TcpListener::bind(admin_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -253,7 +266,7 @@ async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> Exi
     engine.set_listener_up();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        spop = %spop_cfg.listen,
+        spop = %listener.local_addr().map_or_else(|_| spop_cfg.listen.to_string(), |a| a.to_string()),
         admin = %admin_addr,
         config = %engine.config_path().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
         "idgate started"
@@ -328,7 +341,27 @@ async fn reload_on_sighup(engine: Arc<Engine>, guard: Arc<TelemetryGuard>) {
 /// operator who edits them and sends SIGHUP is not misled by "configuration reloaded".
 fn restart_only_changes(before: &Config, after: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if before.spop != after.spop {
+    let (b, a) = (&before.spop, &after.spop);
+    if b.listen != a.listen {
+        changed.push("spop.listen");
+    }
+    if (&b.socket_mode, &b.socket_group, &b.socket_owner)
+        != (&a.socket_mode, &a.socket_group, &a.socket_owner)
+    {
+        changed.push("spop.socket_mode/socket_group/socket_owner");
+    }
+    let rest_changed = {
+        // Everything else in [spop]: the limits the listener was started with.
+        let mut b = b.clone();
+        b.listen = a.listen.clone();
+        (b.socket_mode, b.socket_group, b.socket_owner) = (
+            a.socket_mode,
+            a.socket_group.clone(),
+            a.socket_owner.clone(),
+        );
+        b != *a
+    };
+    if rest_changed {
         changed.push("[spop]");
     }
     if before.admin != after.admin {

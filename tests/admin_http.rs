@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint over a real socket: /live, /ready, /metrics (validated by a strict
-//! Prometheus text-format parser), 404/405, header read timeout, connection cap, shutdown.
+//! Prometheus text-format parser), 404/405, header read timeout, connection cap (eviction of the
+//! idle-longest connection; a busy one is waited for), shutdown.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -218,36 +219,91 @@ async fn idle_connection_is_closed_after_header_read_timeout() {
     admin.stop().await;
 }
 
+/// At the cap a new connection evicts the connection idle longest: one idle between
+/// requests or still sending its request head. It is served at once.
 #[tokio::test]
-async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+async fn at_the_cap_the_idle_longest_connection_is_evicted() {
     let admin = start(
         || true,
+        Some(AdminOptions {
+            max_connections: 2,
+            ..AdminOptions::default()
+        }),
+    )
+    .await;
+    let before = metrics().admin_connections_evicted.get();
+    // The oldest has sent half a request; the other one a whole request and is kept alive.
+    let mut half = TcpStream::connect(admin.addr).await.unwrap();
+    half.write_all(b"GET /live HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut keepalive = TcpStream::connect(admin.addr).await.unwrap();
+    keepalive
+        .write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(PROMPTLY, keepalive.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+
+    let started = std::time::Instant::now();
+    let status = client()
+        .get(admin.url("/live"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // `half` was the one idle longest: closed without an answer.
+    let n = tokio::time::timeout(PROMPTLY, half.read(&mut buf))
+        .await
+        .expect("the evicted connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", &buf[..n]);
+    assert!(metrics().admin_connections_evicted.get() > before);
+    admin.stop().await;
+}
+
+/// A connection whose request is in its handler is never evicted: at the cap with every
+/// connection busy, a new connection waits for a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_not_evicted() {
+    const HOLD: Duration = Duration::from_millis(600);
+    let admin = start(
+        || {
+            // A slow readiness check keeps /ready's connection busy.
+            std::thread::sleep(HOLD);
+            true
+        },
         Some(AdminOptions {
             max_connections: 1,
             ..AdminOptions::default()
         }),
     )
     .await;
-    // Hold the only slot with a connection that has sent half a request.
-    let mut holder = TcpStream::connect(admin.addr).await.unwrap();
-    holder.write_all(b"GET /live HTTP/1.1\r\n").await.unwrap();
-
-    let url = admin.url("/live");
-    let mut waiting =
-        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    let blocked = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+    let url = admin.url("/ready");
+    let busy = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(HOLD / 4).await;
+    let started = std::time::Instant::now();
+    let live = client().get(admin.url("/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
     assert!(
-        blocked.is_err(),
-        "second connection was served past the cap"
+        started.elapsed() >= HOLD / 2,
+        "served before the busy connection finished: {:?}",
+        started.elapsed()
     );
-
-    drop(holder); // frees the slot
-    let status = tokio::time::timeout(PROMPTLY, waiting)
-        .await
-        .expect("served once the slot is free")
-        .unwrap()
-        .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(
+        busy.await.unwrap().unwrap(),
+        200,
+        "the busy request was cut"
+    );
     admin.stop().await;
 }
 

@@ -489,40 +489,67 @@ async fn haproxy_disconnect_is_answered_and_closed() {
     expect_closed(&mut s).await;
 }
 
+/// At the limit a new connection evicts the connection idle longest (preferring one that
+/// never sent a NOTIFY); only when every connection has a NOTIFY in flight is it refused.
 #[tokio::test]
-async fn connection_limit_refuses_the_excess() {
+async fn connection_limit_evicts_the_idle_then_refuses_when_all_are_busy() {
+    let (tx, mut entered) = mpsc::unbounded_channel();
+    let release = Arc::new(Semaphore::new(0));
+    let gate = Gate {
+        entered: tx,
+        release: release.clone(),
+    };
     let cfg = SpopConfig {
         max_connections: 2,
         ..SpopConfig::default()
     };
-    let srv = TestServer::start(cfg, FoundationAuthorizer::default()).await;
-    let a = srv.ready().await;
+    let srv = TestServer::start(cfg, gate).await;
+    let mut a = srv.ready().await;
     let mut b2 = srv.ready().await;
-    let mut c = srv.connect().await;
-    // Refused at once: an AGENT-DISCONNECT 13 if it got out, then close; never an AGENT-HELLO.
-    let _ = c.write_all(&e3()).await;
+    // `a` decides something (held by the gate, then released): it is a working connection.
+    a.write_all(&notify(1, 1, None)).await.unwrap();
+    timeout(WAIT, entered.recv()).await.unwrap().unwrap();
+    release.add_permits(1);
+    parse_ack(&read_frame(&mut a).await);
+    // `a` is idle longest, but `b2` never sent a NOTIFY: `b2` goes, with AGENT-DISCONNECT 13.
+    let mut c = srv.ready().await;
+    assert_eq!(
+        disconnect_status(&read_frame(&mut b2).await),
+        Status::ResourceAllocation
+    );
+    expect_closed(&mut b2).await;
+    // `a` and `c` get a NOTIFY each, held in flight: neither may be evicted, so the next
+    // connection is refused at once (AGENT-DISCONNECT 13 if it got out, then close; never an
+    // AGENT-HELLO).
+    a.write_all(&notify(3, 1, None)).await.unwrap();
+    c.write_all(&notify(5, 1, None)).await.unwrap();
+    for _ in 0..2 {
+        timeout(WAIT, entered.recv()).await.unwrap().unwrap();
+    }
+    let mut d = srv.connect().await;
+    let _ = d.write_all(&e3()).await;
     let mut buf = vec![0u8; 256];
-    let n = timeout(WAIT, c.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = timeout(WAIT, d.read(&mut buf)).await.unwrap().unwrap_or(0);
     if n > 0 {
         assert_eq!(disconnect_status(&buf[..n]), Status::ResourceAllocation);
     }
-    expect_closed(&mut c).await;
-    round_trip(&mut b2, 1).await;
-    // Freeing a slot lets a new connection in (the slot is released when the task ends).
-    drop(a);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut s = srv.connect().await;
-        s.write_all(&e3()).await.unwrap();
-        let mut len = [0u8; 4];
-        let ok = matches!(timeout(WAIT, s.read_exact(&mut len)).await, Ok(Ok(_)))
-            && u32::from_be_bytes(len) == 0x40;
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slot never freed");
-        tokio::task::yield_now().await;
-    }
+    expect_closed(&mut d).await;
+    // Both are answered.
+    release.add_permits(2);
+    assert_eq!(parse_ack(&read_frame(&mut a).await).0, 3);
+    assert_eq!(parse_ack(&read_frame(&mut c).await).0, 5);
+    // `c` decides once more, so `a` is idle longest (activity is tracked in milliseconds).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    c.write_all(&notify(7, 1, None)).await.unwrap();
+    timeout(WAIT, entered.recv()).await.unwrap().unwrap();
+    release.add_permits(1);
+    assert_eq!(parse_ack(&read_frame(&mut c).await).0, 7);
+    // Idle again: a new connection gets in, evicting `a`.
+    let _e = srv.ready().await;
+    assert_eq!(
+        disconnect_status(&read_frame(&mut a).await),
+        Status::ResourceAllocation
+    );
 }
 
 #[tokio::test]
@@ -562,7 +589,8 @@ async fn stalled_half_frames_are_dropped_by_the_timeouts() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
-/// Blocks every decision until released; reports each entry.
+/// Blocks every decision until released (one permit releases one decision); reports each
+/// entry.
 struct Gate {
     entered: mpsc::UnboundedSender<()>,
     release: Arc<Semaphore>,
@@ -571,7 +599,9 @@ struct Gate {
 impl Authorizer for Gate {
     async fn authorize(&self, req: AuthzRequest) -> Verdict {
         let _ = self.entered.send(());
-        let _permit = self.release.acquire().await;
+        if let Ok(permit) = self.release.acquire().await {
+            permit.forget();
+        }
         let mut v = Verdict::allow(Reason::Ok);
         v.rule = req.path.map(|p| p.to_string().into());
         v

@@ -20,7 +20,7 @@ fn test_params(dir: &std::path::Path) -> Params {
     Params {
         frontend: free_addr(),
         stats: free_addr(),
-        agent: free_addr(),
+        agent: free_addr().into(),
         upstream: Upstream {
             addr: free_addr(),
             host: UPSTREAM_HOST.to_string(),

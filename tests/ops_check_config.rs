@@ -187,6 +187,26 @@ fn each_mistake_is_one_line_naming_file_and_key() {
             "duplicate",
         ),
         (
+            "bad unix socket mode",
+            "[spop]\nlisten = \"unix:/run/idgate/spop.sock\"\nsocket_mode = \"rw-rw----\"\n"
+                .into(),
+            "spop.socket_mode (line 3",
+            "invalid socket mode",
+        ),
+        (
+            "unknown unix socket group",
+            "[spop]\nlisten = \"unix:/run/idgate/spop.sock\"\nsocket_group = \"no-such-group-idgate\"\n"
+                .into(),
+            "spop.socket_group",
+            "unknown group",
+        ),
+        (
+            "relative unix socket path",
+            "[spop]\nlisten = \"unix:spop.sock\"\n".into(),
+            "spop.listen (line 2",
+            "must be absolute",
+        ),
+        (
             "rule naming a missing upstream",
             "[[rule]]\nname = \"r\"\npaths = [\"/x\"]\nupstream = \"nope\"\n".into(),
             "rule[0].upstream",

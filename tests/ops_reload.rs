@@ -217,9 +217,12 @@ fn reload_names_the_settings_that_need_a_restart() {
         "the rest applied"
     );
     let _b = SpopClient::open(agent.spop);
+    // A third connection is admitted by evicting an idle one: the old limit (2) holds.
     let mut c = SpopClient::connect(agent.spop).unwrap();
-    assert!(
-        c.hello().is_err(),
+    c.hello().unwrap();
+    assert_eq!(
+        agent.metric("idgate_spop_connections_evicted_total", &[]),
+        Some(1.0),
         "the old connection limit (2) no longer holds"
     );
     let logged = poll_until(RELOAD_WAIT, || {

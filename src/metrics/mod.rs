@@ -36,6 +36,14 @@ pub struct Metrics {
     pub spop_frames: IntCounterVec,
     /// `idgate_spop_connection_errors_total{status}`: connections closed with a SPOP error status
     pub spop_connection_errors: IntCounterVec,
+    /// `idgate_spop_connections_evicted_total`: idle connections closed at the connection limit
+    /// to admit a new one
+    pub spop_connections_evicted: IntCounter,
+    /// `idgate_spop_listener_info{kind="tcp|unix",address}` = 1: where SPOP is served
+    pub spop_listener: IntGaugeVec,
+    /// `idgate_admin_connections_evicted_total`: idle admin connections closed at the admin
+    /// connection limit to admit a new one
+    pub admin_connections_evicted: IntCounter,
     /// `idgate_token_cache_requests_total{result="hit|miss"}`
     pub token_cache_requests: IntCounterVec,
     /// `idgate_jwks_refresh_total{issuer,result="success|failure|not_modified"}`
@@ -99,6 +107,24 @@ impl Metrics {
                 "SPOP connections closed because of a protocol error, by SPOP status",
             ),
             &["status"],
+        )
+        .expect("metric");
+        let spop_connections_evicted = IntCounter::new(
+            "idgate_spop_connections_evicted_total",
+            "Idle SPOP connections closed at spop.max_connections to admit a new one",
+        )
+        .expect("metric");
+        let spop_listener = IntGaugeVec::new(
+            Opts::new(
+                "idgate_spop_listener_info",
+                "The SPOP listener: kind (tcp or unix) and address (from spop.listen); always 1",
+            ),
+            &["kind", "address"],
+        )
+        .expect("metric");
+        let admin_connections_evicted = IntCounter::new(
+            "idgate_admin_connections_evicted_total",
+            "Idle admin HTTP connections closed at the admin connection limit to admit a new one",
         )
         .expect("metric");
         let token_cache_requests = IntCounterVec::new(
@@ -186,6 +212,9 @@ impl Metrics {
             Box::new(spop_connections.clone()),
             Box::new(spop_frames.clone()),
             Box::new(spop_connection_errors.clone()),
+            Box::new(spop_connections_evicted.clone()),
+            Box::new(spop_listener.clone()),
+            Box::new(admin_connections_evicted.clone()),
             Box::new(token_cache_requests.clone()),
             Box::new(jwks_refresh.clone()),
             Box::new(jwks_keys.clone()),
@@ -230,6 +259,9 @@ impl Metrics {
             spop_connections,
             spop_frames,
             spop_connection_errors,
+            spop_connections_evicted,
+            spop_listener,
+            admin_connections_evicted,
             token_cache_requests,
             jwks_refresh,
             jwks_keys,

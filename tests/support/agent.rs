@@ -2,8 +2,10 @@
 //!
 //! The harness gives the agent free loopback ports: it inserts `listen = "127.0.0.1:<port>"`
 //! right after the `[spop]` and `[admin]` table headers of the configuration (adding the tables
-//! when they are missing), so test configurations need not mention ports at all. Output
-//! (logs and the audit log) goes to a file that failure messages quote.
+//! when they are missing), so test configurations need not mention ports at all. With
+//! [`Agent::start_unix`] the SPOP listener is a Unix socket in the agent's temporary
+//! directory instead (`listen = "unix:<dir>/spop.sock"`; [`Agent::spop_addr`] says where).
+//! Output (logs and the audit log) goes to a file that failure messages quote.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{free_addr, http_client, poll_until, tail_file, tcp_accepts, terminate, READY_TIMEOUT};
+use super::{
+    free_addr, http_client, poll_until, tail_file, tcp_accepts, terminate, AgentAddr, READY_TIMEOUT,
+};
 
 /// How long the agent gets to drain and exit after SIGTERM before it is killed. Above the
 /// default `[spop] shutdown_grace` (10 s) so a graceful shutdown is never cut short.
@@ -27,8 +31,11 @@ const ADMIN_WAIT: Duration = Duration::from_secs(2);
 
 /// A running idgate. Stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Agent {
-    /// The SPOP listener (HAProxy's `IDGATE_AGENT_ADDR`).
+    /// The TCP SPOP listener (HAProxy's `IDGATE_AGENT_ADDR`). For an agent on a Unix socket
+    /// ([`Agent::start_unix`]) an unused placeholder: use [`Agent::spop_addr`].
     pub spop: SocketAddr,
+    /// The Unix socket, for an agent started with [`Agent::start_unix`].
+    pub spop_unix: Option<PathBuf>,
     /// The admin HTTP endpoint (`/metrics`, `/live`, `/ready`).
     pub admin: SocketAddr,
     child: Child,
@@ -41,7 +48,8 @@ pub struct Agent {
 }
 
 /// `config` with `listen` set in `[spop]` and `[admin]`.
-pub fn render_config(config: &str, spop: SocketAddr, admin: SocketAddr) -> String {
+pub fn render_config(config: &str, spop: &AgentAddr, admin: SocketAddr) -> String {
+    let spop = spop.idgate_listen();
     let mut out = String::with_capacity(config.len() + 128);
     let (mut saw_spop, mut saw_admin) = (false, false);
     for line in config.lines() {
@@ -83,12 +91,45 @@ impl Agent {
 
     /// Like [`Agent::start`], with extra environment variables for the process.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Agent {
+        Self::start_inner(config, env, None)
+    }
+
+    /// Like [`Agent::start`], with the SPOP listener on a Unix socket in the agent's
+    /// temporary directory (`listen = "unix:<dir>/spop.sock"`). The test's `[spop]` section
+    /// may set `socket_mode`, `socket_group` and so on.
+    pub fn start_unix(config: &str) -> Agent {
+        Self::start_inner(config, &[], Some(None))
+    }
+
+    /// Like [`Agent::start_unix`], with the socket at `path` (its directory must exist).
+    pub fn start_unix_at(config: &str, path: &Path) -> Agent {
+        Self::start_inner(config, &[], Some(Some(path.to_path_buf())))
+    }
+
+    /// Where the SPOP listener is: TCP or the Unix socket.
+    pub fn spop_addr(&self) -> AgentAddr {
+        match &self.spop_unix {
+            Some(p) => AgentAddr::Unix(p.clone()),
+            None => AgentAddr::Tcp(self.spop),
+        }
+    }
+
+    /// `unix`: `None` TCP, `Some(None)` a Unix socket in the temporary directory,
+    /// `Some(Some(path))` a Unix socket at `path`.
+    fn start_inner(config: &str, env: &[(&str, &str)], unix: Option<Option<PathBuf>>) -> Agent {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::tempdir().expect("creating a temp dir");
             let (spop, admin) = (free_addr(), free_addr());
+            let spop_unix = unix
+                .clone()
+                .map(|p| p.unwrap_or_else(|| dir.path().join("spop.sock")));
+            let listen = match &spop_unix {
+                Some(p) => AgentAddr::Unix(p.clone()),
+                None => AgentAddr::Tcp(spop),
+            };
             let config_path = dir.path().join("idgate.toml");
-            std::fs::write(&config_path, render_config(config, spop, admin))
+            std::fs::write(&config_path, render_config(config, &listen, admin))
                 .expect("writing the agent config");
             let log_path = dir.path().join("idgate.log");
             let log = std::fs::File::create(&log_path).expect("creating the agent log");
@@ -104,6 +145,7 @@ impl Agent {
                 .expect("starting idgate");
             let mut agent = Agent {
                 spop,
+                spop_unix,
                 admin,
                 child,
                 config_path,
@@ -119,7 +161,7 @@ impl Agent {
                 if let Ok(Some(status)) = agent.child.try_wait() {
                     return Some(Err(status));
                 }
-                tcp_accepts(agent.spop).then_some(Ok(()))
+                agent.spop_addr().accepts().then_some(Ok(()))
             });
             match ready {
                 Some(Ok(())) => {
@@ -135,7 +177,7 @@ impl Agent {
                     panic!("idgate exited at startup ({status})\n--- idgate log ---\n{last_log}");
                 }
                 None => panic!(
-                    "idgate's SPOP listener {spop} did not accept within {READY_TIMEOUT:?}\n--- idgate log ---\n{}",
+                    "idgate's SPOP listener {listen} did not accept within {READY_TIMEOUT:?}\n--- idgate log ---\n{}",
                     agent.log()
                 ),
             }
@@ -199,7 +241,7 @@ impl Agent {
     pub fn write_config(&self, config: &str) {
         std::fs::write(
             &self.config_path,
-            render_config(config, self.spop, self.admin),
+            render_config(config, &self.spop_addr(), self.admin),
         )
         .expect("rewriting the agent config");
     }
@@ -285,7 +327,7 @@ impl Agent {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(Err(status));
             }
-            tcp_accepts(self.spop).then_some(Ok(()))
+            self.spop_addr().accepts().then_some(Ok(()))
         });
         match ready {
             Some(Ok(())) => self.wait_live(),
@@ -298,7 +340,7 @@ impl Agent {
             }
             None => panic!(
                 "restarted idgate did not accept on {} within {READY_TIMEOUT:?}\n--- idgate log ---\n{}",
-                self.spop,
+                self.spop_addr(),
                 self.log()
             ),
         }

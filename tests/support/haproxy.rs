@@ -18,7 +18,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::{
-    free_addr, http_client, poll_until, repo_path, tail_file, tcp_accepts, terminate, READY_TIMEOUT,
+    free_addr, http_client, poll_until, repo_path, tail_file, tcp_accepts, terminate, AgentAddr,
+    READY_TIMEOUT,
 };
 
 /// How long HAProxy gets to exit after SIGTERM (a hard stop; it exits at once normally).
@@ -145,7 +146,8 @@ pub struct Upstream {
 pub struct Params {
     pub frontend: SocketAddr,
     pub stats: SocketAddr,
-    pub agent: SocketAddr,
+    /// The idgate agent: TCP, or a Unix socket (`unix@/path` on the `server` line).
+    pub agent: AgentAddr,
     pub upstream: Upstream,
     pub stats_socket: PathBuf,
     /// More configuration variables (e.g. `IDGATE_SERVING_RATE_LIMIT`), applied last.
@@ -158,7 +160,7 @@ impl Params {
         let mut env = vec![
             ("IDGATE_FRONTEND_BIND", self.frontend.to_string()),
             ("IDGATE_STATS_BIND", self.stats.to_string()),
-            ("IDGATE_AGENT_ADDR", self.agent.to_string()),
+            ("IDGATE_AGENT_ADDR", self.agent.haproxy_server()),
             (
                 "IDGATE_SPOE_CONF",
                 repo_path("haproxy/idgate.spoe.conf").display().to_string(),
@@ -177,7 +179,7 @@ impl Params {
         ];
         // The shipped config chroots and drops to user `haproxy` (as a production setup
         // should); that needs root and the user. Elsewhere run unprivileged.
-        if !super::running_as_root() || !haproxy_user_exists() {
+        if !runs_privileged() {
             env.push(("IDGATE_HAPROXY_UNPRIVILEGED", "1".to_string()));
         }
         env.extend(self.extra_env.iter().cloned());
@@ -195,6 +197,79 @@ impl Params {
             }
         }
         cmd.envs(self.env());
+    }
+}
+
+/// True when the harness runs the shipped configuration as production does: started as root,
+/// chrooted to /var/lib/haproxy and running as user `haproxy` (else it runs unprivileged,
+/// without chroot).
+pub fn runs_privileged() -> bool {
+    super::running_as_root() && haproxy_user_exists()
+}
+
+/// HAProxy's chroot in the shipped configuration.
+pub const CHROOT: &str = "/var/lib/haproxy";
+
+/// A directory for an idgate Unix socket that HAProxy, as this harness runs it, can reach.
+///
+/// HAProxy connects to a `unix@` server after it has chrooted and dropped its privileges, so
+/// the path on the `server` line is resolved inside the chroot and the socket must let user
+/// `haproxy` connect. Privileged (see [`runs_privileged`]): the directory is created inside
+/// the chroot, group `haproxy`, mode 0750, and the agent should set `socket_group =
+/// "haproxy"` ([`AgentSocketDir::socket_group`]); HAProxy's address is the path as seen from
+/// inside the chroot. Unprivileged: a plain temporary directory, the same path for both.
+pub struct AgentSocketDir {
+    _dir: TempDir,
+    /// The path idgate binds (`[spop] listen = "unix:<agent_path>"`).
+    pub agent_path: PathBuf,
+    /// What HAProxy's `server` line gets (`IDGATE_AGENT_ADDR = unix@...`).
+    pub haproxy_addr: AgentAddr,
+    /// The `socket_group` the agent needs so that HAProxy may connect, if any.
+    pub socket_group: Option<&'static str>,
+}
+
+impl AgentSocketDir {
+    pub fn new() -> AgentSocketDir {
+        if !runs_privileged() {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let path = dir.path().join("spop.sock");
+            return AgentSocketDir {
+                _dir: dir,
+                agent_path: path.clone(),
+                haproxy_addr: AgentAddr::Unix(path),
+                socket_group: None,
+            };
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("idgate-test-")
+            .tempdir_in(CHROOT)
+            .expect("creating a temp dir in HAProxy's chroot");
+        let gid = std::fs::read_to_string("/etc/group")
+            .ok()
+            .and_then(|g| {
+                g.lines()
+                    .find(|l| l.starts_with("haproxy:"))
+                    .and_then(|l| l.split(':').nth(2)?.parse().ok())
+            })
+            .expect("group haproxy");
+        std::os::unix::fs::chown(dir.path(), None, Some(gid)).expect("chgrp haproxy");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750))
+            .expect("chmod 0750");
+        let path = dir.path().join("spop.sock");
+        let inside = Path::new("/").join(path.strip_prefix(CHROOT).expect("under the chroot"));
+        AgentSocketDir {
+            _dir: dir,
+            agent_path: path,
+            haproxy_addr: AgentAddr::Unix(inside),
+            socket_group: Some("haproxy"),
+        }
+    }
+}
+
+impl Default for AgentSocketDir {
+    fn default() -> Self {
+        AgentSocketDir::new()
     }
 }
 
@@ -229,7 +304,7 @@ impl Haproxy {
     pub fn start(
         version: HaproxyVersion,
         bin: &Path,
-        agent: SocketAddr,
+        agent: impl Into<AgentAddr>,
         upstream: &Upstream,
     ) -> Haproxy {
         Self::start_with_env(version, bin, agent, upstream, &[])
@@ -239,11 +314,12 @@ impl Haproxy {
     pub fn start_with_env(
         version: HaproxyVersion,
         bin: &Path,
-        agent: SocketAddr,
+        agent: impl Into<AgentAddr>,
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
     ) -> Haproxy {
-        let hap = Self::spawn(version, bin, agent, upstream, extra_env, &[]);
+        let agent = agent.into();
+        let hap = Self::spawn(version, bin, &agent, upstream, extra_env, &[]);
         assert!(
             hap.wait_agent_up(true, READY_TIMEOUT),
             "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
@@ -258,10 +334,10 @@ impl Haproxy {
     pub fn start_without_agent(
         version: HaproxyVersion,
         bin: &Path,
-        agent: SocketAddr,
+        agent: impl Into<AgentAddr>,
         upstream: &Upstream,
     ) -> Haproxy {
-        Self::spawn(version, bin, agent, upstream, &[], &[])
+        Self::spawn(version, bin, &agent.into(), upstream, &[], &[])
     }
 
     /// Like [`Haproxy::start`], in master-worker mode (`-W`, as systemd runs it with `-Ws`),
@@ -269,10 +345,11 @@ impl Haproxy {
     pub fn start_master_worker(
         version: HaproxyVersion,
         bin: &Path,
-        agent: SocketAddr,
+        agent: impl Into<AgentAddr>,
         upstream: &Upstream,
     ) -> Haproxy {
-        let hap = Self::start_with_args(version, bin, agent, upstream, &["-W"]);
+        let agent = agent.into();
+        let hap = Self::start_with_args(version, bin, &agent, upstream, &["-W"]);
         assert!(
             hap.wait_agent_up(true, READY_TIMEOUT),
             "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
@@ -356,17 +433,17 @@ impl Haproxy {
     pub fn start_with_args(
         version: HaproxyVersion,
         bin: &Path,
-        agent: SocketAddr,
+        agent: impl Into<AgentAddr>,
         upstream: &Upstream,
         args: &[&str],
     ) -> Haproxy {
-        Self::spawn(version, bin, agent, upstream, &[], args)
+        Self::spawn(version, bin, &agent.into(), upstream, &[], args)
     }
 
     fn spawn(
         version: HaproxyVersion,
         bin: &Path,
-        agent: SocketAddr,
+        agent: &AgentAddr,
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
         args: &[&str],
@@ -377,7 +454,7 @@ impl Haproxy {
             let params = Params {
                 frontend: free_addr(),
                 stats: free_addr(),
-                agent,
+                agent: agent.clone(),
                 upstream: upstream.clone(),
                 stats_socket: dir.path().join("admin.sock"),
                 extra_env: extra_env.iter().map(|(k, v)| (*k, v.to_string())).collect(),

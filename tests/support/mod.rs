@@ -57,6 +57,66 @@ pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// Where an idgate agent's SPOP listener is: what the agent's `[spop] listen` says and what
+/// HAProxy's `server idgate1 "${IDGATE_AGENT_ADDR}"` line gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAddr {
+    Tcp(SocketAddr),
+    /// A Unix socket (absolute path).
+    Unix(PathBuf),
+}
+
+impl AgentAddr {
+    /// The value of idgate's `[spop] listen`: `ip:port` or `unix:/path`.
+    pub fn idgate_listen(&self) -> String {
+        match self {
+            AgentAddr::Tcp(a) => a.to_string(),
+            AgentAddr::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    /// The address for HAProxy's `server` line (`IDGATE_AGENT_ADDR`): `ip:port` or
+    /// `unix@/path` (HAProxy's prefix for a Unix stream socket).
+    pub fn haproxy_server(&self) -> String {
+        match self {
+            AgentAddr::Tcp(a) => a.to_string(),
+            AgentAddr::Unix(p) => format!("unix@{}", p.display()),
+        }
+    }
+
+    /// True if something accepts connections there right now.
+    pub fn accepts(&self) -> bool {
+        match self {
+            AgentAddr::Tcp(a) => tcp_accepts(*a),
+            AgentAddr::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+        }
+    }
+}
+
+impl std::fmt::Display for AgentAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.idgate_listen())
+    }
+}
+
+impl From<SocketAddr> for AgentAddr {
+    fn from(a: SocketAddr) -> AgentAddr {
+        AgentAddr::Tcp(a)
+    }
+}
+
+impl From<PathBuf> for AgentAddr {
+    fn from(p: PathBuf) -> AgentAddr {
+        AgentAddr::Unix(p)
+    }
+}
+
+impl From<&AgentAddr> for AgentAddr {
+    fn from(a: &AgentAddr) -> AgentAddr {
+        a.clone()
+    }
+}
+
 /// True if something accepts TCP connections at `addr` right now.
 pub fn tcp_accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()

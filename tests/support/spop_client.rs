@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -131,9 +133,70 @@ pub enum Frame {
     },
 }
 
+/// The socket under a [`SpopClient`]: TCP or a Unix socket, the same protocol.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
 /// One SPOP connection to the agent.
 pub struct SpopClient {
-    stream: TcpStream,
+    stream: Stream,
     /// max-frame-size the agent answered in its AGENT-HELLO (0 before the HELLO).
     pub max_frame_size: u32,
     next_stream: u64,
@@ -144,6 +207,32 @@ impl SpopClient {
     pub fn connect(addr: SocketAddr) -> io::Result<SpopClient> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
+        Self::with_stream(Stream::Tcp(stream))
+    }
+
+    /// A connection to the agent's Unix socket, no HELLO yet.
+    pub fn connect_unix(path: &Path) -> io::Result<SpopClient> {
+        Self::with_stream(Stream::Unix(UnixStream::connect(path)?))
+    }
+
+    /// A connection to wherever the agent listens, no HELLO yet.
+    pub fn connect_to(addr: &super::AgentAddr) -> io::Result<SpopClient> {
+        match addr {
+            super::AgentAddr::Tcp(a) => Self::connect(*a),
+            super::AgentAddr::Unix(p) => Self::connect_unix(p),
+        }
+    }
+
+    /// Connect to wherever the agent listens and complete the HELLO; panics on failure.
+    pub fn open_to(addr: &super::AgentAddr) -> SpopClient {
+        let mut c = SpopClient::connect_to(addr)
+            .unwrap_or_else(|e| panic!("connecting to the SPOP listener {addr}: {e}"));
+        c.hello()
+            .unwrap_or_else(|e| panic!("SPOP HELLO with {addr}: {e}"));
+        c
+    }
+
+    fn with_stream(stream: Stream) -> io::Result<SpopClient> {
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
         Ok(SpopClient {
@@ -151,6 +240,20 @@ impl SpopClient {
             max_frame_size: 0,
             next_stream: 1,
         })
+    }
+
+    /// Send a health-check HAPROXY-HELLO (`healthcheck=true`, what `option spop-check`
+    /// sends) and read the AGENT-HELLO.
+    pub fn healthcheck(&mut self) -> io::Result<u32> {
+        let mut buf = BytesMut::new();
+        frame::encode_haproxy_hello(&mut buf, "2.0", HAPROXY_MAX_FRAME_SIZE, "", true);
+        self.stream.write_all(&buf)?;
+        match self.read_frame()? {
+            Frame::AgentHello { max_frame_size } => Ok(max_frame_size),
+            other => Err(io::Error::other(format!(
+                "expected AGENT-HELLO, got {other:?}"
+            ))),
+        }
     }
 
     /// Connect and complete the HELLO as HAProxy 3.2 does; panics on failure.
