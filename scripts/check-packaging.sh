@@ -216,7 +216,8 @@ check_deb() {
         || fail "/usr/bin/idgate missing or not 0755 root:root"
     for f in ./etc/idgate/idgate.toml ./usr/share/doc/idgate/README.md \
         ./usr/share/doc/idgate/copyright ./usr/share/doc/idgate/examples/grafana-dashboard.json \
-        ./usr/share/doc/idgate/examples/prometheus-alerts.yml ./etc/logrotate.d/idgate; do
+        ./usr/share/doc/idgate/examples/prometheus-alerts.yml ./etc/logrotate.d/idgate \
+        ./usr/lib/systemd/system/haproxy.service.d/idgate.conf; do
         grep -q " $f\$" "$TMP/contents.txt" || fail "$f is not in the package"
     done
     grep -q ' \./usr/share/doc/idgate/haproxy/' "$TMP/contents.txt" \

@@ -111,6 +111,7 @@ fn defaults_are_safe_and_match_the_shipped_example() {
             s.max_connections,
             s.max_inflight_per_connection,
             s.max_frame_size,
+            s.hello_timeout,
             s.idle_timeout,
             s.shutdown_grace
         ),
@@ -118,18 +119,11 @@ fn defaults_are_safe_and_match_the_shipped_example() {
             d.max_connections,
             d.max_inflight_per_connection,
             d.max_frame_size,
+            d.hello_timeout,
             d.idle_timeout,
             d.shutdown_grace
         ),
         "haproxy/idgate.toml documents other [spop] defaults"
-    );
-    // TODO(haproxy/idgate.toml owner): the hello_timeout default went from 5s to 2s; the
-    // example still documents "5s" until its owner updates it. Drop the 5s alternative then.
-    assert!(
-        s.hello_timeout == d.hello_timeout || s.hello_timeout.0 == Duration::from_secs(5),
-        "haproxy/idgate.toml documents hello_timeout {:?}, the default is {:?}",
-        s.hello_timeout.0,
-        d.hello_timeout.0
     );
     let da = AuthConfig::default();
     assert_eq!(
