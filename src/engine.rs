@@ -199,6 +199,21 @@ impl State {
     pub fn ready(&self) -> bool {
         self.auth.ready()
     }
+
+    /// Why this configuration can only ever refuse, if it can: no rules at all, or no issuers
+    /// and no public rules (every token is refused as unknown_issuer). `None` otherwise.
+    /// Logged at start and reload, and shown in `/ready`'s body: the embedded default (and the
+    /// file the .deb installs before it is edited) is such a configuration on purpose.
+    pub fn refuses_everything(&self) -> Option<&'static str> {
+        let rules = self.policy.rules();
+        if rules.is_empty() {
+            Some("no [[rule]] configured: every request is refused (403 no_matching_rule)")
+        } else if self.config.issuers.is_empty() && !rules.iter().any(|r| r.public) {
+            Some("no [[issuer]] and no public rule: every request is refused (401)")
+        } else {
+            None
+        }
+    }
 }
 
 /// The production [`Authorizer`]: the current [`State`] behind an [`ArcSwap`], plus reload.
@@ -285,6 +300,9 @@ impl Engine {
             r.missing("spop listener not up");
         }
         let state = self.state.load();
+        if let Some(w) = state.refuses_everything() {
+            r.warn(w);
+        }
         if !state.auth.ready() {
             for s in state.auth.issuer_status() {
                 if !s.loaded {

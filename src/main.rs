@@ -158,8 +158,10 @@ fn check(path: &Path) -> Result<(), ConfigError> {
 
 fn explain_cmd(path: &Path, req: ExplainRequest) -> ExitCode {
     // Diagnostics (JWKS fetch failures...) go to stderr; the JSON report to stdout.
+    // Colour only on a terminal: captured stderr (CI logs, tickets) gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(telemetry::command_filter("warn"))
         .try_init();
     let rt = match runtime() {
@@ -271,6 +273,9 @@ async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> Exi
         config = %engine.config_path().map(|p| p.display().to_string()).unwrap_or_else(|| "<embedded default>".into()),
         "idgate started"
     );
+    if let Some(w) = engine.state().refuses_everything() {
+        tracing::warn!("{w}; see haproxy/idgate.toml for a starting point");
+    }
 
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let ready_engine = engine.clone();
@@ -318,6 +323,9 @@ async fn reload_on_sighup(engine: Arc<Engine>, guard: Arc<TelemetryGuard>) {
                     tracing::warn!("log level not changed: {e}");
                 }
                 tracing::info!("configuration reloaded");
+                if let Some(w) = engine.state().refuses_everything() {
+                    tracing::warn!("{w}");
+                }
                 let pending = restart_only_changes(&before, &after);
                 if !pending.is_empty() {
                     tracing::warn!(

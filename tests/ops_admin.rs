@@ -389,3 +389,38 @@ fn sigterm_with_a_stuck_decision_exits_at_the_grace_period() {
         agent.log()
     );
 }
+
+/// A configuration that can only refuse (the embedded default, or the .deb's file before it is
+/// edited) says so at start and in /ready's body, while /ready stays 200 (the agent works as
+/// configured). A working configuration shows no such warning.
+#[test]
+fn a_config_that_refuses_everything_is_flagged_at_start_and_in_ready() {
+    let agent = Agent::start("[log]\nlevel = \"info\"\naudit = \"off\"\n");
+    assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
+    let r = http_client().get(agent.admin_url("/ready")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.text().unwrap();
+    assert!(
+        body.contains("warning: no [[rule]] configured: every request is refused"),
+        "{body}"
+    );
+    let found = poll_until(READY_TIMEOUT, || {
+        agent
+            .log()
+            .contains("no [[rule]] configured: every request is refused")
+            .then_some(())
+    });
+    assert!(found.is_some(), "no start-up warning:\n{}", agent.log());
+
+    let working = Agent::start(
+        "[log]\naudit = \"off\"\n\n[[rule]]\nname = \"health\"\npublic = true\npaths = [\"/healthz\"]\n",
+    );
+    assert!(working.wait_ready(READY_TIMEOUT), "{}", working.log());
+    let body = http_client()
+        .get(working.admin_url("/ready"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(body, "ok\n");
+}

@@ -583,3 +583,33 @@ fn explain_usage_and_config_errors_exit_2() {
     assert_eq!(code, Some(1), "{}", describe(&out));
     assert_eq!(r["reason"], "missing_token");
 }
+
+/// explain's diagnostics on a captured (non-terminal) stderr are plain text: no colour escapes.
+#[test]
+fn explain_writes_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let s = explain_setup();
+    let token = s.signer.token(&claims(&s.idp.base));
+    let out = idgate(
+        &[
+            "explain",
+            "-c",
+            s.config.to_str().unwrap(),
+            "--method",
+            "GET",
+            "--path",
+            "/api/2.0/clusters/list",
+            "--token",
+            &token,
+        ],
+        &[("RUST_LOG", Path::new("debug"))],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        !err.is_empty(),
+        "RUST_LOG=debug produced no diagnostics to check"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour escapes on a pipe:\n{err:?}"
+    );
+}

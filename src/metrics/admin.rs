@@ -51,10 +51,12 @@ use super::metrics;
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Why `/ready` is (not) ready: empty means ready, else one human-readable line per missing
-/// prerequisite, e.g. `spop listener not up`, `issuer corp: keys not loaded`.
+/// prerequisite, e.g. `spop listener not up`, `issuer corp: keys not loaded`. Warnings (e.g. a
+/// configuration that refuses every request) do not make it unready; `/ready` prints them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readiness {
     missing: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Readiness {
@@ -67,6 +69,7 @@ impl Readiness {
     pub fn not_ready(why: impl Into<String>) -> Self {
         Readiness {
             missing: vec![why.into()],
+            warnings: Vec::new(),
         }
     }
 
@@ -74,6 +77,16 @@ impl Readiness {
     pub fn missing(&mut self, why: impl Into<String>) -> &mut Self {
         self.missing.push(why.into());
         self
+    }
+
+    /// Record a warning: ready, but an operator should know (shown in `/ready`'s body).
+    pub fn warn(&mut self, what: impl Into<String>) -> &mut Self {
+        self.warnings.push(what.into());
+        self
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn is_ready(&self) -> bool {
@@ -489,16 +502,28 @@ async fn live_handler() -> Response {
 
 async fn ready_handler(State(check): State<Shared>) -> Response {
     let r = current_readiness(&check);
-    if r.is_ready() {
-        return plain(StatusCode::OK, "ok\n".to_owned());
-    }
-    let mut body = String::from("not ready:\n");
-    for why in r.reasons() {
-        body.push_str("- ");
-        body.push_str(why);
+    let mut body = if r.is_ready() {
+        String::from("ok\n")
+    } else {
+        let mut body = String::from("not ready:\n");
+        for why in r.reasons() {
+            body.push_str("- ");
+            body.push_str(why);
+            body.push('\n');
+        }
+        body
+    };
+    for w in r.warnings() {
+        body.push_str("warning: ");
+        body.push_str(w);
         body.push('\n');
     }
-    plain(StatusCode::SERVICE_UNAVAILABLE, body)
+    let status = if r.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    plain(status, body)
 }
 
 async fn not_found() -> Response {

@@ -65,7 +65,9 @@ pub struct Metrics {
     pub log_lines_dropped: IntCounterVec,
     /// Resolved `idgate_decisions_total` children, indexed by reason (the decision label follows
     /// from the reason's status), so the hot path does no label hashing or locking.
-    decision_children: Vec<(IntCounter, IntCounter)>,
+    /// Only the series that can count: `ok` and `public` are allows, every other reason a deny
+    /// (a `decision="allow",reason="no_matching_rule"` series would be zero forever).
+    decision_children: Vec<IntCounter>,
     /// `idgate_ready`: 1 when `/ready` would answer 200, else 0. Updated by the admin endpoint
     /// on every `/ready` and `/metrics` request, so a scrape always carries a fresh value and
     /// alerts can fire on "not ready for N minutes" without probing `/ready` separately.
@@ -238,12 +240,7 @@ impl Metrics {
         // Pre-create the bounded label sets so dashboards see zeros rather than gaps.
         let decision_children = crate::decision::Reason::ALL
             .iter()
-            .map(|r| {
-                (
-                    decisions.with_label_values(&["allow", r.as_str()]),
-                    decisions.with_label_values(&["deny", r.as_str()]),
-                )
-            })
+            .map(|r| decisions.with_label_values(&[decision_label(*r), r.as_str()]))
             .collect();
         for r in ["hit", "miss"] {
             token_cache_requests.with_label_values(&[r]);
@@ -278,13 +275,10 @@ impl Metrics {
 
     /// Count one decision (`idgate_decisions_total{decision,reason}`) without label lookups.
     pub fn count_decision(&self, allow: bool, reason: crate::decision::Reason) {
-        // `Reason::ALL` lists the variants in declaration order (tested in decision.rs).
-        let (a, d) = &self.decision_children[reason as usize];
-        if allow {
-            a.inc()
-        } else {
-            d.inc()
-        }
+        // `Reason::ALL` lists the variants in declaration order (tested in decision.rs). The
+        // decision follows from the reason (only `ok` and `public` allow).
+        debug_assert_eq!(allow, decision_label(reason) == "allow", "{reason:?}");
+        self.decision_children[reason as usize].inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -301,6 +295,15 @@ impl Metrics {
     }
 }
 
+/// The `decision` label a reason always comes with.
+fn decision_label(r: crate::decision::Reason) -> &'static str {
+    if r.status() == 200 {
+        "allow"
+    } else {
+        "deny"
+    }
+}
+
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process-wide metrics.
@@ -310,6 +313,25 @@ pub fn metrics() -> &'static Metrics {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decision_series_exist_only_for_the_decision_their_reason_takes() {
+        let text = super::metrics().render();
+        for r in crate::decision::Reason::ALL {
+            let (yes, no) = if r.status() == 200 {
+                ("allow", "deny")
+            } else {
+                ("deny", "allow")
+            };
+            let series = |d: &str| format!("decision=\"{d}\",reason=\"{}\"", r.as_str());
+            assert!(text.contains(&series(yes)), "{} missing", series(yes));
+            assert!(
+                !text.contains(&series(no)),
+                "{} can never count",
+                series(no)
+            );
+        }
+    }
+
     #[test]
     fn contract_names_are_exported() {
         let m = super::metrics();
