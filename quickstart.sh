@@ -475,6 +475,7 @@ cmd_allowed="curl -s -H \"Authorization: Bearer \$A\" -H 'Content-Type: applicat
 cmd_refused="curl -si -w '\\n' -H \"Authorization: Bearer \$B\" -H 'Content-Type: application/json' -d '{\"inputs\": [[1, 2, 3]]}' $gateway$SERVING_PATH"
 cmd_no_token="curl -si -w '\\n' -d '{}' $gateway$SERVING_PATH"
 cmd_spoofed="curl -s -H 'X-Forwarded-User: admin' -H 'X_Forwarded_User: admin' $gateway/healthz"
+cmd_analyst="curl -s -H \"Authorization: Bearer \$B\" $gateway/api/2.0/clusters/list"
 cmd_explain="$idgate_bin explain -c $idgate_cfg --method POST --path $SERVING_PATH --token \"\$B\"; echo \"exit status \$?\""
 
 print_commands() {
@@ -522,6 +523,11 @@ $cmd_spoofed
 
 # 6. Why was bob refused? The same decision, explained (exit status 1 = deny).
 $cmd_explain
+
+# 7. bob reads the workspace API as himself: 200. idgate exchanged his IdP token for his own
+#    Databricks token (RFC 8693 token federation): the echo shows
+#    Authorization: Bearer dbx-demo-user-bob-N, never bob's IdP token.
+$cmd_analyst
 
 EOF
 }
@@ -623,6 +629,19 @@ run_checks() {
         pass "$what"
     else
         fail "$what" "exit status $rc" "$(cat "$d/6.out" "$d/6.err")"
+    fi
+
+    what="7  bob reads the workspace API with his own exchanged Databricks token"
+    status=$(run_curl "$d/7.body" "$d/7.headers" "$cmd_analyst")
+    body=$(cat "$d/7.body" 2>/dev/null || true)
+    if [[ $status != 200 ]]; then
+        fail "$what" "status $status" "$body"
+    elif [[ ! $(json_field "$d/7.body" authorization) =~ ^Bearer\ dbx-demo-user-bob-[0-9]+$ ]]; then
+        fail "$what" "upstream Authorization is not bob's exchanged token" "$body"
+    elif [[ -z $B ]] || grep -qF "$B" "$d/7.body"; then
+        fail "$what" "bob's IdP token reached the upstream" "$body"
+    else
+        pass "$what"
     fi
 }
 

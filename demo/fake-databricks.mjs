@@ -15,10 +15,15 @@
 //                         must not touch the system's trust store.
 //
 // Routes:
-//   POST /oidc/v1/token   Databricks' OAuth M2M endpoint, client_credentials only. Checks what
-//                         the real one checks: form body, grant_type, HTTP Basic client
-//                         authentication with the configured id and secret, scope. Issues
-//                         `dbx-demo-sp-N` tokens (what the echo then shows as Authorization).
+//   POST /oidc/v1/token   Databricks' OAuth token endpoint:
+//                         - client_credentials (OAuth M2M): checks what the real one checks:
+//                           form body, grant_type, HTTP Basic client authentication with the
+//                           configured id and secret, scope. Issues `dbx-demo-sp-N` tokens.
+//                         - token exchange (RFC 8693, OAuth token federation): a JWT
+//                           subject_token of type ...:jwt and the scope. Issues
+//                           `dbx-demo-user-<sub>-N`, the caller's own Databricks token. The real
+//                           endpoint checks the JWT against a federation policy; this fake only
+//                           reads its `sub` (the quickstart's IdP signed it, idgate verified it).
 //   anything else         echo: 200 with a JSON description of the request as received
 //                         (method, path, every header, a small body), so you can see what
 //                         HAProxy forwarded: X-Forwarded-User and the Databricks credential,
@@ -100,8 +105,11 @@ function token(req, res, body) {
     return error(res, 400, 'invalid_request', `content-type must be application/x-www-form-urlencoded, got ${JSON.stringify(ct)}`);
   }
   const form = new URLSearchParams(body.toString('utf8'));
+  if (form.get('grant_type') === 'urn:ietf:params:oauth:grant-type:token-exchange') {
+    return exchange(res, form);
+  }
   if (form.get('grant_type') !== 'client_credentials') {
-    return error(res, 400, 'unsupported_grant_type', `grant_type ${JSON.stringify(form.get('grant_type'))}: only client_credentials`);
+    return error(res, 400, 'unsupported_grant_type', `grant_type ${JSON.stringify(form.get('grant_type'))}: client_credentials or token-exchange`);
   }
   const creds = basicCredentials(req.headers.authorization);
   if (!creds) {
@@ -118,6 +126,33 @@ function token(req, res, body) {
   issued += 1;
   return send(res, 200, {
     access_token: `dbx-demo-sp-${issued}`,
+    token_type: 'Bearer',
+    expires_in: TOKEN_TTL_SECONDS,
+    scope,
+  });
+}
+
+function exchange(res, form) {
+  if (form.get('subject_token_type') !== 'urn:ietf:params:oauth:token-type:jwt') {
+    return error(res, 400, 'invalid_request', 'subject_token_type must be urn:ietf:params:oauth:token-type:jwt');
+  }
+  if (form.get('scope') !== scope) {
+    return error(res, 400, 'invalid_scope', `scope ${JSON.stringify(form.get('scope'))}, expected ${JSON.stringify(scope)}`);
+  }
+  let sub;
+  try {
+    const payload = (form.get('subject_token') ?? '').split('.')[1] ?? '';
+    sub = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')).sub;
+  } catch {
+    sub = undefined;
+  }
+  if (typeof sub !== 'string' || !/^[A-Za-z0-9._@-]{1,64}$/.test(sub)) {
+    return error(res, 400, 'invalid_grant', 'subject_token is not a JWT with a usable sub');
+  }
+  issued += 1;
+  return send(res, 200, {
+    access_token: `dbx-demo-user-${sub}-${issued}`,
+    issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
     token_type: 'Bearer',
     expires_in: TOKEN_TTL_SECONDS,
     scope,

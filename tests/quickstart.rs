@@ -39,7 +39,7 @@ const MAX_UP_SECONDS: f64 = 120.0;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The steps `--check` reports, by their numbers (each must PASS).
-const STEPS: [&str; 7] = ["1a", "1b", "2", "3", "4", "5", "6"];
+const STEPS: [&str; 8] = ["1a", "1b", "2", "3", "4", "5", "6", "7"];
 
 /// The port variables of quickstart.sh.
 const PORT_VARS: [&str; 7] = [
@@ -181,7 +181,7 @@ fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
         "a step failed\n{context}"
     );
     assert!(
-        stdout.contains("7 passed, 0 failed"),
+        stdout.contains("8 passed, 0 failed"),
         "no summary line\n{context}"
     );
     let up = up_seconds(&stdout).unwrap_or_else(|| panic!("no `demo up in` time\n{context}"));
