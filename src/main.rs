@@ -34,18 +34,24 @@ enum Command {
     },
     /// Parse and validate a configuration file; exit 0 if valid, else 1 with one line per problem.
     CheckConfig {
+        /// Configuration file to check.
         #[arg(short = 'c', long = "config", value_name = "FILE", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Evaluate one request exactly as the agent would and print the decision as JSON.
     /// Exit 0 allow, 1 deny, 2 usage or configuration error.
     Explain {
+        /// Configuration file, as the agent would load it.
         #[arg(short = 'c', long = "config", value_name = "FILE", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// HTTP method, e.g. GET or POST (upper-cased: HTTP clients send methods in capitals).
         #[arg(long)]
         method: String,
+        /// Request path as the client sends it (percent-encoding included), e.g.
+        /// /serving-endpoints/churn/invocations.
         #[arg(long)]
         path: String,
+        /// The request's Host header (for rules with `hosts`); absent: no Host.
         #[arg(long)]
         host: Option<String>,
         /// The bearer token (without "Bearer ").
@@ -95,10 +101,14 @@ fn main() -> ExitCode {
                 },
                 (None, None) => None,
             };
+            let upper = method.to_ascii_uppercase();
+            if upper != method {
+                eprintln!("idgate: method {method:?} taken as {upper:?}");
+            }
             explain_cmd(
                 &config,
                 ExplainRequest {
-                    method,
+                    method: upper,
                     path,
                     host,
                     token,

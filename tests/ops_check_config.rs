@@ -613,3 +613,28 @@ fn explain_writes_no_colour_codes_when_stderr_is_not_a_terminal() {
         "colour escapes on a pipe:\n{err:?}"
     );
 }
+
+/// `--method get` means GET (HTTP clients send methods in capitals), and says so.
+#[test]
+fn explain_upper_cases_the_method() {
+    let s = explain_setup();
+    let token = s.signer.token(&claims(&s.idp.base));
+    let (code, r, out) = explain(
+        &s.config,
+        &[
+            "--method",
+            "get",
+            "--path",
+            "/api/2.0/clusters/list",
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(code, Some(0), "{}", describe(&out));
+    assert_eq!(r["rule"], "ml-read", "{r:#}");
+    assert!(
+        text(&out.stderr).contains("taken as \"GET\""),
+        "{}",
+        describe(&out)
+    );
+}
