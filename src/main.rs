@@ -130,6 +130,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// without binding or fetching anything: the state is built outside a Tokio runtime, so no
 /// JWKS refresher or token refresh starts.
 fn check_config(path: &Path) -> ExitCode {
+    // Warnings found while building the state (a world-readable secret file, a Unix socket
+    // mode every user may connect to...) go to stderr, as the agent would log them.
+    command_logging();
     match check(path) {
         Ok(()) => {
             println!("{}: OK", path.display());
@@ -149,6 +152,7 @@ fn check(path: &Path) -> Result<(), ConfigError> {
         problems: vec![Problem::new("(file)", format!("cannot read: {e}"))],
     })?;
     let cfg = Config::parse_unvalidated(&text, &source)?;
+    warn_socket_mode(&cfg.spop);
     let mut problems = cfg.validate();
     // The later stages re-check some keys validate() already reported (e.g. an issuer's
     // audiences): one line per key.
@@ -166,14 +170,33 @@ fn check(path: &Path) -> Result<(), ConfigError> {
     }
 }
 
-fn explain_cmd(path: &Path, req: ExplainRequest) -> ExitCode {
-    // Diagnostics (JWKS fetch failures...) go to stderr; the JSON report to stdout.
-    // Colour only on a terminal: captured stderr (CI logs, tickets) gets plain text.
+/// A Unix socket every local user may connect to hands out upstream credentials: say so (at
+/// start and in check-config).
+fn warn_socket_mode(spop: &idgate::config::SpopConfig) {
+    if let (Some(mode), idgate::config::ListenAddr::Unix(path)) = (spop.socket_mode, &spop.listen) {
+        if mode.is_world_connectable() {
+            tracing::warn!(
+                path = %path.display(),
+                "spop.socket_mode {mode} lets every local user connect to the SPOP socket and \
+                 obtain upstream credentials for any valid token; use 0660 with socket_group"
+            );
+        }
+    }
+}
+
+/// Logging for the one-shot commands: warnings and up to stderr (RUST_LOG overrides), colour
+/// only on a terminal (captured stderr in CI logs and tickets gets plain text).
+fn command_logging() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(telemetry::command_filter("warn"))
         .try_init();
+}
+
+fn explain_cmd(path: &Path, req: ExplainRequest) -> ExitCode {
+    // Diagnostics (JWKS fetch failures...) go to stderr; the JSON report to stdout.
+    command_logging();
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -250,17 +273,7 @@ async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    if let (Some(mode), idgate::config::ListenAddr::Unix(path)) =
-        (spop_cfg.socket_mode, &spop_cfg.listen)
-    {
-        if mode.is_world_connectable() {
-            tracing::warn!(
-                path = %path.display(),
-                "spop.socket_mode {mode} lets every local user connect to the SPOP socket and \
-                 obtain upstream credentials for any valid token; use 0660 with socket_group"
-            );
-        }
-    }
+    warn_socket_mode(&spop_cfg);
     let admin_listener = match tokio::net::TcpListener::bind(admin_addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -73,7 +73,9 @@ fn shipped_example_is_valid_once_its_secret_exists() {
     );
 
     // The relative name is found in $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
-    write(dir.path(), "serving-sp.secret", "s3cret\n");
+    let secret_path = write(dir.path(), "serving-sp.secret", "s3cret\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = idgate(
         &["check-config", "-c", example.to_str().unwrap()],
         &[("CREDENTIALS_DIRECTORY", dir.path())],
@@ -84,6 +86,20 @@ fn shipped_example_is_valid_once_its_secret_exists() {
         format!("{}: OK", example.display())
     );
     assert!(out.stderr.is_empty(), "{}", describe(&out));
+
+    // A world-readable secret is valid but check-config warns, as the agent does at start.
+    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = idgate(
+        &["check-config", "-c", example.to_str().unwrap()],
+        &[("CREDENTIALS_DIRECTORY", dir.path())],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("world-readable"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!text(&out.stderr).contains("s3cret"), "{}", describe(&out));
 
     // Or the same file with the secret's path rewritten to an absolute one.
     let secret = dir.path().join("serving-sp.secret");
@@ -110,6 +126,8 @@ fn embedded_default_is_valid() {
 fn each_mistake_is_one_line_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let secret = write(dir.path(), "cc.secret", "s3cret\n");
+    // Not world-readable: check-config would warn, and each case must print exactly one line.
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let issuer = "[[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\naudiences = [\"api\"]\n";
     let cases: Vec<(&str, String, &str, &str)> = vec![
         (
