@@ -406,7 +406,7 @@ openssl_quiet x509 -req -in "$run/databricks.csr" -CA "$run/ca.pem" -CAkey "$run
 
 # The demo service principal's secret: random per run, in a file as idgate requires.
 sp_secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
-printf '%s\n' "$sp_secret" >"$run/demo-serving-sp.secret"
+(umask 077 && printf '%s\n' "$sp_secret" >"$run/demo-serving-sp.secret")
 
 # The policy, rendered with the chosen ports and the secret's absolute path.
 sed_escape() { printf '%s' "$1" | sed 's/[&|\\]/\\&/g'; }
