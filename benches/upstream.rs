@@ -67,26 +67,32 @@ token_file = "pat"
     // A caller JWT of a typical size (~1 KB): token_exchange hashes it for the cache key.
     let caller = format!("eyJhbGciOiJSUzI1NiJ9.{}.sig", "x".repeat(1000));
     rt.block_on(async {
-        broker.credential("sp", "", None).await.unwrap();
-        broker.credential("fed", &caller, None).await.unwrap();
+        broker.credential("sp", None, None).await.unwrap();
+        broker.credential("fed", Some(&caller), None).await.unwrap();
     });
     assert_eq!(fake.requests(), 2);
 
     let mut g = c.benchmark_group("upstream_credential_cached");
     g.bench_function("client_credentials", |b| {
-        b.iter(|| now_or_block(&rt, broker.credential(black_box("sp"), "", None)).unwrap())
+        b.iter(|| now_or_block(&rt, broker.credential(black_box("sp"), None, None)).unwrap())
     });
     g.bench_function("client_credentials_block_on", |b| {
         b.iter(|| {
-            rt.block_on(broker.credential(black_box("sp"), "", None))
+            rt.block_on(broker.credential(black_box("sp"), None, None))
                 .unwrap()
         })
     });
     g.bench_function("token_exchange_1kb_caller_token", |b| {
-        b.iter(|| now_or_block(&rt, broker.credential("fed", black_box(&caller), None)).unwrap())
+        b.iter(|| {
+            now_or_block(
+                &rt,
+                broker.credential("fed", Some(black_box(&caller)), None),
+            )
+            .unwrap()
+        })
     });
     g.bench_function("static", |b| {
-        b.iter(|| now_or_block(&rt, broker.credential(black_box("pat"), "", None)).unwrap())
+        b.iter(|| now_or_block(&rt, broker.credential(black_box("pat"), None, None)).unwrap())
     });
     // Reference points for reading the numbers above on this machine: the clock read and the
     // Arc clone that a cached client_credentials lookup does.

@@ -114,12 +114,13 @@ impl State {
             v.rule = Some(rule.name.clone());
             v.principal = rule.principal_for(None);
             if let Some(up) = &rule.upstream {
-                let nobody = Caller {
-                    token: "",
-                    key: None,
-                    identity: None,
-                };
-                match self.upstreams.credential_for(up, nobody, now).await {
+                // No caller token: the policy compiler refuses a public rule naming a
+                // token_exchange upstream, and the broker refuses such a request regardless.
+                match self
+                    .upstreams
+                    .credential_for(up, Caller::ANONYMOUS, now)
+                    .await
+                {
                     Ok(cred) => v.upstream_authorization = Some(cred),
                     Err(_) => return self.upstream_unavailable(v),
                 }
@@ -171,7 +172,7 @@ impl State {
         };
         if let Some(up) = rule.and_then(|r| r.upstream.as_ref()) {
             let caller = Caller {
-                token,
+                token: Some(token),
                 key: Some(&token_key),
                 identity: Some(&identity),
             };

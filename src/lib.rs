@@ -20,6 +20,7 @@
 //! | [`config`] | TOML configuration, defaults, validation |
 //! | [`metrics`] | Prometheus metrics and the admin HTTP endpoint |
 //! | [`telemetry`] | logging setup, the audit log, rate-limited logging |
+//! | [`token_key`] | the SHA-256 key of a caller's token, shared by the auth and upstream caches |
 //! | [`systemd`] | sd_notify readiness, reload and watchdog notifications |
 #![forbid(unsafe_code)]
 
@@ -37,4 +38,5 @@ pub mod signal;
 pub mod spop;
 pub mod systemd;
 pub mod telemetry;
+pub mod token_key;
 pub mod upstream;

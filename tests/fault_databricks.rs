@@ -94,6 +94,19 @@ fn token_endpoint_failures_deny_with_503_and_forward_nothing(version: HaproxyVer
         0,
         "a request was forwarded without a credential"
     );
+    // The failure is logged where it is decided: the URL, the side at fault and the cause.
+    let logged = poll_until(Duration::from_secs(5), || {
+        s.agent
+            .log()
+            .lines()
+            .find(|l| {
+                l.contains(&format!("\"url\":\"{closed}\"")) && l.contains("\"side\":\"network\"")
+            })
+            .map(str::to_owned)
+    });
+    let line = logged.unwrap_or_else(|| panic!("no failure line for {closed}\n{}", s.logs()));
+    assert!(line.contains("Connection refused"), "{line}");
+    assert!(!s.agent.log().contains(CLIENT_SECRET), "secret in the log");
     let m = s.agent.metrics();
     for result in ["http_5xx", "timeout", "network"] {
         let n = support::metric_value(

@@ -237,6 +237,14 @@ fn each_mistake_is_one_line_naming_file_and_key() {
             "public rule cannot deny",
         ),
         (
+            "public rule naming a token_exchange upstream",
+            "[upstream.fed]\nkind = \"token_exchange\"\ntoken_url = \"https://dbc.example.com/oidc/v1/token\"\n\n\
+             [[rule]]\nname = \"r\"\npaths = [\"/x\"]\npublic = true\nupstream = \"fed\"\n"
+                .into(),
+            "rule[0].upstream",
+            "token_exchange, which needs the caller's token; a public rule has none",
+        ),
+        (
             "bad CIDR",
             "[[rule]]\nname = \"r\"\npaths = [\"/x\"]\nsources = [\"10.0.0.0/33\"]\n".into(),
             "rule[0].sources[0]",

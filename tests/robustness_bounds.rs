@@ -488,7 +488,7 @@ async fn upstream_token_cache_never_holds_more_than_cache_size() {
     for i in 0..CALLERS {
         let caller = format!("caller-token-{i}");
         let cred = broker
-            .credential("fed", &caller, None)
+            .credential("fed", Some(&caller), None)
             .await
             .unwrap_or_else(|e| panic!("caller {i}: {e}"));
         assert!(cred.starts_with("Bearer dbx-tx-"), "{cred}");

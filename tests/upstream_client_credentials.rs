@@ -1,8 +1,11 @@
 //! `client_credentials` upstreams against the fake Databricks token endpoint: caching, single
-//! flight, refresh ahead of expiry, retries, failure handling, reload.
+//! flight, refresh ahead of expiry, retries, failure handling, reload, and what a failure
+//! logs (upstream, URL, side at fault, cause; never a secret).
 
 #[path = "support/databricks.rs"]
 mod databricks;
+#[path = "support/log_capture.rs"]
+mod log_capture;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use databricks::{Fail, FakeDatabricks, CLIENT_ID, CLIENT_SECRET};
 use idgate::config::Config;
-use idgate::upstream::{Broker, Outcome, UpstreamError};
+use idgate::upstream::{Broker, Outcome, Side, UpstreamError};
+use log_capture::LogCapture;
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -46,6 +50,15 @@ fn counter(upstream: &str, result: &str) -> u64 {
         .get()
 }
 
+/// A config with one client_credentials upstream `name` at an arbitrary `token_url`.
+fn config_at(name: &str, token_url: &str, extra: &str) -> Config {
+    let text = format!(
+        "[upstream.{name}]\nkind = \"client_credentials\"\ntoken_url = \"{token_url}\"\n\
+         client_id = \"{CLIENT_ID}\"\nclient_secret_file = \"sp.secret\"\n{extra}\n"
+    );
+    Config::from_toml(&text, "test").unwrap()
+}
+
 fn outcome(e: &UpstreamError) -> Option<Outcome> {
     match e {
         UpstreamError::Failed { failure, .. } => Some(failure.outcome),
@@ -58,10 +71,10 @@ async fn cached_token_serves_100_sequential_calls_with_one_request() {
     let fake = FakeDatabricks::start().await;
     let dir = secret_dir(CLIENT_SECRET);
     let b = broker(&config("cc-seq", &fake, ""), dir.path(), None);
-    let first = b.credential("cc-seq", "", None).await.unwrap();
+    let first = b.credential("cc-seq", None, None).await.unwrap();
     assert!(first.starts_with("Bearer dbx-cc-"), "{first}");
     for _ in 0..99 {
-        assert_eq!(b.credential("cc-seq", "", None).await.unwrap(), first);
+        assert_eq!(b.credential("cc-seq", None, None).await.unwrap(), first);
     }
     assert_eq!(fake.requests(), 1);
     assert_eq!(fake.rejected(), 0, "{:?}", fake.last_rejection());
@@ -82,7 +95,7 @@ async fn concurrent_first_calls_make_one_request() {
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let b = Arc::clone(&b);
-            tokio::spawn(async move { b.credential("cc-flight", "", None).await })
+            tokio::spawn(async move { b.credential("cc-flight", None, None).await })
         })
         .collect();
     let mut tokens = std::collections::HashSet::new();
@@ -105,7 +118,7 @@ async fn refreshes_ahead_of_expiry_in_the_background() {
         None,
     );
     let t0 = Instant::now();
-    let first = b.credential("cc-refresh", "", None).await.unwrap();
+    let first = b.credential("cc-refresh", None, None).await.unwrap();
     // From now on the endpoint is slow: a caller that waited for it would take >= 400ms.
     fake.set_delay(Duration::from_millis(400));
     let deadline = t0 + Duration::from_secs(5);
@@ -113,7 +126,7 @@ async fn refreshes_ahead_of_expiry_in_the_background() {
     let second = loop {
         assert!(Instant::now() < deadline, "no background refresh within 5s");
         let started = Instant::now();
-        let got = b.credential("cc-refresh", "", None).await.unwrap();
+        let got = b.credential("cc-refresh", None, None).await.unwrap();
         slowest = slowest.max(started.elapsed());
         if got != first {
             break got;
@@ -144,11 +157,11 @@ async fn expired_token_is_never_served() {
         None,
     );
     let t0 = Instant::now();
-    let first = b.credential("cc-expiry", "", None).await.unwrap();
+    let first = b.credential("cc-expiry", None, None).await.unwrap();
     let deadline = t0 + Duration::from_secs(4);
     loop {
         assert!(Instant::now() < deadline, "token never replaced");
-        let got = b.credential("cc-expiry", "", None).await.unwrap();
+        let got = b.credential("cc-expiry", None, None).await.unwrap();
         if got != first {
             break;
         }
@@ -177,7 +190,7 @@ async fn retries_after_429_honouring_retry_after() {
         None,
     );
     let t0 = Instant::now();
-    let tok = b.credential("cc-429", "", None).await.unwrap();
+    let tok = b.credential("cc-429", None, None).await.unwrap();
     let took = t0.elapsed();
     assert!(tok.starts_with("Bearer dbx-cc-"));
     assert_eq!(fake.requests(), 2);
@@ -202,7 +215,7 @@ async fn retry_after_beyond_the_budget_fails_at_once() {
     let dir = secret_dir(CLIENT_SECRET);
     let b = broker(&config("cc-429-long", &fake, ""), dir.path(), None);
     let t0 = Instant::now();
-    let e = b.credential("cc-429-long", "", None).await.unwrap_err();
+    let e = b.credential("cc-429-long", None, None).await.unwrap_err();
     assert_eq!(outcome(&e), Some(Outcome::Http429), "{e}");
     assert!(
         t0.elapsed() < Duration::from_millis(500),
@@ -210,7 +223,7 @@ async fn retry_after_beyond_the_budget_fails_at_once() {
         t0.elapsed()
     );
     // The Retry-After holds off further requests.
-    let e = b.credential("cc-429-long", "", None).await.unwrap_err();
+    let e = b.credential("cc-429-long", None, None).await.unwrap_err();
     match e {
         UpstreamError::BackingOff { retry_in, .. } => {
             assert!(retry_in > Duration::from_secs(25), "{retry_in:?}")
@@ -235,7 +248,7 @@ async fn endpoint_down_fails_within_the_budget_then_holds_off() {
         None,
     );
     let t0 = Instant::now();
-    let e = b.credential("cc-down", "", None).await.unwrap_err();
+    let e = b.credential("cc-down", None, None).await.unwrap_err();
     let took = t0.elapsed();
     assert_eq!(outcome(&e), Some(Outcome::Http5xx), "{e}");
     assert!(
@@ -251,7 +264,7 @@ async fn endpoint_down_fails_within_the_budget_then_holds_off() {
     assert!(e.to_string().contains("TEMPORARILY_UNAVAILABLE"), "{e}");
     // Right after: fail fast without calling the endpoint.
     let t1 = Instant::now();
-    let e = b.credential("cc-down", "", None).await.unwrap_err();
+    let e = b.credential("cc-down", None, None).await.unwrap_err();
     assert!(matches!(e, UpstreamError::BackingOff { .. }), "{e}");
     assert!(t1.elapsed() < Duration::from_millis(50));
     assert_eq!(fake.requests(), attempts);
@@ -259,7 +272,7 @@ async fn endpoint_down_fails_within_the_budget_then_holds_off() {
     fake.fail_always(None);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        match b.credential("cc-down", "", None).await {
+        match b.credential("cc-down", None, None).await {
             Ok(t) => {
                 assert!(t.starts_with("Bearer dbx-cc-"));
                 break;
@@ -288,7 +301,7 @@ async fn hanging_endpoint_times_out_within_the_budget() {
         None,
     );
     let t0 = Instant::now();
-    let e = b.credential("cc-hang", "", None).await.unwrap_err();
+    let e = b.credential("cc-hang", None, None).await.unwrap_err();
     let took = t0.elapsed();
     assert_eq!(outcome(&e), Some(Outcome::Timeout), "{e}");
     assert!(took < Duration::from_millis(800), "{took:?}");
@@ -301,7 +314,7 @@ async fn garbage_response_is_invalid_and_not_retried() {
     fake.fail_always(Some(Fail::Garbage));
     let dir = secret_dir(CLIENT_SECRET);
     let b = broker(&config("cc-garbage", &fake, ""), dir.path(), None);
-    let e = b.credential("cc-garbage", "", None).await.unwrap_err();
+    let e = b.credential("cc-garbage", None, None).await.unwrap_err();
     assert_eq!(outcome(&e), Some(Outcome::InvalidResponse), "{e}");
     assert!(e.to_string().contains("not JSON"), "{e}");
     assert_eq!(fake.requests(), 1);
@@ -313,7 +326,7 @@ async fn wrong_secret_is_a_4xx_without_retry_and_without_leaking() {
     let fake = FakeDatabricks::start().await;
     let dir = secret_dir("dose-wrong-secret-value");
     let b = broker(&config("cc-badsecret", &fake, ""), dir.path(), None);
-    let e = b.credential("cc-badsecret", "", None).await.unwrap_err();
+    let e = b.credential("cc-badsecret", None, None).await.unwrap_err();
     assert_eq!(outcome(&e), Some(Outcome::Http4xx), "{e}");
     let shown = e.to_string();
     assert!(
@@ -336,7 +349,7 @@ async fn custom_scope_is_sent() {
         dir.path(),
         None,
     );
-    b.credential("cc-scope", "", None).await.unwrap();
+    b.credential("cc-scope", None, None).await.unwrap();
     assert_eq!(fake.rejected(), 0, "{:?}", fake.last_rejection());
 }
 
@@ -346,15 +359,15 @@ async fn reload_keeps_the_cache_only_when_config_and_secret_are_unchanged() {
     let dir = secret_dir(CLIENT_SECRET);
     let cfg = config("cc-reload", &fake, "");
     let b1 = broker(&cfg, dir.path(), None);
-    let t1 = b1.credential("cc-reload", "", None).await.unwrap();
+    let t1 = b1.credential("cc-reload", None, None).await.unwrap();
 
     let b2 = broker(&cfg, dir.path(), Some(&b1));
-    assert_eq!(b2.credential("cc-reload", "", None).await.unwrap(), t1);
+    assert_eq!(b2.credential("cc-reload", None, None).await.unwrap(), t1);
     assert_eq!(fake.requests(), 1, "unchanged upstream kept its token");
 
     let changed = config("cc-reload", &fake, "timeout = \"1500ms\"");
     let b3 = broker(&changed, dir.path(), Some(&b2));
-    let t3 = b3.credential("cc-reload", "", None).await.unwrap();
+    let t3 = b3.credential("cc-reload", None, None).await.unwrap();
     assert_ne!(t3, t1, "changed config starts a fresh cache");
     assert_eq!(fake.requests(), 2);
 
@@ -362,7 +375,118 @@ async fn reload_keeps_the_cache_only_when_config_and_secret_are_unchanged() {
     // and the old token is not carried over.
     std::fs::write(dir.path().join("sp.secret"), "dose-rotated\n").unwrap();
     let b4 = broker(&changed, dir.path(), Some(&b3));
-    let e = b4.credential("cc-reload", "", None).await.unwrap_err();
+    let e = b4.credential("cc-reload", None, None).await.unwrap_err();
     assert_eq!(outcome(&e), Some(Outcome::Http4xx), "{e}");
     assert_eq!(fake.requests(), 3);
+}
+
+/// The one warning of a failed fetch: exactly one line for `upstream`, which names the URL
+/// (without its query) and the side at fault, and holds no secret.
+fn failure_line(logs: &LogCapture, upstream: &str, url: &str, side: &str) -> String {
+    let text = logs.text();
+    let lines = logs.lines_with(&[&format!("upstream=\"{upstream}\"")]);
+    assert_eq!(lines.len(), 1, "one line per failed fetch:\n{text}");
+    let line = lines.into_iter().next().unwrap();
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(line.contains(&format!("url=\"{url}\"")), "{line}");
+    assert!(line.contains(&format!("side=\"{side}\"")), "{line}");
+    assert!(line.contains("attempts="), "{line}");
+    for secret in [CLIENT_SECRET, "dose-wrong-secret-value", "tenant-secret"] {
+        assert!(
+            !text.contains(secret),
+            "secret or query in the log:\n{text}"
+        );
+    }
+    line
+}
+
+#[tokio::test]
+async fn unresolvable_token_host_logs_url_network_side_and_dns_cause() {
+    let (logs, _guard) = LogCapture::start();
+    let dir = secret_dir(CLIENT_SECRET);
+    let cfg = config_at(
+        "cc-dns",
+        "https://nonexistent.invalid/oidc/v1/token?tenant=tenant-secret",
+        "timeout = \"300ms\"\ntotal_budget = \"800ms\"",
+    );
+    let b = broker(&cfg, dir.path(), None);
+    let e = b.credential("cc-dns", None, None).await.unwrap_err();
+    let UpstreamError::Failed { failure, .. } = &e else {
+        panic!("expected Failed, got {e}");
+    };
+    assert_eq!(failure.side(), Side::Network, "{e}");
+    let line = failure_line(
+        &logs,
+        "cc-dns",
+        "https://nonexistent.invalid:443/oidc/v1/token",
+        "network",
+    );
+    // The resolver's own words vary (no network: "Temporary failure in name resolution");
+    // reqwest's chain always names the DNS step.
+    assert!(line.contains("dns error"), "{line}");
+    assert!(line.contains("error sending request"), "{line}");
+    assert!(e.to_string().contains("dns error"), "{e}");
+}
+
+#[tokio::test]
+async fn refused_connection_logs_url_network_side_and_connect_cause() {
+    let (logs, _guard) = LogCapture::start();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/oidc/v1/token");
+    let dir = secret_dir(CLIENT_SECRET);
+    let cfg = config_at(
+        "cc-closed",
+        &format!("{url}?tenant=tenant-secret"),
+        "timeout = \"300ms\"\ntotal_budget = \"800ms\"",
+    );
+    let b = broker(&cfg, dir.path(), None);
+    let e = b.credential("cc-closed", None, None).await.unwrap_err();
+    assert_eq!(outcome(&e), Some(Outcome::Network), "{e}");
+    let line = failure_line(&logs, "cc-closed", &url, "network");
+    assert!(line.contains("result=\"network\""), "{line}");
+    assert!(line.contains("Connection refused"), "{line}");
+    // Retried within the budget: more than one attempt, all in one line.
+    assert!(!line.contains("attempts=1 "), "{line}");
+}
+
+#[tokio::test]
+async fn refused_client_logs_the_oauth_error_and_not_the_secret() {
+    let (logs, _guard) = LogCapture::start();
+    let fake = FakeDatabricks::start().await;
+    let dir = secret_dir("dose-wrong-secret-value");
+    let b = broker(&config("cc-refused-log", &fake, ""), dir.path(), None);
+    b.credential("cc-refused-log", None, None)
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "cc-refused-log", &fake.token_url, "refused");
+    assert!(line.contains("status=400"), "{line}");
+    assert!(line.contains("error=\"invalid_client\""), "{line}");
+    assert!(line.contains("attempts=1"), "{line}");
+    // Within the hold-off the next request is refused without a request and without a line.
+    b.credential("cc-refused-log", None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        logs.lines_with(&["cc-refused-log"]).len(),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
+#[tokio::test]
+async fn failing_endpoint_logs_the_token_endpoint_side() {
+    let (logs, _guard) = LogCapture::start();
+    let fake = FakeDatabricks::start().await;
+    fake.fail_always(Some(Fail::Garbage));
+    let dir = secret_dir(CLIENT_SECRET);
+    let b = broker(&config("cc-garbage-log", &fake, ""), dir.path(), None);
+    b.credential("cc-garbage-log", None, None)
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "cc-garbage-log", &fake.token_url, "token_endpoint");
+    assert!(line.contains("response is not JSON"), "{line}");
 }

@@ -32,11 +32,11 @@ token_file = "pat"
     );
     let cfg = Config::from_toml(&text, "test").unwrap();
     let b = Broker::new(&cfg, None, reqwest::Client::new()).expect("secrets found");
-    let cc = b.credential("serving-sp", "", None).await.unwrap();
+    let cc = b.credential("serving-sp", None, None).await.unwrap();
     assert!(cc.starts_with("Bearer dbx-cc-"), "{cc}");
     assert_eq!(fake.rejected(), 0, "{:?}", fake.last_rejection());
     assert_eq!(
-        &*b.credential("pat", "", None).await.unwrap(),
+        &*b.credential("pat", None, None).await.unwrap(),
         "Bearer dapi-from-credentials"
     );
 

@@ -19,19 +19,19 @@ async fn static_token_comes_from_the_file_and_is_reread_on_reload() {
     let cfg = config(&file);
     let b1 = Broker::new(&cfg, None, reqwest::Client::new()).unwrap();
     assert_eq!(
-        &*b1.credential("pat", "", None).await.unwrap(),
+        &*b1.credential("pat", None, None).await.unwrap(),
         "Bearer dapi0123456789abcdef-1"
     );
     // Rotated on disk, picked up by the next Broker::new (SIGHUP reload).
     std::fs::write(&file, "dapi0123456789abcdef-2").unwrap();
     let b2 = Broker::new(&cfg, Some(&b1), reqwest::Client::new()).unwrap();
     assert_eq!(
-        &*b2.credential("pat", "", None).await.unwrap(),
+        &*b2.credential("pat", None, None).await.unwrap(),
         "Bearer dapi0123456789abcdef-2"
     );
     // The old broker is untouched (in-flight decisions finish with it).
     assert_eq!(
-        &*b1.credential("pat", "", None).await.unwrap(),
+        &*b1.credential("pat", None, None).await.unwrap(),
         "Bearer dapi0123456789abcdef-1"
     );
 }

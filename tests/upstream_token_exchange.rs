@@ -3,6 +3,8 @@
 
 #[path = "support/databricks.rs"]
 mod databricks;
+#[path = "support/log_capture.rs"]
+mod log_capture;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use databricks::{Fail, FakeDatabricks, CLIENT_ID, GRANT_EXCHANGE};
 use idgate::config::Config;
 use idgate::decision::Identity;
-use idgate::upstream::{Broker, Caller, Outcome, UpstreamError};
+use idgate::token_key::token_key;
+use idgate::upstream::{Broker, Caller, Outcome, Side, UpstreamError};
+use log_capture::LogCapture;
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -60,15 +64,26 @@ async fn each_caller_gets_its_own_token() {
     let fake = FakeDatabricks::start().await;
     let b = broker(&config("tx-sep", &fake, ""));
     let (ia, ib) = (identity("alice", 3600), identity("bob", 3600));
-    let a = b.credential("tx-sep", ALICE, Some(&ia)).await.unwrap();
-    let bb = b.credential("tx-sep", BOB, Some(&ib)).await.unwrap();
+    let a = b
+        .credential("tx-sep", Some(ALICE), Some(&ia))
+        .await
+        .unwrap();
+    let bb = b.credential("tx-sep", Some(BOB), Some(&ib)).await.unwrap();
     assert_ne!(a, bb);
     assert_eq!(fake.subject_of(bare(&a)), Some(Some(ALICE.to_string())));
     assert_eq!(fake.subject_of(bare(&bb)), Some(Some(BOB.to_string())));
     // Interleaved repeats are served from the cache, each to its own caller.
     for _ in 0..10 {
-        assert_eq!(b.credential("tx-sep", BOB, Some(&ib)).await.unwrap(), bb);
-        assert_eq!(b.credential("tx-sep", ALICE, Some(&ia)).await.unwrap(), a);
+        assert_eq!(
+            b.credential("tx-sep", Some(BOB), Some(&ib)).await.unwrap(),
+            bb
+        );
+        assert_eq!(
+            b.credential("tx-sep", Some(ALICE), Some(&ia))
+                .await
+                .unwrap(),
+            a
+        );
     }
     assert_eq!(fake.requests_for_subject(ALICE), 1);
     assert_eq!(fake.requests_for_subject(BOB), 1);
@@ -86,7 +101,7 @@ async fn concurrent_first_calls_of_one_caller_make_one_request() {
             let b = Arc::clone(&b);
             // Two callers, 50 concurrent first calls each.
             let tok = if i % 2 == 0 { ALICE } else { BOB };
-            tokio::spawn(async move { (tok, b.credential("tx-flight", tok, None).await) })
+            tokio::spawn(async move { (tok, b.credential("tx-flight", Some(tok), None).await) })
         })
         .collect();
     let mut got = std::collections::HashMap::new();
@@ -114,15 +129,24 @@ async fn client_id_is_sent_only_when_configured() {
 
     // Account-wide federation: the fake insists on no client_id.
     fake.expect_exchange_client_id(None);
-    without.credential("tx-noid", ALICE, None).await.unwrap();
-    let e = with.credential("tx-wif", ALICE, None).await.unwrap_err();
+    without
+        .credential("tx-noid", Some(ALICE), None)
+        .await
+        .unwrap();
+    let e = with
+        .credential("tx-wif", Some(ALICE), None)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("HTTP 400"), "{e}");
     assert!(fake.last_rejection().unwrap().contains("client_id"));
 
     // Workload identity federation: the fake insists on this client_id.
     fake.expect_exchange_client_id(Some(CLIENT_ID));
-    with.credential("tx-wif", BOB, None).await.unwrap();
-    let e = without.credential("tx-noid", BOB, None).await.unwrap_err();
+    with.credential("tx-wif", Some(BOB), None).await.unwrap();
+    let e = without
+        .credential("tx-noid", Some(BOB), None)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("HTTP 400"), "{e}");
 }
 
@@ -132,7 +156,10 @@ async fn refused_caller_is_remembered_and_does_not_affect_others() {
     fake.refuse_subject(BOB);
     let b = broker(&config("tx-refused", &fake, ""));
     for _ in 0..3 {
-        let e = b.credential("tx-refused", BOB, None).await.unwrap_err();
+        let e = b
+            .credential("tx-refused", Some(BOB), None)
+            .await
+            .unwrap_err();
         match &e {
             UpstreamError::Failed { failure, .. } => {
                 assert_eq!(failure.outcome, Outcome::Http4xx);
@@ -144,14 +171,22 @@ async fn refused_caller_is_remembered_and_does_not_affect_others() {
     }
     assert_eq!(fake.requests_for_subject(BOB), 1, "refusal cached");
     // A 4xx for one caller does not hold off the others.
-    b.credential("tx-refused", ALICE, None).await.unwrap();
+    b.credential("tx-refused", Some(ALICE), None).await.unwrap();
 }
 
 #[tokio::test]
 async fn missing_caller_token_is_an_error_without_a_request() {
     let fake = FakeDatabricks::start().await;
     let b = broker(&config("tx-empty", &fake, ""));
-    let e = b.credential("tx-empty", "", None).await.unwrap_err();
+    let e = b.credential("tx-empty", None, None).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e}");
+    // An empty string is no token either: it is never sent as a subject token.
+    let e = b.credential("tx-empty", Some(""), None).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e}");
+    let e = b
+        .credential_for("tx-empty", Caller::ANONYMOUS, Instant::now())
+        .await
+        .unwrap_err();
     assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e}");
     assert_eq!(fake.requests(), 0);
 }
@@ -166,7 +201,10 @@ async fn endpoint_failure_holds_off_every_caller() {
         "timeout = \"200ms\"\ntotal_budget = \"500ms\"",
     ));
     let t0 = Instant::now();
-    let e = b.credential("tx-down", ALICE, None).await.unwrap_err();
+    let e = b
+        .credential("tx-down", Some(ALICE), None)
+        .await
+        .unwrap_err();
     assert!(
         t0.elapsed() < Duration::from_millis(700),
         "{:?}",
@@ -174,7 +212,7 @@ async fn endpoint_failure_holds_off_every_caller() {
     );
     assert!(matches!(e, UpstreamError::Failed { .. }), "{e}");
     let n = fake.requests();
-    let e = b.credential("tx-down", BOB, None).await.unwrap_err();
+    let e = b.credential("tx-down", Some(BOB), None).await.unwrap_err();
     assert!(matches!(e, UpstreamError::BackingOff { .. }), "{e}");
     assert_eq!(fake.requests(), n, "no request during the hold-off");
 }
@@ -186,14 +224,20 @@ async fn refreshes_ahead_when_the_caller_token_outlives_the_exchanged_one() {
     let b = broker(&config("tx-refresh", &fake, "refresh_ahead = \"1s\""));
     let id = identity("alice", 3600);
     let t0 = Instant::now();
-    let first = b.credential("tx-refresh", ALICE, Some(&id)).await.unwrap();
+    let first = b
+        .credential("tx-refresh", Some(ALICE), Some(&id))
+        .await
+        .unwrap();
     fake.set_delay(Duration::from_millis(400));
     let deadline = t0 + Duration::from_secs(5);
     let mut slowest = Duration::ZERO;
     let second = loop {
         assert!(Instant::now() < deadline, "no background refresh");
         let started = Instant::now();
-        let got = b.credential("tx-refresh", ALICE, Some(&id)).await.unwrap();
+        let got = b
+            .credential("tx-refresh", Some(ALICE), Some(&id))
+            .await
+            .unwrap();
         slowest = slowest.max(started.elapsed());
         if got != first {
             break got;
@@ -218,11 +262,11 @@ async fn engine_path_shares_the_cache_and_its_refusals() {
     fake.refuse_subject(BOB);
     let b = broker(&config("tx-keyed", &fake, ""));
     let alice = identity("alice", 3600);
-    let (alice_key, bob_key) = (idgate::auth::token_key(ALICE), idgate::auth::token_key(BOB));
+    let (alice_key, bob_key) = (token_key(ALICE), token_key(BOB));
     // As the engine calls it: the key from the authenticator, the decision's clock reading.
-    let via_engine = |token, key, identity| {
+    let via_engine = |token: &'static str, key, identity| {
         let caller = Caller {
-            token,
+            token: Some(token),
             key: Some(key),
             identity,
         };
@@ -235,7 +279,9 @@ async fn engine_path_shares_the_cache_and_its_refusals() {
         assert_eq!(again, first);
     }
     assert_eq!(
-        b.credential("tx-keyed", ALICE, Some(&alice)).await.unwrap(),
+        b.credential("tx-keyed", Some(ALICE), Some(&alice))
+            .await
+            .unwrap(),
         first
     );
     assert_eq!(
@@ -244,7 +290,7 @@ async fn engine_path_shares_the_cache_and_its_refusals() {
         "one exchange for alice"
     );
 
-    b.credential("tx-keyed", BOB, None).await.unwrap_err();
+    b.credential("tx-keyed", Some(BOB), None).await.unwrap_err();
     for _ in 0..3 {
         let e = via_engine(BOB, &bob_key, None).await.unwrap_err();
         assert!(matches!(e, UpstreamError::Failed { .. }), "{e}");
@@ -258,4 +304,65 @@ async fn engine_path_shares_the_cache_and_its_refusals() {
     // An empty caller token is refused without a request, key or not.
     let e = via_engine("", &alice_key, None).await.unwrap_err();
     assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e}");
+}
+
+#[tokio::test]
+async fn refused_exchange_logs_the_oauth_error_and_not_the_caller_token() {
+    let (logs, _guard) = LogCapture::start();
+    let fake = FakeDatabricks::start().await;
+    fake.refuse_subject(BOB);
+    let b = broker(&config("tx-refused-log", &fake, ""));
+    for _ in 0..3 {
+        let e = b
+            .credential("tx-refused-log", Some(BOB), None)
+            .await
+            .unwrap_err();
+        let UpstreamError::Failed { failure, .. } = &e else {
+            panic!("expected Failed, got {e}");
+        };
+        assert_eq!(failure.side(), Side::Refused);
+    }
+    let text = logs.text();
+    let lines = logs.lines_with(&["upstream=\"tx-refused-log\""]);
+    assert_eq!(
+        lines.len(),
+        1,
+        "the refusal is logged once, when decided:\n{text}"
+    );
+    let line = &lines[0];
+    for want in [
+        " WARN ",
+        &format!("url=\"{}\"", fake.token_url),
+        "side=\"refused\"",
+        "status=400",
+        "error=\"invalid_grant\"",
+        "attempts=1",
+    ] {
+        assert!(line.contains(want), "{want} missing: {line}");
+    }
+    // Neither the caller's token nor any part of it.
+    for part in BOB.split('.') {
+        assert!(!text.contains(part), "caller token in the log:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn missing_caller_token_logs_a_config_side() {
+    let (logs, _guard) = LogCapture::start();
+    let fake = FakeDatabricks::start().await;
+    let b = broker(&config("tx-nocaller-log", &fake, ""));
+    b.credential("tx-nocaller-log", None, None)
+        .await
+        .unwrap_err();
+    let lines = logs.lines_with(&["upstream=\"tx-nocaller-log\""]);
+    assert_eq!(lines.len(), 1, "{}", logs.text());
+    for want in [
+        " WARN ",
+        &format!("url=\"{}\"", fake.token_url),
+        "side=\"config\"",
+        "public rule",
+    ] {
+        assert!(lines[0].contains(want), "{want} missing: {}", lines[0]);
+    }
+    assert_eq!(fake.requests(), 0);
 }

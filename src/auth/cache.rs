@@ -27,15 +27,8 @@ use prometheus::IntCounter;
 use crate::decision::Identity;
 use crate::metrics::metrics;
 
-pub type TokenKey = [u8; 32];
-
-/// The cache key of a token.
-pub fn token_key(token: &str) -> TokenKey {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let mut key = [0; 32];
-    key.copy_from_slice(digest.as_ref());
-    key
-}
+/// Defined in [`crate::token_key`], shared with the upstream broker's token-exchange cache.
+pub use crate::token_key::{token_key, TokenKey};
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970, which fails every `exp`).
 pub fn unix_now() -> u64 {

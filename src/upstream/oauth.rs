@@ -10,7 +10,9 @@
 //! not help.
 //!
 //! Nothing here logs or returns the request body, the response body, or any token: failures
-//! carry only a result word, the HTTP status and the `error_code`/`error` of the JSON body.
+//! carry only a result word, the HTTP status, the `error_code`/`error` of the JSON body and its
+//! masked, capped `error_description`, or the transport's error chain. A request that gives up
+//! is logged here, once ([`super::failure::log_failure`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,138 +21,59 @@ use bytes::Bytes;
 use prometheus::{Histogram, IntCounter};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
+use super::failure::{self, Failure, Outcome, Trigger};
+
 /// Largest token response body we read. A Databricks token response is ~1-2 KB; the cap keeps
 /// a misbehaving endpoint from making us buffer megabytes.
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Longest access token we accept. It becomes the `upstream_authorization` SPOE variable and an
 /// HTTP header; HAProxy's default `tune.bufsize` is 16 KB for the whole request head.
-pub const MAX_ACCESS_TOKEN_BYTES: usize = 8192;
+pub(crate) const MAX_ACCESS_TOKEN_BYTES: usize = 8192;
 
 /// Lifetime assumed when the response has no `expires_in`. Databricks always sends it (tokens
 /// live one hour); if some proxy strips it, a short assumption costs a few extra requests,
 /// a long one could serve a token the upstream already considers expired.
-pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(300);
 
 /// Longest lifetime we believe. A larger `expires_in` is capped, so a bogus value cannot pin a
 /// token in the cache for days.
-pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_EXPIRES_IN: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest `Retry-After` we honour (also the longest hold-off after a 429).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// First backoff step; doubled per retry, capped at [`BACKOFF_MAX`], jittered to [d/2, d].
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// The fixed set of `result` label values of `idgate_upstream_token_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Success,
-    Http4xx,
-    Http429,
-    Http5xx,
-    Timeout,
-    Network,
-    InvalidResponse,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 7] = [
-        Outcome::Success,
-        Outcome::Http4xx,
-        Outcome::Http429,
-        Outcome::Http5xx,
-        Outcome::Timeout,
-        Outcome::Network,
-        Outcome::InvalidResponse,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Http4xx => "http_4xx",
-            Outcome::Http429 => "http_429",
-            Outcome::Http5xx => "http_5xx",
-            Outcome::Timeout => "timeout",
-            Outcome::Network => "network",
-            Outcome::InvalidResponse => "invalid_response",
-        }
-    }
-
-    /// Worth another attempt within the budget.
-    fn retryable(self) -> bool {
-        matches!(
-            self,
-            Outcome::Http429 | Outcome::Http5xx | Outcome::Timeout | Outcome::Network
-        )
-    }
-}
-
-/// A failed token request: what the metric, the log line and [`super::UpstreamError`] say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub outcome: Outcome,
-    pub status: Option<u16>,
-    /// `error_code` (Databricks API style) or `error` (OAuth style) from the JSON body,
-    /// only if it is a short identifier; never free text.
-    pub error_code: Option<String>,
-    /// `Retry-After` in seconds, capped at [`MAX_RETRY_AFTER`].
-    pub retry_after: Option<Duration>,
-    /// What was wrong with a 2xx response (fixed text).
-    pub detail: Option<&'static str>,
-}
-
-impl Failure {
-    fn new(outcome: Outcome) -> Failure {
-        Failure {
-            outcome,
-            status: None,
-            error_code: None,
-            retry_after: None,
-            detail: None,
-        }
-    }
-
-    fn invalid(status: u16, detail: &'static str) -> Failure {
-        Failure {
-            status: Some(status),
-            detail: Some(detail),
-            ..Failure::new(Outcome::InvalidResponse)
-        }
-    }
-
-    /// The endpoint itself is unwell (as opposed to refusing this particular request).
-    pub fn is_endpoint_failure(&self) -> bool {
-        self.outcome.retryable() || self.outcome == Outcome::InvalidResponse
-    }
-}
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A token the endpoint issued.
 #[derive(Debug, Clone)]
-pub struct Token {
+pub(crate) struct Token {
     /// `"Bearer <access_token>"`.
-    pub header: Arc<str>,
+    pub(crate) header: Arc<str>,
     /// `expires_in`, defaulted and capped.
-    pub lifetime: Duration,
+    pub(crate) lifetime: Duration,
     /// When the successful attempt was sent: the lifetime counts from here, which errs on the
     /// early side (the server started its clock later).
-    pub requested_at: Instant,
+    pub(crate) requested_at: Instant,
 }
 
 /// Where and how to ask, plus the pre-resolved metric children of one upstream.
 #[derive(Debug)]
-pub struct Endpoint {
-    pub upstream: Arc<str>,
-    pub url: url::Url,
-    pub timeout: Duration,
-    pub total_budget: Duration,
+pub(crate) struct Endpoint {
+    pub(crate) upstream: Arc<str>,
+    url: url::Url,
+    /// `url` as logged: `scheme://host:port/path` ([`failure::shown_url`]).
+    pub(crate) shown_url: Box<str>,
+    timeout: Duration,
+    total_budget: Duration,
     counters: [IntCounter; 7],
     duration: Histogram,
 }
 
 impl Endpoint {
-    pub fn new(
+    pub(crate) fn new(
         upstream: Arc<str>,
         url: url::Url,
         timeout: Duration,
@@ -166,6 +89,7 @@ impl Endpoint {
         let duration = m.upstream_token_duration.with_label_values(&[&*upstream]);
         Endpoint {
             upstream,
+            shown_url: failure::shown_url(&url).into(),
             url,
             timeout,
             total_budget,
@@ -184,19 +108,25 @@ impl Endpoint {
     }
 
     /// POST `form` (already `application/x-www-form-urlencoded`), retrying as described in
-    /// the module docs, within `total_budget`.
-    pub async fn request(
+    /// the module docs, within `total_budget`. A failure is logged here, once, as the failure
+    /// of a request `why` was made.
+    pub(crate) async fn request(
         &self,
         http: &reqwest::Client,
         form: Bytes,
         client_auth: Option<&HeaderValue>,
+        why: Trigger,
     ) -> Result<Token, Failure> {
         let deadline = Instant::now() + self.total_budget;
         let mut attempt: u32 = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(self.give_up(Failure::new(Outcome::Timeout), attempt));
+                let f = Failure {
+                    cause: Some(format!("total_budget of {:?} spent", self.total_budget)),
+                    ..Failure::new(Outcome::Timeout)
+                };
+                return Err(self.give_up(f, attempt, why));
             }
             let per_try = self.timeout.min(remaining);
             let started = Instant::now();
@@ -207,7 +137,10 @@ impl Endpoint {
             .await
             {
                 Ok(r) => r,
-                Err(_) => Err(Failure::new(Outcome::Timeout)),
+                Err(_) => Err(Failure {
+                    cause: Some(format!("no response within the timeout of {per_try:?}")),
+                    ..Failure::new(Outcome::Timeout)
+                }),
             };
             attempt += 1;
             let took = started.elapsed();
@@ -233,11 +166,12 @@ impl Endpoint {
                         result = f.outcome.as_str(),
                         status = f.status,
                         error_code = f.error_code.as_deref(),
+                        cause = f.cause.as_deref(),
                         attempt,
                         "upstream token attempt failed"
                     );
                     if !f.outcome.retryable() {
-                        return Err(self.give_up(f, attempt));
+                        return Err(self.give_up(f, attempt, why));
                     }
                     let wait = match f.retry_after {
                         // A little jitter so that many idgate instances do not return in step.
@@ -247,7 +181,7 @@ impl Endpoint {
                     // The next attempt needs at least a moment after the wait; if the wait
                     // alone eats the budget, fail now instead of failing later.
                     if Instant::now() + wait >= deadline {
-                        return Err(self.give_up(f, attempt));
+                        return Err(self.give_up(f, attempt, why));
                     }
                     tokio::time::sleep(wait).await;
                 }
@@ -255,16 +189,8 @@ impl Endpoint {
         }
     }
 
-    fn give_up(&self, f: Failure, attempts: u32) -> Failure {
-        tracing::warn!(
-            upstream = %self.upstream,
-            result = f.outcome.as_str(),
-            status = f.status,
-            error_code = f.error_code.as_deref(),
-            detail = f.detail,
-            attempts,
-            "upstream token request failed; no credential"
-        );
+    fn give_up(&self, f: Failure, attempts: u32, why: Trigger) -> Failure {
+        failure::log_failure(&self.upstream, &self.shown_url, &f, attempts, why);
         f
     }
 
@@ -293,40 +219,46 @@ impl Endpoint {
         let mut body = zeroize::Zeroizing::new(Vec::new());
         while let Some(chunk) = resp.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(Failure::invalid(status, "response body too large"));
+                return Err(Failure::invalid(Some(status), "response body too large"));
             }
             body.extend_from_slice(&chunk);
         }
         match status {
-            200..=299 => parse_token_response(&body).map_err(|d| Failure::invalid(status, d)),
-            400..=599 => Err(Failure {
-                outcome: match status {
-                    429 => Outcome::Http429,
-                    500..=599 => Outcome::Http5xx,
-                    _ => Outcome::Http4xx,
-                },
-                status: Some(status),
-                error_code: error_code(&body),
-                retry_after,
-                detail: None,
-            }),
+            200..=299 => parse_token_response(&body).map_err(|d| Failure::invalid(Some(status), d)),
+            400..=599 => {
+                let (error_code, error_description) = error_fields(&body);
+                Err(Failure {
+                    status: Some(status),
+                    error_code,
+                    error_description,
+                    retry_after,
+                    ..Failure::new(match status {
+                        429 => Outcome::Http429,
+                        500..=599 => Outcome::Http5xx,
+                        _ => Outcome::Http4xx,
+                    })
+                })
+            }
             // 1xx/3xx: the HTTP client should not follow redirects for a token endpoint (it
             // would turn the POST into a GET); an unfollowed redirect is a misconfiguration.
-            _ => Err(Failure::invalid(status, "unexpected HTTP status")),
+            _ => Err(Failure::invalid(Some(status), "unexpected HTTP status")),
         }
     }
 }
 
+/// A transport error as a failure, with its error chain as the cause (without the URL, which
+/// reqwest would print with its query; the log line has it without).
 fn classify(e: reqwest::Error) -> Failure {
-    if e.is_timeout() {
-        Failure::new(Outcome::Timeout)
+    let outcome = if e.is_timeout() {
+        Outcome::Timeout
     } else if e.is_redirect() {
-        Failure {
-            detail: Some("redirect"),
-            ..Failure::new(Outcome::InvalidResponse)
-        }
+        return Failure::invalid(None, "redirect");
     } else {
-        Failure::new(Outcome::Network)
+        Outcome::Network
+    };
+    Failure {
+        cause: Some(failure::error_chain(&e.without_url())),
+        ..Failure::new(outcome)
     }
 }
 
@@ -353,10 +285,23 @@ fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// `error_code` (Databricks: string or number) or `error` (RFC 6749 §5.2) from a JSON error
-/// body, kept only if it looks like an identifier: never free text, which could echo input.
-fn error_code(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+/// From a JSON error body: `error_code` (Databricks: string or number) or `error` (RFC 6749
+/// §5.2), kept only if it looks like an identifier, and the OAuth `error_description`, masked
+/// and capped ([`failure::sanitize_description`]). Nothing else of the body is kept.
+fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (None, None);
+    };
+    let description = match v.get("error_description") {
+        Some(serde_json::Value::String(d)) => failure::sanitize_description(d),
+        _ => None,
+    };
+    (error_code(&v), description)
+}
+
+/// The `error_code` or `error` of a JSON error body if it looks like an identifier: never free
+/// text, which could echo input.
+fn error_code(v: &serde_json::Value) -> Option<String> {
     let code = v.get("error_code").or_else(|| v.get("error"))?;
     let s = match code {
         serde_json::Value::String(s) => s.clone(),
@@ -372,7 +317,7 @@ fn error_code(body: &[u8]) -> Option<String> {
 
 /// Parse a successful token response (RFC 6749 §5.1). Returns the full header value and the
 /// lifetime. Error strings are fixed texts (they reach logs and errors).
-pub fn parse_token_response(body: &[u8]) -> Result<(Arc<str>, Duration), &'static str> {
+pub(crate) fn parse_token_response(body: &[u8]) -> Result<(Arc<str>, Duration), &'static str> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| "response is not JSON")?;
     let obj = v.as_object().ok_or("response is not a JSON object")?;
     let token = match obj.get("access_token") {
@@ -469,17 +414,32 @@ mod tests {
 
     #[test]
     fn error_codes_are_identifiers_only() {
+        let code = |body: &[u8]| error_fields(body).0;
         assert_eq!(
-            error_code(br#"{"error_code":"INVALID_PARAMETER_VALUE","message":"x"}"#).as_deref(),
+            code(br#"{"error_code":"INVALID_PARAMETER_VALUE","message":"x"}"#).as_deref(),
             Some("INVALID_PARAMETER_VALUE")
         );
-        assert_eq!(error_code(br#"{"error_code":401}"#).as_deref(), Some("401"));
+        assert_eq!(code(br#"{"error_code":401}"#).as_deref(), Some("401"));
         assert_eq!(
-            error_code(br#"{"error":"invalid_client","error_description":"x"}"#).as_deref(),
+            code(br#"{"error":"invalid_client","error_description":"x"}"#).as_deref(),
             Some("invalid_client")
         );
-        assert_eq!(error_code(br#"{"error":"has spaces eyJ..."}"#), None);
-        assert_eq!(error_code(b"<html>"), None);
+        assert_eq!(code(br#"{"error":"has spaces eyJ..."}"#), None);
+        assert_eq!(code(b"<html>"), None);
+    }
+
+    #[test]
+    fn only_the_oauth_description_is_kept_besides_the_code() {
+        let (code, description) = error_fields(
+            br#"{"error":"invalid_client","error_description":"Client authentication failed","message":"other text"}"#,
+        );
+        assert_eq!(code.as_deref(), Some("invalid_client"));
+        assert_eq!(description.as_deref(), Some("Client authentication failed"));
+        // The Databricks API's `message` is not an OAuth field: not kept.
+        let (_, description) = error_fields(br#"{"error_code":"X","message":"some text"}"#);
+        assert_eq!(description, None);
+        let (_, description) = error_fields(br#"{"error":"x","error_description":5}"#);
+        assert_eq!(description, None);
     }
 
     #[test]

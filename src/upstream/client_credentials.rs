@@ -1,0 +1,199 @@
+//! `client_credentials` (OAuth M2M): `POST {token_url}` with
+//! `grant_type=client_credentials&scope=…` and HTTP Basic client authentication
+//! (`client_id:client_secret`, each form-urlencoded first, RFC 6749 §2.3.1). One token per
+//! upstream, shared by every caller: the upstream sees the service principal.
+//!
+//! Latency: a cached token is one `ArcSwap` load, the freshness check against the decision's
+//! clock reading and an `Arc` clone (no lock, no hashing). It is refreshed in the background
+//! `refresh_ahead` before expiry, so callers wait on the token endpoint only for the very
+//! first request (or after an outage), one request at a time (single flight).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::header::HeaderValue;
+use zeroize::Zeroizing;
+
+use super::cache::{spawn, Holdoff, TokenEntry};
+use super::failure::Trigger;
+use super::oauth::Endpoint;
+use super::secret::Secret;
+use super::UpstreamError;
+
+/// One token for the whole upstream.
+pub(crate) struct ClientCredentials {
+    ep: Endpoint,
+    client_auth: HeaderValue,
+    form: Bytes,
+    refresh_ahead: Duration,
+    current: ArcSwapOption<TokenEntry>,
+    holdoff: Holdoff,
+    /// Single flight: the holder of this lock is the only token request in flight. The value
+    /// is the last failure and when it happened: callers queued behind a failed request share
+    /// its error instead of each trying again (which would multiply the wait by the queue
+    /// length).
+    flight: tokio::sync::Mutex<Option<(Instant, UpstreamError)>>,
+}
+
+impl ClientCredentials {
+    /// `secret` is the client secret; the error is for `client_secret_file`.
+    pub(crate) fn new(
+        ep: Endpoint,
+        client_id: &str,
+        secret: &Secret,
+        scope: &str,
+        refresh_ahead: Duration,
+    ) -> Result<ClientCredentials, String> {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("scope", scope)
+            .finish();
+        Ok(ClientCredentials {
+            ep,
+            client_auth: basic_auth(client_id, secret)?,
+            form: Bytes::from(form),
+            refresh_ahead,
+            current: ArcSwapOption::empty(),
+            holdoff: Holdoff::default(),
+            flight: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Whether a token is cached (fresh or not).
+    pub(crate) fn has_token(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// The fast path: the current token if it may still be served (starting a background
+    /// refresh when one is due). Synchronous, so a cached credential costs no future.
+    #[inline]
+    pub(crate) fn cached(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        now: Instant,
+    ) -> Option<Arc<str>> {
+        let guard = self.current.load();
+        let e = guard.as_ref()?;
+        if !e.fresh(now) {
+            return None;
+        }
+        if e.claim_refresh(now) {
+            self.spawn_refresh(http, Arc::clone(e));
+        }
+        Some(Arc::clone(&e.header))
+    }
+
+    /// The slow path: no fresh token. One request at a time; callers queued behind it take its
+    /// token, or its error.
+    pub(crate) async fn fetch(&self, http: &reqwest::Client) -> Result<Arc<str>, UpstreamError> {
+        let arrived = Instant::now();
+        let mut last = self.flight.lock().await;
+        let now = Instant::now();
+        if let Some(e) = &*self.current.load() {
+            if e.fresh(now) {
+                return Ok(Arc::clone(&e.header));
+            }
+        }
+        if let Some((at, err)) = &*last {
+            if *at >= arrived {
+                return Err(err.clone());
+            }
+        }
+        self.holdoff.error(&self.ep.upstream, now)?;
+        match self
+            .ep
+            .request(
+                http,
+                self.form.clone(),
+                Some(&self.client_auth),
+                Trigger::Caller,
+            )
+            .await
+        {
+            Ok(tok) => {
+                let e = Arc::new(TokenEntry::new(&tok, self.refresh_ahead, true));
+                let header = Arc::clone(&e.header);
+                self.current.store(Some(e));
+                *last = None;
+                Ok(header)
+            }
+            Err(f) => {
+                // Every failure holds off: a bad secret (4xx) is the same for every caller.
+                self.holdoff.after(&f);
+                let err = UpstreamError::Failed {
+                    upstream: Arc::clone(&self.ep.upstream),
+                    failure: Arc::new(f),
+                };
+                *last = Some((Instant::now(), err.clone()));
+                Err(err)
+            }
+        }
+    }
+
+    fn spawn_refresh(self: &Arc<Self>, http: &reqwest::Client, stale: Arc<TokenEntry>) {
+        let this = Arc::clone(self);
+        let http = http.clone();
+        spawn(async move {
+            let _flight = this.flight.lock().await;
+            let replaced = match &*this.current.load() {
+                Some(cur) => !Arc::ptr_eq(cur, &stale),
+                None => true,
+            };
+            if replaced || this.holdoff.remaining(Instant::now()).is_some() {
+                return;
+            }
+            let form = this.form.clone();
+            match this
+                .ep
+                .request(&http, form, Some(&this.client_auth), Trigger::Refresh)
+                .await
+            {
+                Ok(tok) => {
+                    let e = TokenEntry::new(&tok, this.refresh_ahead, true);
+                    this.current.store(Some(Arc::new(e)));
+                }
+                // Logged by the endpoint; the current token is served until it expires and
+                // `refresh_due` paces the next try.
+                Err(f) => this.holdoff.after(&f),
+            }
+        });
+    }
+}
+
+/// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1, as the
+/// Databricks SDK sends it). Built once per upstream; marked sensitive so HTTP tooling never
+/// prints it.
+fn basic_auth(client_id: &str, secret: &Secret) -> Result<HeaderValue, String> {
+    let enc = |s: &str| -> Zeroizing<String> {
+        Zeroizing::new(url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
+    };
+    let mut pair = Zeroizing::new(String::with_capacity(client_id.len() + 64));
+    pair.push_str(&enc(client_id));
+    pair.push(':');
+    pair.push_str(&enc(secret.expose()));
+    let mut value = Zeroizing::new(String::from("Basic "));
+    base64::engine::general_purpose::STANDARD.encode_string(pair.as_bytes(), &mut value);
+    let mut h =
+        HeaderValue::from_str(&value).map_err(|_| "cannot form a Basic header".to_string())?;
+    h.set_sensitive(true);
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_is_form_encoded_and_sensitive() {
+        let h = basic_auth("id:1", &Secret::new("p&ss+/".into())).unwrap();
+        assert!(h.is_sensitive());
+        let b64 = h.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(raw, b"id%3A1:p%26ss%2B%2F");
+    }
+}
