@@ -32,6 +32,7 @@ pub mod engine;
 pub mod explain;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod signal;

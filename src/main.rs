@@ -11,7 +11,7 @@ use idgate::config::{self, Config, ConfigError, Problem};
 use idgate::engine::Engine;
 use idgate::explain::{self, ExplainRequest};
 use idgate::telemetry::{self, LogFormat, TelemetryGuard};
-use idgate::{auth, metrics, server, signal, systemd};
+use idgate::{auth, metrics, reload, server, signal, systemd};
 
 #[derive(Debug, Parser)]
 #[command(name = "idgate", version, about = "Identity-aware HAProxy SPOE agent")]
@@ -264,7 +264,7 @@ fn run(config_path: Option<&Path>, log_format: LogFormat) -> ExitCode {
 async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> ExitCode {
     let spop_cfg = cfg.spop.clone();
     let admin_addr = cfg.admin.listen;
-    // Bound once, here: a reload never rebinds (see restart_only_changes). A Unix socket
+    // Bound once, here: a reload never rebinds (see reload::restart_only_changes). A Unix socket
     // gets its mode and owner before it accepts anything (server::bind_unix).
     let listener = match server::bind_listener(&spop_cfg) {
         Ok(l) => l,
@@ -310,7 +310,7 @@ async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> Exi
         },
     ));
     let guard = Arc::new(guard);
-    let reloader = tokio::spawn(reload_on_sighup(engine.clone(), guard.clone()));
+    let reloader = tokio::spawn(reload::reload_on_sighup(engine.clone(), guard.clone()));
     systemd::notify_ready();
     let _watchdog = systemd::spawn_watchdog();
 
@@ -323,83 +323,4 @@ async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> Exi
     tracing::info!("idgate stopped");
     drop(guard); // flushes the log writers
     ExitCode::SUCCESS
-}
-
-/// SIGHUP: rebuild the whole state from the config file and swap it in; on any error keep the
-/// old state (contract §1). Also applies a new log level and reopens the audit file.
-async fn reload_on_sighup(engine: Arc<Engine>, guard: Arc<TelemetryGuard>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot install the SIGHUP handler, reload disabled: {e}");
-            return;
-        }
-    };
-    while hup.recv().await.is_some() {
-        systemd::notify_reloading();
-        let before = engine.state().config.clone();
-        match engine.reload() {
-            Ok(()) => {
-                let after = engine.state().config.clone();
-                if let Err(e) = guard.set_level(&after.log.level) {
-                    tracing::warn!("log level not changed: {e}");
-                }
-                tracing::info!("configuration reloaded");
-                if let Some(w) = engine.state().refuses_everything() {
-                    tracing::warn!("{w}");
-                }
-                let pending = restart_only_changes(&before, &after);
-                if !pending.is_empty() {
-                    tracing::warn!(
-                        "changed settings that only take effect at the next restart: {} \
-                         (the running agent keeps the old values)",
-                        pending.join(", ")
-                    );
-                }
-            }
-            Err(e) => tracing::error!("configuration reload failed, keeping the old one:\n{e}"),
-        }
-        if let Err(e) = guard.reopen_audit() {
-            tracing::error!("cannot reopen the audit log: {e}");
-        }
-        systemd::notify_ready();
-    }
-}
-
-/// Sections a reload cannot apply to a running agent: the SPOP and admin listeners (and the
-/// per-connection limits they were started with) and the audit log target. Reported so an
-/// operator who edits them and sends SIGHUP is not misled by "configuration reloaded".
-fn restart_only_changes(before: &Config, after: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let (b, a) = (&before.spop, &after.spop);
-    if b.listen != a.listen {
-        changed.push("spop.listen");
-    }
-    if (&b.socket_mode, &b.socket_group, &b.socket_owner)
-        != (&a.socket_mode, &a.socket_group, &a.socket_owner)
-    {
-        changed.push("spop.socket_mode/socket_group/socket_owner");
-    }
-    let rest_changed = {
-        // Everything else in [spop]: the limits the listener was started with.
-        let mut b = b.clone();
-        b.listen = a.listen.clone();
-        (b.socket_mode, b.socket_group, b.socket_owner) = (
-            a.socket_mode,
-            a.socket_group.clone(),
-            a.socket_owner.clone(),
-        );
-        b != *a
-    };
-    if rest_changed {
-        changed.push("[spop]");
-    }
-    if before.admin != after.admin {
-        changed.push("[admin]");
-    }
-    if before.log.audit != after.log.audit {
-        changed.push("log.audit");
-    }
-    changed
 }
