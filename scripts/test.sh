@@ -4,7 +4,7 @@
 # Works alone on a fresh Debian bookworm machine: it first installs what the tests need
 # (scripts/ci-deps.sh: HAProxy 2.6 and 3.2, Node.js for the test OIDC provider), then runs every
 # test target. The end-to-end tests run against BOTH HAProxy versions; here a missing HAProxy
-# binary is a test failure, not a skip (IDGATE_REQUIRE_HAPROXY=1).
+# binary is a test failure, not a skip (tests/support/haproxy.rs).
 #
 # Env (defaults shown):
 #   IDGATE_HAPROXY26=/usr/sbin/haproxy   IDGATE_HAPROXY32=<haproxy32 on PATH>
@@ -20,7 +20,6 @@ if [[ -z ${IDGATE_HAPROXY32:-} ]]; then
     IDGATE_HAPROXY32=$(command -v haproxy32 || echo /usr/local/bin/haproxy32)
 fi
 export IDGATE_HAPROXY32
-export IDGATE_REQUIRE_HAPROXY=1
 
 if cargo nextest --version >/dev/null 2>&1; then
     # One process (group) per test: the end-to-end tests start servers, and a hung test is

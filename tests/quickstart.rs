@@ -7,7 +7,7 @@
 //! other tests or a demo someone is running. Afterwards nothing it started may be left: no
 //! listener on its ports, no process mentioning its run directory, no run directory.
 //!
-//! Needs HAProxy 2.6 (skipped loudly without it, unless IDGATE_REQUIRE_HAPROXY=1) and node
+//! Needs HAProxy 2.6 (a test failure without it, as everywhere in the suite) and node
 //! (as the other OIDC tests: IDGATE_SKIP_OIDC=1 skips them on machines without node).
 
 mod support;

@@ -6,9 +6,8 @@
 //! exactly what ships: rules, TLS re-encryption with verification, SPOE settings.
 //!
 //! Binaries: `IDGATE_HAPROXY26` (default `haproxy` on PATH) and `IDGATE_HAPROXY32` (default
-//! `haproxy32`, see scripts/install-haproxy32.sh). When one is missing, a test that needs it
-//! is skipped with a loud message, or FAILS when `IDGATE_REQUIRE_HAPROXY=1` (scripts/test.sh
-//! and CI set it, so a broken install can never turn into a silently green run).
+//! `haproxy32`, see scripts/install-haproxy32.sh). A test that needs a missing one FAILS,
+//! always: a broken install can never turn into a silently green run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -101,22 +100,19 @@ impl HaproxyVersion {
         Some(path)
     }
 
-    /// The binary, or `None` after a loud skip message; panics instead of skipping when
-    /// `IDGATE_REQUIRE_HAPROXY=1`. Use as `let Some(bin) = version.require() else { return };`.
+    /// The binary. A missing HAProxy is a test FAILURE, never a silent pass: the suite's one
+    /// policy (scripts/test.sh and CI install both versions; run scripts/ci-deps.sh as root,
+    /// or point `IDGATE_HAPROXY26`/`IDGATE_HAPROXY32` at the binaries). Returns `Option` so
+    /// callers read `let Some(bin) = version.require() else { return };`, but never `None`.
     pub fn require(self) -> Option<PathBuf> {
         if let Some(path) = self.locate() {
             return Some(path);
         }
-        let how = format!(
-            "{} binary not found (set {} or run scripts/install-haproxy32.sh / scripts/ci-deps.sh)",
+        panic!(
+            "{} binary not found: set {} or run scripts/ci-deps.sh (installs HAProxy 2.6 and 3.2)",
             self.label(),
             self.env_var()
         );
-        if std::env::var("IDGATE_REQUIRE_HAPROXY").as_deref() == Ok("1") {
-            panic!("{how}; IDGATE_REQUIRE_HAPROXY=1 makes this a failure");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {how} !!!!!!!!\n");
-        None
     }
 }
 
