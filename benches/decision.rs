@@ -1,5 +1,5 @@
 //! The decision path without the network: what idgate spends per NOTIFY between
-//! `request_from_messages` and `verdict_actions`.
+//! `contract::request_from_messages` and `contract::render`.
 //!
 //! | group / case | what |
 //! |---|---|

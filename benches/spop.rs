@@ -1,6 +1,8 @@
-//! The per-request cost of the protocol layer: decode a realistic NOTIFY (a ~1 KB bearer token
-//! and every contract argument), map it to an `AuthzRequest`, build the ACK for an allowed
-//! verdict with identity variables and encode it. Target: under 1 µs for the pair.
+//! The per-request cost of the protocol and contract layers: decode a realistic NOTIFY (a ~1 KB
+//! bearer token and every contract argument), map it to an `AuthzRequest`
+//! (`contract::request_from_messages`), render the variables of an allowed verdict with identity
+//! variables (`contract::render`, what `contract::answer` does after the decision) and encode the
+//! ACK. Target: under 1 µs for the pair.
 //!
 //! Run: `cargo bench --bench spop`.
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
-use idgate::authorize::{request_from_messages, verdict_actions};
+use idgate::contract::{render, request_from_messages};
 use idgate::decision::{Identity, Reason, Verdict};
 use idgate::spop::frame::{self, Arg, Message};
 use idgate::spop::{ConnConfig, Connection, Event, TypedData};
@@ -109,8 +111,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("ack_build_and_encode", |b| {
         let mut conn = ready_connection();
         b.iter(|| {
-            let actions = verdict_actions(black_box(&verdict), 12345, 1, 16380);
-            conn.send_ack(12345, 1, &actions).unwrap();
+            let answer = render(black_box(&verdict), 16380);
+            conn.send_ack(12345, 1, &answer.actions()).unwrap();
             black_box(conn.poll_transmit())
         })
     });
@@ -122,8 +124,9 @@ fn bench(c: &mut Criterion) {
         };
         let req = request_from_messages(&n.messages);
         black_box(&req);
-        let actions = verdict_actions(&verdict, n.stream_id, n.frame_id, 16380);
-        conn.send_ack(n.stream_id, n.frame_id, &actions).unwrap();
+        let answer = render(&verdict, 16380);
+        conn.send_ack(n.stream_id, n.frame_id, &answer.actions())
+            .unwrap();
         black_box(conn.poll_transmit())
     };
 

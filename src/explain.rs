@@ -2,10 +2,15 @@
 //! the matched rule, the reason and every variable as JSON.
 //!
 //! It builds the same [`State`] as `idgate run` (fetching JWKS as needed, waiting a bounded
-//! time for the keys), so "why was this request refused?" gets the agent's own answer.
-//! The upstream credential is redacted in the output: explain is a diagnostic tool and its
-//! output ends up in tickets and chat logs.
+//! time for the keys), so "why was this request refused?" gets the agent's own answer. The
+//! variables are rendered by the agent's own renderer ([`contract::render`], with the
+//! configured `[spop] max_frame_size`), so the report shows what the ACK carries: a request the
+//! agent would refuse while rendering (an identity or upstream credential it cannot send, or
+//! that does not fit the frame) is reported as the refusal HAProxy sees. The upstream
+//! credential is redacted in the output: explain is a diagnostic tool and its output ends up
+//! in tickets and chat logs.
 
+use std::borrow::Borrow;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -14,11 +19,13 @@ use bytestring::ByteString;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, ConfigError};
+use crate::contract::{self, Answer, Var};
 use crate::decision::{AuthzRequest, Verdict};
 use crate::engine::{Engine, State};
+use crate::spop::TypedValue;
 
 /// How long explain waits for every issuer's keys before deciding anyway.
-pub const KEY_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const KEY_WAIT: Duration = Duration::from_secs(10);
 
 /// One request to explain.
 #[derive(Debug, Default, Clone)]
@@ -31,7 +38,7 @@ pub struct ExplainRequest {
 }
 
 /// Build the state from `config_path` (or the embedded default), decide, and return the JSON
-/// report and whether the request was allowed.
+/// report and whether the request is allowed (as the ACK says).
 pub async fn explain(
     config_path: Option<&Path>,
     req: ExplainRequest,
@@ -40,6 +47,8 @@ pub async fn explain(
         Some(p) => (Config::load(p)?, p.display().to_string()),
         None => (Config::embedded(), "<embedded default>".to_string()),
     };
+    // What the agent offers in its HELLO; HAProxy's default (16380) unless configured.
+    let max_frame_size = config.spop.max_frame_size;
     let state = State::build(config, &source, None, Engine::http_client())?;
     let keys_loaded = state.auth.wait_ready(KEY_WAIT).await;
     let authz = AuthzRequest {
@@ -55,58 +64,48 @@ pub async fn explain(
         unique_id: None,
     };
     let verdict = state.decide(&authz).await;
-    let mut report = report(&verdict);
+    let answer = contract::render(verdict, max_frame_size);
+    let mut report = report(&answer);
     if !keys_loaded {
         report["warning"] = json!("not every issuer's keys could be loaded; see the log");
     }
-    Ok((verdict.allow, report))
+    Ok((answer.allowed(), report))
 }
 
-/// The JSON report of one verdict: decision, rule, reason and the variables HAProxy would see.
-pub fn report(v: &Verdict) -> Value {
+/// The JSON report of one rendered verdict: decision, status and reason as HAProxy sees them,
+/// the matched rule, and the variables of the ACK (`upstream_authorization` redacted).
+pub(crate) fn report<V: Borrow<Verdict>>(answer: &Answer<V>) -> Value {
     let mut vars = Map::new();
-    vars.insert("allow".into(), json!(v.allow));
-    vars.insert("status".into(), json!(v.status));
-    vars.insert("reason".into(), json!(v.reason.as_str()));
-    if let Some(w) = &v.www_authenticate {
-        vars.insert("www_authenticate".into(), json!(w));
-    }
-    if let Some(id) = &v.identity {
-        vars.insert("sub".into(), json!(id.sub));
-        if let Some(e) = &id.email {
-            vars.insert("email".into(), json!(e));
-        }
-        if !id.groups.is_empty() {
-            vars.insert("groups".into(), json!(id.groups.join(",")));
-        }
-        vars.insert("issuer".into(), json!(&*id.issuer));
-    }
-    if let Some(r) = &v.rule {
-        vars.insert("rule".into(), json!(&**r));
-    }
-    if let Some(p) = &v.principal {
-        vars.insert("principal".into(), json!(p));
-    }
-    if let Some(u) = &v.upstream_authorization {
-        let scheme = u.split_once(' ').map(|(s, _)| s).unwrap_or("");
-        vars.insert(
-            "upstream_authorization".into(),
-            json!(format!("{scheme} <redacted: {} bytes>", u.len())),
-        );
+    for a in answer.actions().iter() {
+        let value = match a.value {
+            TypedValue::Bool(b) => json!(b),
+            TypedValue::Int64(i) => json!(i),
+            TypedValue::Str(s) if a.name == Var::UpstreamAuthorization.name() => {
+                let scheme = s.split_once(' ').map(|(s, _)| s).unwrap_or("");
+                json!(format!("{scheme} <redacted: {} bytes>", s.len()))
+            }
+            TypedValue::Str(s) => json!(s),
+        };
+        vars.insert(a.name.to_owned(), value);
     }
     json!({
-        "decision": if v.allow { "allow" } else { "deny" },
-        "status": v.status,
-        "reason": v.reason.as_str(),
-        "rule": v.rule.as_deref(),
+        "decision": if answer.allowed() { "allow" } else { "deny" },
+        "status": answer.status(),
+        "reason": answer.reason().as_str(),
+        "rule": answer.verdict().rule.as_deref(),
         "variables": Value::Object(vars),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+
     use super::*;
-    use crate::decision::Reason;
+    use crate::decision::{Identity, Reason, Rejection};
+    use crate::spop::{frame, Action, TypedData};
 
     #[tokio::test]
     async fn embedded_default_refuses_without_token() {
@@ -133,8 +132,124 @@ mod tests {
     fn upstream_credential_is_redacted() {
         let mut v = Verdict::allow(Reason::Ok);
         v.upstream_authorization = Some("Bearer dapi-secret-value".into());
-        let text = report(&v).to_string();
+        let text = report(&contract::render(&v, 16380)).to_string();
         assert!(!text.contains("dapi-secret-value"), "{text}");
         assert!(text.contains("Bearer <redacted: 24 bytes>"), "{text}");
+    }
+
+    fn identity(sub: &str, groups: &[&str]) -> Arc<Identity> {
+        Arc::new(Identity {
+            issuer: "corp".into(),
+            sub: sub.into(),
+            email: Some("a@example.com".into()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            scopes: vec![],
+            expires_at: 0,
+            claims: Default::default(),
+        })
+    }
+
+    /// The report's variables are the ACK's, value for value, for verdicts the renderer
+    /// changes: identity values it cannot send, a credential that is not header-safe or does
+    /// not fit, a frame too small for the identity, a challenge with control characters.
+    /// (tests/explain_agrees.rs compares the binaries for requests the engine can produce.)
+    #[test]
+    fn report_shows_what_the_ack_carries() {
+        let allowed = |id: Arc<Identity>, ua: Option<&str>| Verdict {
+            identity: Some(id),
+            rule: Some("r".into()),
+            principal: Some("p".into()),
+            upstream_authorization: ua.map(Into::into),
+            ..Verdict::allow(Reason::Ok)
+        };
+        let ok = identity("alice", &["eng", "ml"]);
+        let cases: Vec<(&str, Verdict, u32, u16)> = vec![
+            (
+                "allowed",
+                allowed(ok.clone(), Some("Bearer dapi1")),
+                16380,
+                200,
+            ),
+            (
+                "credential with CR LF",
+                allowed(ok.clone(), Some("Bearer a\r\nX: y")),
+                16380,
+                503,
+            ),
+            (
+                "credential too big for the frame",
+                allowed(ok.clone(), Some(&format!("Bearer {}", "t".repeat(400)))),
+                256,
+                503,
+            ),
+            (
+                "identity too big for the frame",
+                allowed(identity("alice", &["a-long-group-name"; 12]), None),
+                256,
+                500,
+            ),
+            (
+                "sub with a control character",
+                allowed(identity("admin\u{0}", &[]), None),
+                16380,
+                500,
+            ),
+            (
+                "refusal with unfiltered groups and a bad sub",
+                Verdict {
+                    identity: Some(identity("bob\u{1b}", &["ok", "a,b", "bad\n"])),
+                    rule: Some("deny".into()),
+                    ..Verdict::deny(Reason::DeniedByRule)
+                },
+                16380,
+                403,
+            ),
+            (
+                "challenge with control characters",
+                Verdict::unauthorized(
+                    "idgate",
+                    &Rejection::new(Reason::Expired, "token\r\nexpired"),
+                ),
+                16380,
+                401,
+            ),
+        ];
+        for (case, v, mfs, status) in cases {
+            let answer = contract::render(&v, mfs);
+            let r = report(&answer);
+            // What the agent would send, decoded from the ACK's bytes.
+            let mut b = BytesMut::new();
+            frame::encode_ack(&mut b, 1, 1, &answer.actions());
+            let mut body = b.freeze().slice(4..);
+            frame::Header::decode(&mut body).unwrap();
+            let acked = frame::decode_actions(body).unwrap();
+            let vars = r["variables"].as_object().unwrap();
+            assert_eq!(vars.len(), acked.len(), "{case}: {r}");
+            for a in acked {
+                let Action::SetVar { name, value, .. } = a else {
+                    panic!()
+                };
+                let name = std::str::from_utf8(&name).unwrap();
+                let shown = &vars[name];
+                match value {
+                    TypedData::Bool(b) => assert_eq!(shown, &json!(b), "{case}: {name}"),
+                    TypedData::Int64(i) => assert_eq!(shown, &json!(i), "{case}: {name}"),
+                    TypedData::String(s) if name == "upstream_authorization" => assert_eq!(
+                        shown,
+                        &json!(format!("Bearer <redacted: {} bytes>", s.len())),
+                        "{case}"
+                    ),
+                    TypedData::String(s) => {
+                        assert_eq!(shown, &json!(std::str::from_utf8(&s).unwrap()), "{case}")
+                    }
+                    other => panic!("{case}: {name} = {other:?}"),
+                }
+            }
+            assert_eq!(r["status"], json!(status), "{case}: {r}");
+            assert_eq!(r["variables"]["status"], json!(status), "{case}");
+            let decision = if status == 200 { "allow" } else { "deny" };
+            assert_eq!(r["decision"], json!(decision), "{case}");
+            assert_eq!(r["variables"]["allow"], json!(status == 200), "{case}");
+        }
     }
 }

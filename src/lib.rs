@@ -1,9 +1,10 @@
 //! idgate: an identity-aware HAProxy SPOE agent.
 //!
-//! Data flows: bytes from HAProxy -> [`spop`] (sans-IO protocol core) -> [`server`] (tokio shell)
-//! -> [`authorize`] (SPOE message <-> [`decision`] types) -> [`engine`] (token extraction,
-//! [`auth`] validation, [`policy`] evaluation, [`upstream`] credentials) -> a [`decision::Verdict`]
-//! -> SPOP ACK actions.
+//! Data flows down, once per NOTIFY: bytes from HAProxy -> [`spop`] (sans-IO protocol core, run
+//! by the [`server`] shell) decodes the NOTIFY -> [`contract`] maps its `authorize` message to a
+//! [`decision::AuthzRequest`] -> [`engine`] decides (token extraction, [`auth`] validation,
+//! [`policy`] evaluation, [`upstream`] credentials) -> [`contract`] renders the
+//! [`decision::Verdict`] as the contract's variables -> [`spop`] encodes the ACK.
 //!
 //! | module | role |
 //! |---|---|
@@ -11,9 +12,10 @@
 //! | [`server`] | listener, per-connection task, pipelined NOTIFY processing, graceful drain |
 //! | [`shutdown`] | the drain signal fanned out to connection tasks |
 //! | [`signal`] | SIGTERM/SIGINT |
-//! | [`authorize`] | maps the `authorize` message to an [`decision::AuthzRequest`] and a verdict to ACK actions |
+//! | [`contract`] | what HAProxy sees: the `authorize` message as a request, a verdict as variables (one entry per NOTIFY: [`contract::answer`]) |
 //! | [`decision`] | request, identity, verdict and reason-code types shared by everything |
 //! | [`engine`] | the decision pipeline and the hot-swappable state |
+//! | [`explain`] | `idgate explain`: one decision, rendered like the agent's ACK, as JSON |
 //! | [`auth`] | OIDC issuers, JWKS lifecycle, JWT validation, validated-token cache |
 //! | [`policy`] | first-match rule evaluation |
 //! | [`upstream`] | Databricks credential broker |
@@ -25,8 +27,8 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod authorize;
 pub mod config;
+pub mod contract;
 pub mod decision;
 pub mod engine;
 pub mod explain;

@@ -4,10 +4,11 @@
 //!   `unix:` address; see "Unix socket" below), accepted with a large backlog. The number of
 //!   open connections is capped by `spop.max_connections` with eviction (below); backs off
 //!   on accept errors, and on shutdown stops accepting and drains (below).
-//! * **Connection task**: reads into the sans-IO [`Connection`], runs each NOTIFY's decision,
-//!   writes complete frames with one `write_all` per batch, and enforces the HELLO and idle
-//!   timeouts (a peer that sends half a frame and stalls is dropped with AGENT-DISCONNECT 2).
-//!   The frame handling is the same over TCP and over a Unix socket.
+//! * **Connection task**: reads into the sans-IO [`Connection`], answers each NOTIFY through
+//!   [`contract::answer`] (request, decision, variables: this shell never names a variable),
+//!   queues the ACK it returns, writes complete frames with one `write_all` per batch, and
+//!   enforces the HELLO and idle timeouts (a peer that sends half a frame and stalls is dropped
+//!   with AGENT-DISCONNECT 2). The frame handling is the same over TCP and over a Unix socket.
 //!
 //! **Connection limit and eviction.** A local client that opens connections and leaves them
 //! idle must not lock HAProxy out (HAProxy opens new agent connections at any time, and its
@@ -64,7 +65,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -80,15 +80,14 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tracing::{debug, error, info, warn};
 
-use crate::authorize;
 use crate::config::{ListenAddr, SocketPerms, SpopConfig};
-use crate::decision::{Authorizer, Reason, Verdict};
+use crate::contract;
+use crate::decision::Authorizer;
 use crate::metrics::metrics;
 use crate::shutdown::{Drain, DrainWatch};
-use crate::spop::frame::{self, Action, Scope};
+use crate::spop::frame;
 use crate::spop::{
-    AckError, CloseReason, ConnConfig, Connection, Event, FrameType, Notify, ProtocolError, Status,
-    TypedData,
+    AckError, CloseReason, ConnConfig, Connection, Event, FrameType, ProtocolError, Status,
 };
 
 /// First pause after a failed `accept` (EMFILE and friends); doubled up to
@@ -883,42 +882,16 @@ fn flush_frame_counts(conn: &mut Connection) {
     }
 }
 
-/// Run one NOTIFY's decision. A panicking authorizer still yields an answer (500
-/// `internal_error`), so the NOTIFY still gets its ACK.
-async fn decide<A: Authorizer>(authorizer: &A, n: Notify) -> (u64, u64, Verdict) {
-    let req = authorize::request_from_messages(&n.messages);
-    drop(n.messages);
-    let verdict = AssertUnwindSafe(authorizer.authorize(req))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
-            error!("authorizer panicked; answering internal_error");
-            Verdict::deny(Reason::InternalError)
-        });
-    (n.stream_id, n.frame_id, verdict)
-}
-
-/// Queue the ACK for a finished decision.
-fn ack(conn: &mut Connection, stream_id: u64, frame_id: u64, verdict: &Verdict) {
-    let Some(mfs) = conn.max_frame_size() else {
-        return; // closed meanwhile: the ACK is moot
-    };
-    let actions = authorize::verdict_actions(verdict, stream_id, frame_id, mfs);
-    match conn.send_ack(stream_id, frame_id, &actions) {
+/// Queue a NOTIFY's ACK. The contract layer fits every ACK into the negotiated max-frame-size
+/// whatever its ids, so `TooBig` means a bug there: the NOTIFY cannot be answered, and the
+/// connection is closed so that HAProxy does not wait for the ACK (it treats the NOTIFY as
+/// failed, and the shipped configuration denies).
+fn send_ack(conn: &mut Connection, ack: &contract::Ack) {
+    match conn.send_ack(ack.stream_id, ack.frame_id, &ack.actions()) {
         Ok(()) | Err(AckError::NotOpen) => {}
         Err(e @ AckError::TooBig { .. }) => {
-            // verdict_actions fits the frame, so this is a bug; still answer.
-            error!("{e}; answering internal_error");
-            let fallback = [
-                Action::set(Scope::Txn, authorize::var::ALLOW, TypedData::Bool(false)),
-                Action::set(Scope::Txn, authorize::var::STATUS, TypedData::Int64(500)),
-                Action::set(
-                    Scope::Txn,
-                    authorize::var::REASON,
-                    TypedData::static_str(Reason::InternalError.as_str()),
-                ),
-            ];
-            let _ = conn.send_ack(stream_id, frame_id, &fallback);
+            error!("{e}: the ACK cannot be sent; closing the connection");
+            conn.close(Status::Unknown, "internal error: ACK too big");
         }
     }
 }
@@ -960,6 +933,8 @@ async fn run_connection<A: Authorizer, S: SpopStream>(
         max_frame_size: limits.max_frame_size,
     });
     let mut inflight = FuturesUnordered::new();
+    // The negotiated size (set by the HELLO, which comes before any NOTIFY).
+    let mut max_frame_size = limits.max_frame_size;
     let mut closing = drain.deadline().map(|d| (d, Closing::Drain));
     let idle = tokio::time::sleep(limits.hello_timeout);
     tokio::pin!(idle);
@@ -981,10 +956,11 @@ async fn run_connection<A: Authorizer, S: SpopStream>(
             match conn.poll_event() {
                 None => break,
                 Some(Event::Ready {
-                    max_frame_size,
+                    max_frame_size: negotiated,
                     pipelining,
                 }) => {
-                    debug!(%peer, max_frame_size, pipelining, "SPOP HELLO done");
+                    debug!(%peer, max_frame_size = negotiated, pipelining, "SPOP HELLO done");
+                    max_frame_size = negotiated;
                     let now = Instant::now();
                     slot.hello_done(now);
                     idle.as_mut().reset(now + limits.idle_timeout);
@@ -993,7 +969,7 @@ async fn run_connection<A: Authorizer, S: SpopStream>(
                     let now = Instant::now();
                     slot.notify_started(now);
                     idle.as_mut().reset(now + limits.idle_timeout);
-                    inflight.push(decide(authorizer, n));
+                    inflight.push(contract::answer(authorizer, n, max_frame_size));
                 }
                 Some(Event::Close(reason)) => {
                     closed = Some(reason);
@@ -1016,12 +992,12 @@ async fn run_connection<A: Authorizer, S: SpopStream>(
         let can_read = closing.is_none() && inflight.len() < limits.max_inflight;
         tokio::select! {
             biased;
-            Some((sid, fid, verdict)) = inflight.next(), if !inflight.is_empty() => {
-                ack(&mut conn, sid, fid, &verdict);
+            Some(ack) = inflight.next(), if !inflight.is_empty() => {
+                send_ack(&mut conn, &ack);
                 let mut done = 1;
                 // Batch every other finished decision into the same write.
-                while let Some(Some((sid, fid, verdict))) = inflight.next().now_or_never() {
-                    ack(&mut conn, sid, fid, &verdict);
+                while let Some(Some(ack)) = inflight.next().now_or_never() {
+                    send_ack(&mut conn, &ack);
                     done += 1;
                 }
                 let now = Instant::now();

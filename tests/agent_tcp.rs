@@ -12,11 +12,15 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
-use idgate::authorize::FoundationAuthorizer;
 use idgate::config::{Dur, SpopConfig};
 use idgate::decision::{Authorizer, AuthzRequest, Reason, Verdict};
 use idgate::spop::frame::{self, decode_actions, decode_disconnect, Action, Arg, Header, Message};
 use idgate::spop::{Status, TypedData};
+
+#[path = "support/foundation.rs"]
+mod foundation;
+
+use foundation::FoundationAuthorizer;
 
 /// Upper bound for any single wait in these tests; nothing should come close.
 const WAIT: Duration = Duration::from_secs(5);

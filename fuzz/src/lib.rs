@@ -14,12 +14,17 @@ use std::sync::{Arc, LazyLock};
 use bytes::{Buf, Bytes, BytesMut};
 
 use idgate::auth::fuzzing::{check_claims, parse, valid_kid, ClaimRules, ClaimSelection};
-use idgate::authorize::{request_from_messages, verdict_actions, FoundationAuthorizer};
 use idgate::config::Config;
+use idgate::contract;
 use idgate::decision::{Identity, Reason};
 use idgate::policy::{normalize_path, Outcome, Policy, RequestView, MAX_PATH_BYTES};
 use idgate::spop::frame::{self, Header};
 use idgate::spop::{CloseReason, ConnConfig, Connection, Event};
+
+#[path = "../../tests/support/foundation.rs"]
+mod foundation;
+
+use foundation::FoundationAuthorizer;
 
 // --- spop_conn ---------------------------------------------------------------------------------
 
@@ -35,7 +40,7 @@ pub struct SpopRun {
 }
 
 /// Arbitrary bytes, in arbitrary chunkings, into the SPOP connection state machine, plus the
-/// `authorize` mapping for every NOTIFY it yields.
+/// contract's answer (request, stand-in decision, variables) for every NOTIFY it yields.
 ///
 /// Input: `[mode] [stream...]`. Bit 0 of `mode` prepends a valid HAPROXY-HELLO (so the fuzzer
 /// reaches NOTIFY parsing without having to discover a HELLO); the other bits seed the chunk
@@ -74,12 +79,10 @@ pub fn spop_conn(data: &[u8]) -> SpopRun {
                 Event::Ready { max_frame_size, .. } => assert!(max_frame_size >= 256),
                 Event::Notify(n) => {
                     notifies += 1;
-                    let req = request_from_messages(&n.messages);
-                    let verdict = authorizer.decide(&req);
                     let mfs = conn.max_frame_size().expect("notify only when ready");
-                    let actions = verdict_actions(&verdict, n.stream_id, n.frame_id, mfs);
-                    conn.send_ack(n.stream_id, n.frame_id, &actions)
-                        .expect("verdict_actions fits the frame");
+                    let ack = ready(contract::answer(&authorizer, n, mfs));
+                    conn.send_ack(ack.stream_id, ack.frame_id, &ack.actions())
+                        .expect("the contract fits every ACK into the frame");
                 }
                 Event::Close(CloseReason::Error(e)) => {
                     let _ = e.status();
@@ -103,6 +106,15 @@ pub fn spop_conn(data: &[u8]) -> SpopRun {
         notifies,
         closed,
         written: check_spop_output(out.freeze()),
+    }
+}
+
+/// Poll once with a no-op waker: the stand-in decision never waits.
+fn ready<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    match std::pin::pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the stand-in decision completes on its first poll"),
     }
 }
 

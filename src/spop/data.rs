@@ -159,6 +159,55 @@ impl TypedData {
     }
 }
 
+/// A TYPED-DATA value to encode, borrowing its string: what an agent sends (the variables of
+/// an ACK). [`TypedData`] is the decoded, owned form; this one is written straight from where
+/// the value lives (a verdict, a static name), without building [`Bytes`] first. Only the
+/// types an agent's variables need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypedValue<'a> {
+    /// BOOL.
+    Bool(bool),
+    /// INT64 (HAProxy reads every integer type as a signed 64-bit sample).
+    Int64(i64),
+    /// STRING.
+    Str(&'a str),
+}
+
+impl TypedValue<'_> {
+    /// Number of bytes [`Self::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        1 + match self {
+            TypedValue::Bool(_) => 0,
+            TypedValue::Int64(v) => varint::encoded_len(*v as u64),
+            TypedValue::Str(s) => bare_len(s.as_bytes()),
+        }
+    }
+
+    /// Append the encoding of this value: the same bytes as the equal [`TypedData`].
+    pub fn encode<B: BufMut>(&self, buf: &mut B) {
+        match self {
+            TypedValue::Bool(b) => buf.put_u8(type_id::BOOL | if *b { FLAG_TRUE } else { 0 }),
+            TypedValue::Int64(v) => {
+                buf.put_u8(type_id::INT64);
+                varint::encode(*v as u64, buf);
+            }
+            TypedValue::Str(s) => {
+                buf.put_u8(type_id::STRING);
+                encode_bare(s.as_bytes(), buf);
+            }
+        }
+    }
+
+    /// The owned [`TypedData`] form (copies a string; tests and tools).
+    pub fn to_typed(&self) -> TypedData {
+        match self {
+            TypedValue::Bool(b) => TypedData::Bool(*b),
+            TypedValue::Int64(v) => TypedData::Int64(*v),
+            TypedValue::Str(s) => TypedData::String(Bytes::copy_from_slice(s.as_bytes())),
+        }
+    }
+}
+
 fn take(buf: &mut Bytes, n: usize) -> Result<Bytes, DecodeError> {
     if buf.len() < n {
         return Err(DecodeError::UnexpectedEnd);
@@ -281,6 +330,28 @@ mod tests {
             assert_eq!(enc(&v), b, "{v:?}");
             assert_eq!(dec(b), Ok(v));
         }
+    }
+
+    #[test]
+    fn typed_values_encode_like_typed_data() {
+        for v in [
+            TypedValue::Bool(true),
+            TypedValue::Bool(false),
+            TypedValue::Int64(0),
+            TypedValue::Int64(-2),
+            TypedValue::Int64(i64::MAX),
+            TypedValue::Str(""),
+            TypedValue::Str("Bearer dapi123"),
+        ] {
+            let mut b = Vec::new();
+            v.encode(&mut b);
+            assert_eq!(b.len(), v.encoded_len(), "{v:?}");
+            assert_eq!(b, enc(&v.to_typed()), "{v:?}");
+        }
+        let long = "x".repeat(300);
+        let mut b = Vec::new();
+        TypedValue::Str(&long).encode(&mut b);
+        assert_eq!(dec(&b), Ok(TypedData::String(long.into())));
     }
 
     /// Only the 0x10 flag carries the BOOL value; other flag bits are ignored, and flags on

@@ -13,7 +13,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::data::{self, decode_bare, encode_bare, encode_kv, KvIter, TypedData};
+use super::data::{self, decode_bare, encode_bare, encode_kv, KvIter, TypedData, TypedValue};
 use super::error::{DecodeError, ProtocolError};
 use super::status::Status;
 use super::varint;
@@ -217,9 +217,8 @@ pub enum Action {
     },
 }
 
-/// Anything that encodes as one ACK action. [`Action`] is the general form; callers with a
-/// fixed set of variables (the `authorize` mapping) can encode borrowed values directly,
-/// without building `Bytes` first.
+/// Anything that encodes as one ACK action: [`Action`] (the general, owned form) and
+/// [`SetVar`] (borrowed name and value, what the agent's ACKs are built from).
 pub trait EncodeAction {
     /// Number of bytes [`Self::encode`] writes.
     fn encoded_len(&self) -> usize;
@@ -227,16 +226,36 @@ pub trait EncodeAction {
     fn encode(&self, buf: &mut BytesMut);
 }
 
-/// Append a set-var action header (`01 03 <scope>`) and the bare variable name; the caller
-/// appends the TYPED-DATA value.
-pub fn put_set_var_head(buf: &mut BytesMut, scope: Scope, name: &[u8]) {
-    buf.put_slice(&[ACTION_SET_VAR, 3, scope as u8]);
-    encode_bare(name, buf);
+/// A set-var action whose name and value are borrowed: encoded straight from where they live,
+/// without building [`Bytes`] first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetVar<'a> {
+    pub scope: Scope,
+    pub name: &'a str,
+    pub value: TypedValue<'a>,
 }
 
-/// Encoded size of a set-var action without its value.
-pub fn set_var_head_len(name: &[u8]) -> usize {
-    3 + data::bare_len(name)
+impl SetVar<'_> {
+    /// The general [`Action`] form (copies; tests and tools).
+    pub fn to_action(&self) -> Action {
+        Action::SetVar {
+            scope: self.scope,
+            name: Bytes::copy_from_slice(self.name.as_bytes()),
+            value: self.value.to_typed(),
+        }
+    }
+}
+
+impl EncodeAction for SetVar<'_> {
+    fn encoded_len(&self) -> usize {
+        3 + data::bare_len(self.name.as_bytes()) + self.value.encoded_len()
+    }
+
+    fn encode(&self, buf: &mut BytesMut) {
+        buf.put_slice(&[ACTION_SET_VAR, 3, self.scope as u8]);
+        encode_bare(self.name.as_bytes(), buf);
+        self.value.encode(buf);
+    }
 }
 
 impl EncodeAction for Action {
@@ -362,6 +381,15 @@ fn put_disconnect(buf: &mut BytesMut, t: FrameType, status: Status, message: &st
 /// AGENT-DISCONNECT with `status-code` (UINT32) and `message` (cut to 255 bytes).
 pub fn encode_agent_disconnect(buf: &mut BytesMut, status: Status, message: &str) {
     put_disconnect(buf, FrameType::AgentDisconnect, status, message);
+}
+
+/// The longest ACK header: type, flags, and stream and frame ids of 10 varint bytes each.
+pub(crate) const MAX_ACK_HEADER_LEN: usize = 5 + 2 * varint::MAX_VARINT_LEN;
+
+/// Bytes left for the actions of an ACK, whatever its stream and frame ids, in a frame of at
+/// most `max_frame_size` bytes: actions that fit this always make an ACK that fits.
+pub(crate) const fn ack_room(max_frame_size: u32) -> usize {
+    (max_frame_size as usize).saturating_sub(MAX_ACK_HEADER_LEN)
 }
 
 /// Body length (without the prefix) of an ACK with these actions.
@@ -505,6 +533,42 @@ mod tests {
         assert!(body.is_empty());
         let mut short = Bytes::from_static(&[3, 0, 0, 0, 1, 0xf0]);
         assert_eq!(Header::decode(&mut short), Err(DecodeError::UnexpectedEnd));
+    }
+
+    #[test]
+    fn set_var_encodes_like_action_and_ack_room_covers_any_ids() {
+        let vars = [
+            SetVar {
+                scope: Scope::Txn,
+                name: "allow",
+                value: TypedValue::Bool(true),
+            },
+            SetVar {
+                scope: Scope::Txn,
+                name: "status",
+                value: TypedValue::Int64(503),
+            },
+            SetVar {
+                scope: Scope::Sess,
+                name: "reason",
+                value: TypedValue::Str("upstream_unavailable"),
+            },
+        ];
+        let actions: Vec<Action> = vars.iter().map(SetVar::to_action).collect();
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        encode_ack(&mut a, 7, 1, &vars);
+        encode_ack(&mut b, 7, 1, &actions);
+        assert_eq!(a, b);
+        assert_eq!(ack_len(7, 1, &vars), ack_len(7, 1, &actions));
+        assert_eq!(decode_actions(a.freeze().slice(4 + 7..)).unwrap(), actions);
+        // The largest header there is; ack_room leaves room for it.
+        assert_eq!(
+            ack_len::<Action>(u64::MAX, u64::MAX, &[]),
+            MAX_ACK_HEADER_LEN
+        );
+        let room = ack_room(256);
+        assert_eq!(room, 256 - MAX_ACK_HEADER_LEN);
+        assert_eq!(ack_room(3), 0);
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! | module | wire element |
 //! |---|---|
 //! | [`varint`] | HAProxy "peers" varints |
-//! | [`data`] | TYPED-DATA, bare strings, KV lists |
-//! | [`frame`] | frame header, NOTIFY messages, ACK actions, HELLO/DISCONNECT encoders |
+//! | [`data`] | TYPED-DATA (decoded, and borrowed values to encode), bare strings, KV lists |
+//! | [`frame`] | frame header, NOTIFY messages, ACK actions (SET-VAR encoding, ACK sizes), HELLO/DISCONNECT encoders |
 //! | [`hello`] | HAPROXY-HELLO parsing and negotiation |
 //! | [`status`] | DISCONNECT status codes |
 //! | [`error`] | decode/protocol errors and their status |
@@ -26,7 +26,7 @@ pub mod status;
 pub mod varint;
 
 pub use conn::{AckError, CloseReason, ConnConfig, Connection, Event, FrameCounts, Notify};
-pub use data::TypedData;
+pub use data::{TypedData, TypedValue};
 pub use error::{DecodeError, ProtocolError};
-pub use frame::{Action, Arg, FrameType, Message, Scope};
+pub use frame::{Action, Arg, FrameType, Message, Scope, SetVar};
 pub use status::Status;

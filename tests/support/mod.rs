@@ -7,6 +7,7 @@
 //! - [`databricks`]: a fake Databricks token endpoint (async; needs a Tokio runtime).
 //! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
+//! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
 //!
 //! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
 //! or server is stopped when its handle is dropped (also when a test panics).
@@ -18,6 +19,7 @@ pub mod agent;
 pub mod auth_kit;
 pub mod databricks;
 pub mod echo;
+pub mod foundation;
 pub mod haproxy;
 pub mod oidc;
 pub mod spop_client;
