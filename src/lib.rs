@@ -13,6 +13,7 @@
 //! | [`signal`] | SIGTERM/SIGINT |
 //! | [`authorize`] | maps the `authorize` message to an [`decision::AuthzRequest`] and a verdict to ACK actions |
 //! | [`decision`] | request, identity, verdict and reason-code types shared by everything |
+//! | [`claim_path`] | how a configured claim name or dotted path finds a claim (tokens, identities, rules) |
 //! | [`engine`] | the decision pipeline and the hot-swappable state |
 //! | [`auth`] | OIDC issuers, JWKS lifecycle, JWT validation, validated-token cache |
 //! | [`policy`] | first-match rule evaluation |
@@ -25,6 +26,7 @@
 
 pub mod auth;
 pub mod authorize;
+pub mod claim_path;
 pub mod config;
 pub mod decision;
 pub mod engine;
