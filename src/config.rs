@@ -838,7 +838,7 @@ impl Config {
             ] {
                 if path
                     .as_deref()
-                    .is_some_and(|c| c.split('.').any(str::is_empty))
+                    .is_some_and(|c| crate::claim_path::ClaimPath::parse(c).is_err())
                 {
                     p.push(Problem::new(
                         format!("{k}.{what}"),

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
+use crate::claim_path::ClaimPath;
+
 /// One `authorize` message, as HAProxy sent it (contract §2). Every field is optional here;
 /// the engine answers `400 bad_request` when `method` or `path` is missing.
 ///
@@ -46,15 +48,11 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Look up a claim by dotted path (`realm_access.roles`).
-    pub fn claim(&self, path: &str) -> Option<&serde_json::Value> {
-        let mut parts = path.split('.');
-        let first = parts.next()?;
-        let mut cur = self.claims.get(first)?;
-        for p in parts {
-            cur = cur.as_object()?.get(p)?;
-        }
-        Some(cur)
+    /// The kept claim at `path`: the top-level claim named by the whole path, else the
+    /// dotted path walked through nested objects ([`ClaimPath`], the rule the policy and the
+    /// issuers' email/groups claims follow too).
+    pub fn claim(&self, path: &ClaimPath) -> Option<&serde_json::Value> {
+        path.lookup(&self.claims)
     }
 }
 
@@ -261,6 +259,34 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len());
+    }
+
+    /// `claim` looks up like the policy and the token's email/groups claims: a top-level claim
+    /// named by the whole path first (it used to walk the dotted path only, so a namespaced
+    /// claim was missed or shadowed by a nested one).
+    #[test]
+    fn claim_tries_the_whole_name_first() {
+        let claims = serde_json::json!({
+            "https://ex.com/roles": ["top"],
+            "https://ex": {"com/roles": ["nested"]},
+            "realm": {"roles": ["r1"]},
+        });
+        let id = Identity {
+            issuer: Arc::from("i"),
+            sub: "s".into(),
+            email: None,
+            groups: Vec::new(),
+            scopes: Vec::new(),
+            expires_at: 0,
+            claims: claims.as_object().unwrap().clone(),
+        };
+        let claim = |p: &str| id.claim(&ClaimPath::parse(p).unwrap()).cloned();
+        assert_eq!(
+            claim("https://ex.com/roles"),
+            Some(serde_json::json!(["top"]))
+        );
+        assert_eq!(claim("realm.roles"), Some(serde_json::json!(["r1"])));
+        assert_eq!(claim("realm.x"), None);
     }
 
     #[test]

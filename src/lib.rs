@@ -14,6 +14,7 @@
 //! | [`signal`] | SIGTERM/SIGINT |
 //! | [`contract`] | what HAProxy sees: the `authorize` message as a request, a verdict as variables (one entry per NOTIFY: [`contract::answer`]) |
 //! | [`decision`] | request, identity, verdict and reason-code types shared by everything |
+//! | [`claim_path`] | how a configured claim name or dotted path finds a claim (tokens, identities, rules) |
 //! | [`engine`] | the decision pipeline and the hot-swappable state |
 //! | [`explain`] | `idgate explain`: one decision, rendered like the agent's ACK, as JSON |
 //! | [`auth`] | OIDC issuers, JWKS lifecycle, JWT validation, validated-token cache |
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod claim_path;
 pub mod config;
 pub mod contract;
 pub mod decision;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use idgate::auth::fuzzing::{check_claims, parse, ClaimRules, ClaimSelection};
+use idgate::claim_path::ClaimPath;
 use idgate::decision::Identity;
 
 #[global_allocator]
@@ -38,8 +39,8 @@ fn rules() -> ClaimRules {
         audiences: HashSet::from(["gw".to_string()]),
         leeway: 30,
         max_lifetime: 3600,
-        email_claim: "email".into(),
-        groups_claim: "realm_access.roles".into(),
+        email_claim: ClaimPath::parse("email").unwrap(),
+        groups_claim: ClaimPath::parse("realm_access.roles").unwrap(),
     }
 }
 
@@ -58,9 +59,9 @@ fn typed_bytes(id: &Identity) -> usize {
 fn identities_hold_only_what_they_use() {
     let raw = token();
     let rules = rules();
-    let paths = ["email", "realm_access.roles"];
+    let paths = [&rules.email_claim, &rules.groups_claim];
     let plain = ClaimSelection::new(paths, []);
-    let tenant = ClaimSelection::new(paths, ["tenant"]);
+    let tenant = ClaimSelection::new(paths, &[ClaimPath::parse("tenant").unwrap()]);
     let _profiler = dhat::Profiler::builder()
         .testing()
         .file_name(std::env::temp_dir().join(format!("idgate-id-dhat-{}.json", std::process::id())))

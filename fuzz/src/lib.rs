@@ -14,6 +14,7 @@ use std::sync::{Arc, LazyLock};
 use bytes::{Buf, Bytes, BytesMut};
 
 use idgate::auth::fuzzing::{check_claims, parse, valid_kid, ClaimRules, ClaimSelection};
+use idgate::claim_path::ClaimPath;
 use idgate::config::Config;
 use idgate::contract;
 use idgate::decision::{Identity, Reason};
@@ -157,17 +158,21 @@ static CLAIM_RULES: LazyLock<ClaimRules> = LazyLock::new(|| ClaimRules {
     audiences: HashSet::from(["databricks-gateway".to_string()]),
     leeway: LEEWAY,
     max_lifetime: 86_400,
-    email_claim: "email".into(),
-    groups_claim: "realm_access.roles".into(),
+    email_claim: claim_path("email"),
+    groups_claim: claim_path("realm_access.roles"),
 });
 
 /// What an authenticator with `CLAIM_RULES` and rules reading `tenant` and `aud` keeps.
 static SELECTION: LazyLock<ClaimSelection> = LazyLock::new(|| {
     ClaimSelection::new(
-        [&*CLAIM_RULES.email_claim, &*CLAIM_RULES.groups_claim],
-        ["tenant", "aud"],
+        [&CLAIM_RULES.email_claim, &CLAIM_RULES.groups_claim],
+        &[claim_path("tenant"), claim_path("aud")],
     )
 });
+
+fn claim_path(p: &str) -> ClaimPath {
+    ClaimPath::parse(p).expect("a valid claim path")
+}
 
 fn b64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -184,7 +189,7 @@ fn b64url(data: &[u8]) -> String {
     out
 }
 
-/// The JWT structure / header / claims parser (`auth::token::parse`) and the claim checks
+/// The JWT structure / header / claims parser (`auth::jose::parse`) and the claim checks
 /// (`check_claims`) on arbitrary UTF-8, without signature verification (that is AWS-LC's job
 /// and needs keys). Returns whether the claims were accepted.
 ///

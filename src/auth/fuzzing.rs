@@ -1,10 +1,10 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (not an API: hidden from the docs, may
 //! change at any time).
 //!
-//! The token parser is private to [`crate::auth`] because nothing outside it should parse an
+//! The JOSE core is private to [`crate::auth`] because nothing outside it should parse an
 //! unverified token. The fuzz crate is outside, so it reaches the parser through these
-//! re-exports instead of widening `token`'s visibility for everyone.
+//! re-exports instead of widening `jose`'s visibility for everyone.
 
-pub use super::token::{
+pub use super::jose::{
     check_claims, parse, valid_kid, ClaimRules, ClaimSelection, Claims, Header, Parsed,
 };

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::token::{algorithm_from_name, valid_kid};
+use super::jose::{algorithm_from_name, valid_kid};
 
 /// Most keys we take from one JWKS. Real IdPs publish 1-5; a document with hundreds is a bug or
 /// an attack on our memory and our per-token key search.

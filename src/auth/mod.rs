@@ -39,7 +39,7 @@
 //! `sub`, and it ignores `crit` and `iat`. The one thing its typed `Header` refused that we did
 //! not is kept as the `x5t`/`url`/`nonce` row, so no token accepted now was refused before.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,34 +48,34 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Algorithm;
 use tokio::task::AbortHandle;
 
+use crate::claim_path::ClaimPath;
 use crate::config::{Config, IssuerConfig, Problem};
 use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
 
 mod cache;
 mod identity;
+mod jose;
 mod jwks;
 mod keystore;
-mod token;
 
 #[doc(hidden)]
 pub mod fuzzing;
 
 pub use cache::{token_key, unix_now, TokenKey};
 pub use identity::{
-    check_identity, check_principal, identity_problem, identity_safe, is_invisible, Unsafe,
-    GROUPS_CAP, IDENTITY_CAP,
+    check_principal, identity_problem, identity_safe, is_invisible, Unsafe, GROUPS_CAP,
+    IDENTITY_CAP,
 };
 pub use keystore::IssuerStatus;
-pub use token::{typ_matches, MAX_KID_BYTES};
 
+use jose::ClaimRules;
 use jwks::{Selection, VerifyKey};
 use keystore::KeyStore;
-use token::ClaimRules;
 
 /// Default claim holding the caller's email when `email_claim` is not set.
-pub const DEFAULT_EMAIL_CLAIM: &str = "email";
+pub(crate) const DEFAULT_EMAIL_CLAIM: &str = "email";
 /// Default claim holding the caller's groups when `groups_claim` is not set.
-pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
+pub(crate) const DEFAULT_GROUPS_CLAIM: &str = "groups";
 
 /// Install aws-lc-rs as `jsonwebtoken`'s process-wide crypto provider. Call once at startup
 /// (and in tests). Installing explicitly turns a feature-unification accident (both or neither
@@ -151,34 +151,33 @@ fn has_ascii_whitespace(bytes: &[u8]) -> bool {
         .fold(false, |found, b| found | b.is_ascii_whitespace())
 }
 
-/// The top-level claim names the rules can read from an [`Identity`]'s `claims`: the keys of
-/// every rule's `claims` conditions and the path of every `principal = "claim:<path>"`. For a
-/// dotted path both the whole path (a namespaced top-level claim such as
-/// `https://example.com/roles`) and its first segment (a nested lookup such as
-/// `realm_access.roles`) are kept, as the policy tries both.
+/// The claim paths the rules read from an [`Identity`]'s `claims`: the keys of every rule's
+/// `claims` conditions and the path of every `principal = "claim:<path>"`. The identity keeps
+/// the top-level claims these paths can read ([`ClaimPath::top_level_names`]: for a dotted path
+/// both the whole path, a namespaced top-level claim such as `https://example.com/roles`, and
+/// its first segment, a nested lookup such as `realm_access.roles`).
 ///
 /// Everything else the rules need (`sub`, email, groups, scopes, `exp`) has its own typed field,
 /// so the other claims are dropped when an identity is built: the validated-token cache holds
 /// up to `auth.token_cache_size` identities, and the full claim map was more than half of
 /// each one (about 1.2 KB of a 2.2 KB entry for a typical access token; 100k cached identities
 /// took 226 MB of RSS with it and 105 MB without, measured with benches/e2e/agent.sh).
-fn claims_read_by_rules(cfg: &Config) -> BTreeSet<String> {
-    let mut kept = BTreeSet::new();
-    let paths = cfg.rules.iter().flat_map(|r| {
-        let conditions = r.claims.iter().flat_map(|c| c.keys().map(String::as_str));
-        let principal = r
-            .principal
-            .as_deref()
-            .and_then(|p| p.strip_prefix("claim:"));
-        conditions.chain(principal)
-    });
-    for path in paths {
-        kept.insert(path.to_string());
-        if let Some((first, _)) = path.split_once('.') {
-            kept.insert(first.to_string());
-        }
-    }
-    kept
+///
+/// A path that does not parse is left out: the policy refuses it, and with it the whole
+/// configuration.
+fn claims_read_by_rules(cfg: &Config) -> Vec<ClaimPath> {
+    cfg.rules
+        .iter()
+        .flat_map(|r| {
+            let conditions = r.claims.iter().flat_map(|c| c.keys().map(String::as_str));
+            let principal = r
+                .principal
+                .as_deref()
+                .and_then(|p| p.strip_prefix("claim:"));
+            conditions.chain(principal)
+        })
+        .filter_map(|p| ClaimPath::parse(p).ok())
+        .collect()
 }
 
 /// One configured issuer: its rules and its (possibly shared) key store.
@@ -210,7 +209,7 @@ impl Issuer {
         let mut problems = Vec::new();
         let mut algorithms = Vec::new();
         for (j, a) in cfg.algorithms.iter().enumerate() {
-            match token::algorithm_from_name(a) {
+            match jose::algorithm_from_name(a) {
                 Some(alg) => algorithms.push(alg),
                 None => problems.push(Problem::new(
                     format!("{key}.algorithms[{j}]"),
@@ -221,6 +220,19 @@ impl Issuer {
         if cfg.audiences.is_empty() {
             problems.push(Problem::new(format!("{key}.audiences"), "required"));
         }
+        let mut claim_path = |what: &str, path: &Option<String>, default: &str| {
+            let path = path.as_deref().unwrap_or(default);
+            ClaimPath::parse(path)
+                .map_err(|_| {
+                    problems.push(Problem::new(
+                        format!("{key}.{what}"),
+                        "must be a claim name or a dotted path without empty segments",
+                    ))
+                })
+                .ok()
+        };
+        let email_claim = claim_path("email_claim", &cfg.email_claim, DEFAULT_EMAIL_CLAIM);
+        let groups_claim = claim_path("groups_claim", &cfg.groups_claim, DEFAULT_GROUPS_CLAIM);
         let store = match KeyStore::new(cfg, http) {
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {
@@ -228,7 +240,9 @@ impl Issuer {
                 None
             }
         };
-        let (Some(store), true) = (store, problems.is_empty()) else {
+        let (Some(store), Some(email_claim), Some(groups_claim), true) =
+            (store, email_claim, groups_claim, problems.is_empty())
+        else {
             return Err(problems);
         };
         let leeway = cfg.leeway.0.as_secs();
@@ -243,14 +257,8 @@ impl Issuer {
                 audiences: cfg.audiences.iter().cloned().collect(),
                 leeway,
                 max_lifetime: cfg.max_token_lifetime.0.as_secs(),
-                email_claim: cfg
-                    .email_claim
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_EMAIL_CLAIM.into()),
-                groups_claim: cfg
-                    .groups_claim
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.into()),
+                email_claim,
+                groups_claim,
             },
             cfg: cfg.clone(),
             algorithms,
@@ -262,25 +270,12 @@ impl Issuer {
     async fn validate(
         &self,
         raw: &str,
-        parsed: &token::Parsed,
-        claims: &token::Claims<'_>,
+        parsed: &jose::Parsed,
+        claims: &jose::Claims<'_>,
         now: u64,
     ) -> Result<Identity, Rejection> {
         let h = &parsed.header;
-        if !self.algorithms.contains(&h.alg) {
-            return Err(Rejection::new(
-                Reason::AlgNotAllowed,
-                "signature algorithm not allowed for this issuer",
-            ));
-        }
-        if let Some(t) = &h.typ {
-            if !self.cfg.allowed_typ.iter().any(|a| typ_matches(t, a)) {
-                return Err(Rejection::new(
-                    Reason::UnsupportedToken,
-                    "token type (typ) not accepted",
-                ));
-            }
-        }
+        h.check_issuer(&self.algorithms, &self.cfg.allowed_typ)?;
         let key = self.select_key(h.kid.as_deref(), h.alg).await?;
         // `select_key` only returns keys that accept `alg`; checked again here because this is
         // the line that keeps an RSA key from ever verifying an HS*/ES* token (RFC 8725 §3.1).
@@ -294,7 +289,7 @@ impl Issuer {
         // re-serialisation), with the algorithm we allow-listed, never one jsonwebtoken picks.
         let (signing_input, signature) = parsed.signing_input_and_signature(raw);
         match jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.key, h.alg) {
-            Ok(true) => token::check_claims(&self.rules, claims, now),
+            Ok(true) => jose::check_claims(&self.rules, claims, now),
             Ok(false) => Err(Rejection::new(Reason::BadSignature, "invalid signature")),
             Err(e) => Err(map_jwt_error(e.kind())),
         }
@@ -375,7 +370,7 @@ pub struct Authenticator {
     max_token_bytes: usize,
     /// What the payload parser keeps: every issuer's email/groups claim, and the claims an
     /// [`Identity`] keeps because rules read them (see [`claims_read_by_rules`]).
-    selection: token::ClaimSelection,
+    selection: jose::ClaimSelection,
 }
 
 impl fmt::Debug for Authenticator {
@@ -440,11 +435,11 @@ impl Authenticator {
             return Err(problems);
         }
         let a = &cfg.auth;
-        let selection = token::ClaimSelection::new(
+        let selection = jose::ClaimSelection::new(
             issuers
                 .iter()
-                .flat_map(|i| [&*i.rules.email_claim, &*i.rules.groups_claim]),
-            claims_read_by_rules(cfg).iter().map(String::as_str),
+                .flat_map(|i| [&i.rules.email_claim, &i.rules.groups_claim]),
+            &claims_read_by_rules(cfg),
         );
         let cache = match previous {
             // Cached identities hold only the claims the old rules read: a reload whose rules
@@ -502,7 +497,7 @@ impl Authenticator {
     }
 
     async fn validate(&self, token: &str, now: u64) -> Result<Identity, Rejection> {
-        let parsed = token::parse(token, self.max_token_bytes)?;
+        let parsed = jose::parse(token, self.max_token_bytes)?;
         let claims = parsed.claims(&self.selection)?;
         let Some(iss) = claims.iss() else {
             return Err(Rejection::new(
@@ -641,9 +636,10 @@ principal = "email"
             "t",
         )
         .unwrap();
-        let kept: Vec<_> = claims_read_by_rules(&cfg).into_iter().collect();
+        let read = claims_read_by_rules(&cfg);
+        let selection = jose::ClaimSelection::new([], &read);
         assert_eq!(
-            kept,
+            selection.kept(),
             [
                 "email_verified",
                 "https://example",

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use crate::claim_path::{ClaimPath, ClaimPathError};
 use crate::config::OneOrMany;
 use crate::decision::Identity;
 
@@ -263,48 +264,16 @@ impl ClaimValue {
     }
 }
 
-/// A dotted claim path, pre-split.
-#[derive(Debug, Clone)]
-pub(crate) struct ClaimPath {
-    full: Box<str>,
-    segs: Box<[Box<str>]>,
-}
-
-impl ClaimPath {
-    pub(crate) fn parse(p: &str) -> Result<ClaimPath, String> {
-        if p.is_empty() {
-            return Err("empty claim path".into());
-        }
-        if p.chars().any(char::is_control) {
-            return Err(format!("{p:?} contains a control character"));
-        }
-        if p.split('.').any(str::is_empty) {
-            return Err(format!(
-                "{p:?}: empty segment in dotted claim path (leading, trailing or double dot)"
-            ));
-        }
-        Ok(ClaimPath {
-            full: p.into(),
-            segs: p.split('.').map(Box::from).collect(),
-        })
+/// A rule's claim path (`claims` key, `principal = "claim:<path>"`): a [`ClaimPath`] without
+/// control characters. (The issuers' `email_claim` / `groups_claim` are not checked for them.)
+fn parse_claim_path(p: &str) -> Result<ClaimPath, String> {
+    if p.chars().any(char::is_control) {
+        return Err(format!("{p:?} contains a control character"));
     }
-
-    /// The claim at this path. A top-level claim whose name is the whole path wins (so
-    /// namespaced claims such as `https://example.com/roles` work); otherwise the path is
-    /// walked through nested objects (`realm_access.roles`).
-    pub(crate) fn lookup<'v>(&self, id: &'v Identity) -> Option<&'v Value> {
-        if let Some(v) = id.claims.get(&*self.full) {
-            return Some(v);
-        }
-        if self.segs.len() < 2 {
-            return None;
-        }
-        let mut cur = id.claims.get(&*self.segs[0])?;
-        for s in &self.segs[1..] {
-            cur = cur.as_object()?.get(&**s)?;
-        }
-        Some(cur)
-    }
+    ClaimPath::parse(p).map_err(|e| match e {
+        ClaimPathError::Empty => e.to_string(),
+        ClaimPathError::EmptySegment => format!("{p:?}: {e}"),
+    })
 }
 
 /// `claims."path" = value | [values]`: the claim (or, when it is an array, any element of it)
@@ -317,7 +286,7 @@ pub(crate) struct ClaimCond {
 
 impl ClaimCond {
     pub(crate) fn compile(path: &str, values: &OneOrMany) -> Result<ClaimCond, String> {
-        let path = ClaimPath::parse(path)?;
+        let path = parse_claim_path(path)?;
         let raw: &[toml::Value] = match values {
             OneOrMany::One(toml::Value::Array(a)) => a,
             OneOrMany::One(v) => std::slice::from_ref(v),
@@ -334,7 +303,7 @@ impl ClaimCond {
     }
 
     pub(crate) fn matches(&self, id: &Identity) -> bool {
-        let Some(v) = self.path.lookup(id) else {
+        let Some(v) = id.claim(&self.path) else {
             return false;
         };
         match v {
@@ -364,7 +333,7 @@ impl Principal {
             "sub" => Ok(Principal::Sub),
             _ => {
                 if let Some(p) = s.strip_prefix("claim:") {
-                    return ClaimPath::parse(p).map(Principal::Claim);
+                    return parse_claim_path(p).map(Principal::Claim);
                 }
                 if let Some(v) = s.strip_prefix("static:") {
                     if v.is_empty() {
@@ -401,7 +370,7 @@ impl Principal {
             }
             Principal::Email => id.email.as_deref().is_some_and(|e| !e.is_empty()),
             Principal::Sub => !id.sub.is_empty(),
-            Principal::Claim(p) => p.lookup(id).is_some_and(scalar_str_nonempty),
+            Principal::Claim(p) => id.claim(p).is_some_and(scalar_str_nonempty),
             Principal::Static(_) => true,
         }
     }
@@ -423,7 +392,7 @@ impl Principal {
                 .map(str::to_string),
             Principal::Email => id.email.clone().filter(|e| !e.is_empty()),
             Principal::Sub => Some(id.sub.clone()).filter(|s| !s.is_empty()),
-            Principal::Claim(p) => p.lookup(id).and_then(scalar_to_string),
+            Principal::Claim(p) => id.claim(p).and_then(scalar_to_string),
             Principal::Static(_) => unreachable!("handled above"),
         }
     }
@@ -551,6 +520,56 @@ mod tests {
         assert!(ClaimValue::Str("a".into()).matches(&n("\"a\"")));
         assert!(!ClaimValue::Str("a".into()).matches(&n("\"A\"")));
         assert!(!ClaimValue::Str("a".into()).matches(&n("null")));
+    }
+
+    /// Rule `claims` conditions and `claim:` principals find claims like every other reader
+    /// (`claim_path::lookup_cases`): a whole-name top-level claim first, then the dotted path.
+    #[test]
+    fn rules_read_claims_by_the_shared_table() {
+        use std::sync::Arc;
+        for (claims, path, want) in crate::claim_path::lookup_cases() {
+            let id = Identity {
+                issuer: Arc::from("i"),
+                sub: "s".into(),
+                email: None,
+                groups: Vec::new(),
+                scopes: Vec::new(),
+                expires_at: 0,
+                claims: claims.as_object().unwrap().clone(),
+            };
+            let cond = |v: toml::Value| {
+                ClaimCond::compile(path, &OneOrMany::One(v))
+                    .unwrap()
+                    .matches(&id)
+            };
+            let principal = Principal::parse(&format!("claim:{path}")).unwrap();
+            let resolved = principal.resolve(Some(&id), false);
+            assert_eq!(principal.available(&id), resolved.is_some(), "{path}");
+            match want {
+                None => {
+                    assert!(!cond("x".into()) && !cond(7.into()), "{path} in {claims}");
+                    assert_eq!(resolved, None);
+                }
+                Some(Value::String(s)) => {
+                    assert!(cond(s.as_str().into()), "{path} in {claims}");
+                    assert_eq!(resolved.as_deref(), Some(s.as_str()));
+                }
+                Some(Value::Number(n)) => {
+                    assert!(cond(n.as_i64().unwrap().into()), "{path} in {claims}");
+                    assert_eq!(resolved, Some(n.to_string()));
+                }
+                Some(Value::Array(items)) => {
+                    for it in items {
+                        assert!(cond(it.as_str().unwrap().into()), "{path} in {claims}");
+                    }
+                    assert_eq!(resolved, None, "an array is not a principal");
+                }
+                Some(other) => {
+                    assert!(!cond("x".into()), "{path} in {claims}");
+                    assert_eq!(resolved, None, "{other} is not a principal");
+                }
+            }
+        }
     }
 
     #[test]
