@@ -242,6 +242,11 @@ impl Verdict {
 /// the null agent of the benchmarks and test doubles plug in without boxing.
 pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, req: AuthzRequest) -> impl std::future::Future<Output = Verdict> + Send;
+
+    /// Called once per NOTIFY with the verdict HAProxy is actually sent (after the contract
+    /// layer refused an allowed verdict it could not send whole, that refusal) and the time
+    /// from the NOTIFY to the rendered answer: the audit line and the decision metrics.
+    fn record(&self, _req: &AuthzRequest, _sent: &Verdict, _elapsed: std::time::Duration) {}
 }
 
 #[cfg(test)]

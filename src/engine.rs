@@ -324,15 +324,13 @@ fn source_name(path: Option<&std::path::Path>) -> String {
 impl Authorizer for Engine {
     fn authorize(&self, req: AuthzRequest) -> impl std::future::Future<Output = Verdict> + Send {
         let state = self.state.load_full();
-        async move {
-            let started = Instant::now();
-            let verdict = state.decide_at(&req, started).await;
-            let elapsed = started.elapsed();
-            crate::telemetry::audit_decision(&req, &verdict, elapsed);
-            let m = metrics();
-            m.decision_duration.observe(elapsed.as_secs_f64());
-            m.count_decision(verdict.allow, verdict.reason);
-            verdict
-        }
+        async move { state.decide_at(&req, Instant::now()).await }
+    }
+
+    fn record(&self, req: &AuthzRequest, sent: &Verdict, elapsed: Duration) {
+        crate::telemetry::audit_decision(req, sent, elapsed);
+        let m = metrics();
+        m.decision_duration.observe(elapsed.as_secs_f64());
+        m.count_decision(sent.allow, sent.reason);
     }
 }

@@ -129,7 +129,7 @@ fn connections_without_a_hello_are_evicted_first() {
 /// although it is the one idle longest.
 #[test]
 fn a_connection_with_a_notify_in_flight_is_not_evicted() {
-    const HOLD: Duration = Duration::from_secs(3);
+    const HOLD: Duration = Duration::from_secs(5);
     let rt = background_runtime();
     let signer = Signer::ec("k1");
     let idp = rt.block_on(MockIdp::start(&[&signer]));
@@ -204,10 +204,22 @@ fn a_connection_with_a_notify_in_flight_is_not_evicted() {
         }
         other => panic!("the connection with a NOTIFY in flight: {other:?}"),
     }
-    // The evictions after `others` took the oldest of the new connections.
+    // The evictions after `others` took the connection idle longest: the oldest of the new
+    // ones while `slow` was still busy, or `slow` itself if its NOTIFY finished first (its
+    // last activity predates every new connection; on a loaded machine opening the new
+    // connections can outlast HOLD).
     match fresh[0].read_frame() {
         Ok(Frame::Disconnect { status, .. }) => assert_eq!(status, Status::ResourceAllocation),
-        other => panic!("the oldest new connection was not evicted: {other:?}"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match slow.read_frame() {
+            Ok(Frame::Disconnect { status, .. }) => {
+                assert_eq!(status, Status::ResourceAllocation)
+            }
+            other => panic!(
+                "neither the oldest new connection nor the finished slow one was evicted: \
+                 {other:?}"
+            ),
+        },
+        other => panic!("the oldest new connection: {other:?}"),
     }
     let mut last = SpopClient::open(agent.spop);
     assert_eq!(

@@ -7,7 +7,7 @@
 //! gateway's own credential with no user at all, and the rate limit would stop tracking the
 //! caller — nor altered (`"admin\u{0}"` stripped reads as `"admin"`, a different identity). So
 //! the token is refused (`claim_invalid`) instead, with a description naming the claim and the
-//! problem. The renderer ([`crate::authorize`]) keeps its own `header_safe` check and caps as a
+//! problem. The renderer ([`crate::contract`]) keeps its own `header_safe` check and caps as a
 //! second line, and fails closed too.
 
 use crate::decision::{Reason, Rejection};

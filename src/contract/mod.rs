@@ -147,20 +147,36 @@ pub async fn answer<A: Authorizer>(authorizer: &A, notify: Notify, max_frame_siz
         frame_id,
         messages,
     } = notify;
+    let started = std::time::Instant::now();
     let req = request_from_messages(&messages);
     // The request holds slices of the frame: the message list itself is no longer needed.
     drop(messages);
-    let verdict = AssertUnwindSafe(authorizer.authorize(req))
+    // A clone shares the frame's buffer (reference counts only): kept for the record below.
+    let verdict = AssertUnwindSafe(authorizer.authorize(req.clone()))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
             tracing::error!("authorizer panicked; answering internal_error");
             Verdict::deny(Reason::InternalError)
         });
+    let answer = render(verdict, max_frame_size);
+    // Audit and metrics say what HAProxy is told, also when rendering refused an allow.
+    match answer.refused() {
+        None => authorizer.record(&req, answer.verdict(), started.elapsed()),
+        Some(reason) => {
+            let v = answer.verdict();
+            let sent = Verdict {
+                identity: v.identity.clone(),
+                rule: v.rule.clone(),
+                ..Verdict::deny(reason)
+            };
+            authorizer.record(&req, &sent, started.elapsed());
+        }
+    }
     Ack {
         stream_id,
         frame_id,
-        answer: render(verdict, max_frame_size),
+        answer,
     }
 }
 
@@ -218,6 +234,63 @@ mod tests {
                 None => Verdict::deny(Reason::BadRequest),
             }
         }
+    }
+
+    /// Allows with an upstream credential of `len` bytes and records what it is told was sent.
+    struct Recording {
+        len: usize,
+        sent: std::sync::Mutex<Vec<(bool, Reason, Option<String>)>>,
+    }
+
+    impl Authorizer for Recording {
+        async fn authorize(&self, _req: AuthzRequest) -> Verdict {
+            Verdict {
+                rule: Some("r".into()),
+                upstream_authorization: Some(format!("Bearer {}", "x".repeat(self.len)).into()),
+                ..Verdict::allow(Reason::Ok)
+            }
+        }
+
+        fn record(&self, req: &AuthzRequest, sent: &Verdict, _elapsed: std::time::Duration) {
+            assert_eq!(
+                req.path.as_deref(),
+                Some("/p"),
+                "the request reaches the record"
+            );
+            self.sent.lock().unwrap().push((
+                sent.allow,
+                sent.reason,
+                sent.rule.as_deref().map(str::to_owned),
+            ));
+        }
+    }
+
+    #[test]
+    fn the_record_is_what_haproxy_is_sent() {
+        // Fits: recorded as the allow it is.
+        let fits = Recording {
+            len: 100,
+            sent: Default::default(),
+        };
+        let ack = ready(answer(&fits, notify(1, 1, Some("/p")), 16380));
+        assert!(ack.answer.allowed());
+        assert_eq!(
+            *fits.sent.lock().unwrap(),
+            vec![(true, Reason::Ok, Some("r".into()))]
+        );
+        // Too big for the frame: refused at rendering, and recorded as that refusal (the audit
+        // line and the decision metrics must not say "allow" for a request HAProxy denies).
+        let too_big = Recording {
+            len: 1000,
+            sent: Default::default(),
+        };
+        let ack = ready(answer(&too_big, notify(1, 2, Some("/p")), 256));
+        assert!(!ack.answer.allowed());
+        assert_ne!(ack.answer.reason(), Reason::Ok);
+        assert_eq!(
+            *too_big.sent.lock().unwrap(),
+            vec![(false, ack.answer.reason(), Some("r".into()))]
+        );
     }
 
     struct Panics;

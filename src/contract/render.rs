@@ -209,6 +209,11 @@ impl<V: Borrow<Verdict>> Answer<V> {
     }
 
     /// `allow` as sent.
+    /// The reason rendering refused an allowed verdict with (it could not be sent whole).
+    pub fn refused(&self) -> Option<Reason> {
+        self.refused
+    }
+
     pub fn allowed(&self) -> bool {
         self.refused.is_none() && self.verdict().allow
     }
