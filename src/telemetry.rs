@@ -650,6 +650,22 @@ impl RateLimitedLog {
         admission
     }
 
+    /// For callers that put the count in their own line: `Some(lines suppressed since the
+    /// last admitted one)` when a line of `kind` (and `label`, e.g. a status) may be logged
+    /// now, `None` when it is suppressed. No separate summary line is emitted.
+    pub fn allow(&self, kind: &str, label: &str) -> Option<u64> {
+        let key = if label.is_empty() {
+            std::borrow::Cow::Borrowed(kind)
+        } else {
+            std::borrow::Cow::Owned(format!("{kind}/{label}"))
+        };
+        match self.admit_at(&key, Instant::now()) {
+            Admission::Log => Some(0),
+            Admission::LogAfterSuppressed(n) => Some(n),
+            Admission::Suppress => None,
+        }
+    }
+
     /// [`RateLimitedLog::admit`] with an explicit clock and without logging (for tests and for
     /// callers that want to print the summary themselves).
     pub fn admit_at(&self, key: &str, now: Instant) -> Admission {
@@ -930,6 +946,29 @@ mod tests {
         // 'é' is two bytes: a cut inside it moves left.
         let c = cap("ééééé", 6);
         assert_eq!(c, "é...");
+    }
+
+    #[test]
+    fn allow_counts_per_kind_and_label() {
+        let l = RateLimitedLog::new(2, Duration::from_secs(3600));
+        assert_eq!(l.allow("protocol_error", "4"), Some(0));
+        assert_eq!(l.allow("protocol_error", "4"), Some(0));
+        assert_eq!(l.allow("protocol_error", "4"), None);
+        assert_eq!(
+            l.allow("protocol_error", "10"),
+            Some(0),
+            "own bucket per label"
+        );
+        assert_eq!(l.allow("io", ""), Some(0), "own bucket per kind");
+        // The suppressed count arrives with the next admitted line of that key.
+        let t0 = Instant::now();
+        let k = RateLimitedLog::new(1, Duration::from_secs(1));
+        assert_eq!(k.admit_at("k", t0), Admission::Log);
+        assert_eq!(k.admit_at("k", t0), Admission::Suppress);
+        assert_eq!(
+            k.admit_at("k", t0 + Duration::from_secs(1)),
+            Admission::LogAfterSuppressed(1)
+        );
     }
 
     #[test]

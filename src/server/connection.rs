@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, error, info, warn};
 
-use super::log_limit::LOG_LIMIT;
 use super::table::ConnSlot;
+use super::LOG_LIMIT;
 use super::{Limits, Peer, SpopStream};
 use crate::contract;
 use crate::decision::Authorizer;

@@ -56,12 +56,12 @@
 //!
 //! **Logging.** EOF, ECONNRESET and EPIPE are how HAProxy ends connections (3.x closes idle
 //! pooled connections without DISCONNECT; 2.6 closes right after its own DISCONNECT), so they
-//! are debug. Protocol errors and timeouts are logged through a per-kind token bucket,
-//! because HAProxy 2.6 reconnects in a tight loop after a refused HELLO (hundreds of
-//! connections per second): a burst of lines, then one per second with a "suppressed" count.
+//! are debug. Protocol errors and timeouts are logged through the crate's one log limiter
+//! ([`crate::telemetry::RateLimitedLog`], per kind: at most 10 lines a second, the next
+//! admitted line carrying a "suppressed" count), because HAProxy 2.6 reconnects in a tight loop
+//! after a refused HELLO (hundreds of connections per second).
 
 mod connection;
-mod log_limit;
 mod table;
 mod unix;
 
@@ -87,7 +87,11 @@ use crate::spop::frame;
 use crate::spop::Status;
 
 use connection::run_connection;
-use log_limit::LOG_LIMIT;
+/// The shell's recurring events (module docs, "Logging").
+pub(crate) static LOG_LIMIT: std::sync::LazyLock<crate::telemetry::RateLimitedLog> =
+    std::sync::LazyLock::new(|| {
+        crate::telemetry::RateLimitedLog::new(10, std::time::Duration::from_secs(1))
+    });
 use table::{Admission, ConnTable};
 use unix::bind_unix;
 pub use unix::UnixSocketListener;
