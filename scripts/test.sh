@@ -26,10 +26,11 @@ if cargo nextest --version >/dev/null 2>&1; then
     # killed with its children by the slow-test timeout in .config/nextest.toml.
     # Benches are not run here (criterion binaries); .ci/run builds them with `cargo bench
     # --no-run`.
-    cargo nextest run --lib --bins --tests --no-fail-fast "$@"
+    # --features fuzzing: tests/fuzz_seeds.rs runs every fuzz seed and saved crasher.
+    cargo nextest run --lib --bins --tests --features fuzzing --no-fail-fast "$@"
     # nextest does not run doctests.
     cargo test --doc --quiet
 else
-    cargo test --lib --bins --tests --no-fail-fast "$@"
+    cargo test --lib --bins --tests --features fuzzing --no-fail-fast "$@"
     cargo test --doc --quiet
 fi

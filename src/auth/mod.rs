@@ -58,6 +58,11 @@ mod jose;
 mod jwks;
 mod keystore;
 
+/// Internals the fuzz targets drive directly. Compiled only for fuzzing builds (cargo fuzz
+/// sets `--cfg fuzzing`; fuzz/Cargo.toml also enables the `fuzzing` feature) and for the
+/// seed-corpus test (tests/fuzz_seeds.rs, `required-features = ["fuzzing"]`, which
+/// scripts/test.sh enables): never part of the agent.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 
