@@ -29,6 +29,15 @@ use crate::metrics::metrics;
 use crate::policy::{self, Outcome, Policy, RequestView};
 use crate::upstream::{Broker, Caller};
 
+/// Whether a decision obtains the matched rule's upstream credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstreams {
+    /// As the agent does.
+    Fetch,
+    /// Policy only: the token endpoint is not contacted (`idgate explain --policy-only`).
+    Skip,
+}
+
 /// Everything one configuration produces.
 pub struct State {
     pub config: Arc<Config>,
@@ -90,6 +99,18 @@ impl State {
     /// [`State::decide`] with the clock already read (`now`: when the decision started). The
     /// cached upstream credential's freshness check uses it instead of reading the clock again.
     pub async fn decide_at(&self, req: &AuthzRequest, now: Instant) -> Verdict {
+        self.decide_with(req, now, Upstreams::Fetch).await
+    }
+
+    /// [`State::decide_at`], optionally without obtaining upstream credentials
+    /// ([`Upstreams::Skip`], `idgate explain --policy-only`): an allowed request whose rule
+    /// names an upstream is then allowed without `upstream_authorization`.
+    pub async fn decide_with(
+        &self,
+        req: &AuthzRequest,
+        now: Instant,
+        upstreams: Upstreams,
+    ) -> Verdict {
         let (Some(method), Some(raw_path)) = (req.method.as_deref(), req.path.as_deref()) else {
             return Verdict::deny(Reason::BadRequest);
         };
@@ -113,7 +134,7 @@ impl State {
             let mut v = Verdict::allow(Reason::Public);
             v.rule = Some(rule.name.clone());
             v.principal = rule.principal_for(None);
-            if let Some(up) = &rule.upstream {
+            if let (Some(up), Upstreams::Fetch) = (&rule.upstream, upstreams) {
                 // No caller token: the policy compiler refuses a public rule naming a
                 // token_exchange upstream, and the broker refuses such a request regardless.
                 match self
@@ -170,7 +191,7 @@ impl State {
                 (v, Some(rule))
             }
         };
-        if let Some(up) = rule.and_then(|r| r.upstream.as_ref()) {
+        if let (Some(up), Upstreams::Fetch) = (rule.and_then(|r| r.upstream.as_ref()), upstreams) {
             let caller = Caller {
                 token: Some(token),
                 key: Some(&token_key),

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::config::{Config, ConfigError};
 use crate::contract::{self, Answer, Var};
 use crate::decision::{AuthzRequest, Verdict};
-use crate::engine::{Engine, State};
+use crate::engine::{Engine, State, Upstreams};
 use crate::spop::TypedValue;
 
 /// How long explain waits for every issuer's keys before deciding anyway.
@@ -35,6 +35,9 @@ pub struct ExplainRequest {
     pub host: Option<String>,
     pub token: Option<String>,
     pub src: Option<IpAddr>,
+    /// Decide policy only: do not contact upstream token endpoints (the rule's upstream is
+    /// named in the report instead of its credential).
+    pub policy_only: bool,
 }
 
 /// Build the state from `config_path` (or the embedded default), decide, and return the JSON
@@ -50,7 +53,12 @@ pub async fn explain(
     // What the agent offers in its HELLO; HAProxy's default (16380) unless configured.
     let max_frame_size = config.spop.max_frame_size;
     let state = State::build(config, &source, None, Engine::http_client())?;
-    let keys_loaded = state.auth.wait_ready(KEY_WAIT).await;
+    // Wait only for the keys this request needs: none without a token, else those of the
+    // issuer the token names (read unverified, only to pick whose keys to wait for).
+    let keys_loaded = match req.token.as_deref().and_then(unverified_iss) {
+        Some(iss) => state.auth.wait_ready_for(&iss, KEY_WAIT).await,
+        None => true,
+    };
     let authz = AuthzRequest {
         method: Some(ByteString::from(req.method.as_str())),
         path: Some(ByteString::from(req.path.as_str())),
@@ -63,13 +71,48 @@ pub async fn explain(
         src: req.src,
         unique_id: None,
     };
-    let verdict = state.decide(&authz).await;
+    let upstreams = if req.policy_only {
+        Upstreams::Skip
+    } else {
+        Upstreams::Fetch
+    };
+    let verdict = state
+        .decide_with(&authz, std::time::Instant::now(), upstreams)
+        .await;
+    let skipped_upstream = match (req.policy_only, verdict.allow, verdict.rule.as_deref()) {
+        (true, true, Some(name)) => state
+            .policy
+            .rules()
+            .iter()
+            .find(|r| &*r.name == name)
+            .and_then(|r| r.upstream.clone()),
+        _ => None,
+    };
     let answer = contract::render(verdict, max_frame_size);
     let mut report = report(&answer);
+    if let Some(up) = skipped_upstream {
+        report["upstream"] = json!({
+            "name": &*up,
+            "contacted": false,
+            "note": "--policy-only: the agent would add this upstream's credential \
+                     (upstream_authorization) or answer 503 upstream_unavailable",
+        });
+    }
     if !keys_loaded {
         report["warning"] = json!("not every issuer's keys could be loaded; see the log");
     }
     Ok((answer.allowed(), report))
+}
+
+/// The `iss` of a JWT, read without verifying anything (to choose which keys to wait for).
+fn unverified_iss(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// The JSON report of one rendered verdict: decision, status and reason as HAProxy sees them,

@@ -63,6 +63,10 @@ enum Command {
         /// The client address (for `sources` conditions).
         #[arg(long)]
         src: Option<std::net::IpAddr>,
+        /// Decide policy only: do not contact upstream token endpoints (Databricks); an
+        /// allowed rule's upstream is named instead of its credential.
+        #[arg(long)]
+        policy_only: bool,
     },
 }
 
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
             token,
             token_file,
             src,
+            policy_only,
         } => {
             let token = match (token, token_file) {
                 (Some(t), _) => Some(t),
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
                     host,
                     token,
                     src,
+                    policy_only,
                 },
             )
         }

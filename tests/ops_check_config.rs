@@ -664,3 +664,118 @@ fn explain_upper_cases_the_method() {
         describe(&out)
     );
 }
+
+/// explain waits only for the keys a request needs (none without a token, none for a token of
+/// another issuer), and `--policy-only` decides without contacting the token endpoint.
+#[test]
+fn explain_does_not_wait_for_issuers_it_does_not_need_and_can_skip_upstreams() {
+    let rt = background_runtime();
+    let signer = Signer::ec("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: the unreachable IdP and the unreachable token endpoint.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let secret = write(dir.path(), "sp.secret", "s3cret\n");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = write(
+        dir.path(),
+        "idgate.toml",
+        &format!(
+            r#"
+[[issuer]]
+name = "down"
+issuer = "http://{dead}/down"
+jwks_uri = "http://{dead}/jwks"
+audiences = ["api"]
+
+[[issuer]]
+name = "corp"
+issuer = "{iss}"
+jwks_uri = "{jwks}"
+audiences = ["api"]
+
+[[rule]]
+name = "health"
+public = true
+paths = ["/healthz"]
+
+[[rule]]
+name = "serving"
+methods = ["POST"]
+paths = ["/serving-endpoints/*/invocations"]
+groups = ["ml-engineers"]
+upstream = "sp"
+
+[upstream.sp]
+kind = "client_credentials"
+token_url = "http://{dead}/oidc/v1/token"
+client_id = "sp"
+client_secret_file = "{secret}"
+"#,
+            iss = idp.base,
+            jwks = idp.jwks_uri(),
+            secret = secret.display(),
+        ),
+    );
+    let quick = std::time::Duration::from_secs(5); // explain's key wait is 10 s
+    for (what, args) in [
+        (
+            "public path, no token",
+            vec!["--method", "GET", "--path", "/healthz"],
+        ),
+        ("no token", vec!["--method", "GET", "--path", "/api/2.0/x"]),
+    ] {
+        let started = std::time::Instant::now();
+        let (code, r, out) = explain(&config, &args);
+        assert!(
+            started.elapsed() < quick,
+            "{what}: waited {:?} for an issuer it does not need",
+            started.elapsed()
+        );
+        assert!(code.is_some(), "{}", describe(&out));
+        assert!(r.get("warning").is_none(), "{what}: {r:#}");
+    }
+    // A token of the reachable issuer: decided at once, policy only (the token endpoint is
+    // down, so contacting it would answer 503 upstream_unavailable).
+    let token = signer.token(&claims(&idp.base));
+    let started = std::time::Instant::now();
+    let (code, r, out) = explain(
+        &config,
+        &[
+            "--method",
+            "POST",
+            "--path",
+            "/serving-endpoints/churn/invocations",
+            "--token",
+            &token,
+            "--policy-only",
+        ],
+    );
+    assert!(started.elapsed() < quick, "waited {:?}", started.elapsed());
+    assert_eq!(code, Some(0), "{}", describe(&out));
+    assert_eq!(r["decision"], "allow", "{r:#}");
+    assert_eq!(r["rule"], "serving");
+    assert_eq!(r["upstream"]["name"], "sp", "{r:#}");
+    assert_eq!(r["upstream"]["contacted"], false);
+    assert!(
+        r["variables"].get("upstream_authorization").is_none(),
+        "{r:#}"
+    );
+    // Without --policy-only the agent's answer: the token endpoint is down.
+    let (code, r, out) = explain(
+        &config,
+        &[
+            "--method",
+            "POST",
+            "--path",
+            "/serving-endpoints/churn/invocations",
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    assert_eq!(r["reason"], "upstream_unavailable", "{r:#}");
+}

@@ -537,6 +537,17 @@ impl Authenticator {
         self.ready()
     }
 
+    /// Wait (at most `timeout`) only for the keys of the issuer whose `issuer` is `iss`, if one
+    /// is configured; true when those keys are loaded or no issuer matches (nothing to wait
+    /// for). For `idgate explain`, which must not wait for issuers a request does not need.
+    pub async fn wait_ready_for(&self, iss: &str, timeout: Duration) -> bool {
+        let Some(issuer) = self.by_iss.get(iss) else {
+            return true;
+        };
+        let _ = tokio::time::timeout(timeout, issuer.store.wait_loaded()).await;
+        issuer.store.is_loaded()
+    }
+
     /// Per-issuer key status, in configuration order.
     pub fn issuer_status(&self) -> Vec<IssuerStatus> {
         self.issuers.iter().map(|i| i.store.status()).collect()
