@@ -88,8 +88,12 @@ pub async fn explain(
             .and_then(|r| r.upstream.clone()),
         _ => None,
     };
+    let closest = closest_rules(&state, &req, &verdict);
     let answer = contract::render(verdict, max_frame_size);
     let mut report = report(&answer);
+    if !closest.is_empty() {
+        report["closest_rules"] = Value::Array(closest);
+    }
     if let Some(up) = skipped_upstream {
         report["upstream"] = json!({
             "name": &*up,
@@ -102,6 +106,44 @@ pub async fn explain(
         report["warning"] = json!("not every issuer's keys could be loaded; see the log");
     }
     Ok((answer.allowed(), report))
+}
+
+/// For a refusal no rule explains (no match, or no valid token): the rules that came
+/// closest, each with the first condition that failed, e.g. a rule whose `hosts` did not
+/// match because no `--host` was given.
+fn closest_rules(state: &State, req: &ExplainRequest, verdict: &Verdict) -> Vec<Value> {
+    use crate::decision::Reason;
+    let identity = match verdict.reason {
+        Reason::NoMatchingRule => verdict.identity.as_deref(),
+        r if verdict.status == 401 && r != Reason::Ok => None,
+        _ => return Vec::new(),
+    };
+    let options = crate::policy::PathOptions {
+        allow_non_ascii: state.config.paths.allow_non_ascii,
+    };
+    let Ok(path) = crate::policy::normalize_path_with(&req.path, options) else {
+        return Vec::new();
+    };
+    let view = crate::policy::RequestView {
+        method: &req.method,
+        path: &path,
+        host: req.host.as_deref(),
+        src: req.src,
+    };
+    state
+        .policy
+        .closest(&view, identity, 3)
+        .into_iter()
+        .map(|m| {
+            let why = match m.failed {
+                "hosts" if req.host.is_none() => "hosts: no Host given (--host)".to_owned(),
+                "token" => "needs a valid token".to_owned(),
+                f => format!("{f} did not match"),
+            };
+            json!({"rule": &*m.rule, "index": m.index, "failed": m.failed,
+                   "conditions_held": m.passed, "why": why})
+        })
+        .collect()
 }
 
 /// The `iss` of a JWT, read without verifying anything (to choose which keys to wait for).

@@ -779,3 +779,78 @@ client_secret_file = "{secret}"
     assert_eq!(code, Some(1), "{}", describe(&out));
     assert_eq!(r["reason"], "upstream_unavailable", "{r:#}");
 }
+
+/// A refusal names the rules that came closest and the condition each failed.
+#[test]
+fn explain_names_the_closest_rules_and_what_failed() {
+    let rt = background_runtime();
+    let signer = Signer::ec("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "idgate.toml",
+        &format!(
+            r#"
+[[issuer]]
+name = "corp"
+issuer = "{}"
+jwks_uri = "{}"
+audiences = ["api"]
+
+[[rule]]
+name = "serving"
+methods = ["POST"]
+paths = ["/serving-endpoints/*/invocations"]
+hosts = ["dbc.example.com"]
+groups = ["ml-engineers"]
+
+[[rule]]
+name = "admins"
+paths = ["/api/**"]
+groups = ["admins"]
+"#,
+            idp.base,
+            idp.jwks_uri()
+        ),
+    );
+    let token = signer.token(&claims(&idp.base));
+    let serving = [
+        "--method",
+        "POST",
+        "--path",
+        "/serving-endpoints/churn/invocations",
+        "--token",
+        &token,
+    ];
+    // No --host: the serving rule held methods and paths, failed on hosts.
+    let (code, r, out) = explain(&config, &serving);
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    assert_eq!(r["reason"], "no_matching_rule");
+    let first = &r["closest_rules"][0];
+    assert_eq!(first["rule"], "serving", "{r:#}");
+    assert_eq!(first["failed"], "hosts", "{r:#}");
+    assert_eq!(first["conditions_held"], 2, "{r:#}");
+    assert!(first["why"].as_str().unwrap().contains("--host"), "{r:#}");
+    // With the host it matches.
+    let mut with_host = serving.to_vec();
+    with_host.extend(["--host", "dbc.example.com"]);
+    let (code, r, _) = explain(&config, &with_host);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert!(r.get("closest_rules").is_none(), "{r:#}");
+    // The wrong group: the admins rule failed on groups.
+    let (_, r, _) = explain(
+        &config,
+        &["--method", "GET", "--path", "/api/2.0/x", "--token", &token],
+    );
+    let names: Vec<(&str, &str)> = r["closest_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["rule"].as_str().unwrap(), m["failed"].as_str().unwrap()))
+        .collect();
+    assert!(names.contains(&("admins", "groups")), "{r:#}");
+    // No token: identity rules need one.
+    let (_, r, _) = explain(&config, &["--method", "GET", "--path", "/api/2.0/x"]);
+    assert_eq!(r["closest_rules"][0]["failed"], "token", "{r:#}");
+}

@@ -122,73 +122,115 @@ impl Rule {
     }
 
     /// The request-only conditions (shared by public and identity rules).
+    #[inline]
     fn matches_request(&self, req: &Prepared<'_>) -> bool {
+        self.check_request(req).is_ok()
+    }
+
+    #[inline]
+    fn matches_identity(&self, id: &Identity) -> bool {
+        self.check_identity(id).is_ok()
+    }
+
+    /// The request-only conditions, in order; `Err((condition, conditions passed before))`
+    /// names the first that failed (for `explain`).
+    fn check_request(&self, req: &Prepared<'_>) -> Result<u32, (&'static str, u32)> {
         let c = &self.cond;
+        let mut passed = 0;
         if let Some(ms) = &c.methods {
             if !ms.iter().any(|m| **m == *req.method) {
-                return false;
+                return Err(("methods", passed));
             }
+            passed += 1;
         }
         if let Some(paths) = &c.paths {
             if !paths.iter().any(|p| p.matches(&req.path)) {
-                return false;
+                return Err(("paths", passed));
             }
+            passed += 1;
         }
         if let Some(hosts) = &c.hosts {
             if !req.host.is_some_and(|h| hosts.matches(h)) {
-                return false;
+                return Err(("hosts", passed));
             }
+            passed += 1;
         }
         if let Some(nets) = &c.sources {
             if !req.src.is_some_and(|s| cond::source_matches(nets, s)) {
-                return false;
+                return Err(("sources", passed));
             }
+            passed += 1;
         }
-        true
+        Ok(passed)
     }
 
-    fn matches_identity(&self, id: &Identity) -> bool {
+    /// The identity conditions, in order (see [`Rule::check_request`]).
+    fn check_identity(&self, id: &Identity) -> Result<u32, (&'static str, u32)> {
         let c = &self.cond;
+        let mut passed = 0;
         if let Some(s) = &c.issuers {
             if !s.contains(&id.issuer) {
-                return false;
+                return Err(("issuers", passed));
             }
+            passed += 1;
         }
         if let Some(s) = &c.subjects {
             if !s.contains(&id.sub) {
-                return false;
+                return Err(("subjects", passed));
             }
+            passed += 1;
         }
         if let Some(s) = &c.groups {
             if !s.contains_any(id.groups.iter().map(String::as_str)) {
-                return false;
+                return Err(("groups", passed));
             }
+            passed += 1;
         }
         if let Some(s) = &c.scopes {
             if !s.contains_any(id.scopes.iter().map(String::as_str)) {
-                return false;
+                return Err(("scopes", passed));
             }
+            passed += 1;
         }
         if let Some(s) = &c.emails {
             if !id.email.as_deref().is_some_and(|e| s.contains(e)) {
-                return false;
+                return Err(("emails", passed));
             }
+            passed += 1;
         }
         if let Some(d) = &c.email_domains {
             let domain = id.email.as_deref().and_then(|e| e.rsplit_once('@'));
             if !domain.is_some_and(|(_, dom)| d.matches(dom)) {
-                return false;
+                return Err(("email_domains", passed));
             }
+            passed += 1;
         }
         if let Some(claims) = &c.claims {
             if !claims.iter().all(|cc| cc.matches(id)) {
-                return false;
+                return Err(("claims", passed));
             }
+            passed += 1;
         }
         // An allow rule must be able to name its principal (see the module docs). Deny rules
         // never skip for that reason.
-        self.effect == Effect::Deny || self.principal.available(id)
+        if self.effect == Effect::Allow && !self.principal.available(id) {
+            return Err(("principal", passed));
+        }
+        Ok(passed)
     }
+}
+
+/// Why a rule did not match one request (`idgate explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    pub rule: Arc<str>,
+    pub index: usize,
+    /// The first condition that failed: `methods`, `paths`, `hosts`, `sources`, `issuers`,
+    /// `subjects`, `groups`, `scopes`, `emails`, `email_domains`, `claims`, `principal`, or
+    /// `token` (an identity rule and no valid token).
+    pub failed: &'static str,
+    /// How many of the rule's conditions held before it (more: closer).
+    pub passed: u32,
 }
 
 /// A [`RequestView`] prepared once per evaluation, so that no rule repeats the work: the path
@@ -311,6 +353,43 @@ impl Policy {
     /// Every rule, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The rules that came closest to matching a request that matched none (or, with
+    /// `upto`, none before that rule), each with the first condition it failed: at most
+    /// `limit`, most conditions held first, then file order. `id`: the caller's identity,
+    /// `None` without a valid token (identity rules then fail on `token`). For `explain`.
+    pub fn closest(&self, req: &RequestView<'_>, id: Option<&Identity>, limit: usize) -> Vec<Miss> {
+        let req = Prepared::new(req);
+        let mut misses: Vec<Miss> = self
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let miss = |(failed, passed)| Miss {
+                    rule: r.name.clone(),
+                    index: r.index,
+                    failed,
+                    passed,
+                };
+                let request = match r.check_request(&req) {
+                    Ok(n) => n,
+                    Err(e) => return Some(miss(e)),
+                };
+                if r.public {
+                    return None; // matched
+                }
+                match id {
+                    None => Some(miss(("token", request))),
+                    Some(id) => r
+                        .check_identity(id)
+                        .err()
+                        .map(|(f, p)| miss((f, request + p))),
+                }
+            })
+            .collect();
+        misses.sort_by(|a, b| b.passed.cmp(&a.passed).then(a.index.cmp(&b.index)));
+        misses.truncate(limit);
+        misses
     }
 }
 
