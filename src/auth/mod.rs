@@ -48,7 +48,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Algorithm;
 use tokio::task::AbortHandle;
 
-use crate::config::{Config, IssuerConfig, Problem};
+use crate::config::{Config, IssuerConfig};
 use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
 
 mod cache;
@@ -164,14 +164,7 @@ fn has_ascii_whitespace(bytes: &[u8]) -> bool {
 /// took 226 MB of RSS with it and 105 MB without, measured with benches/e2e/agent.sh).
 fn claims_read_by_rules(cfg: &Config) -> BTreeSet<String> {
     let mut kept = BTreeSet::new();
-    let paths = cfg.rules.iter().flat_map(|r| {
-        let conditions = r.claims.iter().flat_map(|c| c.keys().map(String::as_str));
-        let principal = r
-            .principal
-            .as_deref()
-            .and_then(|p| p.strip_prefix("claim:"));
-        conditions.chain(principal)
-    });
+    let paths = cfg.rules.iter().flat_map(|r| r.claim_paths());
     for path in paths {
         kept.insert(path.to_string());
         if let Some((first, _)) = path.split_once('.') {
@@ -201,62 +194,37 @@ impl Drop for Issuer {
 impl Issuer {
     /// `seed`: a previous store of the same key source whose keys this one starts from
     /// ([`KeyStore::seed_from`]).
-    fn new(
-        cfg: &IssuerConfig,
-        http: reqwest::Client,
-        key: &str,
-        seed: Option<&KeyStore>,
-    ) -> Result<Issuer, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut algorithms = Vec::new();
-        for (j, a) in cfg.algorithms.iter().enumerate() {
-            match token::algorithm_from_name(a) {
-                Some(alg) => algorithms.push(alg),
-                None => problems.push(Problem::new(
-                    format!("{key}.algorithms[{j}]"),
-                    format!("{a:?} is not an allowed algorithm"),
-                )),
-            }
-        }
-        if cfg.audiences.is_empty() {
-            problems.push(Problem::new(format!("{key}.audiences"), "required"));
-        }
-        let store = match KeyStore::new(cfg, http) {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                problems.push(Problem::new(format!("{key}.jwks_uri"), e));
-                None
-            }
-        };
-        let (Some(store), true) = (store, problems.is_empty()) else {
-            return Err(problems);
-        };
+    fn new(cfg: &IssuerConfig, http: reqwest::Client, seed: Option<&KeyStore>) -> Issuer {
+        let algorithms = cfg.algorithms.iter().map(|&a| a.into()).collect();
+        let store = Arc::new(KeyStore::new(cfg, http));
         let leeway = cfg.leeway.0.as_secs();
         if let Some(seed) = seed {
             store.seed_from(seed);
         }
         let refresher = store.spawn_refresher();
-        Ok(Issuer {
+        Issuer {
             rules: ClaimRules {
                 name: Arc::from(cfg.name.as_str()),
-                issuer: cfg.issuer.clone(),
+                issuer: cfg.issuer.as_str().to_string(),
                 audiences: cfg.audiences.iter().cloned().collect(),
                 leeway,
                 max_lifetime: cfg.max_token_lifetime.0.as_secs(),
                 email_claim: cfg
                     .email_claim
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_EMAIL_CLAIM.into()),
+                    .as_ref()
+                    .map_or(DEFAULT_EMAIL_CLAIM, |c| c.as_str())
+                    .to_string(),
                 groups_claim: cfg
                     .groups_claim
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.into()),
+                    .as_ref()
+                    .map_or(DEFAULT_GROUPS_CLAIM, |c| c.as_str())
+                    .to_string(),
             },
             cfg: cfg.clone(),
             algorithms,
             store,
             refresher,
-        })
+        }
     }
 
     async fn validate(
@@ -400,13 +368,11 @@ impl Authenticator {
         cfg: &Config,
         previous: Option<&Authenticator>,
         http: reqwest::Client,
-    ) -> Result<Authenticator, Vec<Problem>> {
-        let mut problems = Vec::new();
+    ) -> Authenticator {
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
         let mut all_reused = previous.is_some_and(|p| p.issuers.len() == cfg.issuers.len());
-        for (i, ic) in cfg.issuers.iter().enumerate() {
-            let key = format!("issuer[{i}]");
+        for ic in &cfg.issuers {
             let reused = previous
                 .and_then(|p| p.issuers.iter().find(|old| old.cfg == *ic))
                 .cloned();
@@ -418,26 +384,9 @@ impl Authenticator {
                     .find(|old| old.cfg.issuer == ic.issuer && old.cfg.jwks_uri == ic.jwks_uri)
                     .map(|old| &*old.store)
             });
-            let issuer = match reused {
-                Some(old) => old,
-                None => match Issuer::new(ic, http.clone(), &key, seed) {
-                    Ok(new) => Arc::new(new),
-                    Err(p) => {
-                        problems.extend(p);
-                        continue;
-                    }
-                },
-            };
-            if by_iss.insert(ic.issuer.clone(), issuer.clone()).is_some() {
-                problems.push(Problem::new(
-                    format!("{key}.issuer"),
-                    format!("issuer {:?} is configured twice", ic.issuer),
-                ));
-            }
+            let issuer = reused.unwrap_or_else(|| Arc::new(Issuer::new(ic, http.clone(), seed)));
+            by_iss.insert(ic.issuer.as_str().to_string(), issuer.clone());
             issuers.push(issuer);
-        }
-        if !problems.is_empty() {
-            return Err(problems);
         }
         let a = &cfg.auth;
         let selection = token::ClaimSelection::new(
@@ -464,13 +413,13 @@ impl Authenticator {
                 a.token_cache_ttl.0,
             )),
         };
-        Ok(Authenticator {
+        Authenticator {
             issuers,
             by_iss,
             cache,
             max_token_bytes: a.max_token_bytes,
             selection,
-        })
+        }
     }
 
     /// Validate a raw token (without the `Bearer ` prefix).
@@ -592,12 +541,12 @@ mod tests {
             "t",
         )
         .unwrap();
-        let a = Authenticator::new(&cfg, None, reqwest::Client::new()).unwrap();
+        let a = Authenticator::new(&cfg, None, reqwest::Client::new());
         let handle = a.issuers[0]
             .refresher
             .clone()
             .expect("spawned inside a runtime");
-        let b = Authenticator::new(&cfg, Some(&a), reqwest::Client::new()).unwrap();
+        let b = Authenticator::new(&cfg, Some(&a), reqwest::Client::new());
         drop(a);
         tokio::task::yield_now().await;
         assert!(
@@ -619,7 +568,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let a = Authenticator::new(&cfg, None, reqwest::Client::new()).unwrap();
+        let a = Authenticator::new(&cfg, None, reqwest::Client::new());
         assert!(a.issuers[0].refresher.is_none());
         assert!(!a.ready());
     }
@@ -663,11 +612,11 @@ principal = "email"
             "[[issuer]]\nname = \"kc\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n";
         let cfg = |rules: &str| Config::from_toml(&format!("{base}{rules}"), "t").unwrap();
         let plain = cfg("[[rule]]\nname = \"r\"\npaths = [\"/a\"]\n");
-        let a = Authenticator::new(&plain, None, reqwest::Client::new()).unwrap();
-        let b = Authenticator::new(&plain, Some(&a), reqwest::Client::new()).unwrap();
+        let a = Authenticator::new(&plain, None, reqwest::Client::new());
+        let b = Authenticator::new(&plain, Some(&a), reqwest::Client::new());
         assert!(b.shares_cache_with(&a), "same rules: the cache is kept");
         let reads = cfg("[[rule]]\nname = \"r\"\nclaims = { tenant = \"t1\" }\n");
-        let c = Authenticator::new(&reads, Some(&b), reqwest::Client::new()).unwrap();
+        let c = Authenticator::new(&reads, Some(&b), reqwest::Client::new());
         assert!(
             !c.shares_cache_with(&b),
             "rules read another claim: a new cache"
