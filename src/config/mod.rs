@@ -54,7 +54,7 @@ pub use paths::PathsConfig;
 pub use rule::{Effect, RuleConfig, MAX_RULE_NAME};
 pub use spop::{ListenAddr, SocketMode, SocketPerms, SpopConfig, MAX_UNIX_PATH, UNIX_PREFIX};
 pub(crate) use upstream::MAX_UPSTREAM_NAME;
-pub use upstream::{UpstreamConfig, UpstreamKind};
+pub use upstream::{Credential, UpstreamConfig, UpstreamKind};
 pub(crate) use value::check_url;
 pub use value::{Dur, HttpsUrl};
 
@@ -228,8 +228,8 @@ fn load<'i>(text: &'i str, cx: &mut Cx<'i>) -> Option<Config> {
         .into_iter()
         .map(Option::flatten)
         .collect();
-    let mut upstreams: Vec<_> = root
-        .named_tables("upstream", |_, t| UpstreamConfig::read(t))
+    let upstreams: Vec<_> = root
+        .named_tables("upstream", |_, t| upstream::RawUpstream::read(t))
         .into_iter()
         .map(|(name, u)| (name, u.flatten()))
         .collect();
@@ -250,20 +250,23 @@ fn load<'i>(text: &'i str, cx: &mut Cx<'i>) -> Option<Config> {
             iss.check(i, &mut seen, cx);
         }
     }
-    for (name, up) in &mut upstreams {
-        if let Some(up) = up {
-            up.check(name, cx);
-        }
-    }
+    let kinds: Vec<(String, Option<UpstreamKind>)> = upstreams
+        .iter()
+        .map(|(n, u)| (n.clone(), u.as_ref().map(|u| u.kind)))
+        .collect();
+    let upstreams: Vec<(String, Option<UpstreamConfig>)> = upstreams
+        .into_iter()
+        .map(|(name, u)| {
+            let checked = u.and_then(|u| u.check(&name, cx));
+            (name, checked)
+        })
+        .collect();
     let ctx = rule::RuleContext {
         issuers: issuers
             .iter()
             .map(|i| i.as_ref().map(|i| i.name.as_str()))
             .collect(),
-        upstreams: upstreams
-            .iter()
-            .map(|(n, u)| (n.as_str(), u.as_ref().map(|u| u.kind)))
-            .collect(),
+        upstreams: kinds.iter().map(|(n, k)| (n.as_str(), *k)).collect(),
         allow_non_ascii: paths.map(|p| p.allow_non_ascii),
     };
     let mut names = HashMap::new();

@@ -222,16 +222,18 @@ fn secret_files_are_looked_up_next_to_the_config_file() {
     std::fs::write(d.path().join("s.secret"), "x").unwrap();
     let text = "[upstream.s]\nkind = \"static\"\ntoken_file = \"s.secret\"\n";
     let c = Config::from_toml_in(text, "t", d.path()).unwrap();
-    let f = c.upstreams["s"].token_file.as_ref().unwrap();
+    let token_file = |c: &Config| match &c.upstreams["s"].credential {
+        Credential::Static { token_file } => token_file.clone(),
+        other => panic!("{other:?}"),
+    };
+    let f = token_file(&c);
+    assert_eq!(c.upstreams["s"].kind(), UpstreamKind::Static);
     assert_eq!(f.name(), PathBuf::from("s.secret"));
     assert_eq!(f.path(), d.path().join("s.secret"));
     let file = d.path().join("idgate.toml");
     std::fs::write(&file, text).unwrap();
     let c = Config::load(&file).unwrap();
-    assert_eq!(
-        c.upstreams["s"].token_file.as_ref().unwrap().path(),
-        d.path().join("s.secret")
-    );
+    assert_eq!(token_file(&c).path(), d.path().join("s.secret"));
     let p = problems(text);
     assert_eq!(p[0].key, "upstream.s.token_file");
 }

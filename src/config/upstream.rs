@@ -37,22 +37,36 @@ impl UpstreamKind {
     }
 }
 
+/// What a credential kind needs, present by construction (checked at load).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credential {
+    ClientCredentials {
+        /// OAuth token endpoint, normally `https://<workspace-host>/oidc/v1/token`.
+        token_url: HttpsUrl,
+        /// The service principal's application ID.
+        client_id: String,
+        /// File holding the client secret. A relative name is looked up in
+        /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`), then next to the
+        /// configuration file; an absolute path is read as written (see [`super::files`]).
+        /// Re-read on every reload.
+        client_secret_file: SecretFile,
+    },
+    TokenExchange {
+        token_url: HttpsUrl,
+        /// Workload identity federation: the service principal's application ID.
+        client_id: Option<String>,
+    },
+    Static {
+        /// File holding the bare bearer token; same lookup as `client_secret_file`.
+        token_file: SecretFile,
+    },
+}
+
 /// `[upstream.NAME]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
-    pub kind: UpstreamKind,
-    /// OAuth token endpoint, normally `https://<workspace-host>/oidc/v1/token`.
-    pub token_url: Option<HttpsUrl>,
-    /// The service principal's application ID (`client_credentials`; `token_exchange` with
-    /// workload identity federation).
-    pub client_id: Option<String>,
-    /// File holding the client secret (`client_credentials`). A relative name is looked up in
-    /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`), then next to the
-    /// configuration file; an absolute path is read as written (see [`super::files`]).
-    /// Re-read on every reload.
-    pub client_secret_file: Option<SecretFile>,
-    /// File holding the bare bearer token (`static`); same lookup as `client_secret_file`.
-    pub token_file: Option<SecretFile>,
+    /// `kind` and the keys it needs.
+    pub credential: Credential,
     /// Space-separated OAuth scopes. Default `"all-apis"`.
     pub scope: Option<String>,
     /// Timeout of one token request (1ms..=60s, at most `total_budget`). Default 2s.
@@ -70,11 +84,35 @@ pub struct UpstreamConfig {
 }
 
 impl UpstreamConfig {
+    pub fn kind(&self) -> UpstreamKind {
+        match self.credential {
+            Credential::ClientCredentials { .. } => UpstreamKind::ClientCredentials,
+            Credential::TokenExchange { .. } => UpstreamKind::TokenExchange,
+            Credential::Static { .. } => UpstreamKind::Static,
+        }
+    }
+}
+
+/// An `[upstream.NAME]` table as read, before its checks.
+pub(crate) struct RawUpstream {
+    pub(crate) kind: UpstreamKind,
+    token_url: Option<HttpsUrl>,
+    client_id: Option<String>,
+    client_secret_file: Option<SecretFile>,
+    token_file: Option<SecretFile>,
+    scope: Option<String>,
+    timeout: Dur,
+    total_budget: Dur,
+    refresh_ahead: Dur,
+    cache_size: u64,
+}
+
+impl RawUpstream {
     /// `None` when `kind` is missing (reported). Every key is read either way.
-    pub(crate) fn read(t: &mut Table<'_, '_>) -> Option<UpstreamConfig> {
+    pub(crate) fn read(t: &mut Table<'_, '_>) -> Option<RawUpstream> {
         let kind = t.required("kind");
         let file = |t: &mut Table<'_, '_>, key| t.get::<PathBuf>(key).map(SecretFile::unresolved);
-        let mut c = UpstreamConfig {
+        let mut c = RawUpstream {
             kind: UpstreamKind::Static,
             token_url: t.get("token_url"),
             client_id: t.get("client_id"),
@@ -94,8 +132,35 @@ impl UpstreamConfig {
         Some(c)
     }
 
-    /// The checks of upstream `name`, and the lookup of its secret file.
-    pub(crate) fn check(&mut self, name: &str, cx: &mut Cx<'_>) {
+    /// The checks of upstream `name` and the lookup of its secret file; the typed upstream
+    /// when the keys its kind needs are there.
+    pub(crate) fn check(mut self, name: &str, cx: &mut Cx<'_>) -> Option<UpstreamConfig> {
+        self.check_keys(name, cx);
+        let credential = match self.kind {
+            UpstreamKind::ClientCredentials => Credential::ClientCredentials {
+                token_url: self.token_url?,
+                client_id: self.client_id?,
+                client_secret_file: self.client_secret_file?,
+            },
+            UpstreamKind::TokenExchange => Credential::TokenExchange {
+                token_url: self.token_url?,
+                client_id: self.client_id,
+            },
+            UpstreamKind::Static => Credential::Static {
+                token_file: self.token_file?,
+            },
+        };
+        Some(UpstreamConfig {
+            credential,
+            scope: self.scope,
+            timeout: self.timeout,
+            total_budget: self.total_budget,
+            refresh_ahead: self.refresh_ahead,
+            cache_size: self.cache_size,
+        })
+    }
+
+    fn check_keys(&mut self, name: &str, cx: &mut Cx<'_>) {
         let k = |field: &str| format!("upstream.{name}.{field}");
         if name.is_empty() || name.len() > MAX_UPSTREAM_NAME || !name.bytes().all(is_name_byte) {
             cx.push(

@@ -41,7 +41,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Problem, SecretFile, UpstreamConfig, UpstreamKind, MAX_UPSTREAM_NAME};
+use crate::config::{Config, Credential, Problem, UpstreamConfig, MAX_UPSTREAM_NAME};
 use crate::decision::Identity;
 use crate::token_key::TokenKey;
 
@@ -269,15 +269,14 @@ fn unknown(upstream: &str) -> UpstreamError {
 }
 
 /// Read the secret file of the upstream's kind (`client_secret_file`, `token_file`); `None`
-/// for `token_exchange`.
+/// for `token_exchange`, which has none.
 fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem> {
-    let (field, file): (_, Option<&SecretFile>) = match c.kind {
-        UpstreamKind::ClientCredentials => ("client_secret_file", c.client_secret_file.as_ref()),
-        UpstreamKind::Static => ("token_file", c.token_file.as_ref()),
-        UpstreamKind::TokenExchange => return Ok(None),
-    };
-    let Some(file) = file else {
-        return Ok(None);
+    let (field, file) = match &c.credential {
+        Credential::ClientCredentials {
+            client_secret_file, ..
+        } => ("client_secret_file", client_secret_file),
+        Credential::Static { token_file } => ("token_file", token_file),
+        Credential::TokenExchange { .. } => return Ok(None),
     };
     secret::read_secret_file(file.path())
         .map(Some)
@@ -285,41 +284,54 @@ fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem
 }
 
 impl Upstream {
-    /// Assemble an upstream of a loaded configuration (so its kind has the keys it needs).
+    /// Assemble an upstream of a loaded configuration; `secret` is what [`read_secret`] read
+    /// for it. Fails only when the client secret cannot be sent (not a valid header value).
     fn build(name: &str, c: &UpstreamConfig, secret: Option<Secret>) -> Result<Upstream, Problem> {
-        let problem = |f: &str, why: String| Problem::new(format!("upstream.{name}.{f}"), why);
-        let missing = |f: &str| problem(f, "required".into());
-        let endpoint = || -> Result<oauth::Endpoint, Problem> {
-            let url = c.token_url.as_ref().ok_or_else(|| missing("token_url"))?;
-            Ok(oauth::Endpoint::new(
+        let endpoint = |url: &crate::config::HttpsUrl| {
+            oauth::Endpoint::new(
                 Arc::from(name),
                 url.url().clone(),
                 c.timeout.0,
                 c.total_budget.0,
-            ))
+            )
         };
         let scope = c.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.to_string());
-        let source = match c.kind {
-            UpstreamKind::Static => {
-                let token = secret.as_ref().ok_or_else(|| missing("token_file"))?;
-                Source::Static(StaticToken::new(token))
-            }
-            UpstreamKind::ClientCredentials => {
-                let id = c.client_id.as_deref().ok_or_else(|| missing("client_id"))?;
-                let sec = secret
-                    .as_ref()
-                    .ok_or_else(|| missing("client_secret_file"))?;
-                let cc = ClientCredentials::new(endpoint()?, id, sec, &scope, c.refresh_ahead.0)
-                    .map_err(|e| problem("client_secret_file", e))?;
+        let source = match (&c.credential, &secret) {
+            (Credential::Static { .. }, Some(token)) => Source::Static(StaticToken::new(token)),
+            (
+                Credential::ClientCredentials {
+                    token_url,
+                    client_id,
+                    ..
+                },
+                Some(sec),
+            ) => {
+                let cc = ClientCredentials::new(
+                    endpoint(token_url),
+                    client_id,
+                    sec,
+                    &scope,
+                    c.refresh_ahead.0,
+                )
+                .map_err(|e| Problem::new(format!("upstream.{name}.client_secret_file"), e))?;
                 Source::ClientCredentials(Arc::new(cc))
             }
-            UpstreamKind::TokenExchange => Source::TokenExchange(Arc::new(TokenExchange::new(
-                endpoint()?,
+            (
+                Credential::TokenExchange {
+                    token_url,
+                    client_id,
+                },
+                _,
+            ) => Source::TokenExchange(Arc::new(TokenExchange::new(
+                endpoint(token_url),
                 scope,
-                c.client_id.clone(),
+                client_id.clone(),
                 c.refresh_ahead.0,
                 c.cache_size,
             ))),
+            (Credential::Static { .. } | Credential::ClientCredentials { .. }, None) => {
+                unreachable!("read_secret reads the secret file of these kinds")
+            }
         };
         Ok(Upstream {
             cfg: c.clone(),
