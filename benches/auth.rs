@@ -99,7 +99,7 @@ fn fresh_cache(f: &Fixture) -> Authenticator {
     let mut cfg = f.cfg.clone();
     cfg.auth.token_cache_size = f.cfg.auth.token_cache_size + 1;
     let _guard = f._rt.enter();
-    let a = Authenticator::new(&cfg, Some(&f.base), kit::http()).expect("authenticator");
+    let a = Authenticator::new(&cfg, Some(&f.base), kit::http());
     assert!(a.ready() && !a.shares_cache_with(&f.base));
     a
 }

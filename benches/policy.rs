@@ -60,7 +60,7 @@ fn identity() -> Identity {
 }
 
 fn bench(c: &mut Criterion) {
-    let policy = Policy::compile(&config()).expect("bench policy compiles");
+    let policy = Policy::compile(&config());
     assert_eq!(policy.rules().len(), RULES);
     let id = identity();
     let hit = RequestView {

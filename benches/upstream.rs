@@ -61,9 +61,8 @@ token_file = "pat"
 "#,
         url = fake.token_url
     );
-    let cfg = Config::from_toml(&text, "bench").unwrap();
-    let broker =
-        Broker::with_credentials_dir(&cfg, None, reqwest::Client::new(), Some(dir.path())).unwrap();
+    let cfg = Config::from_toml_in(&text, "bench", dir.path()).unwrap();
+    let broker = Broker::new(&cfg, None, reqwest::Client::new()).unwrap();
     // A caller JWT of a typical size (~1 KB): token_exchange hashes it for the cache key.
     let caller = format!("eyJhbGciOiJSUzI1NiJ9.{}.sig", "x".repeat(1000));
     rt.block_on(async {

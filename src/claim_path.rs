@@ -25,7 +25,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 /// A claim name or a dotted claim path, split when the configuration is loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClaimPath {
     /// The path as configured: also the name of the top-level claim tried first.
     full: Box<str>,
@@ -104,6 +104,34 @@ impl ClaimPath {
     pub(crate) fn lookup<'v>(&self, claims: &'v Map<String, Value>) -> Option<&'v Value> {
         self.find(claims).map(|f| match f {
             Found::Top(v) | Found::Nested(v) => v,
+        })
+    }
+}
+
+impl ClaimPath {
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+
+    /// Its dot-separated segments (one for a name without dots).
+    pub fn segments(&self) -> &[Box<str>] {
+        &self.segments
+    }
+}
+
+/// How the configuration reads a claim path: [`ClaimPath::parse`], and no control characters
+/// (a rule's claim keys and `claim:` principals, the issuers' email/groups claims).
+impl std::str::FromStr for ClaimPath {
+    type Err = String;
+
+    fn from_str(p: &str) -> Result<ClaimPath, String> {
+        if p.chars().any(char::is_control) {
+            return Err(format!("{p:?} contains a control character"));
+        }
+        ClaimPath::parse(p).map_err(|e| match e {
+            ClaimPathError::Empty => e.to_string(),
+            ClaimPathError::EmptySegment => format!("{p:?}: {e}"),
         })
     }
 }

@@ -47,48 +47,28 @@ pub struct State {
 }
 
 impl State {
-    /// Build the complete state for `config`. Never blocks on the network (keys load in the
-    /// background). `previous` lets unchanged issuers and upstreams keep their caches.
-    /// Every problem of every section is reported, not just the first.
+    /// Build the complete state for a loaded (so checked) `config`. Never blocks on the
+    /// network (keys load in the background). `previous` lets unchanged issuers and upstreams
+    /// keep their caches. Fails only when an upstream's secret file cannot be used.
     pub fn build(
         config: Config,
         source: &str,
         previous: Option<&State>,
         http: reqwest::Client,
     ) -> Result<State, ConfigError> {
-        let mut problems = Vec::new();
-        // Sections check some keys twice (a rule's `upstream` is checked by the policy and by
-        // the broker): report one problem per key, the first stage's.
-        let mut add = |found: Vec<crate::config::Problem>| {
-            let before = problems.len();
-            for p in found {
-                if !problems[..before]
-                    .iter()
-                    .any(|q: &crate::config::Problem| q.key == p.key)
-                {
-                    problems.push(p);
-                }
-            }
-        };
-        let policy = Policy::compile(&config).map_err(&mut add).ok();
         let upstreams = Broker::new(&config, previous.map(|s| &s.upstreams), http.clone())
-            .map_err(&mut add)
-            .ok();
-        let auth = Authenticator::new(&config, previous.map(|s| &s.auth), http)
-            .map_err(&mut add)
-            .ok();
-        match (policy, upstreams, auth) {
-            (Some(policy), Some(upstreams), Some(auth)) if problems.is_empty() => Ok(State {
-                config: Arc::new(config),
-                auth,
-                policy,
-                upstreams,
-            }),
-            _ => Err(ConfigError {
+            .map_err(|problems| ConfigError {
                 source: source.to_string(),
                 problems,
-            }),
-        }
+            })?;
+        let policy = Policy::compile(&config);
+        let auth = Authenticator::new(&config, previous.map(|s| &s.auth), http);
+        Ok(State {
+            config: Arc::new(config),
+            auth,
+            policy,
+            upstreams,
+        })
     }
 
     /// Decide one request (steps in the module docs).

@@ -20,7 +20,7 @@
 //! | [`auth`] | OIDC issuers, JWKS lifecycle, JWT validation, validated-token cache |
 //! | [`policy`] | first-match rule evaluation |
 //! | [`upstream`] | Databricks credential broker |
-//! | [`config`] | TOML configuration, defaults, validation |
+//! | [`config`] | TOML configuration: read into typed values and checked in one place, every problem reported with its key path |
 //! | [`metrics`] | Prometheus metrics and the admin HTTP endpoint |
 //! | [`telemetry`] | logging setup, the audit log, rate-limited logging |
 //! | [`token_key`] | the SHA-256 key of a caller's token, shared by the auth and upstream caches |

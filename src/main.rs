@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use idgate::config::{self, Config, ConfigError, Problem};
+use idgate::config::{self, Config, ConfigError};
 use idgate::engine::Engine;
 use idgate::explain::{self, ExplainRequest};
 use idgate::telemetry::{self, LogFormat, TelemetryGuard};
@@ -152,28 +152,12 @@ fn check_config(path: &Path) -> ExitCode {
 }
 
 fn check(path: &Path) -> Result<(), ConfigError> {
-    let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        source: source.clone(),
-        problems: vec![Problem::new("(file)", format!("cannot read: {e}"))],
-    })?;
-    let cfg = Config::parse_unvalidated(&text, &source)?;
+    // Every problem of every section, each once (the configuration layer is the only place
+    // that checks); then the upstreams read their secret files, as at start.
+    let cfg = Config::load(path)?;
     warn_socket_mode(&cfg.spop);
-    let mut problems = cfg.validate();
-    // The later stages re-check some keys validate() already reported (e.g. an issuer's
-    // audiences): one line per key.
-    if let Err(e) = idgate::engine::State::build(cfg, &source, None, Engine::http_client()) {
-        for p in e.problems {
-            if !problems.iter().any(|q| q.key == p.key) {
-                problems.push(p);
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError { source, problems })
-    }
+    let source = path.display().to_string();
+    idgate::engine::State::build(cfg, &source, None, Engine::http_client()).map(drop)
 }
 
 /// A Unix socket every local user may connect to hands out upstream credentials: say so (at

@@ -226,7 +226,7 @@ async fn late_idp_is_picked_up_by_the_retry_backoff() {
     idp.set_reply(Reply::Status(503));
     idgate::auth::install_crypto_provider();
     let started = Instant::now();
-    let auth = Authenticator::new(&config("j-late", &idp, false, ""), None, http()).unwrap();
+    let auth = Authenticator::new(&config("j-late", &idp, false, ""), None, http());
     assert!(
         started.elapsed() < Duration::from_millis(200),
         "new() never waits for the IdP"
@@ -262,7 +262,7 @@ async fn unreachable_idp_refuses_tokens_without_blocking_startup() {
         "t",
     )
     .unwrap();
-    let auth = Authenticator::new(&cfg, None, http()).unwrap();
+    let auth = Authenticator::new(&cfg, None, http());
     assert!(!auth.ready());
     let rsa = Signer::rsa("k");
     let t = rsa.token(&claims("http://127.0.0.1:1"));
@@ -291,7 +291,7 @@ async fn discovery_is_used_and_checked() {
     idp2.set_discovery(Some(
         json!({"issuer": "https://evil.example.com", "jwks_uri": idp2.jwks_uri()}),
     ));
-    let auth2 = Authenticator::new(&config("j-disco-iss", &idp2, true, ""), None, http()).unwrap();
+    let auth2 = Authenticator::new(&config("j-disco-iss", &idp2, true, ""), None, http());
     assert!(!auth2.wait_ready(Duration::from_millis(500)).await);
     let err = auth2.issuer_status()[0]
         .last_error
@@ -309,7 +309,7 @@ async fn discovery_is_used_and_checked() {
     idp3.set_discovery(Some(
         json!({"issuer": idp3.base, "jwks_uri": "http://idp.example.com/jwks"}),
     ));
-    let auth3 = Authenticator::new(&config("j-disco-http", &idp3, true, ""), None, http()).unwrap();
+    let auth3 = Authenticator::new(&config("j-disco-http", &idp3, true, ""), None, http());
     assert!(!auth3.wait_ready(Duration::from_millis(500)).await);
     let err = auth3.issuer_status()[0]
         .last_error
@@ -340,14 +340,14 @@ async fn reload_keeps_unchanged_issuers_and_cache() {
 
     // Same config: everything shared, ready at once, no new fetch.
     let hits = idp_a.jwks_hits();
-    let same = Authenticator::new(&two("api"), Some(&first), http()).unwrap();
+    let same = Authenticator::new(&two("api"), Some(&first), http());
     assert!(same.ready());
     assert!(same.shares_keys_with(&first, "r-a") && same.shares_keys_with(&first, "r-b"));
     assert!(same.shares_cache_with(&first));
     assert_eq!(idp_a.jwks_hits(), hits);
 
     // Issuer b changed: a keeps its keys, b starts over, the token cache is new.
-    let changed = Authenticator::new(&two("api2"), Some(&same), http()).unwrap();
+    let changed = Authenticator::new(&two("api2"), Some(&same), http());
     assert!(changed.shares_keys_with(&same, "r-a"));
     assert!(!changed.shares_keys_with(&same, "r-b"));
     assert!(!changed.shares_cache_with(&same));

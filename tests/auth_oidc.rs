@@ -40,7 +40,7 @@ async fn auth_for(idp: &OidcProvider) -> Authenticator {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let a = Authenticator::new(&config(&idp.issuer), None, http).unwrap();
+    let a = Authenticator::new(&config(&idp.issuer), None, http);
     assert!(
         a.wait_ready(Duration::from_secs(15)).await,
         "keys never loaded: {:?}",

@@ -54,45 +54,53 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 #[test]
 fn shipped_example_is_valid_once_its_secret_exists() {
+    use std::os::unix::fs::PermissionsExt;
+    // The example as an operator installs it: copied, with its secret beside it.
     let example = repo_path("haproxy/idgate.toml");
     let dir = tempfile::tempdir().unwrap();
+    let creds = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("idgate.toml");
+    std::fs::copy(&example, &copy).unwrap();
+    let copy_arg = copy.to_str().unwrap();
 
-    // Without the secret file: exactly one problem, naming the key.
-    let out = check_config(&example);
+    // Without the secret file: exactly one problem, naming the key and both places looked in.
+    let out = idgate(
+        &["check-config", "-c", copy_arg],
+        &[("CREDENTIALS_DIRECTORY", creds.path())],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = text(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{}", describe(&out));
     assert!(
         lines[0].starts_with(&format!(
-            "{}: upstream.serving-sp.client_secret_file: cannot read",
-            example.display()
+            "{}: upstream.serving-sp.client_secret_file (line ",
+            copy.display()
+        )),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        lines[0].ends_with(&format!(
+            ": \"serving-sp.secret\" not found (looked in $CREDENTIALS_DIRECTORY={}, {})",
+            creds.path().display(),
+            dir.path().display()
         )),
         "{}",
         describe(&out)
     );
 
-    // The relative name is found in $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
+    // Next to the configuration file, mode 0600: valid, and nothing to warn about.
     let secret_path = write(dir.path(), "serving-sp.secret", "s3cret\n");
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = idgate(
-        &["check-config", "-c", example.to_str().unwrap()],
-        &[("CREDENTIALS_DIRECTORY", dir.path())],
-    );
+    let out = check_config(&copy);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_eq!(
-        text(&out.stdout).trim(),
-        format!("{}: OK", example.display())
-    );
+    assert_eq!(text(&out.stdout).trim(), format!("{}: OK", copy.display()));
     assert!(out.stderr.is_empty(), "{}", describe(&out));
 
     // A world-readable secret is valid but check-config warns, as the agent does at start.
     std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = idgate(
-        &["check-config", "-c", example.to_str().unwrap()],
-        &[("CREDENTIALS_DIRECTORY", dir.path())],
-    );
+    let out = check_config(&copy);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
         text(&out.stderr).contains("world-readable"),
@@ -101,17 +109,33 @@ fn shipped_example_is_valid_once_its_secret_exists() {
     );
     assert!(!text(&out.stderr).contains("s3cret"), "{}", describe(&out));
 
-    // Or the same file with the secret's path rewritten to an absolute one.
-    let secret = dir.path().join("serving-sp.secret");
-    let original = std::fs::read_to_string(&example).unwrap();
-    let rewritten = original.replace(
-        "client_secret_file = \"serving-sp.secret\"",
-        &format!("client_secret_file = \"{}\"", secret.display()),
+    // Or in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), for the file where it is.
+    let secret_path = write(creds.path(), "serving-sp.secret", "s3cret\n");
+    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = idgate(
+        &["check-config", "-c", example.to_str().unwrap()],
+        &[("CREDENTIALS_DIRECTORY", creds.path())],
     );
-    assert_ne!(rewritten, original, "the example's secret line moved");
-    let copy = write(dir.path(), "idgate.toml", &rewritten);
-    let out = check_config(&copy);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("{}: OK", example.display())
+    );
+    assert!(out.stderr.is_empty(), "{}", describe(&out));
+
+    // Never in the current directory.
+    let out = Command::new(Agent::binary())
+        .args(["check-config", "-c", example.to_str().unwrap()])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .current_dir(creds.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("$CREDENTIALS_DIRECTORY is not set"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -163,14 +187,26 @@ fn each_mistake_is_one_line_naming_file_and_key() {
         (
             "syntax error",
             "[spop]\nlisten = \"127.0.0.1:1\n".into(),
-            "spop.listen (line 2",
+            "(syntax) (line 2",
             "",
         ),
         (
             "missing required key",
             "[[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\n".into(),
-            "issuer[0] (line 1",
+            "issuer[0].audiences (line 1",
             "missing field `audiences`",
+        ),
+        (
+            "wrongly typed value",
+            format!("{issuer}leeway = 30\n"),
+            "issuer[0].leeway (line 5, column 10)",
+            "invalid type: integer `30`, expected a duration",
+        ),
+        (
+            "algorithm none",
+            format!("{issuer}algorithms = [\"RS256\", \"none\"]\n"),
+            "issuer[0].algorithms[1] (line 5",
+            "\"none\" is not allowed",
         ),
         (
             "http:// issuer on a non-loopback host",
@@ -191,12 +227,6 @@ fn each_mistake_is_one_line_naming_file_and_key() {
                 .into(),
             "issuer[0].audiences",
             "at least one",
-        ),
-        (
-            "algorithm none",
-            format!("{issuer}algorithms = [\"none\"]\n"),
-            "issuer[0].algorithms[0]",
-            "not allowed",
         ),
         (
             "duplicate issuer name",
@@ -253,8 +283,8 @@ fn each_mistake_is_one_line_naming_file_and_key() {
         (
             "missing secret file",
             "[upstream.sp]\nkind = \"client_credentials\"\ntoken_url = \"https://dbc.example.com/oidc/v1/token\"\nclient_id = \"x\"\nclient_secret_file = \"/nonexistent/idgate-test.secret\"\n".into(),
-            "upstream.sp.client_secret_file",
-            "cannot read",
+            "upstream.sp.client_secret_file (line 5",
+            "\"/nonexistent/idgate-test.secret\" not found",
         ),
         (
             "http:// token_url on a non-loopback host",
@@ -307,15 +337,29 @@ fn every_problem_of_every_section_is_reported_in_one_run() {
 [spop]
 max_connections = 0
 
+[auth]
+cookies = "access_token"
+
 [[issuer]]
 name = "corp"
 issuer = "http://idp.example.com"
+audiences = ["api"]
+algorithms = ["RS256", "none"]
+
+[[issuer]]
+name = "lab"
+issuer = "https://lab.example.com"
 audiences = []
+leeway = "10m"
 
 [[rule]]
 name = "r"
 paths = ["/x"]
 sources = ["10.0.0.0/33"]
+
+[[rule]]
+name = "s"
+paths = ["/y"]
 upstream = "nope"
 
 [upstream.sp]
@@ -327,20 +371,24 @@ token_file = "/nonexistent/idgate-test.token"
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = text(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
+    // In file order, each once.
     let keys = [
         "spop.max_connections",
+        "auth.cookies",
         "issuer[0].issuer",
-        "issuer[0].audiences",
+        "issuer[0].algorithms[1]",
+        "issuer[1].audiences",
+        "issuer[1].leeway",
         "rule[0].sources[0]",
-        "rule[0].upstream",
+        "rule[1].upstream",
         "upstream.sp.token_file",
     ];
     assert_eq!(lines.len(), keys.len(), "{}", describe(&out));
-    for key in keys {
-        let prefix = format!("{}: {key}: ", path.display());
+    for (line, key) in lines.iter().zip(keys) {
+        let prefix = format!("{}: {key} (line ", path.display());
         assert!(
-            lines.iter().filter(|l| l.starts_with(&prefix)).count() == 1,
-            "no single line for {key}\n{}",
+            line.starts_with(&prefix),
+            "{line:?} is not {key}\n{}",
             describe(&out)
         );
     }

@@ -51,7 +51,7 @@ methods = ["DELETE"]
 #[test]
 fn matching_does_not_allocate() {
     let cfg = Config::from_toml(RULES, "t").unwrap();
-    let policy = Policy::compile(&cfg).unwrap();
+    let policy = Policy::compile(&cfg);
     let id = Identity {
         issuer: "corp".into(),
         sub: "user-1".into(),

@@ -1,6 +1,7 @@
 //! Rule matching through the public API: ordering, every condition type, principals.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use idgate::config::Config;
 use idgate::decision::Identity;
@@ -29,9 +30,17 @@ kind = "token_exchange"
 token_url = "https://dbc.example.com/oidc/v1/token"
 "#;
 
+/// Where the configuration "is": `sp.secret` is there.
+static DIR: LazyLock<tempfile::TempDir> = LazyLock::new(|| {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("sp.secret"), "s3cret\n").unwrap();
+    d
+});
+
 fn policy(rules: &str) -> Policy {
-    let cfg = Config::from_toml(&format!("{PRELUDE}\n{rules}"), "test").expect("config parses");
-    Policy::compile(&cfg).unwrap_or_else(|p| panic!("{p:#?}"))
+    let text = format!("{PRELUDE}\n{rules}");
+    let cfg = Config::from_toml_in(&text, "test", DIR.path()).unwrap_or_else(|e| panic!("{e}"));
+    Policy::compile(&cfg)
 }
 
 fn id() -> Identity {

@@ -23,14 +23,14 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// A config with one client_credentials upstream `name`; `extra` lines go into its table.
-fn config(name: &str, fake: &FakeDatabricks, extra: &str) -> Config {
-    let text = format!(
+/// The text of a config with one client_credentials upstream `name`; `extra` lines go into
+/// its table. Its secret file is `sp.secret`, next to the config ([`broker`]).
+fn config(name: &str, fake: &FakeDatabricks, extra: &str) -> String {
+    format!(
         "[upstream.{name}]\nkind = \"client_credentials\"\ntoken_url = \"{}\"\n\
          client_id = \"{CLIENT_ID}\"\nclient_secret_file = \"sp.secret\"\n{extra}\n",
         fake.token_url
-    );
-    Config::from_toml(&text, "test").unwrap()
+    )
 }
 
 fn secret_dir(secret: &str) -> tempfile::TempDir {
@@ -39,8 +39,10 @@ fn secret_dir(secret: &str) -> tempfile::TempDir {
     d
 }
 
-fn broker(cfg: &Config, dir: &Path, previous: Option<&Broker>) -> Broker {
-    Broker::with_credentials_dir(cfg, previous, http(), Some(dir)).expect("valid config")
+/// The broker of config `text`, as if the file were in `dir`.
+fn broker(text: &str, dir: &Path, previous: Option<&Broker>) -> Broker {
+    let cfg = Config::from_toml_in(text, "test", dir).unwrap_or_else(|e| panic!("{e}"));
+    Broker::new(&cfg, previous, http()).expect("valid config")
 }
 
 fn counter(upstream: &str, result: &str) -> u64 {
@@ -50,13 +52,12 @@ fn counter(upstream: &str, result: &str) -> u64 {
         .get()
 }
 
-/// A config with one client_credentials upstream `name` at an arbitrary `token_url`.
-fn config_at(name: &str, token_url: &str, extra: &str) -> Config {
-    let text = format!(
+/// [`config`] at an arbitrary `token_url`.
+fn config_at(name: &str, token_url: &str, extra: &str) -> String {
+    format!(
         "[upstream.{name}]\nkind = \"client_credentials\"\ntoken_url = \"{token_url}\"\n\
          client_id = \"{CLIENT_ID}\"\nclient_secret_file = \"sp.secret\"\n{extra}\n"
-    );
-    Config::from_toml(&text, "test").unwrap()
+    )
 }
 
 fn outcome(e: &UpstreamError) -> Option<Outcome> {

@@ -45,5 +45,10 @@ async fn a_token_that_is_not_header_safe_is_a_config_problem() {
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].key, "upstream.pat.token_file");
     assert!(p[0].message.contains("whitespace"), "{}", p[0]);
+    assert!(
+        p[0].message.contains(&file.display().to_string()),
+        "{}",
+        p[0]
+    );
     assert!(!p[0].message.contains("dapi0123"), "token echoed: {}", p[0]);
 }

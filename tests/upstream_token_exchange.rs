@@ -32,7 +32,7 @@ fn config(name: &str, fake: &FakeDatabricks, extra: &str) -> Config {
 }
 
 fn broker(cfg: &Config) -> Broker {
-    Broker::with_credentials_dir(cfg, None, http(), None).expect("valid config")
+    Broker::new(cfg, None, http()).expect("valid config")
 }
 
 fn identity(sub: &str, expires_in: u64) -> Identity {

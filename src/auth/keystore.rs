@@ -121,14 +121,13 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// `cfg` must have passed [`crate::config::Config::validate`].
-    pub fn new(cfg: &IssuerConfig, http: reqwest::Client) -> Result<KeyStore, String> {
-        let configured_jwks = cfg.jwks_uri.as_deref().map(check_url).transpose()?;
+    pub fn new(cfg: &IssuerConfig, http: reqwest::Client) -> KeyStore {
+        let configured_jwks = cfg.jwks_uri.as_ref().map(|u| u.url().clone());
         let m = metrics();
         let name = cfg.name.as_str();
-        Ok(KeyStore {
+        KeyStore {
             name: Arc::from(name),
-            issuer: cfg.issuer.clone(),
+            issuer: cfg.issuer.as_str().to_string(),
             info: Mutex::new(Info {
                 jwks_uri: configured_jwks.as_ref().map(|u| u.to_string()),
                 ..Info::default()
@@ -150,7 +149,7 @@ impl KeyStore {
                 keys: m.jwks_keys.with_label_values(&[name]),
                 last_success: m.jwks_last_success.with_label_values(&[name]),
             },
-        })
+        }
     }
 
     /// The current key set (lock-free).
@@ -541,11 +540,15 @@ mod tests {
     }
 
     fn store(refresh: u64) -> KeyStore {
-        let cfg: IssuerConfig = toml::from_str(&format!(
-            "name = \"t\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\njwks_refresh = \"{refresh}s\"\n"
-        ))
+        let cfg = crate::config::Config::from_toml(
+            &format!(
+                "[[issuer]]\nname = \"t\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n\
+                 jwks_refresh = \"{refresh}s\"\n"
+            ),
+            "t",
+        )
         .unwrap();
-        KeyStore::new(&cfg, reqwest::Client::new()).unwrap()
+        KeyStore::new(&cfg.issuers[0], reqwest::Client::new())
     }
 
     #[test]

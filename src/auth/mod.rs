@@ -49,7 +49,7 @@ use jsonwebtoken::Algorithm;
 use tokio::task::AbortHandle;
 
 use crate::claim_path::ClaimPath;
-use crate::config::{Config, IssuerConfig, Problem};
+use crate::config::{Config, IssuerConfig};
 use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
 
 mod cache;
@@ -167,20 +167,10 @@ fn has_ascii_whitespace(bytes: &[u8]) -> bool {
 /// up to `auth.token_cache_size` identities, and the full claim map was more than half of
 /// each one (about 1.2 KB of a 2.2 KB entry for a typical access token; 100k cached identities
 /// took 226 MB of RSS with it and 105 MB without, measured with benches/e2e/agent.sh).
-///
-/// A path that does not parse is left out: the policy refuses it, and with it the whole
-/// configuration.
 fn claims_read_by_rules(cfg: &Config) -> Vec<ClaimPath> {
     cfg.rules
         .iter()
-        .flat_map(|r| {
-            let conditions = r.claims.iter().flat_map(|c| c.keys().map(String::as_str));
-            let principal = r
-                .principal
-                .as_deref()
-                .and_then(|p| p.strip_prefix("claim:"));
-            conditions.chain(principal)
-        })
+        .flat_map(|r| r.claim_paths())
         .filter_map(|p| ClaimPath::parse(p).ok())
         .collect()
 }
@@ -205,60 +195,27 @@ impl Drop for Issuer {
 impl Issuer {
     /// `seed`: a previous store of the same key source whose keys this one starts from
     /// ([`KeyStore::seed_from`]).
-    fn new(
-        cfg: &IssuerConfig,
-        http: reqwest::Client,
-        key: &str,
-        seed: Option<&KeyStore>,
-    ) -> Result<Issuer, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut algorithms = Vec::new();
-        for (j, a) in cfg.algorithms.iter().enumerate() {
-            match jose::algorithm_from_name(a) {
-                Some(alg) => algorithms.push(alg),
-                None => problems.push(Problem::new(
-                    format!("{key}.algorithms[{j}]"),
-                    format!("{a:?} is not an allowed algorithm"),
-                )),
-            }
-        }
-        if cfg.audiences.is_empty() {
-            problems.push(Problem::new(format!("{key}.audiences"), "required"));
-        }
-        let mut claim_path = |what: &str, path: &Option<String>, default: &str| {
-            let path = path.as_deref().unwrap_or(default);
-            ClaimPath::parse(path)
-                .map_err(|_| {
-                    problems.push(Problem::new(
-                        format!("{key}.{what}"),
-                        "must be a claim name or a dotted path without empty segments",
-                    ))
-                })
-                .ok()
-        };
-        let email_claim = claim_path("email_claim", &cfg.email_claim, DEFAULT_EMAIL_CLAIM);
-        let groups_claim = claim_path("groups_claim", &cfg.groups_claim, DEFAULT_GROUPS_CLAIM);
-        let store = match KeyStore::new(cfg, http) {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                problems.push(Problem::new(format!("{key}.jwks_uri"), e));
-                None
-            }
-        };
-        let (Some(store), Some(email_claim), Some(groups_claim), true) =
-            (store, email_claim, groups_claim, problems.is_empty())
-        else {
-            return Err(problems);
-        };
+    fn new(cfg: &IssuerConfig, http: reqwest::Client, seed: Option<&KeyStore>) -> Issuer {
+        let algorithms = cfg.algorithms.iter().map(|&a| a.into()).collect();
+        let store = Arc::new(KeyStore::new(cfg, http));
+        let default_path = |p: &str| ClaimPath::parse(p).expect("the default claim names parse");
+        let email_claim = cfg
+            .email_claim
+            .clone()
+            .unwrap_or_else(|| default_path(DEFAULT_EMAIL_CLAIM));
+        let groups_claim = cfg
+            .groups_claim
+            .clone()
+            .unwrap_or_else(|| default_path(DEFAULT_GROUPS_CLAIM));
         let leeway = cfg.leeway.0.as_secs();
         if let Some(seed) = seed {
             store.seed_from(seed);
         }
         let refresher = store.spawn_refresher();
-        Ok(Issuer {
+        Issuer {
             rules: ClaimRules {
                 name: Arc::from(cfg.name.as_str()),
-                issuer: cfg.issuer.clone(),
+                issuer: cfg.issuer.as_str().to_string(),
                 audiences: cfg.audiences.iter().cloned().collect(),
                 leeway,
                 max_lifetime: cfg.max_token_lifetime.0.as_secs(),
@@ -269,7 +226,7 @@ impl Issuer {
             algorithms,
             store,
             refresher,
-        })
+        }
     }
 
     async fn validate(
@@ -400,13 +357,11 @@ impl Authenticator {
         cfg: &Config,
         previous: Option<&Authenticator>,
         http: reqwest::Client,
-    ) -> Result<Authenticator, Vec<Problem>> {
-        let mut problems = Vec::new();
+    ) -> Authenticator {
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
         let mut all_reused = previous.is_some_and(|p| p.issuers.len() == cfg.issuers.len());
-        for (i, ic) in cfg.issuers.iter().enumerate() {
-            let key = format!("issuer[{i}]");
+        for ic in &cfg.issuers {
             let reused = previous
                 .and_then(|p| p.issuers.iter().find(|old| old.cfg == *ic))
                 .cloned();
@@ -418,26 +373,9 @@ impl Authenticator {
                     .find(|old| old.cfg.issuer == ic.issuer && old.cfg.jwks_uri == ic.jwks_uri)
                     .map(|old| &*old.store)
             });
-            let issuer = match reused {
-                Some(old) => old,
-                None => match Issuer::new(ic, http.clone(), &key, seed) {
-                    Ok(new) => Arc::new(new),
-                    Err(p) => {
-                        problems.extend(p);
-                        continue;
-                    }
-                },
-            };
-            if by_iss.insert(ic.issuer.clone(), issuer.clone()).is_some() {
-                problems.push(Problem::new(
-                    format!("{key}.issuer"),
-                    format!("issuer {:?} is configured twice", ic.issuer),
-                ));
-            }
+            let issuer = reused.unwrap_or_else(|| Arc::new(Issuer::new(ic, http.clone(), seed)));
+            by_iss.insert(ic.issuer.as_str().to_string(), issuer.clone());
             issuers.push(issuer);
-        }
-        if !problems.is_empty() {
-            return Err(problems);
         }
         let a = &cfg.auth;
         let selection = jose::ClaimSelection::new(
@@ -464,13 +402,13 @@ impl Authenticator {
                 a.token_cache_ttl.0,
             )),
         };
-        Ok(Authenticator {
+        Authenticator {
             issuers,
             by_iss,
             cache,
             max_token_bytes: a.max_token_bytes,
             selection,
-        })
+        }
     }
 
     /// Validate a raw token (without the `Bearer ` prefix).
@@ -603,12 +541,12 @@ mod tests {
             "t",
         )
         .unwrap();
-        let a = Authenticator::new(&cfg, None, reqwest::Client::new()).unwrap();
+        let a = Authenticator::new(&cfg, None, reqwest::Client::new());
         let handle = a.issuers[0]
             .refresher
             .clone()
             .expect("spawned inside a runtime");
-        let b = Authenticator::new(&cfg, Some(&a), reqwest::Client::new()).unwrap();
+        let b = Authenticator::new(&cfg, Some(&a), reqwest::Client::new());
         drop(a);
         tokio::task::yield_now().await;
         assert!(
@@ -630,7 +568,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        let a = Authenticator::new(&cfg, None, reqwest::Client::new()).unwrap();
+        let a = Authenticator::new(&cfg, None, reqwest::Client::new());
         assert!(a.issuers[0].refresher.is_none());
         assert!(!a.ready());
     }
@@ -675,11 +613,11 @@ principal = "email"
             "[[issuer]]\nname = \"kc\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n";
         let cfg = |rules: &str| Config::from_toml(&format!("{base}{rules}"), "t").unwrap();
         let plain = cfg("[[rule]]\nname = \"r\"\npaths = [\"/a\"]\n");
-        let a = Authenticator::new(&plain, None, reqwest::Client::new()).unwrap();
-        let b = Authenticator::new(&plain, Some(&a), reqwest::Client::new()).unwrap();
+        let a = Authenticator::new(&plain, None, reqwest::Client::new());
+        let b = Authenticator::new(&plain, Some(&a), reqwest::Client::new());
         assert!(b.shares_cache_with(&a), "same rules: the cache is kept");
         let reads = cfg("[[rule]]\nname = \"r\"\nclaims = { tenant = \"t1\" }\n");
-        let c = Authenticator::new(&reads, Some(&b), reqwest::Client::new()).unwrap();
+        let c = Authenticator::new(&reads, Some(&b), reqwest::Client::new());
         assert!(
             !c.shares_cache_with(&b),
             "rules read another claim: a new cache"

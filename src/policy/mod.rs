@@ -1,9 +1,10 @@
 //! What a verified caller may do: first-match rule evaluation, compiled at load.
 //!
-//! The `[[rule]]` list of the configuration is compiled once into a [`Policy`] (every problem is
-//! reported with its key path, e.g. `rule[3].paths[0]`). Evaluating a request then walks the
-//! compiled rules in file order and stops at the first one whose conditions all hold; matching
-//! does no parsing, no regex and no heap allocation.
+//! The `[[rule]]` list of a loaded configuration (read and checked by [`crate::config`], which
+//! reports every problem with its key path, e.g. `rule[3].paths[0]`) is compiled once into a
+//! [`Policy`]. Evaluating a request then walks the compiled rules in file order and stops at
+//! the first one whose conditions all hold; matching does no parsing, no regex and no heap
+//! allocation.
 //!
 //! # Evaluation order
 //!
@@ -56,23 +57,17 @@
 mod cond;
 pub mod path;
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, Effect, Problem, RuleConfig, UpstreamKind};
+use crate::config::{self, Config, Effect, Method, RuleConfig};
 use crate::decision::Identity;
 
 use cond::{CiSet, ClaimCond, DomainSet, Principal, StrSet};
 pub use path::{normalize_path, normalize_path_with, PathError, PathOptions, MAX_PATH_BYTES};
 use path::{Case, PathPattern, PathView};
-
-/// Longest rule name: it is copied into the `rule` variable, logs and `explain` output, and
-/// names are identifiers, not descriptions.
-pub const MAX_RULE_NAME: usize = 64;
 
 /// The parts of a request the rules look at.
 #[derive(Debug, Clone, Copy)]
@@ -280,47 +275,21 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compile every rule of the config; report every problem with its key path.
-    pub fn compile(cfg: &Config) -> Result<Policy, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let issuers: HashSet<&str> = cfg.issuers.iter().map(|i| i.name.as_str()).collect();
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut rules = Vec::with_capacity(cfg.rules.len());
-        for (i, rc) in cfg.rules.iter().enumerate() {
-            let k = format!("rule[{i}]");
-            if !rc.name.is_empty() {
-                match seen.entry(rc.name.as_str()) {
-                    Entry::Occupied(first) => problems.push(Problem::new(
-                        format!("{k}.name"),
-                        format!(
-                            "duplicate rule name {:?} (also rule[{}])",
-                            rc.name,
-                            first.get()
-                        ),
-                    )),
-                    Entry::Vacant(v) => {
-                        v.insert(i);
-                    }
-                }
-            }
-            let mut c = RuleCompiler {
-                key: &k,
-                problems: &mut problems,
-            };
-            if let Some(rule) = c.rule(i, rc, cfg, &issuers) {
-                rules.push(rule);
-            }
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
+    /// Compile the rules of a loaded configuration (so checked already: this cannot fail).
+    pub fn compile(cfg: &Config) -> Policy {
+        let rules: Vec<Rule> = cfg
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rc)| Rule::compile(i, rc))
+            .collect();
         let public = (0..rules.len()).filter(|&i| rules[i].public).collect();
         let private = (0..rules.len()).filter(|&i| !rules[i].public).collect();
-        Ok(Policy {
+        Policy {
             rules: rules.into_boxed_slice(),
             public,
             private,
-        })
+        }
     }
 
     /// Public rules (`public = true`) are tried first, in file order, and need no token.
@@ -393,316 +362,76 @@ impl Policy {
     }
 }
 
-/// Why a path pattern with non-ASCII characters could never match under `[paths]`
-/// (see [`PathOptions::allow_non_ascii`]), or `None`.
-fn non_ascii_problem(pat: &str, allow_non_ascii: bool) -> Option<String> {
-    if pat.is_ascii() {
-        return None;
-    }
-    if !allow_non_ascii {
-        return Some(format!(
-            "{pat:?}: non-ASCII request paths are refused unless [paths] allow_non_ascii = true, so this never matches"
-        ));
-    }
-    path::unicode_problem(pat)
-        .map(|e| format!("{pat:?}: {e}; such request paths are refused, so this never matches"))
-}
-
-/// Compiles one rule, pushing problems under its key.
-struct RuleCompiler<'p> {
-    key: &'p str,
-    problems: &'p mut Vec<Problem>,
-}
-
-impl RuleCompiler<'_> {
-    fn problem(&mut self, field: &str, msg: impl Into<String>) {
-        self.problems
-            .push(Problem::new(format!("{}.{field}", self.key), msg));
-    }
-
-    /// A list condition: `None` stays `None`; an empty list is an error (it could never
-    /// match, which is never what was meant); each entry is checked by `check`.
-    fn list<'a>(
-        &mut self,
-        field: &str,
-        v: &'a Option<Vec<String>>,
-        mut check: impl FnMut(&str) -> Result<(), String>,
-    ) -> Option<&'a [String]> {
-        let v = v.as_deref()?;
-        if v.is_empty() {
-            self.problem(
-                field,
-                "empty list: the condition could never match; remove the key to not constrain it",
-            );
-            return None;
-        }
-        for (j, s) in v.iter().enumerate() {
-            if let Err(e) = check(s) {
-                self.problem(&format!("{field}[{j}]"), e);
-            }
-        }
-        Some(v)
-    }
-
-    fn rule(
-        &mut self,
-        index: usize,
-        rc: &RuleConfig,
-        cfg: &Config,
-        issuers: &HashSet<&str>,
-    ) -> Option<Rule> {
-        let before = self.problems.len();
-
-        if rc.name.is_empty() {
-            self.problem("name", "must not be empty");
-        } else if rc.name.len() > MAX_RULE_NAME
-            || !rc
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-        {
-            self.problem(
-                "name",
-                format!(
-                    "{:?}: at most {MAX_RULE_NAME} characters from A-Z a-z 0-9 _ - . :",
-                    rc.name
-                ),
-            );
-        }
-
-        let mut cond = Conditions::default();
-
-        // methods
-        if let Some(ms) = self.list("methods", &rc.methods, |m| {
-            if m == "*" {
-                Ok(())
-            } else {
-                cond::check_method(m)
-            }
-        }) {
-            if ms.iter().any(|m| m == "*") {
-                if ms.len() > 1 {
-                    self.problem(
-                        "methods",
-                        "\"*\" (any method) cannot be combined with other methods",
-                    );
-                }
-            } else {
+impl Rule {
+    fn compile(index: usize, rc: &RuleConfig) -> Rule {
+        // Deny rules ignore ASCII case in paths (see `path::Case`).
+        let case = match rc.effect {
+            Effect::Deny => Case::Insensitive,
+            Effect::Allow => Case::Sensitive,
+        };
+        let methods = rc
+            .methods
+            .as_ref()
+            .filter(|ms| !ms.iter().any(Method::is_any))
+            .map(|ms| {
                 let mut v: Vec<Box<str>> = ms.iter().map(|m| m.as_str().into()).collect();
                 // Servers answer HEAD with their GET handler: a deny on GET must not be
                 // dodged with HEAD. (Allow rules stay as written.)
-                if rc.effect == Effect::Deny && ms.iter().any(|m| m == "GET") {
+                if rc.effect == Effect::Deny && ms.iter().any(|m| m.as_str() == "GET") {
                     v.push("HEAD".into());
                 }
                 v.sort();
                 v.dedup();
-                cond.methods = Some(v.into_boxed_slice());
-            }
-        }
-
-        // paths
-        if let Some(ps) = rc.paths.as_deref() {
-            if ps.is_empty() {
-                self.problem("paths", "empty list: the condition could never match; remove the key to not constrain it");
-            } else {
-                // Deny rules ignore ASCII case in paths (see `path::Case`).
-                let case = match rc.effect {
-                    Effect::Deny => Case::Insensitive,
-                    Effect::Allow => Case::Sensitive,
-                };
-                let mut compiled = Vec::with_capacity(ps.len());
-                for (j, p) in ps.iter().enumerate() {
-                    let compiled_pattern = PathPattern::compile(p, case).and_then(|pp| {
-                        non_ascii_problem(p, cfg.paths.allow_non_ascii).map_or(Ok(pp), Err)
-                    });
-                    match compiled_pattern {
-                        Ok(pp) => compiled.push(pp),
-                        Err(e) => self.problem(&format!("paths[{j}]"), e),
-                    }
-                }
-                cond.paths = Some(compiled.into_boxed_slice());
-            }
-        }
-
-        if let Some(hs) = self.list("hosts", &rc.hosts, |h| cond::check_domain(h, true)) {
-            cond.hosts = Some(DomainSet::new(hs));
-        }
-
-        if let Some(ss) = rc.sources.as_deref() {
-            if ss.is_empty() {
-                self.problem("sources", "empty list: the condition could never match; remove the key to not constrain it");
-            } else {
-                let mut nets = Vec::with_capacity(ss.len());
-                for (j, s) in ss.iter().enumerate() {
-                    match cond::parse_source(s) {
-                        Ok(n) => nets.push(n),
-                        Err(e) => self.problem(&format!("sources[{j}]"), e),
-                    }
-                }
-                cond.sources = Some(nets.into_boxed_slice());
-            }
-        }
-
-        let non_empty = |s: &str| {
-            if s.is_empty() {
-                Err("empty entry".to_string())
-            } else {
-                Ok(())
-            }
+                v.into_boxed_slice()
+            });
+        let strs = |v: &Option<Vec<config::NonEmpty>>| {
+            v.as_ref()
+                .map(|v| StrSet::new(v.iter().map(config::NonEmpty::as_str)))
         };
-        if let Some(v) = self.list("groups", &rc.groups, non_empty) {
-            cond.groups = Some(StrSet::new(v));
-        }
-        if let Some(v) = self.list("subjects", &rc.subjects, non_empty) {
-            cond.subjects = Some(StrSet::new(v));
-        }
-        if let Some(v) = self.list("scopes", &rc.scopes, |s| {
-            if s.is_empty() || s.contains(' ') {
-                Err("a scope is one non-empty token without spaces".to_string())
-            } else {
-                Ok(())
-            }
-        }) {
-            cond.scopes = Some(StrSet::new(v));
-        }
-        if let Some(v) = self.list("emails", &rc.emails, |e| match e.rsplit_once('@') {
-            Some((l, d)) if !l.is_empty() && !d.is_empty() => Ok(()),
-            _ => Err(format!("{e:?} is not an email address")),
-        }) {
-            cond.emails = Some(CiSet::new(v));
-        }
-        if let Some(v) = self.list("email_domains", &rc.email_domains, |d| {
-            if d.contains('@') {
-                Err(format!("{d:?}: write the domain only, without @"))
-            } else {
-                cond::check_domain(d, false)
-            }
-        }) {
-            cond.email_domains = Some(DomainSet::new(v));
-        }
-        if let Some(v) = self.list("issuers", &rc.issuers, |n| {
-            if issuers.contains(n) {
-                Ok(())
-            } else {
-                Err(format!("no [[issuer]] is named {n:?}"))
-            }
-        }) {
-            cond.issuers = Some(StrSet::new(v));
-        }
-
-        if let Some(claims) = &rc.claims {
-            if claims.is_empty() {
-                self.problem(
-                    "claims",
-                    "empty table: remove the key to not constrain claims",
-                );
-            }
-            let mut compiled = Vec::with_capacity(claims.len());
-            for (path, values) in claims {
-                match ClaimCond::compile(path, values) {
-                    Ok(c) => compiled.push(c),
-                    Err(e) => self.problem(&format!("claims[{path:?}]"), e),
-                }
-            }
-            cond.claims = Some(compiled.into_boxed_slice());
-        }
-
-        let principal = match rc.principal.as_deref() {
-            None => Principal::Default,
-            Some(s) => match Principal::parse(s) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.problem("principal", e);
-                    Principal::Default
-                }
-            },
+        let cond = Conditions {
+            methods,
+            paths: rc
+                .paths
+                .as_ref()
+                .map(|ps| ps.iter().map(|p| PathPattern::new(p, case)).collect()),
+            hosts: rc
+                .hosts
+                .as_ref()
+                .map(|h| DomainSet::new(h.iter().map(config::HostPattern::as_str))),
+            sources: rc.sources.as_ref().map(|s| s.iter().map(|c| c.0).collect()),
+            groups: strs(&rc.groups),
+            subjects: strs(&rc.subjects),
+            emails: rc
+                .emails
+                .as_ref()
+                .map(|e| CiSet::new(e.iter().map(config::Email::as_str))),
+            email_domains: rc
+                .email_domains
+                .as_ref()
+                .map(|d| DomainSet::new(d.iter().map(config::EmailDomain::as_str))),
+            scopes: rc
+                .scopes
+                .as_ref()
+                .map(|s| StrSet::new(s.iter().map(config::Scope::as_str))),
+            claims: rc.claims.as_ref().map(|c| {
+                c.iter()
+                    .map(|(path, values)| ClaimCond::new(path, values))
+                    .collect()
+            }),
+            issuers: rc
+                .issuers
+                .as_ref()
+                .map(|i| StrSet::new(i.iter().map(String::as_str))),
         };
-
-        // Upstream reference.
-        let upstream = rc.upstream.as_deref();
-        if let Some(u) = upstream {
-            match cfg.upstreams.get(u) {
-                None => self.problem(
-                    "upstream",
-                    format!("no [upstream.{u}] section"),
-                ),
-                Some(up) if rc.public && up.kind == UpstreamKind::TokenExchange => self.problem(
-                    "upstream",
-                    format!(
-                        "upstream {u:?} is token_exchange, which needs the caller's token; a public rule has none"
-                    ),
-                ),
-                Some(_) => {}
-            }
-        }
-
-        if rc.effect == Effect::Deny {
-            if upstream.is_some() {
-                self.problem(
-                    "upstream",
-                    "a deny rule forwards nothing, so it cannot have an upstream",
-                );
-            }
-            if rc.principal.is_some() {
-                self.problem(
-                    "principal",
-                    "a deny rule forwards nothing, so it cannot have a principal",
-                );
-            }
-        }
-
-        if rc.public {
-            if rc.effect == Effect::Deny {
-                self.problem(
-                    "effect",
-                    "a public rule cannot deny (public rules are tried before the token is checked; put deny rules without `public`)",
-                );
-            }
-            if rc.paths.is_none() {
-                self.problem(
-                    "paths",
-                    "a public rule must list paths: without them it would open every path to callers without a token",
-                );
-            }
-            for (field, present) in [
-                ("groups", rc.groups.is_some()),
-                ("subjects", rc.subjects.is_some()),
-                ("emails", rc.emails.is_some()),
-                ("email_domains", rc.email_domains.is_some()),
-                ("scopes", rc.scopes.is_some()),
-                ("claims", rc.claims.is_some()),
-                ("issuers", rc.issuers.is_some()),
-            ] {
-                if present {
-                    self.problem(
-                        field,
-                        "a public rule needs no token, so it cannot use identity conditions (only methods, paths, hosts, sources)",
-                    );
-                }
-            }
-            if matches!(
-                principal,
-                Principal::Email | Principal::Sub | Principal::Claim(_)
-            ) {
-                self.problem(
-                    "principal",
-                    "a public rule has no identity: only \"static:<value>\" is possible",
-                );
-            }
-        }
-
-        if self.problems.len() > before {
-            return None;
-        }
-        Some(Rule {
+        Rule {
             name: rc.name.as_str().into(),
             index,
             effect: rc.effect,
-            upstream: upstream.map(Arc::from),
+            upstream: rc.upstream.as_deref().map(Arc::from),
             public: rc.public,
             cond,
-            principal,
-        })
+            principal: Principal::new(rc.principal.as_ref()),
+        }
     }
 }
 
@@ -720,8 +449,12 @@ mod tests {
     #[test]
     fn example_config_parses_and_compiles() {
         let text = include_str!("../../haproxy/idgate.toml");
-        let cfg = Config::from_toml(text, "haproxy/idgate.toml").expect("example parses");
-        let policy = Policy::compile(&cfg).unwrap_or_else(|p| panic!("{p:?}"));
+        // Its secret file goes next to it.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("serving-sp.secret"), "s").unwrap();
+        let cfg = Config::from_toml_in(text, "haproxy/idgate.toml", dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let policy = Policy::compile(&cfg);
         assert!(policy.rules().len() >= 4);
 
         let id = Identity {

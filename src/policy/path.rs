@@ -79,6 +79,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::config::{GlobSeg as Seg, GlobShape as Shape, PathGlob};
+
 /// Longest path accepted. HAProxy's default `tune.bufsize` (16 KiB) already bounds the whole
 /// request line; this cap only keeps a misconfigured proxy from feeding us arbitrarily long
 /// paths to scan against every rule.
@@ -316,7 +318,7 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// True when `s` contains a valid `%XX` escape (that a second decoding would change).
-fn contains_escape(s: &str) -> bool {
+pub(crate) fn contains_escape(s: &str) -> bool {
     s.as_bytes()
         .windows(3)
         .any(|w| w[0] == b'%' && hex_val(w[1]).is_some() && hex_val(w[2]).is_some())
@@ -402,13 +404,13 @@ fn check_segment(seg: &str) -> Result<(), PathError> {
 
 /// Whether `seg` begins or ends with whitespace (ASCII space, or Unicode whitespace when
 /// non-ASCII paths are allowed).
-fn edge_whitespace(seg: &str) -> bool {
+pub(crate) fn edge_whitespace(seg: &str) -> bool {
     let mut chars = seg.chars();
     chars.next().is_some_and(char::is_whitespace)
         || chars.next_back().is_some_and(char::is_whitespace)
 }
 
-fn is_dot_segment(seg: &str) -> bool {
+pub(crate) fn is_dot_segment(seg: &str) -> bool {
     seg == "." || seg == ".."
 }
 
@@ -472,7 +474,7 @@ impl<'a> PathView<'a> {
 /// Do the segments in `x` match the patterns in `p` one for one? (Lengths are checked by the
 /// caller.)
 fn all_match<'s>(p: &[Seg], ic: bool, x: impl Iterator<Item = &'s str>) -> bool {
-    p.iter().zip(x).all(|(s, x)| s.matches(x, ic))
+    p.iter().zip(x).all(|(s, x)| seg_matches(s, x, ic))
 }
 
 /// Byte-wise equality, with ASCII case folded when `ic`. Bytes, not `str` slicing, so a
@@ -485,46 +487,18 @@ fn bytes_eq(a: &[u8], b: &[u8], ic: bool) -> bool {
     }
 }
 
-/// One compiled segment pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Seg {
-    Literal(Box<str>),
-    /// `*`: any one non-empty segment.
-    Any,
-    /// `pre*suf`: a segment at least `pre.len() + suf.len()` long with that prefix and suffix.
-    Glob {
-        prefix: Box<str>,
-        suffix: Box<str>,
-    },
-}
-
-impl Seg {
-    fn matches(&self, seg: &str, ic: bool) -> bool {
-        match self {
-            Seg::Literal(l) => bytes_eq(l.as_bytes(), seg.as_bytes(), ic),
-            Seg::Any => !seg.is_empty(),
-            Seg::Glob { prefix, suffix } => {
-                let (s, p, x) = (seg.as_bytes(), prefix.as_bytes(), suffix.as_bytes());
-                s.len() >= p.len() + x.len()
-                    && bytes_eq(&s[..p.len()], p, ic)
-                    && bytes_eq(&s[s.len() - x.len()..], x, ic)
-            }
+/// Does segment `seg` match the segment pattern `p`?
+fn seg_matches(p: &Seg, seg: &str, ic: bool) -> bool {
+    match p {
+        Seg::Literal(l) => bytes_eq(l.as_bytes(), seg.as_bytes(), ic),
+        Seg::Any => !seg.is_empty(),
+        Seg::Glob { prefix, suffix } => {
+            let (s, p, x) = (seg.as_bytes(), prefix.as_bytes(), suffix.as_bytes());
+            s.len() >= p.len() + x.len()
+                && bytes_eq(&s[..p.len()], p, ic)
+                && bytes_eq(&s[s.len() - x.len()..], x, ic)
         }
     }
-}
-
-/// The shape of a compiled path pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Shape {
-    /// No wildcard at all: one string comparison against the trimmed path.
-    Exact(Box<str>),
-    /// No `**`: exactly `segs.len()` segments, each matching its pattern.
-    Fixed(Box<[Seg]>),
-    /// `prefix/**/suffix`: at least `prefix.len() + suffix.len()` segments.
-    Span {
-        prefix: Box<[Seg]>,
-        suffix: Box<[Seg]>,
-    },
 }
 
 /// Whether literal parts of a pattern compare case-sensitively.
@@ -545,93 +519,18 @@ pub(crate) struct PathPattern {
 }
 
 impl PathPattern {
-    /// Compile one pattern; the error is the message for the config problem.
-    pub(crate) fn compile(pat: &str, case: Case) -> Result<PathPattern, String> {
-        if pat.is_empty() {
-            return Err("empty path pattern".into());
-        }
-        if !pat.starts_with('/') {
-            return Err(format!("{pat:?} must start with /"));
-        }
-        if pat.chars().any(char::is_control) {
-            return Err(format!("{pat:?} contains a control character"));
-        }
-        if pat.contains(['?', '#']) {
-            return Err(format!(
-                "{pat:?}: paths are matched without query string or fragment; remove ? and #"
-            ));
-        }
-        if pat.contains('\\') {
-            return Err(format!(
-                "{pat:?}: backslashes are refused in request paths, so this never matches"
-            ));
-        }
-        if pat.contains(';') {
-            return Err(format!(
-                "{pat:?}: path parameters (;) are refused in request paths, so this never matches"
-            ));
-        }
-        if contains_escape(pat) {
-            return Err(format!(
-                "{pat:?}: patterns match the percent-decoded path; write the character itself, not its %XX escape"
-            ));
-        }
-        let rest = &pat[1..];
-        let body = rest.strip_suffix('/').unwrap_or(rest);
-        let mut segs = Vec::new();
-        let mut span_at = None;
-        if !body.is_empty() {
-            for (i, s) in body.split('/').enumerate() {
-                if s.is_empty() {
-                    return Err(format!(
-                        "{pat:?}: empty segment (//); such request paths are refused, so this never matches"
-                    ));
-                }
-                if is_dot_segment(s) {
-                    return Err(format!(
-                        "{pat:?}: dot-segment; such request paths are refused, so this never matches"
-                    ));
-                }
-                if s.ends_with('.') {
-                    return Err(format!(
-                        "{pat:?}: segment ending in a dot; such request paths are refused, so this never matches"
-                    ));
-                }
-                if edge_whitespace(s) {
-                    return Err(format!(
-                        "{pat:?}: segment beginning or ending with whitespace; such request paths are refused, so this never matches"
-                    ));
-                }
-                if s == "**" {
-                    if span_at.is_some() {
-                        return Err(format!("{pat:?}: at most one ** per pattern"));
-                    }
-                    span_at = Some(i);
-                    continue;
-                }
-                if s.contains("**") {
-                    return Err(format!(
-                        "{pat:?}: ** must be a whole segment (/**/), not part of {s:?}"
-                    ));
-                }
-                segs.push(compile_seg(s).map_err(|e| format!("{pat:?}: {e}"))?);
-            }
-        }
-        let shape = match span_at {
-            Some(i) => {
-                let suffix = segs.split_off(i);
-                Shape::Span {
-                    prefix: segs.into_boxed_slice(),
-                    suffix: suffix.into_boxed_slice(),
-                }
-            }
-            None if segs.iter().all(|s| matches!(s, Seg::Literal(_))) => Shape::Exact(body.into()),
-            None => Shape::Fixed(segs.into_boxed_slice()),
-        };
-        Ok(PathPattern {
-            shape,
+    /// A pattern the configuration parsed ([`PathGlob`]), compared with `case`.
+    pub(crate) fn new(glob: &PathGlob, case: Case) -> PathPattern {
+        PathPattern {
+            shape: glob.shape().clone(),
             ignore_case: case == Case::Insensitive,
-        })
+        }
+    }
+
+    /// Parse and compile one pattern (tests).
+    #[cfg(test)]
+    pub(crate) fn compile(pat: &str, case: Case) -> Result<PathPattern, String> {
+        pat.parse().map(|g| PathPattern::new(&g, case))
     }
 
     pub(crate) fn matches(&self, p: &PathView<'_>) -> bool {
@@ -663,30 +562,11 @@ impl PathPattern {
                                 .iter()
                                 .rev()
                                 .zip(p.segments_rev())
-                                .all(|(s, x)| s.matches(x, ic))
+                                .all(|(s, x)| seg_matches(s, x, ic))
                     }
                 }
             }
         }
-    }
-}
-
-fn compile_seg(s: &str) -> Result<Seg, String> {
-    if s == "*" {
-        return Ok(Seg::Any);
-    }
-    match s.matches('*').count() {
-        0 => Ok(Seg::Literal(s.into())),
-        1 => {
-            let (prefix, suffix) = s.split_once('*').expect("one star");
-            Ok(Seg::Glob {
-                prefix: prefix.into(),
-                suffix: suffix.into(),
-            })
-        }
-        _ => Err(format!(
-            "at most one * inside a segment ({s:?}); use * for a whole segment or ** for many"
-        )),
     }
 }
 

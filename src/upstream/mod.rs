@@ -13,7 +13,8 @@
 //! safety margin, refresh ahead of expiry claimed by one caller, the hold-off after an endpoint
 //! failure), `oauth.rs` (the HTTP request to the token endpoint: per-attempt timeout, retries
 //! within `total_budget`, response validation), `failure.rs` (what failed, whose fault it is,
-//! and the one log line that says so), `secret.rs` and `validate.rs` (load-time checks).
+//! and the one log line that says so), `secret.rs` (reading the secret files the configuration
+//! found: [`crate::config::SecretFile`]).
 //!
 //! Fail closed: if no credential can be had, [`Broker::credential_for`] returns an error and
 //! the engine answers `allow=false, status=503, reason=upstream_unavailable`. An expired token
@@ -34,22 +35,19 @@ mod oauth;
 mod secret;
 mod static_token;
 mod token_exchange;
-mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{check_url, Config, Problem, UpstreamConfig, UpstreamKind};
+use crate::config::{Config, Credential, Problem, UpstreamConfig, MAX_UPSTREAM_NAME};
 use crate::decision::Identity;
 use crate::token_key::TokenKey;
 
 use client_credentials::ClientCredentials;
 pub use failure::{Failure, Outcome, Side};
 use secret::Secret;
-pub use secret::CREDENTIALS_DIRECTORY_ENV;
 use static_token::StaticToken;
 use token_exchange::TokenExchange;
 
@@ -145,10 +143,11 @@ enum Source {
 }
 
 impl Broker {
-    /// Build from `cfg.upstreams`; read secrets (relative file names are looked up in
-    /// `$CREDENTIALS_DIRECTORY` first); report every problem with its key path (e.g.
-    /// `upstream.serving-sp.client_secret_file`). `previous`: on reload, upstreams whose
-    /// config AND secret are unchanged keep their token caches.
+    /// Build from `cfg.upstreams` (checked by [`crate::config`], secret files found) and read
+    /// their secret files; a file that cannot be used (unreadable, empty, not one line of
+    /// visible ASCII...) is reported with its key path (e.g.
+    /// `upstream.serving-sp.client_secret_file`). `previous`: on reload, upstreams whose config
+    /// AND secret are unchanged keep their token caches.
     ///
     /// `http` should not follow redirects (a token endpoint that redirects is misconfigured,
     /// and following would turn the POST into a GET); it is used for every token request.
@@ -157,28 +156,17 @@ impl Broker {
         previous: Option<&Broker>,
         http: reqwest::Client,
     ) -> Result<Broker, Vec<Problem>> {
-        let dir = secret::credentials_dir_from_env();
-        Broker::with_credentials_dir(cfg, previous, http, dir.as_deref())
-    }
-
-    /// [`Broker::new`] with an explicit credentials directory instead of
-    /// `$CREDENTIALS_DIRECTORY` (tests; embedding).
-    pub fn with_credentials_dir(
-        cfg: &Config,
-        previous: Option<&Broker>,
-        http: reqwest::Client,
-        credentials_dir: Option<&Path>,
-    ) -> Result<Broker, Vec<Problem>> {
         LazyLock::force(&cache::CLOCK_BASE);
         let mut problems = Vec::new();
         let mut upstreams = BTreeMap::new();
         for (name, uc) in &cfg.upstreams {
-            let before = problems.len();
-            validate::validate(name, uc, &mut problems);
-            let secret = validate::read_secret(name, uc, credentials_dir, &mut problems);
-            if problems.len() > before {
-                continue;
-            }
+            let secret = match read_secret(name, uc) {
+                Ok(s) => s,
+                Err(p) => {
+                    problems.push(p);
+                    continue;
+                }
+            };
             if let Some(prev) = previous.and_then(|b| b.upstreams.get(name)) {
                 if prev.cfg == *uc && prev.secret == secret {
                     upstreams.insert(name.clone(), Arc::clone(prev));
@@ -192,8 +180,6 @@ impl Broker {
                 Err(p) => problems.push(p),
             }
         }
-        // Rule references (unknown upstream, token_exchange on a public rule) are checked by
-        // the policy compiler, which owns `[[rule]]`.
         if problems.is_empty() {
             Ok(Broker { http, upstreams })
         } else {
@@ -273,7 +259,7 @@ impl Broker {
 #[cold]
 #[inline(never)]
 fn unknown(upstream: &str) -> UpstreamError {
-    let shown: String = upstream.chars().take(validate::MAX_UPSTREAM_NAME).collect();
+    let shown: String = upstream.chars().take(MAX_UPSTREAM_NAME).collect();
     failure::log_config(
         &shown,
         None,
@@ -282,43 +268,70 @@ fn unknown(upstream: &str) -> UpstreamError {
     UpstreamError::Unknown(upstream.to_string())
 }
 
+/// Read the secret file of the upstream's kind (`client_secret_file`, `token_file`); `None`
+/// for `token_exchange`, which has none.
+fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem> {
+    let (field, file) = match &c.credential {
+        Credential::ClientCredentials {
+            client_secret_file, ..
+        } => ("client_secret_file", client_secret_file),
+        Credential::Static { token_file } => ("token_file", token_file),
+        Credential::TokenExchange { .. } => return Ok(None),
+    };
+    secret::read_secret_file(file.path())
+        .map(Some)
+        .map_err(|e| Problem::new(format!("upstream.{name}.{field}"), e))
+}
+
 impl Upstream {
-    /// Assemble a validated upstream (problems were reported by [`validate::validate`]).
+    /// Assemble an upstream of a loaded configuration; `secret` is what [`read_secret`] read
+    /// for it. Fails only when the client secret cannot be sent (not a valid header value).
     fn build(name: &str, c: &UpstreamConfig, secret: Option<Secret>) -> Result<Upstream, Problem> {
-        let problem = |f: &str, why: String| Problem::new(format!("upstream.{name}.{f}"), why);
-        let missing = |f: &str| problem(f, "required".into());
-        let endpoint = || -> Result<oauth::Endpoint, Problem> {
-            let raw = c.token_url.as_deref().ok_or_else(|| missing("token_url"))?;
-            let url = check_url(raw).map_err(|e| problem("token_url", e))?;
-            Ok(oauth::Endpoint::new(
+        let endpoint = |url: &crate::config::HttpsUrl| {
+            oauth::Endpoint::new(
                 Arc::from(name),
-                url,
+                url.url().clone(),
                 c.timeout.0,
                 c.total_budget.0,
-            ))
+            )
         };
         let scope = c.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.to_string());
-        let source = match c.kind {
-            UpstreamKind::Static => {
-                let token = secret.as_ref().ok_or_else(|| missing("token_file"))?;
-                Source::Static(StaticToken::new(token))
-            }
-            UpstreamKind::ClientCredentials => {
-                let id = c.client_id.as_deref().ok_or_else(|| missing("client_id"))?;
-                let sec = secret
-                    .as_ref()
-                    .ok_or_else(|| missing("client_secret_file"))?;
-                let cc = ClientCredentials::new(endpoint()?, id, sec, &scope, c.refresh_ahead.0)
-                    .map_err(|e| problem("client_secret_file", e))?;
+        let source = match (&c.credential, &secret) {
+            (Credential::Static { .. }, Some(token)) => Source::Static(StaticToken::new(token)),
+            (
+                Credential::ClientCredentials {
+                    token_url,
+                    client_id,
+                    ..
+                },
+                Some(sec),
+            ) => {
+                let cc = ClientCredentials::new(
+                    endpoint(token_url),
+                    client_id,
+                    sec,
+                    &scope,
+                    c.refresh_ahead.0,
+                )
+                .map_err(|e| Problem::new(format!("upstream.{name}.client_secret_file"), e))?;
                 Source::ClientCredentials(Arc::new(cc))
             }
-            UpstreamKind::TokenExchange => Source::TokenExchange(Arc::new(TokenExchange::new(
-                endpoint()?,
+            (
+                Credential::TokenExchange {
+                    token_url,
+                    client_id,
+                },
+                _,
+            ) => Source::TokenExchange(Arc::new(TokenExchange::new(
+                endpoint(token_url),
                 scope,
-                c.client_id.clone(),
+                client_id.clone(),
                 c.refresh_ahead.0,
                 c.cache_size,
             ))),
+            (Credential::Static { .. } | Credential::ClientCredentials { .. }, None) => {
+                unreachable!("read_secret reads the secret file of these kinds")
+            }
         };
         Ok(Upstream {
             cfg: c.clone(),
@@ -331,6 +344,18 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_that_cannot_be_used_is_a_problem_of_its_key() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("empty"), "\n").unwrap();
+        let text = "[upstream.st]\nkind = \"static\"\ntoken_file = \"empty\"\n";
+        let cfg = Config::from_toml_in(text, "t", d.path()).unwrap();
+        let p = Broker::new(&cfg, None, reqwest::Client::new()).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "upstream.st.token_file");
+        assert!(p[0].message.contains("is empty"), "{}", p[0]);
+    }
 
     #[test]
     fn errors_display_without_secrets() {

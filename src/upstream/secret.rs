@@ -4,20 +4,16 @@
 //! tickets); they live in files the operator protects, or in systemd credentials
 //! (`LoadCredential=`), which systemd exposes under `$CREDENTIALS_DIRECTORY`.
 //!
-//! Lookup rule: an **absolute** path is read as written. A **relative** name is looked up in
-//! `$CREDENTIALS_DIRECTORY` first (so `client_secret_file = "serving-sp.secret"` matches
-//! `LoadCredential=serving-sp.secret:/etc/idgate/serving-sp.secret`), then relative to the
-//! working directory (handy for `idgate check-config` run next to the files, and for tests).
-//! An absolute path is never redirected: an explicit path means exactly that file.
+//! Where a configured name is found is decided when the configuration is loaded
+//! ([`crate::config::SecretFile`]: `$CREDENTIALS_DIRECTORY`, then the configuration file's
+//! directory); this module reads the file found, each time the upstreams are built (start and
+//! every reload).
 
 use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use zeroize::Zeroizing;
-
-/// The environment variable systemd sets for a unit with `LoadCredential=`/`SetCredential=`.
-pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 /// Largest secret file we read. OAuth client secrets are ~40 bytes, PATs ~40, JWTs a few KB;
 /// anything bigger is the wrong file (a key bundle, a log) and must not be sent as a header.
@@ -44,35 +40,14 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Where a configured secret file name resolves to (see the module docs for the rule).
-pub fn resolve(name: &Path, credentials_dir: Option<&Path>) -> PathBuf {
-    if name.is_relative() {
-        if let Some(dir) = credentials_dir {
-            let candidate = dir.join(name);
-            if candidate.exists() {
-                return candidate;
-            }
-        }
-    }
-    name.to_path_buf()
-}
-
-/// `$CREDENTIALS_DIRECTORY`, if set and non-empty.
-pub fn credentials_dir_from_env() -> Option<PathBuf> {
-    std::env::var_os(CREDENTIALS_DIRECTORY_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-}
-
 /// Read a secret file: surrounding whitespace (the usual trailing newline) is trimmed; what
 /// remains must be one non-empty line of visible ASCII (0x21..=0x7E), at most
-/// [`MAX_SECRET_BYTES`]. The error message names the resolved path and the problem, never
+/// [`MAX_SECRET_BYTES`]. The error message names the path and the problem, never
 /// the content.
-pub fn read_secret_file(name: &Path, credentials_dir: Option<&Path>) -> Result<Secret, String> {
-    let path = resolve(name, credentials_dir);
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let shown = path.display();
-    let file = std::fs::File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    warn_if_world_readable(&file, &path);
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    warn_if_world_readable(&file, path);
     // Read at most one byte more than allowed, so an oversized file is detected without
     // loading all of it.
     let mut raw = Zeroizing::new(Vec::with_capacity(256));
@@ -121,6 +96,8 @@ fn warn_if_world_readable(_file: &std::fs::File, _path: &Path) {}
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
@@ -133,7 +110,7 @@ mod tests {
     fn trims_and_redacts() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "s", b"  dose1234abcd\n");
-        let s = read_secret_file(&p, None).unwrap();
+        let s = read_secret_file(&p).unwrap();
         assert_eq!(s.expose(), "dose1234abcd");
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
     }
@@ -150,39 +127,18 @@ mod tests {
             ("caf\u{e9}".as_bytes(), "not visible ASCII"),
         ] {
             let p = write(d.path(), "s", content);
-            let e = read_secret_file(&p, None).unwrap_err();
+            let e = read_secret_file(&p).unwrap_err();
             assert!(e.contains(why), "{e}");
             assert!(!e.contains("abc"), "secret echoed: {e}");
         }
         let p = write(d.path(), "big", &vec![b'a'; MAX_SECRET_BYTES + 1]);
-        assert!(read_secret_file(&p, None).unwrap_err().contains("larger"));
+        assert!(read_secret_file(&p).unwrap_err().contains("larger"));
         let p = write(d.path(), "max", &vec![b'a'; MAX_SECRET_BYTES]);
         assert_eq!(
-            read_secret_file(&p, None).unwrap().expose().len(),
+            read_secret_file(&p).unwrap().expose().len(),
             MAX_SECRET_BYTES
         );
-        let e = read_secret_file(&d.path().join("missing"), None).unwrap_err();
+        let e = read_secret_file(&d.path().join("missing")).unwrap_err();
         assert!(e.contains("cannot read"), "{e}");
-    }
-
-    #[test]
-    fn relative_names_prefer_the_credentials_directory() {
-        let creds = tempfile::tempdir().unwrap();
-        write(creds.path(), "sp.secret", b"from-creds");
-        assert_eq!(
-            resolve(Path::new("sp.secret"), Some(creds.path())),
-            creds.path().join("sp.secret")
-        );
-        // Not present there: falls back to the name itself (working directory).
-        assert_eq!(
-            resolve(Path::new("other.secret"), Some(creds.path())),
-            PathBuf::from("other.secret")
-        );
-        // Absolute paths are never redirected.
-        let abs = creds.path().join("sp.secret");
-        let elsewhere = tempfile::tempdir().unwrap();
-        assert_eq!(resolve(&abs, Some(elsewhere.path())), abs);
-        let s = read_secret_file(Path::new("sp.secret"), Some(creds.path())).unwrap();
-        assert_eq!(s.expose(), "from-creds");
     }
 }

@@ -35,8 +35,8 @@ mod tests {
     use crate::config::Config;
 
     fn broker(text: &str, dir: &Path) -> Broker {
-        let c = Config::from_toml(text, "t").expect("parses");
-        Broker::with_credentials_dir(&c, None, reqwest::Client::new(), Some(dir)).unwrap()
+        let c = Config::from_toml_in(text, "t", dir).expect("parses");
+        Broker::new(&c, None, reqwest::Client::new()).unwrap()
     }
 
     #[tokio::test]

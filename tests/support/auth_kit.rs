@@ -275,7 +275,7 @@ pub fn http() -> reqwest::Client {
 /// Build an authenticator and wait (bounded) for its keys.
 pub async fn ready_auth(cfg: &Config) -> Authenticator {
     install_crypto_provider();
-    let a = Authenticator::new(cfg, None, http()).expect("authenticator");
+    let a = Authenticator::new(cfg, None, http());
     assert!(
         a.wait_ready(Duration::from_secs(10)).await,
         "keys did not load: {:?}",

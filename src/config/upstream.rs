@@ -1,0 +1,379 @@
+//! `[upstream.NAME]` (contract §4): a Databricks credential a rule can inject. See
+//! docs/databricks.md for the operator's view.
+//!
+//! Which keys apply: `client_credentials` needs `token_url`, `client_id`,
+//! `client_secret_file`; `token_exchange` needs `token_url` and takes an optional `client_id`
+//! (workload identity federation) but never a secret; `static` needs `token_file` only. A key
+//! that does not apply to the kind is an error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::files::SecretFile;
+use super::read::{Cx, Table};
+use super::value::{is_name_byte, secs, Dur, HttpsUrl};
+
+/// Upstream names become metric label values and log fields: keep them short and plain.
+pub(crate) const MAX_UPSTREAM_NAME: usize = 64;
+
+/// `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    ClientCredentials,
+    TokenExchange,
+    Static,
+}
+
+impl UpstreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKind::ClientCredentials => "client_credentials",
+            UpstreamKind::TokenExchange => "token_exchange",
+            UpstreamKind::Static => "static",
+        }
+    }
+}
+
+/// What a credential kind needs, present by construction (checked at load).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credential {
+    ClientCredentials {
+        /// OAuth token endpoint, normally `https://<workspace-host>/oidc/v1/token`.
+        token_url: HttpsUrl,
+        /// The service principal's application ID.
+        client_id: String,
+        /// File holding the client secret. A relative name is looked up in
+        /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`), then next to the
+        /// configuration file; an absolute path is read as written (see [`super::files`]).
+        /// Re-read on every reload.
+        client_secret_file: SecretFile,
+    },
+    TokenExchange {
+        token_url: HttpsUrl,
+        /// Workload identity federation: the service principal's application ID.
+        client_id: Option<String>,
+    },
+    Static {
+        /// File holding the bare bearer token; same lookup as `client_secret_file`.
+        token_file: SecretFile,
+    },
+}
+
+/// `[upstream.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// `kind` and the keys it needs.
+    pub credential: Credential,
+    /// Space-separated OAuth scopes. Default `"all-apis"`.
+    pub scope: Option<String>,
+    /// Timeout of one token request (1ms..=60s, at most `total_budget`). Default 2s.
+    pub timeout: Dur,
+    /// Total time budget for one credential, retries included. Keep it clearly below the SPOE
+    /// `timeout processing` (3s in the shipped idgate.spoe.conf): the budget is spent *inside*
+    /// that timeout, and an answer arriving as HAProxy gives up is lost, so the caller gets
+    /// the generic "agent unavailable" 503 instead of `upstream_unavailable`. Default 2s.
+    pub total_budget: Dur,
+    /// Refresh a cached token this long before it expires, in the background (capped at half
+    /// the token's lifetime; `"0s"`: no background refresh). Default 5m.
+    pub refresh_ahead: Dur,
+    /// Maximum cached per-caller tokens (`token_exchange`). Default 10000.
+    pub cache_size: u64,
+}
+
+impl UpstreamConfig {
+    pub fn kind(&self) -> UpstreamKind {
+        match self.credential {
+            Credential::ClientCredentials { .. } => UpstreamKind::ClientCredentials,
+            Credential::TokenExchange { .. } => UpstreamKind::TokenExchange,
+            Credential::Static { .. } => UpstreamKind::Static,
+        }
+    }
+}
+
+/// An `[upstream.NAME]` table as read, before its checks.
+pub(crate) struct RawUpstream {
+    pub(crate) kind: UpstreamKind,
+    token_url: Option<HttpsUrl>,
+    client_id: Option<String>,
+    client_secret_file: Option<SecretFile>,
+    token_file: Option<SecretFile>,
+    scope: Option<String>,
+    timeout: Dur,
+    total_budget: Dur,
+    refresh_ahead: Dur,
+    cache_size: u64,
+}
+
+impl RawUpstream {
+    /// `None` when `kind` is missing (reported). Every key is read either way.
+    pub(crate) fn read(t: &mut Table<'_, '_>) -> Option<RawUpstream> {
+        let kind = t.required("kind");
+        let file = |t: &mut Table<'_, '_>, key| t.get::<PathBuf>(key).map(SecretFile::unresolved);
+        let mut c = RawUpstream {
+            kind: UpstreamKind::Static,
+            token_url: t.get("token_url"),
+            client_id: t.get("client_id"),
+            client_secret_file: file(t, "client_secret_file"),
+            token_file: file(t, "token_file"),
+            scope: t.get("scope"),
+            timeout: secs(2),
+            total_budget: secs(2),
+            refresh_ahead: secs(300),
+            cache_size: 10_000,
+        };
+        t.set("timeout", &mut c.timeout);
+        t.set("total_budget", &mut c.total_budget);
+        t.set("refresh_ahead", &mut c.refresh_ahead);
+        t.set("cache_size", &mut c.cache_size);
+        c.kind = kind?;
+        Some(c)
+    }
+
+    /// The checks of upstream `name` and the lookup of its secret file; the typed upstream
+    /// when the keys its kind needs are there.
+    pub(crate) fn check(mut self, name: &str, cx: &mut Cx<'_>) -> Option<UpstreamConfig> {
+        self.check_keys(name, cx);
+        let credential = match self.kind {
+            UpstreamKind::ClientCredentials => Credential::ClientCredentials {
+                token_url: self.token_url?,
+                client_id: self.client_id?,
+                client_secret_file: self.client_secret_file?,
+            },
+            UpstreamKind::TokenExchange => Credential::TokenExchange {
+                token_url: self.token_url?,
+                client_id: self.client_id,
+            },
+            UpstreamKind::Static => Credential::Static {
+                token_file: self.token_file?,
+            },
+        };
+        Some(UpstreamConfig {
+            credential,
+            scope: self.scope,
+            timeout: self.timeout,
+            total_budget: self.total_budget,
+            refresh_ahead: self.refresh_ahead,
+            cache_size: self.cache_size,
+        })
+    }
+
+    fn check_keys(&mut self, name: &str, cx: &mut Cx<'_>) {
+        let k = |field: &str| format!("upstream.{name}.{field}");
+        if name.is_empty() || name.len() > MAX_UPSTREAM_NAME || !name.bytes().all(is_name_byte) {
+            cx.push(
+                format!("upstream.{name}"),
+                format!(
+                    "the name must be 1-{MAX_UPSTREAM_NAME} characters of A-Z a-z 0-9 _ - . \
+                     (it is a metric label)"
+                ),
+            );
+        }
+        let kind = self.kind.as_str();
+        let (needs, forbids): (&[&str], &[&str]) = match self.kind {
+            UpstreamKind::ClientCredentials => (
+                &["token_url", "client_id", "client_secret_file"],
+                &["token_file"],
+            ),
+            UpstreamKind::TokenExchange => (&["token_url"], &["client_secret_file", "token_file"]),
+            UpstreamKind::Static => (
+                &["token_file"],
+                &["token_url", "client_id", "client_secret_file", "scope"],
+            ),
+        };
+        let present = |f: &str| match f {
+            "token_url" => self.token_url.is_some(),
+            "client_id" => self.client_id.is_some(),
+            "client_secret_file" => self.client_secret_file.is_some(),
+            "token_file" => self.token_file.is_some(),
+            "scope" => self.scope.is_some(),
+            _ => false,
+        };
+        for f in needs.iter().filter(|f| !present(f)) {
+            cx.push(k(f), format!("required for kind = \"{kind}\""));
+        }
+        for f in forbids.iter().filter(|f| present(f)) {
+            let why = match (self.kind, *f) {
+                (UpstreamKind::TokenExchange, "client_secret_file") => {
+                    "; token exchange sends no client secret (set client_id alone for \
+                     workload identity federation)"
+                }
+                _ => "",
+            };
+            cx.push(k(f), format!("does not apply to kind = \"{kind}\"{why}"));
+        }
+        // The secret file of the kind: found now, read by the upstream when it is built.
+        let file = match self.kind {
+            UpstreamKind::ClientCredentials => self
+                .client_secret_file
+                .as_mut()
+                .map(|f| ("client_secret_file", f)),
+            UpstreamKind::Static => self.token_file.as_mut().map(|f| ("token_file", f)),
+            UpstreamKind::TokenExchange => None,
+        };
+        if let Some((field, file)) = file {
+            if let Err(e) = file.resolve(&cx.dirs) {
+                cx.push(k(field), e);
+            }
+        }
+        if self.kind == UpstreamKind::Static {
+            return;
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                cx.push(
+                    k("client_id"),
+                    "must be 1-256 visible ASCII characters (the service principal's \
+                     application ID)",
+                );
+            }
+        }
+        if let Some(s) = &self.scope {
+            if s.trim().is_empty()
+                || s.len() > 1024
+                || !s.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+            {
+                cx.push(
+                    k("scope"),
+                    "must be space-separated scopes of visible ASCII, e.g. \"all-apis\"",
+                );
+            }
+        }
+        let within = |d: Dur, max: u64| !d.0.is_zero() && d.0 <= Duration::from_secs(max);
+        if !within(self.timeout, 60) {
+            cx.push(k("timeout"), "must be between 1ms and 60s");
+        } else if self.timeout.0 > self.total_budget.0 {
+            cx.push(
+                k("timeout"),
+                "must not exceed total_budget (the budget bounds every attempt)",
+            );
+        }
+        if !within(self.total_budget, 300) {
+            cx.push(k("total_budget"), "must be between 1ms and 5m");
+        }
+        if self.kind == UpstreamKind::TokenExchange && self.cache_size == 0 {
+            cx.push(k("cache_size"), "must be at least 1");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{keys, problems};
+    use crate::config::Config;
+
+    const URL: &str = "token_url = \"https://dbc.example.com/oidc/v1/token\"\n";
+
+    #[test]
+    fn client_credentials_requires_its_keys() {
+        assert_eq!(
+            keys("[upstream.sp]\nkind = \"client_credentials\"\n"),
+            [
+                "upstream.sp.token_url",
+                "upstream.sp.client_id",
+                "upstream.sp.client_secret_file"
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_of_other_kinds_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("tok"), "dapi123\n").unwrap();
+        let text = format!(
+            "[upstream.st]\nkind = \"static\"\ntoken_file = \"tok\"\n{URL}client_id = \"abc\"\n\
+             scope = \"all-apis\"\n\
+             [upstream.tx]\nkind = \"token_exchange\"\n{URL}client_secret_file = \"tok\"\n\
+             token_file = \"tok\"\n\
+             [upstream.cc]\nkind = \"client_credentials\"\n{URL}client_id = \"abc\"\n\
+             client_secret_file = \"tok\"\ntoken_file = \"tok\"\n"
+        );
+        let e = Config::from_toml_in(&text, "t", d.path()).unwrap_err();
+        let k: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            k,
+            [
+                "upstream.st.token_url",
+                "upstream.st.client_id",
+                "upstream.st.scope",
+                "upstream.tx.client_secret_file",
+                "upstream.tx.token_file",
+                "upstream.cc.token_file",
+            ],
+            "{e}"
+        );
+        assert!(e.problems[3].message.contains("no client secret"), "{e}");
+    }
+
+    #[test]
+    fn urls_names_and_bounds_are_checked() {
+        let p = problems(
+            "[upstream.\"bad name\"]\nkind = \"token_exchange\"\n\
+             token_url = \"https://dbc.example.com/oidc/v1/token\"\nclient_id = \"\"\n\
+             scope = \"  \"\ntimeout = \"5s\"\ntotal_budget = \"2s\"\ncache_size = 0\n",
+        );
+        let k: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            k,
+            [
+                "upstream.bad name",
+                "upstream.bad name.client_id",
+                "upstream.bad name.scope",
+                "upstream.bad name.timeout",
+                "upstream.bad name.cache_size",
+            ],
+            "{p:#?}"
+        );
+        let p = problems(
+            "[upstream.x]\nkind = \"token_exchange\"\ntoken_url = \"http://dbc.example.com/t\"\n",
+        );
+        assert_eq!(p[0].key, "upstream.x.token_url");
+        assert!(p[0].message.contains("https"), "{}", p[0]);
+        assert_eq!(
+            keys("[upstream.x]\nkind = \"token_exchange\"\ntoken_url = \"https://d/t\"\ntimeout = \"0s\"\ntotal_budget = \"6m\"\n"),
+            ["upstream.x.timeout", "upstream.x.total_budget"]
+        );
+        assert_eq!(
+            keys("[upstream.x]\nkind = \"oauth\"\n"),
+            ["upstream.x.kind"]
+        );
+    }
+
+    #[test]
+    fn missing_secret_files_name_the_places_tried() {
+        let d = tempfile::tempdir().unwrap();
+        let abs = d.path().join("nope");
+        let text = format!(
+            "[upstream.cc]\nkind = \"client_credentials\"\n{URL}client_id = \"abc\"\n\
+             client_secret_file = \"{}\"\n[upstream.st]\nkind = \"static\"\ntoken_file = \"pat\"\n",
+            abs.display()
+        );
+        let e = Config::from_toml_in(&text, "t", d.path()).unwrap_err();
+        let shown: Vec<String> = e
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        let creds = match std::env::var_os(crate::config::CREDENTIALS_DIRECTORY_ENV) {
+            Some(c) if !c.is_empty() => format!("$CREDENTIALS_DIRECTORY={}, ", c.to_string_lossy()),
+            _ => String::new(),
+        };
+        let unset = if creds.is_empty() {
+            "; $CREDENTIALS_DIRECTORY is not set"
+        } else {
+            ""
+        };
+        assert_eq!(
+            shown,
+            [
+                format!("upstream.cc.client_secret_file: {abs:?} not found"),
+                format!(
+                    "upstream.st.token_file: \"pat\" not found (looked in {creds}{}{unset})",
+                    d.path().display()
+                ),
+            ]
+        );
+    }
+}
