@@ -26,6 +26,9 @@
 //! | [`token_key`] | the SHA-256 key of a caller's token, shared by the auth and upstream caches |
 //! | [`systemd`] | sd_notify readiness, reload and watchdog notifications |
 #![forbid(unsafe_code)]
+// `pub` only where something outside the crate (the binary, tests, benches, fuzz targets) uses
+// it: everything else is `pub(crate)` or private, so the public surface is what it says.
+#![warn(unreachable_pub)]
 
 pub mod auth;
 pub mod claim_path;

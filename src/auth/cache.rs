@@ -53,7 +53,7 @@ impl Expiry<TokenKey, Arc<Identity>> for UntilExp {
     }
 }
 
-pub struct TokenCache {
+pub(super) struct TokenCache {
     inner: Option<Cache<TokenKey, Arc<Identity>>>,
     size: u64,
     ttl: Duration,
@@ -63,7 +63,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     /// `size == 0` or `ttl == 0` disables caching (every token is validated in full).
-    pub fn new(size: u64, ttl: Duration) -> TokenCache {
+    pub(super) fn new(size: u64, ttl: Duration) -> TokenCache {
         let inner = (size > 0 && !ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(size)
@@ -81,11 +81,11 @@ impl TokenCache {
     }
 
     /// Same sizing: a reload may keep this cache.
-    pub fn same_settings(&self, size: u64, ttl: Duration) -> bool {
+    pub(super) fn same_settings(&self, size: u64, ttl: Duration) -> bool {
         self.size == size && self.ttl == ttl
     }
 
-    pub fn get(&self, key: &TokenKey, now: u64) -> Option<Arc<Identity>> {
+    pub(super) fn get(&self, key: &TokenKey, now: u64) -> Option<Arc<Identity>> {
         let found = self.inner.as_ref().and_then(|c| {
             let id = c.get(key)?;
             if now < id.expires_at {
@@ -103,7 +103,7 @@ impl TokenCache {
         found
     }
 
-    pub fn insert(&self, key: TokenKey, id: Arc<Identity>, now: u64) {
+    pub(super) fn insert(&self, key: TokenKey, id: Arc<Identity>, now: u64) {
         if let Some(c) = &self.inner {
             // A token accepted within the exp leeway is not cached: the cache answers only
             // strictly unexpired tokens.
@@ -114,7 +114,7 @@ impl TokenCache {
     }
 
     /// Entries currently held (approximate; for tests and diagnostics).
-    pub fn entry_count(&self) -> u64 {
+    pub(super) fn entry_count(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
             c.entry_count()

@@ -140,7 +140,11 @@ impl What {
 /// `sub` and the email must be [`identity_safe`] and at most [`IDENTITY_CAP`] bytes; every group
 /// must be non-empty, comma-free (the `groups` variable is comma-joined: `"a,b"` would read as
 /// two groups) and [`identity_safe`], and the joined list at most [`GROUPS_CAP`] bytes.
-pub fn check_identity(sub: &str, email: Option<&str>, groups: &[String]) -> Result<(), Rejection> {
+pub(super) fn check_identity(
+    sub: &str,
+    email: Option<&str>,
+    groups: &[String],
+) -> Result<(), Rejection> {
     check_value(sub, What::Sub)?;
     if let Some(e) = email {
         check_value(e, What::Email)?;

@@ -17,7 +17,7 @@ use super::jose::{algorithm_from_name, valid_kid};
 
 /// Most keys we take from one JWKS. Real IdPs publish 1-5; a document with hundreds is a bug or
 /// an attack on our memory and our per-token key search.
-pub const MAX_KEYS: usize = 64;
+pub(super) const MAX_KEYS: usize = 64;
 
 /// RSA modulus bounds in bits. RFC 7518 §3.3 requires at least 2048; above 8192 verification
 /// gets slow enough to be a CPU-exhaustion lever and no IdP uses it.
@@ -28,7 +28,7 @@ const RSA_MAX_EXPONENT_BYTES: usize = 8;
 
 /// One usable signature-verification key.
 #[derive(Debug)]
-pub struct VerifyKey {
+pub(super) struct VerifyKey {
     pub kid: Option<String>,
     pub family: AlgorithmFamily,
     /// The single algorithm this key may be used with, when the JWK (or its curve) pins one.
@@ -39,21 +39,21 @@ pub struct VerifyKey {
 
 impl VerifyKey {
     /// RFC 8725 §3.1: a key is used only with the algorithm (family) it was published for.
-    pub fn accepts(&self, alg: Algorithm) -> bool {
+    pub(super) fn accepts(&self, alg: Algorithm) -> bool {
         alg.family() == self.family && self.alg.is_none_or(|a| a == alg)
     }
 }
 
 /// The usable keys of one JWKS fetch.
 #[derive(Debug, Default)]
-pub struct KeySet {
+pub(super) struct KeySet {
     by_kid: HashMap<String, Vec<Arc<VerifyKey>>>,
     all: Vec<Arc<VerifyKey>>,
 }
 
 /// Outcome of [`KeySet::select`].
 #[derive(Debug)]
-pub enum Selection {
+pub(super) enum Selection {
     Found(Arc<VerifyKey>),
     /// No key with this kid (or, without kid, no key for the algorithm): may refetch.
     NotFound,
@@ -64,16 +64,16 @@ pub enum Selection {
 }
 
 impl KeySet {
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.all.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.all.is_empty()
     }
 
     /// The kids in this set, for logs and `idgate explain`.
-    pub fn kids(&self) -> Vec<String> {
+    pub(super) fn kids(&self) -> Vec<String> {
         let mut k: Vec<String> = self.by_kid.keys().cloned().collect();
         k.sort();
         k
@@ -82,7 +82,7 @@ impl KeySet {
     /// The key for a token: by `kid` when the token has one; otherwise the only key that
     /// accepts `alg` (a token without kid against a multi-key set is refused rather than tried
     /// against every key).
-    pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection {
+    pub(super) fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection {
         match kid {
             Some(kid) => match self.by_kid.get(kid) {
                 None => Selection::NotFound,
@@ -130,7 +130,7 @@ struct RawJwk {
 /// Parse a JWKS document. `Err` when the document itself is unusable (not JSON, no `keys`
 /// array); skipped keys are returned as human-readable reasons (with the kid, never key
 /// material) for the caller to log.
-pub fn parse_jwks(body: &[u8]) -> Result<(KeySet, Vec<String>), String> {
+pub(super) fn parse_jwks(body: &[u8]) -> Result<(KeySet, Vec<String>), String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return Err("JWKS has no \"keys\" array".into());

@@ -35,13 +35,13 @@ use crate::metrics::metrics;
 
 /// Largest JWKS document we read. Real ones are 1-10 KiB; the cap bounds memory and parse time
 /// when an IdP (or something in front of it) returns junk.
-pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+pub(super) const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Largest discovery document we read (Keycloak's is ~6 KiB).
-pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+pub(super) const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 /// Bounds for an IdP's `Cache-Control: max-age`: below a minute we would hammer the IdP, above a
 /// day a removed (compromised) key would stay trusted too long.
-pub const MIN_MAX_AGE: Duration = Duration::from_secs(60);
-pub const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub(super) const MIN_MAX_AGE: Duration = Duration::from_secs(60);
+pub(super) const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// First retry delay after a failed fetch; doubles per consecutive failure.
 const RETRY_BASE: Duration = Duration::from_millis(250);
 /// Retry cap before the first successful load: a late IdP is picked up within this.
@@ -100,7 +100,7 @@ struct Counters {
 }
 
 /// The keys of one issuer and everything needed to refresh them.
-pub struct KeyStore {
+pub(super) struct KeyStore {
     name: Arc<str>,
     issuer: String,
     configured_jwks: Option<url::Url>,
@@ -121,7 +121,7 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    pub fn new(cfg: &IssuerConfig, http: reqwest::Client) -> KeyStore {
+    pub(super) fn new(cfg: &IssuerConfig, http: reqwest::Client) -> KeyStore {
         let configured_jwks = cfg.jwks_uri.as_ref().map(|u| u.url().clone());
         let m = metrics();
         let name = cfg.name.as_str();
@@ -153,26 +153,26 @@ impl KeyStore {
     }
 
     /// The current key set (lock-free).
-    pub fn keys(&self) -> Arc<KeySet> {
+    pub(super) fn keys(&self) -> Arc<KeySet> {
         self.keys.load_full()
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn is_loaded(&self) -> bool {
+    pub(super) fn is_loaded(&self) -> bool {
         *self.loaded.borrow()
     }
 
     /// Resolves once keys have loaded at least once.
-    pub async fn wait_loaded(&self) {
+    pub(super) async fn wait_loaded(&self) {
         let mut rx = self.loaded.subscribe();
         // The sender lives as long as `self`, so this only errs if we are being dropped.
         let _ = rx.wait_for(|l| *l).await;
     }
 
-    pub fn status(&self) -> IssuerStatus {
+    pub(super) fn status(&self) -> IssuerStatus {
         let keys = self.keys();
         let info = self.info.lock().unwrap_or_else(|p| p.into_inner());
         IssuerStatus {
@@ -192,7 +192,7 @@ impl KeyStore {
     /// source served last, so they stay usable, exactly as after a failed refresh, until this
     /// store's own first fetch replaces them. Without this, such a reload while the IdP is
     /// unreachable would refuse every token of the issuer with `unknown_key`.
-    pub fn seed_from(&self, other: &KeyStore) {
+    pub(super) fn seed_from(&self, other: &KeyStore) {
         if !other.is_loaded() {
             return;
         }
@@ -209,7 +209,7 @@ impl KeyStore {
 
     /// Start the background refresh task on the current tokio runtime. `None` outside a
     /// runtime (e.g. a config check): keys then load on the first token's unknown-`kid` path.
-    pub fn spawn_refresher(self: &Arc<Self>) -> Option<AbortHandle> {
+    pub(super) fn spawn_refresher(self: &Arc<Self>) -> Option<AbortHandle> {
         let rt = tokio::runtime::Handle::try_current().ok()?;
         let weak = Arc::downgrade(self);
         Some(rt.spawn(refresher(weak)).abort_handle())
@@ -224,7 +224,7 @@ impl KeyStore {
     /// finishes (bounded by `http_timeout`) and installs its keys, and no second fetch starts
     /// meanwhile. Only the caller that actually fetches spawns a task, so a flood of misses
     /// against a slow IdP spawns one task, not one per request.
-    pub async fn refetch_for_miss(self: &Arc<Self>, seen_generation: u64) -> bool {
+    pub(super) async fn refetch_for_miss(self: &Arc<Self>, seen_generation: u64) -> bool {
         let refetch = async {
             let mut st = Arc::clone(&self.fetch).lock_owned().await;
             if self.generation() != seen_generation {

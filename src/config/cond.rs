@@ -297,7 +297,7 @@ impl<'de> Deserialize<'de> for ClaimValue {
 
 /// The values of one `claims` entry: one value or a non-empty list of them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClaimValues(pub Vec<ClaimValue>);
+pub(super) struct ClaimValues(pub Vec<ClaimValue>);
 
 impl<'de> Deserialize<'de> for ClaimValues {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -42,13 +42,13 @@ pub(crate) const MESSAGE_NAME: &str = "authorize";
 
 /// The arguments of the `authorize` message (contract §2), by name.
 pub(crate) mod arg {
-    pub const METHOD: &[u8] = b"method";
-    pub const PATH: &[u8] = b"path";
-    pub const HOST: &[u8] = b"host";
-    pub const AUTHORIZATION: &[u8] = b"authorization";
-    pub const COOKIE: &[u8] = b"cookie";
-    pub const SRC: &[u8] = b"src";
-    pub const UNIQUE_ID: &[u8] = b"unique_id";
+    pub(crate) const METHOD: &[u8] = b"method";
+    pub(crate) const PATH: &[u8] = b"path";
+    pub(crate) const HOST: &[u8] = b"host";
+    pub(crate) const AUTHORIZATION: &[u8] = b"authorization";
+    pub(crate) const COOKIE: &[u8] = b"cookie";
+    pub(crate) const SRC: &[u8] = b"src";
+    pub(crate) const UNIQUE_ID: &[u8] = b"unique_id";
 }
 
 /// The variables (contract §3), in the order the ACK sets them: most important first, so that

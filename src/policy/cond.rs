@@ -357,11 +357,17 @@ mod tests {
                     assert_eq!(resolved, None);
                 }
                 Some(Value::String(s)) => {
-                    assert!(cond(ClaimValue::Str(s.as_str().into())), "{path} in {claims}");
+                    assert!(
+                        cond(ClaimValue::Str(s.as_str().into())),
+                        "{path} in {claims}"
+                    );
                     assert_eq!(resolved.as_deref(), Some(s.as_str()));
                 }
                 Some(Value::Number(n)) => {
-                    assert!(cond(ClaimValue::Int(n.as_i64().unwrap())), "{path} in {claims}");
+                    assert!(
+                        cond(ClaimValue::Int(n.as_i64().unwrap())),
+                        "{path} in {claims}"
+                    );
                     assert_eq!(resolved, Some(n.to_string()));
                 }
                 Some(Value::Array(items)) => {

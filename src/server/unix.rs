@@ -50,7 +50,11 @@ fn remove_if_ours(path: &Path, file_id: (u64, u64)) {
 /// # Errors
 /// The parent directory is missing, the path holds something else, or bind, chown, chmod or
 /// listen fail.
-pub fn bind_unix(path: &Path, backlog: u32, perms: SocketPerms) -> io::Result<UnixSocketListener> {
+pub(super) fn bind_unix(
+    path: &Path,
+    backlog: u32,
+    perms: SocketPerms,
+) -> io::Result<UnixSocketListener> {
     let ctx = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
     let dir = path
         .parent()
