@@ -276,9 +276,12 @@ async fn at_the_cap_the_idle_longest_connection_is_evicted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_connection_is_not_evicted() {
     const HOLD: Duration = Duration::from_millis(600);
+    let entered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let in_handler = entered.clone();
     let admin = start(
-        || {
+        move || {
             // A slow readiness check keeps /ready's connection busy.
+            in_handler.store(true, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(HOLD);
             true
         },
@@ -290,7 +293,17 @@ async fn a_busy_connection_is_not_evicted() {
     .await;
     let url = admin.url("/ready");
     let busy = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(HOLD / 4).await;
+    // Wait (bounded) until the busy request is in its handler, not for a guessed time: on a
+    // loaded machine it may take longer than any fixed sleep to get there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !entered.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never reached its handler"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let started = std::time::Instant::now();
     let live = client().get(admin.url("/live")).send().await.unwrap();
     assert_eq!(live.status(), 200);
