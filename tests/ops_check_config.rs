@@ -91,8 +91,8 @@ fn shipped_example_is_valid_once_its_secret_exists() {
     );
 
     // Next to the configuration file, mode 0600: valid, and nothing to warn about.
-    let secret_path = write(dir.path(), "serving-sp.secret", "s3cret\n");
-    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret_path = dir.path().join("serving-sp.secret");
+    support::write_secret(&secret_path, "s3cret\n");
     let out = check_config(&copy);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(text(&out.stdout).trim(), format!("{}: OK", copy.display()));
@@ -110,8 +110,7 @@ fn shipped_example_is_valid_once_its_secret_exists() {
     assert!(!text(&out.stderr).contains("s3cret"), "{}", describe(&out));
 
     // Or in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), for the file where it is.
-    let secret_path = write(creds.path(), "serving-sp.secret", "s3cret\n");
-    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::write_secret(&creds.path().join("serving-sp.secret"), "s3cret\n");
     let out = idgate(
         &["check-config", "-c", example.to_str().unwrap()],
         &[("CREDENTIALS_DIRECTORY", creds.path())],
@@ -149,9 +148,9 @@ fn embedded_default_is_valid() {
 #[test]
 fn each_mistake_is_one_line_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = write(dir.path(), "cc.secret", "s3cret\n");
     // Not world-readable: check-config would warn, and each case must print exactly one line.
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret = dir.path().join("cc.secret");
+    support::write_secret(&secret, "s3cret\n");
     let issuer = "[[issuer]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\naudiences = [\"api\"]\n";
     let cases: Vec<(&str, String, &str, &str)> = vec![
         (
@@ -444,21 +443,8 @@ struct ExplainSetup {
 }
 
 fn explain_setup() -> ExplainSetup {
-    let rt = background_runtime();
-    let signer = Signer::ec("k1");
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "idgate.toml",
-        &format!(
-            r#"
-[[issuer]]
-name = "corp"
-issuer = "{}"
-jwks_uri = "{}"
-audiences = ["api"]
-
+    explain_setup_with(
+        r#"
 [[rule]]
 name = "deny-secrets"
 paths = ["/api/*/secrets/**"]
@@ -470,8 +456,24 @@ methods = ["GET"]
 paths = ["/api/**"]
 groups = ["ml-engineers"]
 "#,
+    )
+}
+
+/// A mock IdP whose issuer `corp` comes first in the config, then `rest` (more issuers, rules,
+/// upstreams; a relative secret file is looked up next to the config, in the setup's `dir`).
+fn explain_setup_with(rest: &str) -> ExplainSetup {
+    let rt = background_runtime();
+    let signer = Signer::ec("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "idgate.toml",
+        &format!(
+            "[[issuer]]\nname = \"corp\"\nissuer = \"{}\"\njwks_uri = \"{}\"\naudiences = [\"api\"]\n{}",
             idp.base,
-            idp.jwks_uri()
+            idp.jwks_uri(),
+            rest
         ),
     );
     ExplainSetup {
@@ -717,32 +719,17 @@ fn explain_upper_cases_the_method() {
 /// another issuer), and `--policy-only` decides without contacting the token endpoint.
 #[test]
 fn explain_does_not_wait_for_issuers_it_does_not_need_and_can_skip_upstreams() {
-    let rt = background_runtime();
-    let signer = Signer::ec("k1");
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
-    let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on: the unreachable IdP and the unreachable token endpoint.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let secret = write(dir.path(), "sp.secret", "s3cret\n");
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let config = write(
-        dir.path(),
-        "idgate.toml",
-        &format!(
-            r#"
+    let s = explain_setup_with(&format!(
+        r#"
 [[issuer]]
 name = "down"
 issuer = "http://{dead}/down"
 jwks_uri = "http://{dead}/jwks"
-audiences = ["api"]
-
-[[issuer]]
-name = "corp"
-issuer = "{iss}"
-jwks_uri = "{jwks}"
 audiences = ["api"]
 
 [[rule]]
@@ -761,13 +748,11 @@ upstream = "sp"
 kind = "client_credentials"
 token_url = "http://{dead}/oidc/v1/token"
 client_id = "sp"
-client_secret_file = "{secret}"
-"#,
-            iss = idp.base,
-            jwks = idp.jwks_uri(),
-            secret = secret.display(),
-        ),
-    );
+client_secret_file = "sp.secret"
+"#
+    ));
+    support::write_secret(&s.dir.path().join("sp.secret"), "s3cret\n");
+    let config = s.config.clone();
     let quick = std::time::Duration::from_secs(5); // explain's key wait is 10 s
     for (what, args) in [
         (
@@ -788,7 +773,7 @@ client_secret_file = "{secret}"
     }
     // A token of the reachable issuer: decided at once, policy only (the token endpoint is
     // down, so contacting it would answer 503 upstream_unavailable).
-    let token = signer.token(&claims(&idp.base));
+    let token = s.signer.token(&claims(&s.idp.base));
     let started = std::time::Instant::now();
     let (code, r, out) = explain(
         &config,
@@ -831,21 +816,8 @@ client_secret_file = "{secret}"
 /// A refusal names the rules that came closest and the condition each failed.
 #[test]
 fn explain_names_the_closest_rules_and_what_failed() {
-    let rt = background_runtime();
-    let signer = Signer::ec("k1");
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "idgate.toml",
-        &format!(
-            r#"
-[[issuer]]
-name = "corp"
-issuer = "{}"
-jwks_uri = "{}"
-audiences = ["api"]
-
+    let s = explain_setup_with(
+        r#"
 [[rule]]
 name = "serving"
 methods = ["POST"]
@@ -858,11 +830,9 @@ name = "admins"
 paths = ["/api/**"]
 groups = ["admins"]
 "#,
-            idp.base,
-            idp.jwks_uri()
-        ),
     );
-    let token = signer.token(&claims(&idp.base));
+    let config = s.config.clone();
+    let token = s.signer.token(&claims(&s.idp.base));
     let serving = [
         "--method",
         "POST",
