@@ -578,6 +578,23 @@ impl Visit for AuditFields {
     }
 }
 
+/// An error and its sources on one line, each source once ("error sending request: client error
+/// (Connect): tcp connect error: Connection refused (os error 111)"): what the JWKS fetches and
+/// the token endpoint calls log as the cause.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = c.source();
+    }
+    s
+}
+
 /// What [`RateLimitedLog::admit`] decided for one would-be log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -946,6 +963,36 @@ mod tests {
         // 'é' is two bytes: a cut inside it moves left.
         let c = cap("ééééé", 6);
         assert_eq!(c, "é...");
+    }
+
+    #[test]
+    fn error_chains_list_each_source_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "error sending request",
+            Some(Box::new(E(
+                "dns error",
+                Some(Box::new(E(
+                    "dns error",
+                    Some(Box::new(E("not known", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "error sending request: dns error: not known"
+        );
     }
 
     #[test]

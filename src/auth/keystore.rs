@@ -436,7 +436,7 @@ impl KeyStore {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+            .map_err(|e| format!("GET {url}: {}", crate::telemetry::error_chain(&e)))?;
         // Redirects must not take us to plain http on a non-loopback host.
         check_url(resp.url().as_str()).map_err(|e| format!("GET {url}: redirected: {e}"))?;
         Ok(resp)
@@ -495,28 +495,17 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
         return Err(format!("response larger than {cap} bytes"));
     }
     let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| crate::telemetry::error_chain(&e))?
+    {
         if buf.len() + chunk.len() > cap {
             return Err(format!("response larger than {cap} bytes"));
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
-}
-
-/// An error and its sources on one line ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

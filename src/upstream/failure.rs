@@ -202,22 +202,6 @@ pub(crate) fn sanitize_description(raw: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// An error and its sources on one line ("error sending request: client error (Connect):
-/// tcp connect error: Connection refused (os error 111)"), each source once.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = c.source();
-    }
-    s
-}
-
 /// A token URL as logged: `scheme://host:port/path`, without userinfo, query or fragment.
 pub(crate) fn shown_url(u: &url::Url) -> String {
     let host = u.host_str().unwrap_or("");
@@ -332,35 +316,5 @@ mod tests {
         assert_eq!(shown_url(&u), "https://dbc.example.com:443/oidc/v1/token");
         let u = url::Url::parse("http://[::1]:8080/t").unwrap();
         assert_eq!(shown_url(&u), "http://[::1]:8080/t");
-    }
-
-    #[test]
-    fn error_chains_list_each_source_once() {
-        #[derive(Debug)]
-        struct E(&'static str, Option<Box<E>>);
-        impl fmt::Display for E {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.0)
-            }
-        }
-        impl std::error::Error for E {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                self.1.as_deref().map(|e| e as _)
-            }
-        }
-        let e = E(
-            "error sending request",
-            Some(Box::new(E(
-                "dns error",
-                Some(Box::new(E(
-                    "dns error",
-                    Some(Box::new(E("not known", None))),
-                ))),
-            ))),
-        );
-        assert_eq!(
-            error_chain(&e),
-            "error sending request: dns error: not known"
-        );
     }
 }

@@ -257,7 +257,7 @@ fn classify(e: reqwest::Error) -> Failure {
         Outcome::Network
     };
     Failure {
-        cause: Some(failure::error_chain(&e.without_url())),
+        cause: Some(crate::telemetry::error_chain(&e.without_url())),
         ..Failure::new(outcome)
     }
 }
