@@ -56,6 +56,22 @@ impl Identity {
     }
 }
 
+#[cfg(test)]
+impl Identity {
+    /// An identity holding only `claims` (a JSON object), for claim-lookup tests.
+    pub(crate) fn with_claims(claims: &serde_json::Value) -> Identity {
+        Identity {
+            issuer: Arc::from("i"),
+            sub: "s".into(),
+            email: None,
+            groups: Vec::new(),
+            scopes: Vec::new(),
+            expires_at: 0,
+            claims: claims.as_object().expect("a JSON object").clone(),
+        }
+    }
+}
+
 /// Reason codes (contract §3). The `as_str` spelling is part of the public contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -276,15 +292,7 @@ mod tests {
             "https://ex": {"com/roles": ["nested"]},
             "realm": {"roles": ["r1"]},
         });
-        let id = Identity {
-            issuer: Arc::from("i"),
-            sub: "s".into(),
-            email: None,
-            groups: Vec::new(),
-            scopes: Vec::new(),
-            expires_at: 0,
-            claims: claims.as_object().unwrap().clone(),
-        };
+        let id = Identity::with_claims(&claims);
         let claim = |p: &str| id.claim(&ClaimPath::parse(p).unwrap()).cloned();
         assert_eq!(
             claim("https://ex.com/roles"),

@@ -332,17 +332,8 @@ mod tests {
     /// (`claim_path::lookup_cases`): a whole-name top-level claim first, then the dotted path.
     #[test]
     fn rules_read_claims_by_the_shared_table() {
-        use std::sync::Arc;
         for (claims, path, want) in crate::claim_path::lookup_cases() {
-            let id = Identity {
-                issuer: Arc::from("i"),
-                sub: "s".into(),
-                email: None,
-                groups: Vec::new(),
-                scopes: Vec::new(),
-                expires_at: 0,
-                claims: claims.as_object().unwrap().clone(),
-            };
+            let id = Identity::with_claims(&claims);
             let cp = ClaimPath::parse(path).unwrap();
             let cond = |v: ClaimValue| ClaimCond::new(&cp, &[v]).matches(&id);
             let principal = Principal::new(Some(&config::Principal::Claim(cp.clone())));
