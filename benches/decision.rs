@@ -26,7 +26,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use auth_kit::{claims, MockIdp, Signer};
 use bytestring::ByteString;
@@ -172,29 +172,37 @@ fn bench(c: &mut Criterion) {
         (&ex, "with-exchange", true),
     ] {
         assert_allowed(
-            &s.rt.block_on(s.cached.authorize(req.clone())),
+            &s.rt.block_on(s.cached.authorize(req, Instant::now())),
             rule,
             upstream,
         );
-        assert_allowed(&ready(s.cached.authorize(req.clone())), rule, upstream);
+        assert_allowed(
+            &ready(s.cached.authorize(req, Instant::now())),
+            rule,
+            upstream,
+        );
     }
     let requests_before = s._fake.requests();
 
     let mut g = c.benchmark_group("decision");
     g.bench_function("cached_token", |b| {
-        b.iter(|| ready(s.cached.authorize(black_box(plain.clone()))))
+        b.iter(|| ready(s.cached.authorize(black_box(&plain), Instant::now())))
     });
     g.bench_function("cached_token_cached_upstream", |b| {
-        b.iter(|| ready(s.cached.authorize(black_box(up.clone()))))
+        b.iter(|| ready(s.cached.authorize(black_box(&up), Instant::now())))
     });
     g.bench_function("cached_token_cached_exchange", |b| {
-        b.iter(|| ready(s.cached.authorize(black_box(ex.clone()))))
+        b.iter(|| ready(s.cached.authorize(black_box(&ex), Instant::now())))
     });
     for signer in [&s.rs, &s.es, &s.ed] {
         let req = request("/plain/x", &signer.token(&claims(iss)));
-        assert_allowed(&ready(s.cold.authorize(req.clone())), "plain", false);
+        assert_allowed(
+            &ready(s.cold.authorize(&req, Instant::now())),
+            "plain",
+            false,
+        );
         g.bench_function(format!("cold/{}", signer.alg_name()), |b| {
-            b.iter(|| ready(s.cold.authorize(black_box(req.clone()))))
+            b.iter(|| ready(s.cold.authorize(black_box(&req), Instant::now())))
         });
     }
     g.finish();
@@ -228,7 +236,7 @@ fn upstream_summary(s: &Setup, reqs: [&AuthzRequest; 3]) {
         for (mean, req) in means.iter_mut().zip(reqs) {
             let start = std::time::Instant::now();
             for _ in 0..BATCH {
-                black_box(ready(s.cached.authorize(black_box(req.clone()))));
+                black_box(ready(s.cached.authorize(black_box(req), Instant::now())));
             }
             *mean = start.elapsed() / BATCH;
         }

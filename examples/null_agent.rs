@@ -17,7 +17,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:12346";
 struct Null;
 
 impl Authorizer for Null {
-    async fn authorize(&self, _req: AuthzRequest) -> Verdict {
+    async fn authorize(&self, _req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
         Verdict::allow(Reason::Ok)
     }
 }

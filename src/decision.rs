@@ -257,7 +257,13 @@ impl Verdict {
 /// [`AuthzRequest`] into a [`Verdict`]. The server is generic over it, so the production engine,
 /// the null agent of the benchmarks and test doubles plug in without boxing.
 pub trait Authorizer: Send + Sync + 'static {
-    fn authorize(&self, req: AuthzRequest) -> impl std::future::Future<Output = Verdict> + Send;
+    /// Decide `req`; `now` is when the NOTIFY was taken up (one clock reading serves the
+    /// decision, its freshness checks and the recorded latency).
+    fn authorize<'a>(
+        &'a self,
+        req: &'a AuthzRequest,
+        now: std::time::Instant,
+    ) -> impl std::future::Future<Output = Verdict> + Send + 'a;
 
     /// Called once per NOTIFY with the verdict HAProxy is actually sent (after the contract
     /// layer refused an allowed verdict it could not send whole, that refusal) and the time

@@ -323,9 +323,13 @@ fn source_name(path: Option<&std::path::Path>) -> String {
 }
 
 impl Authorizer for Engine {
-    fn authorize(&self, req: AuthzRequest) -> impl std::future::Future<Output = Verdict> + Send {
+    fn authorize<'a>(
+        &'a self,
+        req: &'a AuthzRequest,
+        now: Instant,
+    ) -> impl std::future::Future<Output = Verdict> + Send + 'a {
         let state = self.state.load_full();
-        async move { state.decide_at(&req, Instant::now()).await }
+        async move { state.decide_at(req, now).await }
     }
 
     fn record(&self, req: &AuthzRequest, sent: &Verdict, elapsed: Duration) {

@@ -601,13 +601,13 @@ struct Gate {
 }
 
 impl Authorizer for Gate {
-    async fn authorize(&self, req: AuthzRequest) -> Verdict {
+    async fn authorize(&self, req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
         let _ = self.entered.send(());
         if let Ok(permit) = self.release.acquire().await {
             permit.forget();
         }
         let mut v = Verdict::allow(Reason::Ok);
-        v.rule = req.path.map(|p| p.to_string().into());
+        v.rule = req.path.as_ref().map(|p| p.to_string().into());
         v
     }
 }
@@ -691,7 +691,7 @@ async fn shutdown_grace_bounds_the_drain() {
 struct Panics;
 
 impl Authorizer for Panics {
-    async fn authorize(&self, _req: AuthzRequest) -> Verdict {
+    async fn authorize(&self, _req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
         panic!("decision bug")
     }
 }

@@ -151,8 +151,7 @@ pub async fn answer<A: Authorizer>(authorizer: &A, notify: Notify, max_frame_siz
     let req = request_from_messages(&messages);
     // The request holds slices of the frame: the message list itself is no longer needed.
     drop(messages);
-    // A clone shares the frame's buffer (reference counts only): kept for the record below.
-    let verdict = AssertUnwindSafe(authorizer.authorize(req.clone()))
+    let verdict = AssertUnwindSafe(authorizer.authorize(&req, started))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
@@ -225,10 +224,10 @@ mod tests {
     struct Echo;
 
     impl Authorizer for Echo {
-        async fn authorize(&self, req: AuthzRequest) -> Verdict {
-            match req.path {
+        async fn authorize(&self, req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
+            match &req.path {
                 Some(p) => Verdict {
-                    rule: Some((&*p).into()),
+                    rule: Some((&**p).into()),
                     ..Verdict::allow(Reason::Ok)
                 },
                 None => Verdict::deny(Reason::BadRequest),
@@ -243,7 +242,7 @@ mod tests {
     }
 
     impl Authorizer for Recording {
-        async fn authorize(&self, _req: AuthzRequest) -> Verdict {
+        async fn authorize(&self, _req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
             Verdict {
                 rule: Some("r".into()),
                 upstream_authorization: Some(format!("Bearer {}", "x".repeat(self.len)).into()),
@@ -296,7 +295,7 @@ mod tests {
     struct Panics;
 
     impl Authorizer for Panics {
-        async fn authorize(&self, _req: AuthzRequest) -> Verdict {
+        async fn authorize(&self, _req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
             panic!("boom")
         }
     }

@@ -50,7 +50,7 @@ impl Default for FoundationAuthorizer {
 }
 
 impl Authorizer for FoundationAuthorizer {
-    async fn authorize(&self, req: AuthzRequest) -> Verdict {
-        self.decide(&req)
+    async fn authorize(&self, req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
+        self.decide(req)
     }
 }
