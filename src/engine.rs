@@ -97,10 +97,7 @@ impl State {
         if method.is_empty() {
             return Verdict::deny(Reason::BadRequest);
         }
-        let options = policy::PathOptions {
-            allow_non_ascii: self.config.paths.allow_non_ascii,
-        };
-        let Ok(path) = policy::normalize_path_with(raw_path, options) else {
+        let Ok(path) = self.normalize_path(raw_path) else {
             return Verdict::deny(Reason::BadRequest);
         };
         let view = RequestView {
@@ -195,6 +192,18 @@ impl State {
             rule: allowed.rule,
             ..Verdict::deny(Reason::UpstreamUnavailable)
         }
+    }
+
+    /// A request path normalized under this configuration's `[paths]` options, or why it is
+    /// refused (step 1 of the pipeline; `explain` reuses it).
+    pub(crate) fn normalize_path<'p>(
+        &self,
+        raw: &'p str,
+    ) -> Result<std::borrow::Cow<'p, str>, policy::PathError> {
+        let options = policy::PathOptions {
+            allow_non_ascii: self.config.paths.allow_non_ascii,
+        };
+        policy::normalize_path_with(raw, options)
     }
 
     /// True once every issuer's keys loaded at least once.

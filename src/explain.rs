@@ -118,10 +118,7 @@ fn closest_rules(state: &State, req: &ExplainRequest, verdict: &Verdict) -> Vec<
         r if verdict.status == 401 && r != Reason::Ok => None,
         _ => return Vec::new(),
     };
-    let options = crate::policy::PathOptions {
-        allow_non_ascii: state.config.paths.allow_non_ascii,
-    };
-    let Ok(path) = crate::policy::normalize_path_with(&req.path, options) else {
+    let Ok(path) = state.normalize_path(&req.path) else {
         return Vec::new();
     };
     let view = crate::policy::RequestView {
