@@ -81,7 +81,12 @@ pub fn spop_conn(data: &[u8]) -> SpopRun {
                 Event::Notify(n) => {
                     notifies += 1;
                     let mfs = conn.max_frame_size().expect("notify only when ready");
-                    let ack = ready(contract::answer(&authorizer, n, mfs));
+                    let ack = ready(contract::answer(
+                        &authorizer,
+                        n,
+                        mfs,
+                        std::time::Instant::now(),
+                    ));
                     conn.send_ack(ack.stream_id, ack.frame_id, &ack.actions())
                         .expect("the contract fits every ACK into the frame");
                 }

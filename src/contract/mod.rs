@@ -28,6 +28,7 @@ mod render;
 mod request;
 
 use std::panic::AssertUnwindSafe;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 
@@ -136,18 +137,23 @@ impl Ack {
 /// Answer one NOTIFY: map its `authorize` message to a request, let `authorizer` decide, and
 /// render the verdict into variables that fit an ACK of at most `max_frame_size` bytes (the
 /// negotiated size), whatever the ids. A decision that panics is answered `500
-/// internal_error`: every NOTIFY gets exactly one ACK.
+/// internal_error`: every NOTIFY gets exactly one ACK. `started`: when the shell took the
+/// NOTIFY up (its clock reading serves the decision and the recorded latency).
 ///
 /// Hot path: the request's strings share the NOTIFY frame's buffer (only the decoded message
 /// list is dropped before the decision runs), and the variables borrow from the verdict the
 /// [`Ack`] owns: no copy of a token, a credential or an identity value.
-pub async fn answer<A: Authorizer>(authorizer: &A, notify: Notify, max_frame_size: u32) -> Ack {
+pub async fn answer<A: Authorizer>(
+    authorizer: &A,
+    notify: Notify,
+    max_frame_size: u32,
+    started: Instant,
+) -> Ack {
     let Notify {
         stream_id,
         frame_id,
         messages,
     } = notify;
-    let started = std::time::Instant::now();
     let req = request_from_messages(&messages);
     // The request holds slices of the frame: the message list itself is no longer needed.
     drop(messages);
@@ -271,7 +277,12 @@ mod tests {
             len: 100,
             sent: Default::default(),
         };
-        let ack = ready(answer(&fits, notify(1, 1, Some("/p")), 16380));
+        let ack = ready(answer(
+            &fits,
+            notify(1, 1, Some("/p")),
+            16380,
+            Instant::now(),
+        ));
         assert!(ack.answer.allowed());
         assert_eq!(
             *fits.sent.lock().unwrap(),
@@ -283,7 +294,12 @@ mod tests {
             len: 1000,
             sent: Default::default(),
         };
-        let ack = ready(answer(&too_big, notify(1, 2, Some("/p")), 256));
+        let ack = ready(answer(
+            &too_big,
+            notify(1, 2, Some("/p")),
+            256,
+            Instant::now(),
+        ));
         assert!(!ack.answer.allowed());
         assert_ne!(ack.answer.reason(), Reason::Ok);
         assert_eq!(
@@ -324,7 +340,12 @@ mod tests {
 
     #[test]
     fn one_notify_one_ack_with_its_ids() {
-        let ack = ready(answer(&Echo, notify(u64::MAX, 9, Some("/x")), 16380));
+        let ack = ready(answer(
+            &Echo,
+            notify(u64::MAX, 9, Some("/x")),
+            16380,
+            Instant::now(),
+        ));
         assert_eq!((ack.stream_id, ack.frame_id), (u64::MAX, 9));
         assert_eq!(
             vars(&ack),
@@ -335,7 +356,7 @@ mod tests {
                 Action::set(Scope::Txn, "rule", TypedData::static_str("/x")),
             ]
         );
-        let ack = ready(answer(&Echo, notify(1, 1, None), 16380));
+        let ack = ready(answer(&Echo, notify(1, 1, None), 16380, Instant::now()));
         assert!(!ack.answer.allowed());
         assert_eq!(ack.answer.status(), 400);
         // It encodes into an ACK that fits the smallest frame HAProxy negotiates.
@@ -346,7 +367,12 @@ mod tests {
 
     #[test]
     fn a_panicking_decision_is_answered_internal_error() {
-        let ack = ready(answer(&Panics, notify(3, 1, Some("/")), 16380));
+        let ack = ready(answer(
+            &Panics,
+            notify(3, 1, Some("/")),
+            16380,
+            Instant::now(),
+        ));
         assert_eq!((ack.stream_id, ack.frame_id), (3, 1));
         assert_eq!(
             vars(&ack),

@@ -84,7 +84,12 @@ pub(super) async fn run_connection<A: Authorizer, S: SpopStream>(
                     let now = Instant::now();
                     slot.notify_started(now);
                     idle.as_mut().reset(now + limits.idle_timeout);
-                    inflight.push(contract::answer(authorizer, n, max_frame_size));
+                    inflight.push(contract::answer(
+                        authorizer,
+                        n,
+                        max_frame_size,
+                        now.into_std(),
+                    ));
                 }
                 Some(Event::Close(reason)) => {
                     closed = Some(reason);
