@@ -9,6 +9,8 @@
 #   - curl, ca-certificates, openssl (test certificates), systemd (systemd-analyze checks the unit
 #     file), procps (`kill`)
 #   - the test OIDC provider's npm packages (`npm ci` in tests/oidc, when it exists)
+#   - python3 + python3-venv, and a venv with the pinned Databricks SDK for Python and
+#     mlflow-skinny from PyPI for the real-client tests (scripts/python-deps.sh)
 #
 # Idempotent and quiet: each step is skipped when already done, so running it before every test
 # run costs well under a second on a prepared machine. Needs root for the apt steps (CI runs as
@@ -67,4 +69,13 @@ if [[ -f $oidc/package.json ]]; then
         fi
         touch "$stamp"
     fi
+fi
+
+# The Python Databricks clients (tests/e2e_databricks_sdk.rs). As non-root only when the venv's
+# directory is writable (IDGATE_PYTHON_VENV), else it must already be there.
+if [[ $(id -u) == 0 || -w $(dirname "${IDGATE_PYTHON_VENV:-/opt/idgate-test-venv}") ]]; then
+    bash "$root/scripts/python-deps.sh" >/dev/null
+elif [[ ! -x ${IDGATE_PYTHON_VENV:-/opt/idgate-test-venv}/bin/python3 ]]; then
+    log "the Python client venv is missing (run scripts/python-deps.sh as root)"
+    exit 1
 fi

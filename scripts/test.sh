@@ -8,6 +8,8 @@
 #
 # Env (defaults shown):
 #   IDGATE_HAPROXY26=/usr/sbin/haproxy   IDGATE_HAPROXY32=<haproxy32 on PATH>
+#   IDGATE_TEST_PYTHON=$IDGATE_PYTHON_VENV/bin/python3 (the venv of scripts/python-deps.sh,
+#   /opt/idgate-test-venv by default: the Databricks SDK and MLflow the real-client tests run)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +22,7 @@ if [[ -z ${IDGATE_HAPROXY32:-} ]]; then
     IDGATE_HAPROXY32=$(command -v haproxy32 || echo /usr/local/bin/haproxy32)
 fi
 export IDGATE_HAPROXY32
+export IDGATE_TEST_PYTHON=${IDGATE_TEST_PYTHON:-${IDGATE_PYTHON_VENV:-/opt/idgate-test-venv}/bin/python3}
 
 if cargo nextest --version >/dev/null 2>&1; then
     # One process (group) per test: the end-to-end tests start servers, and a hung test is
