@@ -17,10 +17,9 @@
 //! (tests/support) serve the keys and the two credential requests during setup; every
 //! benchmarked call completes on its first poll (checked), so no executor hop is measured.
 
-#[path = "../tests/support/auth_kit.rs"]
-mod auth_kit;
-#[path = "../tests/support/databricks.rs"]
-mod databricks;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{auth_kit, databricks};
 
 use std::future::Future;
 use std::hint::black_box;

@@ -5,8 +5,9 @@
 //! Run: `cargo bench --bench upstream`. The fake Databricks endpoint (tests/support) serves
 //! the one token request each case needs during setup.
 
-#[path = "../tests/support/databricks.rs"]
-mod databricks;
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::databricks;
 
 use std::future::Future;
 use std::hint::black_box;

@@ -2,8 +2,8 @@
 //! flight, refresh ahead of expiry, retries, failure handling, reload, and what a failure
 //! logs (upstream, URL, side at fault, cause; never a secret).
 
-#[path = "support/databricks.rs"]
-mod databricks;
+mod support;
+use support::databricks;
 #[path = "support/log_capture.rs"]
 mod log_capture;
 

@@ -3,8 +3,8 @@
 //! directory. Kept alone in its own test binary because it sets a process environment
 //! variable.
 
-#[path = "support/databricks.rs"]
-mod databricks;
+mod support;
+use support::databricks;
 
 use databricks::{FakeDatabricks, CLIENT_ID, CLIENT_SECRET};
 use idgate::config::{Config, CREDENTIALS_DIRECTORY_ENV};

@@ -1,8 +1,8 @@
 //! `token_exchange` (RFC 8693) upstreams against the fake Databricks token endpoint: exact
 //! form fields, per-caller separation, single flight, refusals, hold-off, refresh ahead.
 
-#[path = "support/databricks.rs"]
-mod databricks;
+mod support;
+use support::databricks;
 #[path = "support/log_capture.rs"]
 mod log_capture;
 

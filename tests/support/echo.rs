@@ -278,6 +278,8 @@ pub struct TestCerts {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The CA's private key ([`TestCerts::issue`] signs more server certificates with it).
+    pub ca_key: PathBuf,
 }
 
 impl TestCerts {
@@ -305,53 +307,76 @@ impl TestCerts {
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            path_str(&p("server.key")),
-            "-out",
-            path_str(&p("server.csr")),
-            "-subj",
-            &format!("/CN={host}"),
-        ]);
-        std::fs::write(
-            p("server.ext"),
-            format!(
-                "basicConstraints=critical,CA:FALSE\n\
+        let (cert, key) = issue_leaf(dir, &p("ca.pem"), &p("ca.key"), "server", host);
+        TestCerts {
+            ca: p("ca.pem"),
+            cert,
+            key,
+            ca_key: p("ca.key"),
+        }
+    }
+
+    /// Another server certificate from the same CA, for the DNS name `host` (a `*.` wildcard
+    /// is fine) and 127.0.0.1, written as `<stem>.pem`/`<stem>.key` beside the CA. Returns a
+    /// [`TestCerts`] with the same CA whose `cert`/`key` are the new ones.
+    pub fn issue(&self, stem: &str, host: &str) -> TestCerts {
+        let dir = self.ca.parent().expect("the CA file has a directory");
+        let (cert, key) = issue_leaf(dir, &self.ca, &self.ca_key, stem, host);
+        TestCerts {
+            ca: self.ca.clone(),
+            cert,
+            key,
+            ca_key: self.ca_key.clone(),
+        }
+    }
+}
+
+/// A P-256 server certificate for `host` and 127.0.0.1 signed by the CA, as
+/// `<dir>/<stem>.pem` and `<dir>/<stem>.key`.
+fn issue_leaf(dir: &Path, ca: &Path, ca_key: &Path, stem: &str, host: &str) -> (PathBuf, PathBuf) {
+    let p = |ext: &str| dir.join(format!("{stem}.{ext}"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        path_str(&p("key")),
+        "-out",
+        path_str(&p("csr")),
+        "-subj",
+        &format!("/CN={host}"),
+    ]);
+    std::fs::write(
+        p("ext"),
+        format!(
+            "basicConstraints=critical,CA:FALSE\n\
                  keyUsage=critical,digitalSignature\n\
                  extendedKeyUsage=serverAuth\n\
                  subjectAltName=DNS:{host},IP:127.0.0.1\n"
-            ),
-        )
-        .expect("writing the certificate extensions");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            path_str(&p("server.csr")),
-            "-CA",
-            path_str(&p("ca.pem")),
-            "-CAkey",
-            path_str(&p("ca.key")),
-            "-CAcreateserial",
-            "-days",
-            CERT_DAYS,
-            "-extfile",
-            path_str(&p("server.ext")),
-            "-out",
-            path_str(&p("server.pem")),
-        ]);
-        TestCerts {
-            ca: p("ca.pem"),
-            cert: p("server.pem"),
-            key: p("server.key"),
-        }
-    }
+        ),
+    )
+    .expect("writing the certificate extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path_str(&p("csr")),
+        "-CA",
+        path_str(ca),
+        "-CAkey",
+        path_str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        CERT_DAYS,
+        "-extfile",
+        path_str(&p("ext")),
+        "-out",
+        path_str(&p("pem")),
+    ]);
+    (p("pem"), p("key"))
 }
 
 fn path_str(p: &Path) -> &str {
