@@ -4,7 +4,9 @@
 //! - [`haproxy`]: HAProxy 2.6 and 3.2 running the *shipped* `haproxy/` configuration, pointed
 //!   at loopback ports through its environment variables (no text substitution).
 //! - [`echo`]: a TLS upstream that stands in for Databricks and records what it receives.
-//! - [`databricks`]: a fake Databricks token endpoint (async; needs a Tokio runtime).
+//! - [`databricks`]: a fake Databricks: token endpoint, serving-endpoint API, workspace and
+//!   data plane over TLS (async; needs a Tokio runtime).
+//! - [`dns`]: a fake DNS server for HAProxy's resolver (data-plane names to 127.0.0.1).
 //! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
@@ -18,6 +20,7 @@
 pub mod agent;
 pub mod auth_kit;
 pub mod databricks;
+pub mod dns;
 pub mod echo;
 pub mod foundation;
 pub mod haproxy;
