@@ -32,9 +32,19 @@ fn test_params(dir: &std::path::Path) -> Params {
 }
 
 fn assert_clean_check(version: HaproxyVersion, cfg: &std::path::Path) {
+    assert_clean_check_with(version, cfg, &[]);
+}
+
+fn assert_clean_check_with(
+    version: HaproxyVersion,
+    cfg: &std::path::Path,
+    extra_env: &[(&'static str, String)],
+) {
     let Some(bin) = version.require() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let out = check_config(&bin, cfg, &test_params(dir.path()));
+    let mut params = test_params(dir.path());
+    params.extra_env = extra_env.to_vec();
+    let out = check_config(&bin, cfg, &params);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -64,6 +74,61 @@ fn haproxy26_accepts_haproxy_cfg_without_warnings() {
 #[test]
 fn haproxy32_accepts_haproxy_3x_cfg_without_warnings() {
     assert_clean_check(HaproxyVersion::V32, &HaproxyVersion::V32.config_file());
+}
+
+/// With a test DNS server (IDGATE_DNS_NAMESERVER) instead of /etc/resolv.conf, as the
+/// data-plane tests run it.
+#[test]
+fn both_versions_accept_a_dns_nameserver_override_without_warnings() {
+    let ns = [("IDGATE_DNS_NAMESERVER", free_addr().to_string())];
+    assert_clean_check_with(HaproxyVersion::V26, &HaproxyVersion::V26.config_file(), &ns);
+    assert_clean_check_with(HaproxyVersion::V32, &HaproxyVersion::V32.config_file(), &ns);
+}
+
+/// The data-plane backend: certificate verified against the data-plane host name (SNI), the
+/// per-identity limit shared with databricks_serving, an unresolvable host answered 503 before
+/// any connection; and idgate's 502 (upstream_refused) carries no Retry-After.
+#[test]
+fn data_plane_backend_verifies_the_data_plane_name_and_shares_the_rate_limit() {
+    for file in ["haproxy/haproxy.cfg", "haproxy/haproxy-3.x.cfg"] {
+        let cfg = read(file);
+        let backend: Vec<&str> = cfg
+            .lines()
+            .skip_while(|l| *l != "backend databricks_dataplane")
+            .skip(1)
+            .take_while(|l| l.starts_with(' ') || l.is_empty())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let server = backend
+            .iter()
+            .find(|l| l.starts_with("server "))
+            .unwrap_or_else(|| panic!("{file}: databricks_dataplane has no server"));
+        for needed in ["0.0.0.0:0", "ssl verify required", "sni var(txn.dp_host)"] {
+            assert!(server.contains(needed), "{file}: {server} lacks {needed}");
+        }
+        assert!(!server.contains("verify none") && !server.contains("verifyhost"));
+        let pos = |prefix: &str| {
+            backend
+                .iter()
+                .position(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{file}: no {prefix} in databricks_dataplane"))
+        };
+        assert!(backend[pos("http-request track-sc0")].contains("table databricks_serving"));
+        let resolve = pos("http-request do-resolve(txn.dp_addr,sys,ipv4)");
+        let unresolved = pos("http-request deny deny_status 503");
+        assert!(backend[unresolved].ends_with("unless { var(txn.dp_addr) -m found }"));
+        assert!(resolve < unresolved && unresolved < pos("http-request set-dst "));
+        let refused = cfg
+            .lines()
+            .find(|l| l.contains("deny_status 502"))
+            .unwrap_or_else(|| panic!("{file}: no 502 deny"));
+        assert!(refused.ends_with("if { var(txn.idgate.status) -m int 502 }"));
+        assert!(!refused.contains("Retry-After"), "{file}: {refused}");
+        assert!(cfg.contains(
+            "use_backend databricks_dataplane if { var(txn.idgate.upstream_host) -m found }"
+        ));
+    }
 }
 
 #[test]
