@@ -113,6 +113,19 @@ impl Stack {
     /// by the path of the audit log file. Waits until the agent's `/ready` says 200 (every
     /// issuer's keys loaded) and HAProxy sees the agent UP.
     pub fn start(version: HaproxyVersion, config: &str) -> Option<Stack> {
+        Self::start_with(version, config, None, &[])
+    }
+
+    /// [`Stack::start`] with HAProxy's Databricks upstream set to `upstream` instead of the
+    /// echo server (e.g. the fake Databricks workspace's TLS listener; the echo server still
+    /// runs, and sees nothing) and more HAProxy configuration variables (`extra_env`, e.g.
+    /// `IDGATE_DNS_NAMESERVER`, `IDGATE_SERVING_RATE_LIMIT`).
+    pub fn start_with(
+        version: HaproxyVersion,
+        config: &str,
+        upstream: Option<crate::support::haproxy::Upstream>,
+        extra_env: &[(&'static str, &str)],
+    ) -> Option<Stack> {
         let bin = version.require()?;
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let audit_path = dir.path().join("audit.jsonl");
@@ -124,7 +137,8 @@ impl Stack {
             agent.log()
         );
         let echo = EchoServer::start();
-        let hap = Haproxy::start(version, &bin, agent.spop, &echo.upstream());
+        let upstream = upstream.unwrap_or_else(|| echo.upstream());
+        let hap = Haproxy::start_with_env(version, &bin, agent.spop, &upstream, extra_env);
         Some(Stack {
             version,
             hap,
