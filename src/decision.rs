@@ -91,12 +91,13 @@ pub enum Reason {
     NoMatchingRule,
     DeniedByRule,
     UpstreamUnavailable,
+    UpstreamRefused,
     BadRequest,
     InternalError,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Ok,
         Reason::Public,
         Reason::MissingToken,
@@ -113,6 +114,7 @@ impl Reason {
         Reason::NoMatchingRule,
         Reason::DeniedByRule,
         Reason::UpstreamUnavailable,
+        Reason::UpstreamRefused,
         Reason::BadRequest,
         Reason::InternalError,
     ];
@@ -135,6 +137,7 @@ impl Reason {
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::DeniedByRule => "denied_by_rule",
             Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamRefused => "upstream_refused",
             Reason::BadRequest => "bad_request",
             Reason::InternalError => "internal_error",
         }
@@ -157,8 +160,40 @@ impl Reason {
             | Reason::ClaimInvalid => 401,
             Reason::NoMatchingRule | Reason::DeniedByRule => 403,
             Reason::UpstreamUnavailable => 503,
+            // 403 when the refusal concerns the caller (the engine sets it on the verdict).
+            Reason::UpstreamRefused => 502,
             Reason::BadRequest => 400,
             Reason::InternalError => 500,
+        }
+    }
+}
+
+impl Reason {
+    /// A short sentence saying what the reason means, for the `description` variable of a
+    /// refusal when the decision has no more precise one (a token's [`Rejection`] has).
+    pub const fn description(self) -> &'static str {
+        match self {
+            Reason::Ok => "allowed",
+            Reason::Public => "allowed without a token by a public rule",
+            Reason::MissingToken => "no bearer token",
+            Reason::MalformedToken => "the bearer token is not a well-formed JWT",
+            Reason::UnsupportedToken => "the bearer token is not a supported JWT",
+            Reason::UnknownIssuer => "the token's issuer is not configured",
+            Reason::UnknownKey => "the token's signing key is not known",
+            Reason::AlgNotAllowed => "the token's algorithm is not allowed",
+            Reason::BadSignature => "the token's signature does not verify",
+            Reason::Expired => "token expired",
+            Reason::NotYetValid => "token not yet valid",
+            Reason::WrongAudience => "the token is not for this audience",
+            Reason::ClaimInvalid => "a claim of the token is missing or invalid",
+            Reason::NoMatchingRule => "no rule allows this request",
+            Reason::DeniedByRule => "a rule denies this request",
+            Reason::UpstreamUnavailable => {
+                "the Databricks credential could not be obtained now; retry later"
+            }
+            Reason::UpstreamRefused => "Databricks refused to issue the credential",
+            Reason::BadRequest => "the request's path or method cannot be judged",
+            Reason::InternalError => "the gateway could not decide this request",
         }
     }
 }
@@ -209,6 +244,22 @@ pub struct Verdict {
     pub principal: Option<String>,
     /// Full header value for the upstream `Authorization` (allowed requests with an upstream).
     pub upstream_authorization: Option<Arc<str>>,
+    /// Where the request must go instead of the configured upstream (a route-optimized
+    /// serving endpoint's data plane): `host[:port]` and the path to send there.
+    pub upstream_route: Option<Arc<Route>>,
+    /// What the refusal means, more precisely than its reason (`description` variable);
+    /// `None`: the reason's own [`Reason::description`].
+    pub description: Option<&'static str>,
+}
+
+/// Another host and path for an allowed request (contract §3 `upstream_host`,
+/// `upstream_path`): the data plane of a route-optimized serving endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `host` or `host:port`, a host the upstream's `data_plane_hosts` allows.
+    pub host: Box<str>,
+    /// Absolute path, e.g. `/1234567890/serving-endpoints/churn/invocations`.
+    pub path: Box<str>,
 }
 
 impl Verdict {
@@ -223,7 +274,14 @@ impl Verdict {
             rule: None,
             principal: None,
             upstream_authorization: None,
+            upstream_route: None,
+            description: None,
         }
+    }
+
+    /// The `description` of a refusal: the precise one, else the reason's.
+    pub fn description(&self) -> &'static str {
+        self.description.unwrap_or(self.reason.description())
     }
 
     /// A 401 with its RFC 6750 challenge. `missing_token` gets the bare challenge (RFC 6750
@@ -239,6 +297,7 @@ impl Verdict {
         };
         Verdict {
             www_authenticate: Some(challenge),
+            description: Some(rejection.description),
             ..Verdict::deny(rejection.reason)
         }
     }

@@ -12,7 +12,9 @@
 //! 4. Token validation — else 401 with the precise reason and an RFC 6750 challenge.
 //! 5. Rules, first match — `no_matching_rule` / `denied_by_rule` (403) or allow; an allow
 //!    rule whose `claim:` principal cannot be passed on faithfully — 401 `claim_invalid`.
-//! 6. Upstream credential when the matched rule names one — else 503 `upstream_unavailable`.
+//! 6. Upstream credential when the matched rule names one (and, for a route-optimized serving
+//!    endpoint, its data-plane route and token) — else 503 `upstream_unavailable`, or
+//!    `upstream_refused` (403 / 502) when the token endpoint refused for good.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +29,7 @@ use crate::decision::{Authorizer, AuthzRequest, Reason, Rejection, Verdict};
 use crate::metrics::admin::Readiness;
 use crate::metrics::metrics;
 use crate::policy::{self, Outcome, Policy, RequestView};
-use crate::upstream::{Broker, Caller};
+use crate::upstream::{self, Blame, Broker, Caller, UpstreamError};
 
 /// Whether a decision obtains the matched rule's upstream credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,13 +116,17 @@ impl State {
             if let (Some(up), Upstreams::Fetch) = (&rule.upstream, upstreams) {
                 // No caller token: the policy compiler refuses a public rule naming a
                 // token_exchange upstream, and the broker refuses such a request regardless.
+                let serving = upstream::serving_invocation(method, &path);
                 match self
                     .upstreams
-                    .credential_for(up, Caller::ANONYMOUS, now)
+                    .grant_for(up, Caller::ANONYMOUS, now, serving)
                     .await
                 {
-                    Ok(cred) => v.upstream_authorization = Some(cred),
-                    Err(_) => return self.upstream_unavailable(v),
+                    Ok(grant) => {
+                        v.upstream_authorization = Some(grant.authorization);
+                        v.upstream_route = grant.route;
+                    }
+                    Err(e) => return upstream_failed(v, &e),
                 }
             }
             return v;
@@ -174,24 +180,20 @@ impl State {
                 key: Some(&token_key),
                 identity: Some(&identity),
             };
-            match self.upstreams.credential_for(up, caller, now).await {
-                Ok(cred) => v.upstream_authorization = Some(cred),
-                Err(_) => {
+            let serving = upstream::serving_invocation(method, &path);
+            match self.upstreams.grant_for(up, caller, now, serving).await {
+                Ok(grant) => {
+                    v.upstream_authorization = Some(grant.authorization);
+                    v.upstream_route = grant.route;
+                }
+                Err(e) => {
                     v.identity = Some(identity);
-                    return self.upstream_unavailable(v);
+                    return upstream_failed(v, &e);
                 }
             }
         }
         v.identity = Some(identity);
         v
-    }
-
-    fn upstream_unavailable(&self, allowed: Verdict) -> Verdict {
-        Verdict {
-            identity: allowed.identity,
-            rule: allowed.rule,
-            ..Verdict::deny(Reason::UpstreamUnavailable)
-        }
     }
 
     /// A request path normalized under this configuration's `[paths]` options, or why it is
@@ -227,6 +229,25 @@ impl State {
     }
 }
 
+/// The refusal of an allowed request whose upstream credential could not be had (contract §3):
+/// `upstream_unavailable` 503 when retrying may help, else `upstream_refused`, 403 when the
+/// refusal concerns this caller, 502 when it concerns the gateway's own credential. Identity
+/// and rule are kept for the logs.
+fn upstream_failed(allowed: Verdict, e: &UpstreamError) -> Verdict {
+    let (reason, status) = match e.blame() {
+        Blame::Transient => (Reason::UpstreamUnavailable, 503),
+        Blame::Caller => (Reason::UpstreamRefused, 403),
+        Blame::Gateway => (Reason::UpstreamRefused, 502),
+    };
+    Verdict {
+        identity: allowed.identity,
+        rule: allowed.rule,
+        status,
+        description: Some(e.description()),
+        ..Verdict::deny(reason)
+    }
+}
+
 /// The production [`Authorizer`]: the current [`State`] behind an [`ArcSwap`], plus reload.
 pub struct Engine {
     state: ArcSwap<State>,
@@ -257,12 +278,17 @@ impl Engine {
     /// The HTTP client every outbound call uses: rustls, bounded connect timeout; per-call
     /// timeouts are set by each caller from its own configuration.
     pub fn http_client() -> reqwest::Client {
+        Engine::http_client_builder()
+            .build()
+            .expect("reqwest client with rustls builds")
+    }
+
+    /// [`Engine::http_client`]'s settings, for a client that trusts more CAs (`ca_file`).
+    pub fn http_client_builder() -> reqwest::ClientBuilder {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("idgate/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("reqwest client with rustls builds")
     }
 
     /// A snapshot of the current state.

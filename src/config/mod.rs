@@ -27,6 +27,7 @@ mod auth;
 mod cond;
 mod files;
 mod glob;
+mod host;
 mod issuer;
 mod log;
 mod paths;
@@ -48,13 +49,14 @@ pub use cond::{
 };
 pub use files::{SecretFile, CREDENTIALS_DIRECTORY_ENV};
 pub use glob::{GlobSeg, GlobShape, PathGlob};
+pub use host::{DataPlaneHost, DEFAULT_DATA_PLANE_HOSTS};
 pub use issuer::{Algorithm, IssuerConfig};
 pub use log::LogConfig;
 pub use paths::PathsConfig;
 pub use rule::{Effect, RuleConfig, MAX_RULE_NAME};
 pub use spop::{ListenAddr, SocketMode, SocketPerms, SpopConfig, MAX_UNIX_PATH, UNIX_PREFIX};
 pub(crate) use upstream::MAX_UPSTREAM_NAME;
-pub use upstream::{Credential, UpstreamConfig, UpstreamKind};
+pub use upstream::{Credential, DataPlaneMode, UpstreamConfig, UpstreamKind};
 pub(crate) use value::check_url;
 pub use value::{Dur, HttpsUrl};
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::files::SecretFile;
+use super::host::{DataPlaneHost, DEFAULT_DATA_PLANE_HOSTS};
 use super::read::{Cx, Table};
 use super::value::{is_name_byte, secs, Dur, HttpsUrl};
 
@@ -35,6 +36,18 @@ impl UpstreamKind {
             UpstreamKind::Static => "static",
         }
     }
+}
+
+/// `data_plane`: whether serving invocations of route-optimized endpoints are sent to their
+/// data plane with an endpoint-scoped token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPlaneMode {
+    /// Look serving endpoints up; route-optimized ones get `upstream_host`/`upstream_path`
+    /// and a data-plane token (the default for the OAuth kinds).
+    Auto,
+    /// Never: every invocation goes to the workspace host with the workspace token.
+    Off,
 }
 
 /// What a credential kind needs, present by construction (checked at load).
@@ -79,8 +92,18 @@ pub struct UpstreamConfig {
     /// Refresh a cached token this long before it expires, in the background (capped at half
     /// the token's lifetime; `"0s"`: no background refresh). Default 5m.
     pub refresh_ahead: Dur,
-    /// Maximum cached per-caller tokens (`token_exchange`). Default 10000.
+    /// Maximum cached per-caller tokens (`token_exchange`), and data-plane tokens. Default
+    /// 10000.
     pub cache_size: u64,
+    /// Route-optimized serving (`off` for `static`: data planes accept only OAuth tokens).
+    pub data_plane: DataPlaneMode,
+    /// Hosts a data plane may be on ([`super::DEFAULT_DATA_PLANE_HOSTS`] by default).
+    pub data_plane_hosts: Vec<DataPlaneHost>,
+    /// The workspace whose REST API describes the serving endpoints: as configured, else the
+    /// scheme, host and port of `token_url` (`None` for `static`).
+    pub workspace_url: Option<url::Url>,
+    /// Extra CA certificates (PEM) trusted for this upstream's HTTPS calls.
+    pub ca_file: Option<SecretFile>,
 }
 
 impl UpstreamConfig {
@@ -105,6 +128,10 @@ pub(crate) struct RawUpstream {
     total_budget: Dur,
     refresh_ahead: Dur,
     cache_size: u64,
+    data_plane: Option<DataPlaneMode>,
+    data_plane_hosts: Option<Vec<DataPlaneHost>>,
+    workspace_url: Option<HttpsUrl>,
+    ca_file: Option<SecretFile>,
 }
 
 impl RawUpstream {
@@ -123,6 +150,10 @@ impl RawUpstream {
             total_budget: secs(2),
             refresh_ahead: secs(300),
             cache_size: 10_000,
+            data_plane: t.get("data_plane"),
+            data_plane_hosts: t.get("data_plane_hosts"),
+            workspace_url: t.get("workspace_url"),
+            ca_file: file(t, "ca_file"),
         };
         t.set("timeout", &mut c.timeout);
         t.set("total_budget", &mut c.total_budget);
@@ -136,6 +167,30 @@ impl RawUpstream {
     /// when the keys its kind needs are there.
     pub(crate) fn check(mut self, name: &str, cx: &mut Cx<'_>) -> Option<UpstreamConfig> {
         self.check_keys(name, cx);
+        let oauth_url = match self.kind {
+            UpstreamKind::Static => None,
+            _ => self.token_url.as_ref().map(|u| u.url().clone()),
+        };
+        let workspace_url = match (&self.workspace_url, oauth_url) {
+            (Some(w), _) => Some(w.url().clone()),
+            (None, Some(mut t)) => {
+                t.set_path("");
+                t.set_query(None);
+                t.set_fragment(None);
+                Some(t)
+            }
+            (None, None) => None,
+        };
+        let data_plane = match self.kind {
+            UpstreamKind::Static => DataPlaneMode::Off,
+            _ => self.data_plane.unwrap_or(DataPlaneMode::Auto),
+        };
+        let data_plane_hosts = self.data_plane_hosts.take().unwrap_or_else(|| {
+            DEFAULT_DATA_PLANE_HOSTS
+                .iter()
+                .map(|h| h.parse().expect("the defaults parse"))
+                .collect()
+        });
         let credential = match self.kind {
             UpstreamKind::ClientCredentials => Credential::ClientCredentials {
                 token_url: self.token_url?,
@@ -157,6 +212,10 @@ impl RawUpstream {
             total_budget: self.total_budget,
             refresh_ahead: self.refresh_ahead,
             cache_size: self.cache_size,
+            data_plane,
+            data_plane_hosts,
+            workspace_url,
+            ca_file: self.ca_file,
         })
     }
 
@@ -180,7 +239,16 @@ impl RawUpstream {
             UpstreamKind::TokenExchange => (&["token_url"], &["client_secret_file", "token_file"]),
             UpstreamKind::Static => (
                 &["token_file"],
-                &["token_url", "client_id", "client_secret_file", "scope"],
+                &[
+                    "token_url",
+                    "client_id",
+                    "client_secret_file",
+                    "scope",
+                    "data_plane",
+                    "data_plane_hosts",
+                    "workspace_url",
+                    "ca_file",
+                ],
             ),
         };
         let present = |f: &str| match f {
@@ -189,6 +257,10 @@ impl RawUpstream {
             "client_secret_file" => self.client_secret_file.is_some(),
             "token_file" => self.token_file.is_some(),
             "scope" => self.scope.is_some(),
+            "data_plane" => self.data_plane.is_some(),
+            "data_plane_hosts" => self.data_plane_hosts.is_some(),
+            "workspace_url" => self.workspace_url.is_some(),
+            "ca_file" => self.ca_file.is_some(),
             _ => false,
         };
         for f in needs.iter().filter(|f| !present(f)) {
@@ -199,6 +271,10 @@ impl RawUpstream {
                 (UpstreamKind::TokenExchange, "client_secret_file") => {
                     "; token exchange sends no client secret (set client_id alone for \
                      workload identity federation)"
+                }
+                (UpstreamKind::Static, "data_plane" | "data_plane_hosts" | "workspace_url") => {
+                    "; route-optimized serving endpoints accept only OAuth tokens \
+                     (use client_credentials or token_exchange)"
                 }
                 _ => "",
             };
@@ -216,6 +292,35 @@ impl RawUpstream {
         if let Some((field, file)) = file {
             if let Err(e) = file.resolve(&cx.dirs) {
                 cx.push(k(field), e);
+            }
+        }
+        if let Some(ca) = self
+            .ca_file
+            .as_mut()
+            .filter(|_| self.kind != UpstreamKind::Static)
+        {
+            if let Err(e) = ca.resolve(&cx.dirs) {
+                cx.push(k("ca_file"), e);
+            }
+        }
+        if self
+            .data_plane_hosts
+            .as_ref()
+            .is_some_and(|h| h.is_empty() && self.data_plane != Some(DataPlaneMode::Off))
+        {
+            cx.push(
+                k("data_plane_hosts"),
+                "is empty: no route-optimized endpoint could be reached (set data_plane = \"off\" \
+                 to mean that)",
+            );
+        }
+        if let Some(w) = &self.workspace_url {
+            let u = w.url();
+            if (u.path() != "/" && !u.path().is_empty()) || u.query().is_some() {
+                cx.push(
+                    k("workspace_url"),
+                    "must be the workspace's scheme and host only, e.g. \"https://dbc.example.com\"",
+                );
             }
         }
         if self.kind == UpstreamKind::Static {
@@ -375,5 +480,67 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn data_plane_defaults_and_checks() {
+        use crate::config::DataPlaneMode;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("s"), "secret\n").unwrap();
+        let text = format!(
+            "[upstream.cc]\nkind = \"client_credentials\"\n\
+             token_url = \"https://dbc.example.com:8443/oidc/v1/token?x=1\"\n\
+             client_id = \"abc\"\nclient_secret_file = \"s\"\n\
+             [upstream.tx]\nkind = \"token_exchange\"\n{URL}data_plane = \"off\"\n\
+             workspace_url = \"https://ws.example.com\"\n\
+             data_plane_hosts = [\"dp.example.com\", \"*.dp.example.net\", \"127.0.0.1\"]\n"
+        );
+        let cfg = Config::from_toml_in(&text, "t", d.path()).unwrap();
+        let cc = &cfg.upstreams["cc"];
+        assert_eq!(cc.data_plane, DataPlaneMode::Auto);
+        assert_eq!(
+            cc.workspace_url.as_ref().unwrap().as_str(),
+            "https://dbc.example.com:8443/"
+        );
+        let shown: Vec<String> = cc.data_plane_hosts.iter().map(|h| h.to_string()).collect();
+        assert_eq!(shown, crate::config::DEFAULT_DATA_PLANE_HOSTS);
+        let tx = &cfg.upstreams["tx"];
+        assert_eq!(tx.data_plane, DataPlaneMode::Off);
+        assert_eq!(
+            tx.workspace_url.as_ref().unwrap().as_str(),
+            "https://ws.example.com/"
+        );
+        assert_eq!(tx.data_plane_hosts.len(), 3);
+
+        // Values of the wrong shape...
+        assert_eq!(
+            keys(&format!(
+                "[upstream.x]\nkind = \"token_exchange\"\n{URL}data_plane = \"on\"\n\
+                 [upstream.y]\nkind = \"token_exchange\"\n{URL}\
+                 data_plane_hosts = [\"https://dp.example.com\", \"*.com\"]\n"
+            )),
+            ["upstream.x.data_plane", "upstream.y.data_plane_hosts"]
+        );
+        // ...and values that do not make sense.
+        assert_eq!(
+            keys(&format!(
+                "[upstream.x]\nkind = \"token_exchange\"\n{URL}data_plane_hosts = []\n\
+                 workspace_url = \"https://ws.example.com/api\"\n\
+                 ca_file = \"/nonexistent/ca.pem\"\n"
+            )),
+            [
+                "upstream.x.data_plane_hosts",
+                "upstream.x.workspace_url",
+                "upstream.x.ca_file",
+            ]
+        );
+        let p = problems(
+            "[upstream.st]\nkind = \"static\"\ntoken_file = \"/nonexistent\"\ndata_plane = \"auto\"\n",
+        );
+        let dp = p
+            .iter()
+            .find(|p| p.key == "upstream.st.data_plane")
+            .unwrap();
+        assert!(dp.message.contains("only OAuth tokens"), "{dp}");
     }
 }

@@ -62,28 +62,34 @@ pub(crate) enum Var {
     Reason,
     WwwAuthenticate,
     UpstreamAuthorization,
+    UpstreamHost,
+    UpstreamPath,
     Principal,
     Sub,
     Issuer,
     Rule,
     Email,
     Groups,
+    Description,
 }
 
 impl Var {
     /// Every variable, in ACK order.
-    pub(crate) const ALL: [Var; 11] = [
+    pub(crate) const ALL: [Var; 14] = [
         Var::Allow,
         Var::Status,
         Var::Reason,
         Var::WwwAuthenticate,
         Var::UpstreamAuthorization,
+        Var::UpstreamHost,
+        Var::UpstreamPath,
         Var::Principal,
         Var::Sub,
         Var::Issuer,
         Var::Rule,
         Var::Email,
         Var::Groups,
+        Var::Description,
     ];
 
     /// The variable's name (part of the contract).
@@ -94,12 +100,15 @@ impl Var {
             Var::Reason => "reason",
             Var::WwwAuthenticate => "www_authenticate",
             Var::UpstreamAuthorization => "upstream_authorization",
+            Var::UpstreamHost => "upstream_host",
+            Var::UpstreamPath => "upstream_path",
             Var::Principal => "principal",
             Var::Sub => "sub",
             Var::Issuer => "issuer",
             Var::Rule => "rule",
             Var::Email => "email",
             Var::Groups => "groups",
+            Var::Description => "description",
         }
     }
 
@@ -383,6 +392,11 @@ mod tests {
                     Scope::Txn,
                     "reason",
                     TypedData::static_str("internal_error")
+                ),
+                Action::set(
+                    Scope::Txn,
+                    "description",
+                    TypedData::static_str("the gateway could not decide this request")
                 ),
             ]
         );

@@ -78,6 +78,24 @@ fn upstream_ok(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
+/// `upstream_host`: a host name or IP literal with an optional port, nothing else (it becomes
+/// the Host header, the SNI and the name HAProxy resolves).
+fn route_host_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 260
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// `upstream_path`: absolute, visible ASCII, no query or fragment (HAProxy's `set-path` keeps
+/// the client's query string).
+fn route_path_ok(s: &str) -> bool {
+    s.starts_with('/')
+        && s.len() <= 2048
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+}
+
 /// Groups comma-joined, and whether that is all of them. A group that cannot be represented
 /// (empty, a comma inside, control characters) is left out rather than altered, and the list is
 /// cut after the last whole group within [`GROUPS_CAP`]. An incomplete list is only ever sent
@@ -134,11 +152,13 @@ impl VarSet {
 
 /// The variables that are never dropped to make an ACK fit: the verdict itself and, when
 /// allowed, the credential the request is forwarded with.
-const ALWAYS: [Var; 4] = [
+const ALWAYS: [Var; 6] = [
     Var::Allow,
     Var::Status,
     Var::Reason,
     Var::UpstreamAuthorization,
+    Var::UpstreamHost,
+    Var::UpstreamPath,
 ];
 
 /// Whether `v` may be dropped to make the ACK fit: for a refusal everything but the verdict,
@@ -228,6 +248,14 @@ impl<V: Borrow<Verdict>> Answer<V> {
         self.refused.map_or(self.verdict().status, Reason::status)
     }
 
+    /// `description` as sent: the refusal's own when rendering refused an allowed verdict.
+    pub fn description(&self) -> &'static str {
+        match self.refused {
+            Some(r) => r.description(),
+            None => self.verdict().description(),
+        }
+    }
+
     /// The variables to set, in ACK order.
     pub fn actions(&self) -> Actions<'_> {
         let mut out = Actions {
@@ -264,6 +292,9 @@ impl<V: Borrow<Verdict>> Answer<V> {
             Var::UpstreamAuthorization => {
                 TypedValue::Str(verdict.upstream_authorization.as_deref()?)
             }
+            Var::UpstreamHost => TypedValue::Str(&verdict.upstream_route.as_deref()?.host),
+            Var::UpstreamPath => TypedValue::Str(&verdict.upstream_route.as_deref()?.path),
+            Var::Description => TypedValue::Str(self.description()),
             Var::Principal => TypedValue::Str(verdict.principal.as_deref()?),
             Var::Sub => TypedValue::Str(&id?.sub),
             Var::Issuer => TypedValue::Str(&id?.issuer),
@@ -320,6 +351,17 @@ impl<V: Borrow<Verdict>> Answer<V> {
                 }
                 vars.insert(Var::UpstreamAuthorization);
             }
+            if let Some(r) = &v.upstream_route {
+                // Never another host without the credential for it, nor a half route.
+                if v.upstream_authorization.is_none()
+                    || !route_host_ok(&r.host)
+                    || !route_path_ok(&r.path)
+                {
+                    return Err(Reason::UpstreamUnavailable);
+                }
+                vars.insert(Var::UpstreamHost);
+                vars.insert(Var::UpstreamPath);
+            }
             if let Some(p) = &v.principal {
                 identity(Var::Principal, p, &mut vars)?;
             }
@@ -341,6 +383,10 @@ impl<V: Borrow<Verdict>> Answer<V> {
         }
         if v.rule.as_deref().is_some_and(identity_ok) {
             vars.insert(Var::Rule);
+        }
+        if !allowed && header_safe(self.description()) && self.description().len() <= CHALLENGE_CAP
+        {
+            vars.insert(Var::Description);
         }
         self.vars = vars;
         Ok(())

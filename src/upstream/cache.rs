@@ -30,6 +30,12 @@ pub(crate) const REFRESH_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// SPOE timeouts, and the endpoint is not hammered while it recovers.
 pub(crate) const FAILURE_HOLDOFF: Duration = Duration::from_secs(1);
 
+/// A token request the endpoint refused for good (4xx: a wrong client secret, a federation
+/// policy that does not accept this caller's token) is remembered, and answered again without
+/// asking, for this long: callers retrying cannot make idgate hammer the token endpoint, and
+/// a fixed configuration is picked up soon after.
+pub(crate) const REFUSAL_TTL: Duration = Duration::from_secs(10);
+
 /// Origin of the monotonic nanosecond timestamps kept in atomics. Forced when a broker is
 /// built, so that no request pays for its initialisation.
 pub(crate) static CLOCK_BASE: LazyLock<Instant> = LazyLock::new(Instant::now);

@@ -17,11 +17,11 @@ use bytes::Bytes;
 use reqwest::header::HeaderValue;
 use zeroize::Zeroizing;
 
-use super::cache::{spawn, Holdoff, TokenEntry};
+use super::cache::{spawn, Holdoff, TokenEntry, REFUSAL_TTL};
 use super::failure::Trigger;
 use super::oauth::Endpoint;
 use super::secret::Secret;
-use super::UpstreamError;
+use super::{Blame, UpstreamError};
 
 /// One token for the whole upstream.
 pub(crate) struct ClientCredentials {
@@ -62,6 +62,11 @@ impl ClientCredentials {
         })
     }
 
+    /// See [`Endpoint::deadline_from`].
+    pub(crate) fn deadline_from(&self, start: Instant) -> Instant {
+        self.ep.deadline_from(start)
+    }
+
     /// Whether a token is cached (fresh or not).
     pub(crate) fn has_token(&self) -> bool {
         self.current.load().is_some()
@@ -88,7 +93,13 @@ impl ClientCredentials {
 
     /// The slow path: no fresh token. One request at a time; callers queued behind it take its
     /// token, or its error.
-    pub(crate) async fn fetch(&self, http: &reqwest::Client) -> Result<Arc<str>, UpstreamError> {
+    /// A permanent refusal (a wrong secret) is answered again, without asking, for
+    /// [`REFUSAL_TTL`]: every caller would get the same one.
+    pub(crate) async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        deadline: Instant,
+    ) -> Result<Arc<str>, UpstreamError> {
         let arrived = Instant::now();
         let mut last = self.flight.lock().await;
         let now = Instant::now();
@@ -98,7 +109,8 @@ impl ClientCredentials {
             }
         }
         if let Some((at, err)) = &*last {
-            if *at >= arrived {
+            let refusal = err.blame() != Blame::Transient;
+            if *at >= arrived || (refusal && now < *at + REFUSAL_TTL) {
                 return Err(err.clone());
             }
         }
@@ -110,6 +122,7 @@ impl ClientCredentials {
                 self.form.clone(),
                 Some(&self.client_auth),
                 Trigger::Caller,
+                deadline,
             )
             .await
         {
@@ -126,6 +139,7 @@ impl ClientCredentials {
                 let err = UpstreamError::Failed {
                     upstream: Arc::clone(&self.ep.upstream),
                     failure: Arc::new(f),
+                    per_caller: false,
                 };
                 *last = Some((Instant::now(), err.clone()));
                 Err(err)
@@ -146,9 +160,16 @@ impl ClientCredentials {
                 return;
             }
             let form = this.form.clone();
+            let deadline = this.ep.deadline_from(Instant::now());
             match this
                 .ep
-                .request(&http, form, Some(&this.client_auth), Trigger::Refresh)
+                .request(
+                    &http,
+                    form,
+                    Some(&this.client_auth),
+                    Trigger::Refresh,
+                    deadline,
+                )
                 .await
             {
                 Ok(tok) => {

@@ -103,6 +103,10 @@ pub struct Failure {
     /// request: client error (Connect): dns error: failed to lookup address information: Name
     /// or service not known` (the URL left out: the log line has it without query).
     pub cause: Option<String>,
+    /// The endpoint could not even be connected to (connection refused, name not resolved,
+    /// no route): retrying within the same request would only spend the caller's wait inside
+    /// HAProxy's `timeout processing`, so the request fails at once.
+    pub unreachable: bool,
 }
 
 impl Failure {
@@ -115,7 +119,20 @@ impl Failure {
             retry_after: None,
             detail: None,
             cause: None,
+            unreachable: false,
         }
+    }
+
+    /// Worth another attempt within the same request.
+    pub(crate) fn retryable(&self) -> bool {
+        self.outcome.retryable() && !self.unreachable
+    }
+
+    /// A refusal for good (400/401/403...: bad client secret, a federation policy that does
+    /// not accept the caller, a grant Databricks will not give): not worth retrying, by the
+    /// agent or by the client.
+    pub fn is_refusal(&self) -> bool {
+        self.outcome == Outcome::Http4xx
     }
 
     pub(crate) fn invalid(status: Option<u16>, detail: &'static str) -> Failure {

@@ -30,6 +30,7 @@
 
 mod cache;
 mod client_credentials;
+mod data_plane;
 mod failure;
 mod oauth;
 mod secret;
@@ -41,11 +42,15 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Credential, Problem, UpstreamConfig, MAX_UPSTREAM_NAME};
-use crate::decision::Identity;
+use crate::config::{
+    Config, Credential, DataPlaneMode, Problem, UpstreamConfig, MAX_UPSTREAM_NAME,
+};
+use crate::decision::{Identity, Route};
 use crate::token_key::TokenKey;
 
 use client_credentials::ClientCredentials;
+pub use data_plane::serving_invocation;
+use data_plane::DataPlane;
 pub use failure::{Failure, Outcome, Side};
 use secret::Secret;
 use static_token::StaticToken;
@@ -69,6 +74,9 @@ pub enum UpstreamError {
     Failed {
         upstream: Arc<str>,
         failure: Arc<Failure>,
+        /// The credential asked for was this caller's own (a token exchange, or a data-plane
+        /// token minted from one): a refusal then concerns the caller, not the gateway.
+        per_caller: bool,
     },
     #[error(
         "upstream {upstream:?}: token endpoint failed recently; next attempt in {} ms",
@@ -78,6 +86,67 @@ pub enum UpstreamError {
         upstream: Arc<str>,
         retry_in: Duration,
     },
+}
+
+/// What a client should make of an [`UpstreamError`] (contract §3): retry later, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// Network, timeout, 5xx, 429, a garbled answer, a hold-off after one of those:
+    /// `upstream_unavailable`, 503 with `Retry-After`.
+    Transient,
+    /// Refused for good because of who the caller is (e.g. no federation policy maps their
+    /// token): `upstream_refused`, 403.
+    Caller,
+    /// The gateway's own credential or configuration was refused (e.g. `invalid_client`):
+    /// `upstream_refused`, 502. Retrying does not help until an operator fixes it.
+    Gateway,
+}
+
+impl UpstreamError {
+    /// Whose problem this is (see [`Blame`]).
+    pub fn blame(&self) -> Blame {
+        match self {
+            UpstreamError::Unknown(_) | UpstreamError::NoCallerToken(_) => Blame::Gateway,
+            UpstreamError::BackingOff { .. } => Blame::Transient,
+            UpstreamError::Failed {
+                failure,
+                per_caller,
+                ..
+            } => {
+                if !failure.is_refusal() {
+                    Blame::Transient
+                } else if *per_caller && failure.error_code.as_deref() != Some("invalid_client") {
+                    Blame::Caller
+                } else {
+                    Blame::Gateway
+                }
+            }
+        }
+    }
+
+    /// A short sentence for the caller (the `description` variable): fixed texts, never the
+    /// endpoint's own words.
+    pub fn description(&self) -> &'static str {
+        match self {
+            UpstreamError::Unknown(_) | UpstreamError::NoCallerToken(_) => {
+                "the gateway's upstream configuration cannot serve this request"
+            }
+            UpstreamError::BackingOff { .. } => {
+                "the Databricks token endpoint failed moments ago; retry later"
+            }
+            UpstreamError::Failed { failure, .. } => match (self.blame(), failure.outcome) {
+                (Blame::Caller, _) => {
+                    "Databricks refused a credential for this caller (e.g. no federation \
+                     policy accepts the token)"
+                }
+                (Blame::Gateway, _) => "Databricks refused the gateway's own credential",
+                (_, Outcome::Timeout) => "the Databricks token endpoint did not answer in time",
+                (_, Outcome::Network) => "the Databricks token endpoint could not be reached",
+                (_, Outcome::Http429) => "the Databricks token endpoint is rate limiting",
+                _ => "the Databricks token endpoint failed; retry later",
+            },
+        }
+    }
 }
 
 /// Who a credential is for: the caller's validated token (`None` on a public rule; used only
@@ -133,6 +202,18 @@ struct Upstream {
     cfg: UpstreamConfig,
     secret: Option<Secret>,
     source: Source,
+    /// A client trusting `ca_file`'s CAs too, when it is set (else the broker's).
+    http: Option<reqwest::Client>,
+    /// Route-optimized serving (`data_plane = "auto"` on an OAuth kind).
+    data_plane: Option<DataPlane>,
+}
+
+/// What an allowed request is forwarded with: the `Authorization` value and, for a
+/// route-optimized serving endpoint, where to (its data plane).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub authorization: Arc<str>,
+    pub route: Option<Arc<Route>>,
 }
 
 /// The credential kinds.
@@ -218,17 +299,54 @@ impl Broker {
         let Some(up) = self.upstreams.get(upstream) else {
             return Err(unknown(upstream));
         };
+        let http = up.http.as_ref().unwrap_or(&self.http);
         match &up.source {
             Source::Static(s) => Ok(s.credential()),
             // The slow paths are boxed (the exchange's inside `TokenExchange::credential`):
             // their futures (HTTP request, moka insertion) are kilobytes, and an unboxed
             // `await` would make every call, cached ones included, build and move a future
             // that large.
-            Source::ClientCredentials(s) => match s.cached(&self.http, now) {
+            Source::ClientCredentials(s) => match s.cached(http, now) {
                 Some(h) => Ok(h),
-                None => Box::pin(s.fetch(&self.http)).await,
+                None => Box::pin(s.fetch(http, s.deadline_from(now))).await,
             },
-            Source::TokenExchange(s) => s.credential(&self.http, caller, now).await,
+            Source::TokenExchange(s) => s.credential(http, caller, now).await,
+        }
+    }
+
+    /// [`Broker::credential_for`] for a request: when `serving` names the endpoint of a
+    /// serving invocation ([`serving_invocation`]) and the upstream has `data_plane = "auto"`,
+    /// a route-optimized endpoint's data-plane route and endpoint-scoped token instead of the
+    /// workspace credential. Everything shares one deadline: `now + total_budget`.
+    pub async fn grant_for(
+        &self,
+        upstream: &str,
+        caller: Caller<'_>,
+        now: Instant,
+        serving: Option<&str>,
+    ) -> Result<Grant, UpstreamError> {
+        let authorization = self.credential_for(upstream, caller, now).await?;
+        let dp = match (serving, self.upstreams.get(upstream)) {
+            (Some(name), Some(up)) => up.data_plane.as_ref().map(|dp| (name, dp, up)),
+            _ => None,
+        };
+        let Some((name, dp, up)) = dp else {
+            return Ok(Grant {
+                authorization,
+                route: None,
+            });
+        };
+        let deadline = now + up.cfg.total_budget.0;
+        let http = up.http.as_ref().unwrap_or(&self.http);
+        match Box::pin(dp.route(http, name, &authorization, deadline)).await? {
+            Some((token, route)) => Ok(Grant {
+                authorization: token,
+                route: Some(route),
+            }),
+            None => Ok(Grant {
+                authorization,
+                route: None,
+            }),
         }
     }
 
@@ -252,6 +370,24 @@ impl Broker {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.upstreams.keys().map(String::as_str)
     }
+}
+
+/// An HTTP client like the engine's that also trusts the CA certificates of the PEM file at
+/// `path` (read now; a reload reads it again).
+fn client_trusting(path: &std::path::Path) -> Result<reqwest::Client, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    certs
+        .into_iter()
+        .fold(crate::engine::Engine::http_client_builder(), |b, c| {
+            b.add_root_certificate(c)
+        })
+        .build()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A rule naming an upstream that is not configured: the policy compiler refuses that at load,
@@ -333,10 +469,35 @@ impl Upstream {
                 unreachable!("read_secret reads the secret file of these kinds")
             }
         };
+        let data_plane = match (&c.credential, c.data_plane, &c.workspace_url) {
+            (
+                Credential::ClientCredentials { token_url, .. }
+                | Credential::TokenExchange { token_url, .. },
+                DataPlaneMode::Auto,
+                Some(workspace),
+            ) => Some(DataPlane::new(
+                endpoint(token_url),
+                workspace,
+                c.data_plane_hosts.clone(),
+                matches!(c.credential, Credential::TokenExchange { .. }),
+                c.timeout.0,
+                c.cache_size,
+            )),
+            _ => None,
+        };
+        let http = match &c.ca_file {
+            Some(f) => Some(
+                client_trusting(f.path())
+                    .map_err(|e| Problem::new(format!("upstream.{name}.ca_file"), e))?,
+            ),
+            None => None,
+        };
         Ok(Upstream {
             cfg: c.clone(),
             secret,
             source,
+            http,
+            data_plane,
         })
     }
 }
@@ -367,6 +528,7 @@ mod tests {
                 error_description: Some("Client authentication failed".into()),
                 ..Failure::new(Outcome::Http4xx)
             }),
+            per_caller: false,
         };
         assert_eq!(
             e.to_string(),
@@ -378,6 +540,7 @@ mod tests {
                 cause: Some("error sending request: dns error".into()),
                 ..Failure::new(Outcome::Network)
             }),
+            per_caller: false,
         };
         assert_eq!(
             e.to_string(),

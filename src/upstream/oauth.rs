@@ -107,17 +107,24 @@ impl Endpoint {
         self.duration.observe(took.as_secs_f64());
     }
 
+    /// The deadline of a credential whose decision started at `start`: `total_budget` bounds
+    /// everything a decision asks the upstream for (the workspace token, the serving
+    /// endpoint's lookup, its data-plane token), not each request.
+    pub(crate) fn deadline_from(&self, start: Instant) -> Instant {
+        start + self.total_budget
+    }
+
     /// POST `form` (already `application/x-www-form-urlencoded`), retrying as described in
-    /// the module docs, within `total_budget`. A failure is logged here, once, as the failure
-    /// of a request `why` was made.
+    /// the module docs, until `deadline` ([`Endpoint::deadline_from`]). A failure is logged
+    /// here, once, as the failure of a request `why` was made.
     pub(crate) async fn request(
         &self,
         http: &reqwest::Client,
         form: Bytes,
         client_auth: Option<&HeaderValue>,
         why: Trigger,
+        deadline: Instant,
     ) -> Result<Token, Failure> {
-        let deadline = Instant::now() + self.total_budget;
         let mut attempt: u32 = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -170,7 +177,7 @@ impl Endpoint {
                         attempt,
                         "upstream token attempt failed"
                     );
-                    if !f.outcome.retryable() {
+                    if !f.retryable() {
                         return Err(self.give_up(f, attempt, why));
                     }
                     let wait = match f.retry_after {
@@ -248,7 +255,7 @@ impl Endpoint {
 
 /// A transport error as a failure, with its error chain as the cause (without the URL, which
 /// reqwest would print with its query; the log line has it without).
-fn classify(e: reqwest::Error) -> Failure {
+pub(crate) fn classify(e: reqwest::Error) -> Failure {
     let outcome = if e.is_timeout() {
         Outcome::Timeout
     } else if e.is_redirect() {
@@ -257,6 +264,8 @@ fn classify(e: reqwest::Error) -> Failure {
         Outcome::Network
     };
     Failure {
+        // A connect error that is not a timeout: refused, unresolvable, unroutable.
+        unreachable: outcome == Outcome::Network && e.is_connect(),
         cause: Some(crate::telemetry::error_chain(&e.without_url())),
         ..Failure::new(outcome)
     }

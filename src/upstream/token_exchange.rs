@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::cache::{spawn, Holdoff, TokenEntry, EXPIRY_MARGIN};
+use super::cache::{spawn, Holdoff, TokenEntry, EXPIRY_MARGIN, REFUSAL_TTL};
 use super::failure::{self, Failure, Trigger};
 use super::oauth::{Endpoint, Token};
 use super::{Caller, UpstreamError};
@@ -33,11 +33,6 @@ use crate::token_key::{token_key, TokenKey};
 pub(crate) const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// RFC 8693 token type of the caller's IdP JWT.
 pub(crate) const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-
-/// A token exchange the endpoint refused with a 4xx (the federation policy does not accept
-/// this caller's token) is remembered per caller token for this long, so one caller retrying
-/// cannot make idgate hammer the token endpoint.
-pub(crate) const REFUSAL_TTL: Duration = Duration::from_secs(10);
 
 /// One token per caller token.
 pub(crate) struct TokenExchange {
@@ -166,7 +161,8 @@ impl TokenExchange {
             }
             self.cache.invalidate(&key).await;
         }
-        Box::pin(self.fetch(http, token, caller, key)).await
+        let deadline = self.ep.deadline_from(now);
+        Box::pin(self.fetch(http, token, caller, key, deadline)).await
     }
 
     /// Reached without a caller token: a configuration mistake the policy compiler should have
@@ -190,6 +186,7 @@ impl TokenExchange {
         token: &str,
         caller: Caller<'_>,
         key: TokenKey,
+        deadline: Instant,
     ) -> Result<Arc<str>, UpstreamError> {
         let caller_exp = caller.identity.map(|i| i.expires_at);
         // Two rounds: moka's clock and ours can disagree by a hair, so an entry moka still
@@ -197,7 +194,7 @@ impl TokenExchange {
         for _ in 0..2 {
             let slot = self
                 .cache
-                .try_get_with(key, self.exchange(http, token, caller_exp))
+                .try_get_with(key, self.exchange(http, token, caller_exp, deadline))
                 .await
                 .map_err(|e| (*e).clone())?;
             if let Some(answer) = self.answer(&slot, Instant::now(), http, &key, token, caller) {
@@ -216,6 +213,7 @@ impl TokenExchange {
         Err(UpstreamError::Failed {
             upstream: Arc::clone(&self.ep.upstream),
             failure: Arc::new(f),
+            per_caller: true,
         })
     }
 
@@ -251,10 +249,15 @@ impl TokenExchange {
         http: &reqwest::Client,
         caller_token: &str,
         caller_exp: Option<u64>,
+        deadline: Instant,
     ) -> Result<Arc<Slot>, UpstreamError> {
         self.holdoff.error(&self.ep.upstream, Instant::now())?;
         let form = self.form(caller_token);
-        match self.ep.request(http, form, None, Trigger::Caller).await {
+        match self
+            .ep
+            .request(http, form, None, Trigger::Caller, deadline)
+            .await
+        {
             Ok(tok) => {
                 let refresh = Self::worth_refreshing(&tok, caller_exp);
                 Ok(Arc::new(Slot::Token(TokenEntry::new(
@@ -271,6 +274,7 @@ impl TokenExchange {
                 let err = UpstreamError::Failed {
                     upstream: Arc::clone(&self.ep.upstream),
                     failure: Arc::new(f),
+                    per_caller: true,
                 };
                 if refused {
                     Ok(Arc::new(Slot::Refused {
@@ -298,7 +302,12 @@ impl TokenExchange {
             if this.holdoff.remaining(Instant::now()).is_some() {
                 return;
             }
-            match this.ep.request(&http, form, None, Trigger::Refresh).await {
+            let deadline = this.ep.deadline_from(Instant::now());
+            match this
+                .ep
+                .request(&http, form, None, Trigger::Refresh, deadline)
+                .await
+            {
                 Ok(tok) => {
                     let refresh = Self::worth_refreshing(&tok, caller_exp);
                     let e = TokenEntry::new(&tok, this.refresh_ahead, refresh);

@@ -125,7 +125,17 @@ fn allowed_verdict_sets_everything_most_important_first() {
 fn denied_verdicts_set_only_what_the_contract_says() {
     let v = Verdict::unauthorized("idgate", &Rejection::new(Reason::MissingToken, "no token"));
     let a = vars(&v, 16380);
-    assert_eq!(names(&a), ["allow", "status", "reason", "www_authenticate"]);
+    assert_eq!(
+        names(&a),
+        [
+            "allow",
+            "status",
+            "reason",
+            "www_authenticate",
+            "description"
+        ]
+    );
+    assert_eq!(value(&a, "description"), Some(&st("no token")));
     assert_eq!(value(&a, "allow"), Some(&TypedData::Bool(false)));
     assert_eq!(
         value(&a, "www_authenticate"),
@@ -145,7 +155,21 @@ fn denied_verdicts_set_only_what_the_contract_says() {
     let a = vars(&v, 16380);
     assert_eq!(
         names(&a),
-        ["allow", "status", "reason", "sub", "issuer", "rule", "email", "groups"]
+        [
+            "allow",
+            "status",
+            "reason",
+            "sub",
+            "issuer",
+            "rule",
+            "email",
+            "groups",
+            "description"
+        ]
+    );
+    assert_eq!(
+        value(&a, "description"),
+        Some(&st(Reason::DeniedByRule.description()))
     );
 }
 
@@ -441,4 +465,90 @@ fn fitting_does_not_depend_on_the_ids() {
     let a = render(&v, need - 1);
     assert!(a.allowed());
     assert!(!a.actions().iter().any(|s| s.name == "rule"));
+}
+
+#[test]
+fn a_data_plane_route_is_sent_whole_with_its_credential_or_refused() {
+    let route = |host: &str, path: &str| {
+        Some(Arc::new(crate::decision::Route {
+            host: host.into(),
+            path: path.into(),
+        }))
+    };
+    let v = Verdict {
+        upstream_route: route(
+            "abc.serving.cloud.databricks.com:8443",
+            "/123/serving-endpoints/churn/invocations",
+        ),
+        ..allowed()
+    };
+    let a = vars(&v, 16380);
+    assert_eq!(
+        names(&a)[..6],
+        [
+            "allow",
+            "status",
+            "reason",
+            "upstream_authorization",
+            "upstream_host",
+            "upstream_path"
+        ]
+    );
+    assert_eq!(
+        value(&a, "upstream_host"),
+        Some(&st("abc.serving.cloud.databricks.com:8443"))
+    );
+    // Never another host without the credential for it, nor a host or path that is not
+    // a plain host name or an absolute path.
+    for bad in [
+        Verdict {
+            upstream_authorization: None,
+            ..v.clone()
+        },
+        Verdict {
+            upstream_route: route("evil.example.com\r\nX: 1", "/x"),
+            ..v.clone()
+        },
+        Verdict {
+            upstream_route: route("abc.example.com", "relative"),
+            ..v.clone()
+        },
+        Verdict {
+            upstream_route: route("abc.example.com", "/x?y=1"),
+            ..v.clone()
+        },
+    ] {
+        let a = vars(&bad, 16380);
+        assert_eq!(value(&a, "allow"), Some(&TypedData::Bool(false)));
+        assert_eq!(value(&a, "reason"), Some(&st("upstream_unavailable")));
+        assert_eq!(value(&a, "upstream_host"), None);
+        assert_eq!(value(&a, "upstream_authorization"), None);
+    }
+    // A frame too small for the route refuses rather than sending the request to the
+    // workspace with a data-plane token.
+    let long = Verdict {
+        upstream_route: route(
+            "abc.serving.cloud.databricks.com",
+            &format!("/{}", "p".repeat(600)),
+        ),
+        ..v
+    };
+    let a = vars(&long, 256);
+    assert_eq!(value(&a, "allow"), Some(&TypedData::Bool(false)));
+}
+
+#[test]
+fn a_refused_upstream_says_why() {
+    let v = Verdict {
+        status: 403,
+        description: Some("Databricks refused a credential for this caller"),
+        ..Verdict::deny(Reason::UpstreamRefused)
+    };
+    let a = vars(&v, 16380);
+    assert_eq!(value(&a, "status"), Some(&TypedData::Int64(403)));
+    assert_eq!(value(&a, "reason"), Some(&st("upstream_refused")));
+    assert_eq!(
+        value(&a, "description"),
+        Some(&st("Databricks refused a credential for this caller"))
+    );
 }
