@@ -569,5 +569,5 @@ impl FakeDatabricks {
 }
 
 fn endpoint_id(n: u64) -> String {
-    format!("{:08x}{:024x}", 0x5e7f_1d00_u32, 0xa11ce_0000_u64 + n)
+    format!("{:08x}{:024x}", 0x5e7f_1d00_u32, 0x000a_11ce_0000_u64 + n)
 }

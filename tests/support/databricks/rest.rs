@@ -28,6 +28,7 @@ use super::{FakeState, TokenKind, ACCOUNT_ID, WORKSPACE_ID};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which listener a request arrived on.
+#[allow(clippy::enum_variant_names)] // DataPlane is the Databricks name
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plane {
     /// The plain-HTTP listener idgate talks to.
@@ -234,29 +235,29 @@ fn record(
 }
 
 /// The workspace token of the request: a `dbx-cc-`/`dbx-tx-` token this fake issued and that
-/// has not expired, or a PAT added with `add_pat`. Else a 401 as Databricks answers it.
-fn workspace_auth(st: &FakeState, headers: &HeaderMap) -> Result<String, Response> {
-    let unauthenticated = |why: &str| {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            &format!("Credential was not sent or was of an unsupported type for this API: {why}"),
-        ))
-    };
-    let Some(token) = bearer(headers) else {
-        return unauthenticated("no bearer token");
-    };
+/// has not expired, or a PAT added with `add_pat`. Else why not (see [`unauthenticated`]).
+fn workspace_auth(st: &FakeState, headers: &HeaderMap) -> Result<String, &'static str> {
+    let token = bearer(headers).ok_or("no bearer token")?;
     if st.knobs.lock().unwrap().pats.contains(&token) {
         return Ok(token);
     }
     match st.counts.lock().unwrap().issued.get(&token) {
         Some(i) if i.kind == TokenKind::DataPlane => {
-            unauthenticated("a data-plane token is not valid on the workspace")
+            Err("a data-plane token is not valid on the workspace")
         }
-        Some(i) if i.expired() => unauthenticated("the token has expired"),
+        Some(i) if i.expired() => Err("the token has expired"),
         Some(_) => Ok(token),
-        None => unauthenticated("unknown token"),
+        None => Err("unknown token"),
     }
+}
+
+/// 401 as Databricks answers a missing or unusable credential.
+fn unauthenticated(why: &str) -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        &format!("Credential was not sent or was of an unsupported type for this API: {why}"),
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -288,7 +289,7 @@ async fn get_endpoint(
         .entry(name.clone())
         .or_default() += 1;
     let resp = match workspace_auth(&ctx.st, &headers) {
-        Err(r) => r,
+        Err(why) => unauthenticated(why),
         Ok(_) => match ctx.st.ws.lock().unwrap().endpoints.get(&name).cloned() {
             None => error(
                 StatusCode::NOT_FOUND,
@@ -352,7 +353,7 @@ async fn invoke_workspace(
     body: Bytes,
 ) -> Response {
     let resp = match workspace_auth(&ctx.st, &headers) {
-        Err(r) => r,
+        Err(why) => unauthenticated(why),
         Ok(_) => match ctx.st.ws.lock().unwrap().endpoints.get(&name).cloned() {
             None => error(
                 StatusCode::NOT_FOUND,
