@@ -275,20 +275,9 @@ impl Engine {
         })
     }
 
-    /// The HTTP client every outbound call uses: rustls, bounded connect timeout; per-call
-    /// timeouts are set by each caller from its own configuration.
+    /// The HTTP client every outbound call uses ([`crate::outbound::client`]).
     pub fn http_client() -> reqwest::Client {
-        Engine::http_client_builder()
-            .build()
-            .expect("reqwest client with rustls builds")
-    }
-
-    /// [`Engine::http_client`]'s settings, for a client that trusts more CAs (`ca_file`).
-    pub fn http_client_builder() -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("idgate/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
+        crate::outbound::client()
     }
 
     /// A snapshot of the current state.

@@ -38,6 +38,7 @@ pub mod decision;
 pub mod engine;
 pub mod explain;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod reload;
 pub mod server;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use databricks::{Fail, FakeDatabricks, CLIENT_ID, CLIENT_SECRET};
 use idgate::config::Config;
-use idgate::upstream::{Broker, Outcome, Side, UpstreamError};
+use idgate::upstream::{Blame, Broker, Outcome, Side, UpstreamError};
 use log_capture::LogCapture;
 
 fn http() -> reqwest::Client {
@@ -338,6 +338,14 @@ async fn wrong_secret_is_a_4xx_without_retry_and_without_leaking() {
     assert!(!format!("{e:?}").contains("dose-wrong"), "secret in Debug");
     assert_eq!(fake.requests(), 1);
     assert_eq!(counter("cc-badsecret", "http_4xx"), 1);
+    // The gateway's own credential was refused: upstream_refused 502, not retried by clients.
+    assert_eq!(e.blame(), Blame::Gateway);
+    // Every caller would get the same refusal: it is answered again without asking (past the
+    // 1 s hold-off, within the 10 s it is remembered).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = b.credential("cc-badsecret", None, None).await.unwrap_err();
+    assert_eq!(again.blame(), Blame::Gateway, "{again}");
+    assert_eq!(fake.requests(), 1);
 }
 
 #[tokio::test]
@@ -444,13 +452,19 @@ async fn refused_connection_logs_url_network_side_and_connect_cause() {
         "timeout = \"300ms\"\ntotal_budget = \"800ms\"",
     );
     let b = broker(&cfg, dir.path(), None);
+    let t0 = Instant::now();
     let e = b.credential("cc-closed", None, None).await.unwrap_err();
+    let took = t0.elapsed();
     assert_eq!(outcome(&e), Some(Outcome::Network), "{e}");
+    // Transient for the client (503 upstream_unavailable, Retry-After)...
+    assert_eq!(e.blame(), Blame::Transient);
     let line = failure_line(&logs, "cc-closed", &url, "network");
     assert!(line.contains("result=\"network\""), "{line}");
     assert!(line.contains("Connection refused"), "{line}");
-    // Retried within the budget: more than one attempt, all in one line.
-    assert!(!line.contains("attempts=1 "), "{line}");
+    // ...but not retried by the agent: a refused connection fails at once, well inside even a
+    // 500 ms `timeout processing`, instead of spending the budget on more refusals.
+    assert!(line.contains("attempts=1 "), "{line}");
+    assert!(took < Duration::from_millis(200), "{took:?}");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use databricks::{Fail, FakeDatabricks, CLIENT_ID, GRANT_EXCHANGE};
 use idgate::config::Config;
 use idgate::decision::Identity;
 use idgate::token_key::token_key;
-use idgate::upstream::{Broker, Caller, Outcome, Side, UpstreamError};
+use idgate::upstream::{Blame, Broker, Caller, Outcome, Side, UpstreamError};
 use log_capture::LogCapture;
 
 fn http() -> reqwest::Client {
@@ -168,6 +168,8 @@ async fn refused_caller_is_remembered_and_does_not_affect_others() {
             other => panic!("expected Failed, got {other}"),
         }
         assert!(!e.to_string().contains(BOB), "caller token in error");
+        // The refusal concerns this caller: upstream_refused 403, not retried by clients.
+        assert_eq!(e.blame(), Blame::Caller, "{e}");
     }
     assert_eq!(fake.requests_for_subject(BOB), 1, "refusal cached");
     // A 4xx for one caller does not hold off the others.
@@ -365,4 +367,24 @@ async fn missing_caller_token_logs_a_config_side() {
         assert!(lines[0].contains(want), "{want} missing: {}", lines[0]);
     }
     assert_eq!(fake.requests(), 0);
+}
+
+/// A token exchange refused because of the gateway's own client (`invalid_client`: e.g. the
+/// configured service principal has no federation policy) is the gateway's problem, 502, not
+/// the caller's; a transient failure stays transient.
+#[tokio::test]
+async fn who_is_blamed_follows_the_refusal() {
+    let fake = FakeDatabricks::start().await;
+    fake.fail_always(Some(Fail::Status(401, "invalid_client")));
+    let b = broker(&config("tx-blame", &fake, ""));
+    let e = b
+        .credential("tx-blame", Some(ALICE), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.blame(), Blame::Gateway, "{e}");
+    assert!(e.description().contains("gateway"), "{}", e.description());
+
+    fake.fail_always(Some(Fail::Unavailable));
+    let e = b.credential("tx-blame", Some(BOB), None).await.unwrap_err();
+    assert_eq!(e.blame(), Blame::Transient, "{e}");
 }

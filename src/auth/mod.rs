@@ -197,6 +197,16 @@ impl Issuer {
     /// ([`KeyStore::seed_from`]).
     fn new(cfg: &IssuerConfig, http: reqwest::Client, seed: Option<&KeyStore>) -> Issuer {
         let algorithms = cfg.algorithms.iter().map(|&a| a.into()).collect();
+        // `ca_file` was read and parsed when the configuration was checked; should it fail
+        // now (changed underneath), the issuer keeps only the default trust: its keys then
+        // fail to load and its tokens are refused, never accepted.
+        let http = match &cfg.ca_file {
+            Some(f) => crate::outbound::client_trusting(f.path()).unwrap_or_else(|e| {
+                tracing::error!(issuer = %cfg.name, "ca_file unusable, default trust only: {e}");
+                http
+            }),
+            None => http,
+        };
         let store = Arc::new(KeyStore::new(cfg, http));
         let default_path = |p: &str| ClaimPath::parse(p).expect("the default claim names parse");
         let email_claim = cfg

@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use super::cond::ClaimPath;
+use super::files::SecretFile;
 use super::read::{Cx, Table};
 use super::value::{first_seen, is_name_byte, secs, string_value, Dur, HttpsUrl};
 
@@ -130,6 +132,9 @@ pub struct IssuerConfig {
     pub http_timeout: Dur,
     /// Allowed `typ` header values (case-insensitive) when present. Default `["JWT", "at+jwt"]`.
     pub allowed_typ: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for this issuer's HTTPS (discovery, JWKS), besides
+    /// the system store and the bundled roots ([`crate::outbound`]).
+    pub ca_file: Option<SecretFile>,
 }
 
 impl IssuerConfig {
@@ -149,6 +154,7 @@ impl IssuerConfig {
         let kid_wait = t.get("unknown_kid_wait");
         let http_timeout = t.get("http_timeout");
         let allowed_typ = t.get("allowed_typ");
+        let ca_file = t.get::<PathBuf>("ca_file").map(SecretFile::unresolved);
         Some(IssuerConfig {
             name: name?,
             issuer: issuer?,
@@ -164,12 +170,13 @@ impl IssuerConfig {
             unknown_kid_wait: kid_wait.unwrap_or(secs(1)),
             http_timeout: http_timeout.unwrap_or(secs(5)),
             allowed_typ: allowed_typ.unwrap_or_else(|| vec!["JWT".into(), "at+jwt".into()]),
+            ca_file,
         })
     }
 
     /// The checks of issuer `i`; `seen` holds the names and `iss` values of the issuers
     /// before it (each must select exactly one issuer).
-    pub(crate) fn check(&self, i: usize, seen: &mut Seen, cx: &mut Cx<'_>) {
+    pub(crate) fn check(&mut self, i: usize, seen: &mut Seen, cx: &mut Cx<'_>) {
         let k = |field: &str| format!("issuer[{i}].{field}");
         if let Some(first) = first_seen(&mut seen.names, &self.name, i) {
             cx.push(
@@ -219,6 +226,14 @@ impl IssuerConfig {
         }
         if self.allowed_typ.iter().any(String::is_empty) {
             cx.push(k("allowed_typ"), "entries must not be empty");
+        }
+        if let Some(ca) = &mut self.ca_file {
+            if let Err(e) = ca
+                .resolve(&cx.dirs)
+                .and_then(|()| crate::outbound::read_ca_file(ca.path()).map(drop))
+            {
+                cx.push(k("ca_file"), e);
+            }
         }
     }
 }

@@ -220,7 +220,7 @@ fn load<'i>(text: &'i str, cx: &mut Cx<'i>) -> Option<Config> {
     let log = root.table("log", LogConfig::read);
     let auth = root.table("auth", AuthConfig::read);
     let paths = root.table("paths", PathsConfig::read);
-    let issuers: Vec<_> = root
+    let mut issuers: Vec<_> = root
         .tables("issuer", IssuerConfig::read)
         .into_iter()
         .map(Option::flatten)
@@ -247,7 +247,7 @@ fn load<'i>(text: &'i str, cx: &mut Cx<'i>) -> Option<Config> {
         a.check(cx);
     }
     let mut seen = issuer::Seen::default();
-    for (i, iss) in issuers.iter().enumerate() {
+    for (i, iss) in issuers.iter_mut().enumerate() {
         if let Some(iss) = iss {
             iss.check(i, &mut seen, cx);
         }

@@ -299,7 +299,10 @@ impl RawUpstream {
             .as_mut()
             .filter(|_| self.kind != UpstreamKind::Static)
         {
-            if let Err(e) = ca.resolve(&cx.dirs) {
+            if let Err(e) = ca
+                .resolve(&cx.dirs)
+                .and_then(|()| crate::outbound::read_ca_file(ca.path()).map(drop))
+            {
                 cx.push(k("ca_file"), e);
             }
         }

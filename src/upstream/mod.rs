@@ -372,24 +372,6 @@ impl Broker {
     }
 }
 
-/// An HTTP client like the engine's that also trusts the CA certificates of the PEM file at
-/// `path` (read now; a reload reads it again).
-fn client_trusting(path: &std::path::Path) -> Result<reqwest::Client, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate in the file", path.display()));
-    }
-    certs
-        .into_iter()
-        .fold(crate::engine::Engine::http_client_builder(), |b, c| {
-            b.add_root_certificate(c)
-        })
-        .build()
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// A rule naming an upstream that is not configured: the policy compiler refuses that at load,
 /// so reaching it is a configuration mistake. Logged as such, and refused.
 #[cold]
@@ -487,7 +469,7 @@ impl Upstream {
         };
         let http = match &c.ca_file {
             Some(f) => Some(
-                client_trusting(f.path())
+                crate::outbound::client_trusting(f.path())
                     .map_err(|e| Problem::new(format!("upstream.{name}.ca_file"), e))?,
             ),
             None => None,
