@@ -20,8 +20,14 @@ use std::sync::atomic::Ordering;
 /// What a request that passed the strict checks asks for.
 enum Grant {
     ClientCredentials,
-    Exchange { subject: String },
-    DataPlane { endpoint: String },
+    Exchange {
+        subject: String,
+    },
+    /// `subject`: whose token the assertion was (an exchanged token's subject).
+    DataPlane {
+        endpoint: String,
+        subject: Option<String>,
+    },
 }
 
 pub(super) async fn token(
@@ -107,9 +113,9 @@ pub(super) async fn token(
                     format!("dbx-tx-{n}"),
                     issued(TokenKind::Exchange, Some(subject), None, expires_in),
                 ),
-                Grant::DataPlane { endpoint } => (
+                Grant::DataPlane { endpoint, subject } => (
                     format!("dbx-dp-{n}"),
-                    issued(TokenKind::DataPlane, None, Some(endpoint), expires_in),
+                    issued(TokenKind::DataPlane, subject, Some(endpoint), expires_in),
                 ),
             };
             let kind = issued.kind;
@@ -202,8 +208,8 @@ fn check(
         only(&["grant_type", "assertion", "authorization_details"])?;
         let assertion = field("assertion").unwrap_or_default();
         let issued = st.counts.lock().unwrap().issued.get(assertion).cloned();
-        match issued {
-            Some(i) if i.kind != TokenKind::DataPlane && !i.expired() => {}
+        let subject = match issued {
+            Some(i) if i.kind != TokenKind::DataPlane && !i.expired() => i.subject,
             Some(i) if i.expired() => {
                 return Err(("invalid_grant", "the assertion has expired".into()))
             }
@@ -213,7 +219,7 @@ fn check(
                     "the assertion is not a workspace access token".into(),
                 ))
             }
-        }
+        };
         let Some(details) = field("authorization_details") else {
             return bad("authorization_details missing");
         };
@@ -241,6 +247,7 @@ fn check(
         }
         return Ok(Grant::DataPlane {
             endpoint: ep.name.clone(),
+            subject,
         });
     }
     let knobs = st.knobs.lock().unwrap();
