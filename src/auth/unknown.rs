@@ -15,12 +15,16 @@ pub const SHOWN_ISS_CHARS: usize = 200;
 /// [`SHOWN_ISS_CHARS`] characters (then `...`), with `"` and `\` escaped and control,
 /// invisible and bidirectional formatting characters written as `\u{..}`.
 pub fn shown_iss(iss: &str) -> String {
-    let mut out = String::with_capacity(iss.len().min(SHOWN_ISS_CHARS) + 2);
-    out.push('"');
+    let (escaped, capped) = escape_iss(iss);
+    format!("\"{escaped}\"{}", if capped { "..." } else { "" })
+}
+
+/// [`shown_iss`] without the quotes, and whether it was capped.
+pub fn escape_iss(iss: &str) -> (String, bool) {
+    let mut out = String::with_capacity(iss.len().min(SHOWN_ISS_CHARS));
     for (i, c) in iss.chars().enumerate() {
         if i == SHOWN_ISS_CHARS {
-            out.push_str("\"...");
-            return out;
+            return (out, true);
         }
         match c {
             '"' | '\\' => {
@@ -33,8 +37,7 @@ pub fn shown_iss(iss: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
-    out
+    (out, false)
 }
 
 /// The configured issuer the token's `iss` differs from only by a trailing slash or ASCII case
