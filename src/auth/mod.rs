@@ -497,6 +497,10 @@ principal = "claim:preferred_username"
 [[rule]]
 name = "c"
 principal = "email"
+[[rule]]
+name = "d"
+claims = { 'resource_access."gw.example.com".roles' = "admin" }
+claims_match = { ref = "refs/tags/v*" }
 "#,
             "t",
         )
@@ -512,6 +516,8 @@ principal = "email"
                 "preferred_username",
                 "realm_access",
                 "realm_access.roles",
+                "ref",
+                "resource_access",
             ]
         );
         let none = Config::from_toml("[[rule]]\nname = \"x\"\npaths = [\"/a\"]\n", "t").unwrap();

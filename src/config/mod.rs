@@ -24,6 +24,7 @@
 
 mod admin;
 mod auth;
+mod claim_glob;
 mod cond;
 mod files;
 mod glob;
@@ -44,6 +45,7 @@ use std::path::Path;
 
 pub use admin::AdminConfig;
 pub use auth::AuthConfig;
+pub use claim_glob::{ClaimGlob, MAX_GLOB_BYTES};
 pub use cond::{
     Cidr, ClaimPath, ClaimValue, Email, EmailDomain, HostPattern, Method, NonEmpty, Principal,
     Scope,
