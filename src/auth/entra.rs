@@ -2,6 +2,10 @@
 //! the token's `tid`) and Microsoft Graph access tokens (a `nonce` in the JOSE header), which
 //! no one but Graph can validate. Pure: no I/O.
 
+// `IssMatch` is part of `ClaimRules`, which the fuzz targets build (re-exported by
+// `auth::fuzzing`); without them it is crate-internal.
+#![cfg_attr(not(any(fuzzing, feature = "fuzzing")), allow(unreachable_pub))]
+
 use super::jose::Claims;
 use crate::config::{is_guid, IssuerConfig};
 use crate::decision::{Reason, Rejection};
@@ -19,7 +23,7 @@ const GRAPH_AUDIENCES: &[&str] = &[
 
 /// Which `iss` values an issuer accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum IssMatch {
+pub enum IssMatch {
     /// Exactly this value (a URL or a bare host name).
     Exact(String),
     /// `{prefix}{tid}{suffix}`, where `tid` is the token's `tid` claim, a GUID, and (when
@@ -57,7 +61,7 @@ impl TenantRefusal {
 }
 
 impl IssMatch {
-    pub(crate) fn from_config(cfg: &IssuerConfig) -> IssMatch {
+    pub fn from_config(cfg: &IssuerConfig) -> IssMatch {
         match cfg.issuer.template_parts() {
             None => IssMatch::Exact(cfg.issuer.as_str().to_owned()),
             Some((prefix, suffix)) => IssMatch::Tenant {
@@ -108,7 +112,7 @@ impl IssMatch {
 
     /// Whether a token with this `iss` and `tid` is this issuer's.
     #[inline]
-    pub(crate) fn accepts(&self, iss: Option<&str>, tid: Option<&str>) -> bool {
+    pub fn accepts(&self, iss: Option<&str>, tid: Option<&str>) -> bool {
         let Some(iss) = iss else { return false };
         match self {
             IssMatch::Exact(e) => e == iss,

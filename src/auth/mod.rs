@@ -15,11 +15,12 @@
 //! | header | `b64`, `zip`, `enc`, `cty: JWT` (unencoded payload, JWE, nested JWT) | `unsupported_token` |
 //! | header | `x5t`, `x5t#S256`, `url`, `nonce` present but not strings | `malformed_token` |
 //! | payload | JSON object (duplicate names at any depth -> `claim_invalid`) | `malformed_token` |
-//! | issuer | unverified `iss` is a string naming exactly one configured issuer | `claim_invalid` / `unknown_issuer` |
+//! | header | a string `nonce` (a Microsoft Graph token, verifiable only by Graph; [`entra`]) | `unsupported_token` |
+//! | issuer | unverified `iss` is a string naming exactly one configured issuer, or fitting a `{tenantid}` template with a GUID equal to `tid` and allowed by `tenants` (an unknown `iss` is logged escaped and capped, [`unknown`]) | `claim_invalid` / `unknown_issuer` |
 //! | header | `alg` in that issuer's `algorithms`; `typ`, when present, in its `allowed_typ` | `alg_not_allowed` / `unsupported_token` |
-//! | key | key by `kid` (or the only key fitting `alg` when no kid); one rate-limited refetch on a miss | `unknown_key` |
-//! | key | the key's type / JWK `alg` fits the token's `alg` | `alg_not_allowed` |
-//! | signature | `jsonwebtoken::crypto::verify` of `header.payload` with that key and `alg` | `bad_signature` (`malformed_token` if the signature is not base64url) |
+//! | key | keys by `kid` (or the only key fitting `alg` when no kid); one rate-limited refetch on a miss | `unknown_key` |
+//! | key | at least one of them has a type / JWK `alg` that fits the token's `alg` | `alg_not_allowed` |
+//! | signature | `jsonwebtoken::crypto::verify` of `header.payload` with each fitting key of the kid (at most 4, a rotation overlap) and `alg`, until one verifies | `bad_signature` (`malformed_token` if the signature is not base64url) |
 //! | claims | `exp` (number, required), `nbf`/`iat` (numbers), `iss`, `sub` (string), `aud` (string or array of strings), groups/email/scope types | `claim_invalid` |
 //! | claims | `exp + leeway < now` | `expired` |
 //! | claims | `nbf` or `iat` later than `now + leeway` | `not_yet_valid` |
