@@ -8,9 +8,14 @@
 //!
 //! The rule (README, docs/policy.md): a top-level claim whose name is the whole path wins, so
 //! namespaced claims such as `https://example.com/roles` work; otherwise the dotted path is
-//! walked through nested objects (`realm_access.roles`). A path is split once, when the
-//! configuration is loaded, and an empty path or an empty segment (leading, trailing or double
-//! dot) is refused there.
+//! walked through nested objects (`realm_access.roles`). A segment may be double-quoted to hold
+//! dots (`resource_access."gw.example.com".roles`, `"https://example.com/claims".roles`);
+//! inside quotes `\"` is a quote and `\\` a backslash. A path with a quoted segment means
+//! exactly its segments: there is no whole-name lookup for it (except for a single quoted
+//! segment, which is that top-level name). A path is split once, when the configuration is
+//! loaded, and an empty path, an empty segment (leading, trailing or double dot, `""`), an
+//! unterminated quote, a quote that does not enclose a whole segment or another escape is
+//! refused there.
 //!
 //! Claims come in two representations: a token's claims while it is validated (borrowed from
 //! the payload, see `auth::jose::claims`) and the `serde_json` map an [`Identity`] keeps. Both
@@ -27,9 +32,13 @@ use serde_json::{Map, Value};
 /// A claim name or a dotted claim path, split when the configuration is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClaimPath {
-    /// The path as configured: also the name of the top-level claim tried first.
+    /// The path as configured.
     full: Box<str>,
-    /// Its dot-separated segments (one for a name without dots); none is empty.
+    /// The name of the top-level claim tried first: the whole path when nothing is quoted, the
+    /// one segment of a path that is a single quoted segment, `None` for a path with several
+    /// segments of which one is quoted.
+    whole: Option<Box<str>>,
+    /// Its segments (one for a name without dots), unquoted; none is empty.
     segments: Box<[Box<str>]>,
 }
 
@@ -38,8 +47,14 @@ pub struct ClaimPath {
 pub enum ClaimPathError {
     /// The empty string.
     Empty,
-    /// A leading, trailing or double dot.
+    /// A leading, trailing or double dot, or `""`.
     EmptySegment,
+    /// A `"` opens a segment but none closes it.
+    UnterminatedQuote,
+    /// A `"` that does not enclose a whole segment (`a"b"`, `"a"b`).
+    StrayQuote,
+    /// A backslash inside quotes followed by something else than `"` or `\`.
+    BadEscape,
 }
 
 impl fmt::Display for ClaimPathError {
@@ -47,7 +62,14 @@ impl fmt::Display for ClaimPathError {
         f.write_str(match self {
             ClaimPathError::Empty => "empty claim path",
             ClaimPathError::EmptySegment => {
-                "empty segment in dotted claim path (leading, trailing or double dot)"
+                "empty segment in dotted claim path (leading, trailing or double dot, or \"\")"
+            }
+            ClaimPathError::UnterminatedQuote => "unterminated quote in claim path",
+            ClaimPathError::StrayQuote => {
+                "a quote must enclose a whole segment, as in resource_access.\"gw.example.com\".roles"
+            }
+            ClaimPathError::BadEscape => {
+                "inside quotes, a backslash may only escape \" or \\"
             }
         })
     }
@@ -55,17 +77,66 @@ impl fmt::Display for ClaimPathError {
 
 impl std::error::Error for ClaimPathError {}
 
+/// The segments of `path` and whether one of them was quoted.
+fn split(path: &str) -> Result<(Vec<Box<str>>, bool), ClaimPathError> {
+    let mut segments = Vec::new();
+    let mut quoted = false;
+    let mut chars = path.chars().peekable();
+    loop {
+        let mut seg = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            quoted = true;
+            loop {
+                match chars.next() {
+                    None => return Err(ClaimPathError::UnterminatedQuote),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c @ ('"' | '\\')) => seg.push(c),
+                        _ => return Err(ClaimPathError::BadEscape),
+                    },
+                    Some(c) => seg.push(c),
+                }
+            }
+            if !matches!(chars.peek(), None | Some('.')) {
+                return Err(ClaimPathError::StrayQuote);
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                match c {
+                    '.' => break,
+                    '"' => return Err(ClaimPathError::StrayQuote),
+                    c => seg.push(c),
+                }
+                chars.next();
+            }
+        }
+        if seg.is_empty() {
+            return Err(ClaimPathError::EmptySegment);
+        }
+        segments.push(seg.into_boxed_str());
+        match chars.next() {
+            None => return Ok((segments, quoted)),
+            Some(_dot) => {}
+        }
+    }
+}
+
 impl ClaimPath {
     pub fn parse(path: &str) -> Result<ClaimPath, ClaimPathError> {
         if path.is_empty() {
             return Err(ClaimPathError::Empty);
         }
-        if path.split('.').any(str::is_empty) {
-            return Err(ClaimPathError::EmptySegment);
-        }
+        let (segments, quoted) = split(path)?;
+        let whole = match (quoted, &segments[..]) {
+            (false, _) => Some(path.into()),
+            (true, [only]) => Some(only.clone()),
+            (true, _) => None,
+        };
         Ok(ClaimPath {
             full: path.into(),
-            segments: path.split('.').map(Box::from).collect(),
+            whole,
+            segments: segments.into_boxed_slice(),
         })
     }
 
@@ -74,7 +145,7 @@ impl ClaimPath {
     /// exactly these for every path something reads.
     pub(crate) fn top_level_names(&self) -> impl Iterator<Item = &str> {
         let first = (self.segments.len() > 1).then(|| &*self.segments[0]);
-        std::iter::once(&*self.full).chain(first)
+        self.whole.as_deref().into_iter().chain(first)
     }
 
     /// Whether a lookup of this path can read the top-level claim `name`
@@ -88,7 +159,7 @@ impl ClaimPath {
     /// (arrays are not indexed).
     #[inline]
     pub(crate) fn find<'v, C: ClaimSource<'v>>(&self, claims: C) -> Option<Found<'v, C::Top>> {
-        if let Some(v) = claims.top(&self.full) {
+        if let Some(v) = self.whole.as_deref().and_then(|w| claims.top(w)) {
             return Some(Found::Top(v));
         }
         let (first, rest) = self.segments.split_first()?;
@@ -114,7 +185,7 @@ impl ClaimPath {
         &self.full
     }
 
-    /// Its dot-separated segments (one for a name without dots).
+    /// Its dot-separated segments (one for a name without dots), quotes removed.
     pub fn segments(&self) -> &[Box<str>] {
         &self.segments
     }
@@ -131,7 +202,7 @@ impl std::str::FromStr for ClaimPath {
         }
         ClaimPath::parse(p).map_err(|e| match e {
             ClaimPathError::Empty => e.to_string(),
-            ClaimPathError::EmptySegment => format!("{p:?}: {e}"),
+            _ => format!("{p:?}: {e}"),
         })
     }
 }
@@ -214,6 +285,37 @@ pub(crate) fn lookup_cases() -> Vec<(Value, &'static str, Option<Value>)> {
         (json!({}), "a.b", None),
         (json!({"a": {}}), "a.b.c", None),
         (json!({"a": {"x": 1}}), "a.b", None),
+        // Quoted segments hold dots; a quoted path has no whole-name lookup.
+        (
+            json!({"resource_access": {"gw.example.com": {"roles": ["admin"]}}}),
+            r#"resource_access."gw.example.com".roles"#,
+            Some(json!(["admin"])),
+        ),
+        (
+            json!({"resource_access.\"gw.example.com\".roles": 1, "resource_access": {}}),
+            r#"resource_access."gw.example.com".roles"#,
+            None,
+        ),
+        (
+            json!({"https://example.com/claims": {"roles": ["r"]}}),
+            r#""https://example.com/claims".roles"#,
+            Some(json!(["r"])),
+        ),
+        (
+            json!({"https://example.com/roles": ["r"], "https://example": {"com/roles": ["n"]}}),
+            r#""https://example.com/roles""#,
+            Some(json!(["r"])),
+        ),
+        (
+            json!({"https://example": {"com/roles": ["n"]}}),
+            r#""https://example.com/roles""#,
+            None,
+        ),
+        (
+            json!({"a": {"say \"hi\"": {"b\\c": 3}}}),
+            r#"a."say \"hi\""."b\\c""#,
+            Some(json!(3)),
+        ),
         // Steps that are not objects; arrays are not indexed.
         (json!({"a": "s"}), "a.b", None),
         (json!({"a": {"b": 5}}), "a.b.c", None),
@@ -248,9 +350,55 @@ mod tests {
             );
         }
         // Anything else is a name: slashes, colons, spaces and non-ASCII included.
-        for ok in ["a", "a.b", "https://ex.com/roles", "with space", "ü.ß"] {
+        for ok in [
+            "a",
+            "a.b",
+            "https://ex.com/roles",
+            "with space",
+            "ü.ß",
+            "a\\b",
+        ] {
             assert_eq!(ClaimPath::parse(ok).unwrap().to_string(), ok);
         }
+    }
+
+    #[test]
+    fn quoting() {
+        let segs = |p: &str| -> Vec<String> {
+            ClaimPath::parse(p)
+                .unwrap()
+                .segments()
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        assert_eq!(
+            segs(r#"resource_access."gw.example.com".roles"#),
+            ["resource_access", "gw.example.com", "roles"]
+        );
+        assert_eq!(segs(r#""a.b""#), ["a.b"]);
+        assert_eq!(segs(r#""a\"b".c"#), ["a\"b", "c"]);
+        assert_eq!(segs(r#""a\\".c"#), ["a\\", "c"]);
+        let err = |p: &str| ClaimPath::parse(p).unwrap_err();
+        assert_eq!(err(r#"a."b"#), ClaimPathError::UnterminatedQuote);
+        assert_eq!(err(r#"a."b\""#), ClaimPathError::UnterminatedQuote);
+        assert_eq!(err(r#"a"b""#), ClaimPathError::StrayQuote);
+        assert_eq!(err(r#""a"b"#), ClaimPathError::StrayQuote);
+        assert_eq!(err(r#"a.b""#), ClaimPathError::StrayQuote);
+        assert_eq!(err(r#""a\n""#), ClaimPathError::BadEscape);
+        assert_eq!(err(r#""""#), ClaimPathError::EmptySegment);
+        assert_eq!(err(r#"a."""#), ClaimPathError::EmptySegment);
+        assert_eq!(err(r#""a"."#), ClaimPathError::EmptySegment);
+        let msg = r#"a"b""#.parse::<ClaimPath>().unwrap_err();
+        assert!(msg.contains("whole segment"), "{msg}");
+        // What a quoted path reads: its first segment only (no whole-name claim).
+        let p = ClaimPath::parse(r#"resource_access."gw.example.com".roles"#).unwrap();
+        assert_eq!(p.top_level_names().collect::<Vec<_>>(), ["resource_access"]);
+        let p = ClaimPath::parse(r#""https://ex.com/roles""#).unwrap();
+        assert_eq!(
+            p.top_level_names().collect::<Vec<_>>(),
+            ["https://ex.com/roles"]
+        );
     }
 
     #[test]

@@ -89,10 +89,20 @@ pub async fn explain(
         _ => None,
     };
     let closest = closest_rules(&state, &req, &verdict);
+    let issuer_check = match (
+        verdict.reason,
+        req.token.as_deref().and_then(unverified_iss),
+    ) {
+        (crate::decision::Reason::UnknownIssuer, Some(iss)) => Some(issuer_check(&state, &iss)),
+        _ => None,
+    };
     let answer = contract::render(verdict, max_frame_size);
     let mut report = report(&answer);
     if !closest.is_empty() {
         report["closest_rules"] = Value::Array(closest);
+    }
+    if let Some(check) = issuer_check {
+        report["issuer_check"] = check;
     }
     if let Some(up) = skipped_upstream {
         report["upstream"] = json!({
@@ -141,6 +151,26 @@ fn closest_rules(state: &State, req: &ExplainRequest, verdict: &Verdict) -> Vec<
                    "conditions_held": m.passed, "why": why})
         })
         .collect()
+}
+
+/// For an `unknown_issuer` refusal: the token's `iss` (escaped and capped: it is the caller's
+/// text), the configured issuer it nearly names (trailing slash or case), and the sentence the
+/// agent logs. The `description` variable stays the fixed text the client sees.
+fn issuer_check(state: &State, iss: &str) -> Value {
+    use crate::auth::unknown;
+    let configured: Vec<&crate::config::IssuerConfig> = state.config.issuers.iter().collect();
+    let (token_iss, capped) = unknown::escape_iss(iss);
+    let mut check = json!({
+        "token_iss": token_iss,
+        "why": unknown::explain(iss, &configured),
+    });
+    if capped {
+        check["token_iss_truncated"] = json!(true);
+    }
+    if let Some(ic) = unknown::did_you_mean(iss, configured.iter().copied()) {
+        check["did_you_mean"] = json!({"issuer": ic.name, "iss": ic.issuer.as_str()});
+    }
+    check
 }
 
 /// The `iss` of a JWT, read without verifying anything (to choose which keys to wait for).

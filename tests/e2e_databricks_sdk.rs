@@ -405,7 +405,10 @@ fn token_endpoint_failures_map_to_sdk_exceptions(version: HaproxyVersion) {
     );
     assert!(r["cause"].is_null(), "not a retry timeout: {r}");
     assert_request_id(&r, &s, "refused");
-    assert!(took < Duration::from_secs(SDK_RETRY_SECS), "{took:?}: {r}");
+    // The call itself (not the interpreter's start, which a loaded CI machine stretches)
+    // returned before the SDK's retry timeout: it did not wait to retry.
+    let elapsed = r["elapsed"].as_f64().expect("elapsed seconds");
+    assert!(elapsed < SDK_RETRY_SECS as f64, "{took:?} ({elapsed} s in the call): {r}");
     let decisions = s.audit(1).iter().filter(|l| l["rule"] == "refused").count();
     assert_eq!(decisions, 1, "the SDK retried a 502\n{}", s.logs());
     assert!(

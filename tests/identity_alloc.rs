@@ -35,7 +35,7 @@ fn token() -> String {
 fn rules() -> ClaimRules {
     ClaimRules {
         name: Arc::from("corp"),
-        issuer: "https://idp.example.com".into(),
+        iss: idgate::auth::fuzzing::IssMatch::Exact("https://idp.example.com".into()),
         audiences: HashSet::from(["gw".to_string()]),
         leeway: 30,
         max_lifetime: 3600,

@@ -408,6 +408,7 @@ fn public_rules() {
         ("email_domains", "[\"b.c\"]"),
         ("scopes", "[\"s\"]"),
         ("claims", "{ a = 1 }"),
+        ("claims_match", "{ a = \"x*\" }"),
         ("issuers", "[\"corp\"]"),
     ] {
         one(

@@ -561,6 +561,97 @@ claims = { tier = "gold", level = 4 }
     );
 }
 
+/// A GitHub Actions OIDC token's claims (docs.github.com "About security hardening with OpenID
+/// Connect"), with a Keycloak-style `resource_access` keyed by a client id holding dots.
+fn github_actions(git_ref: &str, repository: &str) -> Identity {
+    let mut me = id();
+    me.sub = format!("repo:{repository}:ref:{git_ref}");
+    me.claims = serde_json::json!({
+        "sub": me.sub,
+        "ref": git_ref,
+        "ref_type": if git_ref.starts_with("refs/tags/") { "tag" } else { "branch" },
+        "repository": repository,
+        "repository_owner": repository.split('/').next().unwrap(),
+        "job_workflow_ref": format!("{repository}/.github/workflows/release.yml@{git_ref}"),
+        "environment": "prod",
+        "resource_access": {"gw.example.com": {"roles": ["deployer"]}},
+        "resource_access.\"gw.example.com\".roles": ["top-level-lookalike"],
+        "run_attempt": "1",
+        "level": 3
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    me
+}
+
+#[test]
+fn claims_match_patterns_and_quoted_keys() {
+    let p = policy(
+        r#"
+[[rule]]
+name = "release"
+paths = ["/release"]
+claims_match = { ref = "refs/tags/v*", repository = ["octo-org/*"] }
+[[rule]]
+name = "workflows"
+paths = ["/wf"]
+claims_match = { job_workflow_ref = "octo-org/**@refs/heads/main" }
+[[rule]]
+name = "exact-stays-exact"
+paths = ["/exact"]
+claims = { ref = "refs/tags/v*" }
+[[rule]]
+name = "quoted"
+paths = ["/quoted"]
+claims = { 'resource_access."gw.example.com".roles' = "deployer" }
+[[rule]]
+name = "quoted-lookalike"
+paths = ["/lookalike"]
+claims = { 'resource_access."gw.example.com".roles' = "top-level-lookalike" }
+[[rule]]
+name = "not-a-string"
+paths = ["/num"]
+claims_match = { level = "*" }
+"#,
+    );
+    let tag = github_actions("refs/tags/v1.4.0", "octo-org/octo-repo");
+    assert!(allows(&p, &req("GET", "/release"), &tag));
+    assert!(
+        !allows(&p, &req("GET", "/exact"), &tag),
+        "claims values stay exact"
+    );
+    let literal = github_actions("refs/tags/v*", "octo-org/octo-repo");
+    assert!(allows(&p, &req("GET", "/exact"), &literal));
+    // `*` does not cross `/`: a tag "v1/evil" or a nested repository path does not match.
+    assert!(!allows(
+        &p,
+        &req("GET", "/release"),
+        &github_actions("refs/tags/v1/x", "octo-org/r")
+    ));
+    assert!(!allows(
+        &p,
+        &req("GET", "/release"),
+        &github_actions("refs/heads/main", "octo-org/r")
+    ));
+    assert!(!allows(
+        &p,
+        &req("GET", "/release"),
+        &github_actions("refs/tags/v1", "evil-org/r")
+    ));
+    // `**` does.
+    let main = github_actions("refs/heads/main", "octo-org/octo-repo");
+    assert!(allows(&p, &req("GET", "/wf"), &main));
+    assert!(!allows(&p, &req("GET", "/wf"), &tag));
+    // A quoted key holds dots, and only the nested walk is tried.
+    assert!(allows(&p, &req("GET", "/quoted"), &tag));
+    assert!(!allows(&p, &req("GET", "/lookalike"), &tag));
+    assert!(
+        !allows(&p, &req("GET", "/num"), &tag),
+        "patterns match strings only"
+    );
+}
+
 #[test]
 fn conditions_are_anded() {
     let p = policy(

@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use idgate::auth::fuzzing::{check_claims, parse, valid_kid, ClaimRules, ClaimSelection};
+use idgate::auth::fuzzing::{check_claims, parse, valid_kid, ClaimRules, ClaimSelection, IssMatch};
 use idgate::claim_path::ClaimPath;
 use idgate::config::Config;
 use idgate::contract;
@@ -159,7 +159,7 @@ const LEEWAY: u64 = 30;
 
 static CLAIM_RULES: LazyLock<ClaimRules> = LazyLock::new(|| ClaimRules {
     name: Arc::from("corp"),
-    issuer: "https://idp.example.com/realms/corp".into(),
+    iss: IssMatch::Exact("https://idp.example.com/realms/corp".into()),
     audiences: HashSet::from(["databricks-gateway".to_string()]),
     leeway: LEEWAY,
     max_lifetime: 86_400,

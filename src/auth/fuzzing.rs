@@ -5,6 +5,7 @@
 //! unverified token. The fuzz crate is outside, so it reaches the parser through these
 //! re-exports instead of widening `jose`'s visibility for everyone.
 
+pub use super::entra::IssMatch;
 pub use super::jose::{
     check_claims, parse, valid_kid, ClaimRules, ClaimSelection, Claims, Header, Parsed,
 };

@@ -19,6 +19,12 @@ use super::jose::{algorithm_from_name, valid_kid};
 /// an attack on our memory and our per-token key search.
 pub(super) const MAX_KEYS: usize = 64;
 
+/// Most keys one `kid` may name. IdPs reuse a kid during a rotation overlap (the old and the new
+/// RSA key, or an RSA and an EC key published side by side), so a token is tried against every
+/// key of its kid that fits its `alg`; the bound keeps a JWKS with one kid on every key from
+/// turning each forged token into dozens of signature verifications.
+pub(super) const MAX_KEYS_PER_KID: usize = 4;
+
 /// RSA modulus bounds in bits. RFC 7518 §3.3 requires at least 2048; above 8192 verification
 /// gets slow enough to be a CPU-exhaustion lever and no IdP uses it.
 const RSA_MIN_BITS: usize = 2048;
@@ -47,14 +53,37 @@ impl VerifyKey {
 /// The usable keys of one JWKS fetch.
 #[derive(Debug, Default)]
 pub(super) struct KeySet {
-    by_kid: HashMap<String, Vec<Arc<VerifyKey>>>,
+    /// At most [`MAX_KEYS_PER_KID`] keys per kid, in document order. In an `Arc` so that a
+    /// selection is a reference count, not a copy.
+    by_kid: HashMap<String, Arc<[Arc<VerifyKey>]>>,
     all: Vec<Arc<VerifyKey>>,
+}
+
+/// The keys a token may be verified with: those of its kid (at most [`MAX_KEYS_PER_KID`]),
+/// or the one key that fits its `alg` when it has no kid. Only the keys that accept the
+/// token's `alg` are ever tried ([`Candidates::accepting`]).
+#[derive(Debug, Clone)]
+pub(super) enum Candidates {
+    Kid(Arc<[Arc<VerifyKey>]>),
+    One(Arc<VerifyKey>),
+}
+
+impl Candidates {
+    /// The candidate keys that accept `alg`, in document order.
+    pub(super) fn accepting(&self, alg: Algorithm) -> impl Iterator<Item = &VerifyKey> {
+        let keys: &[Arc<VerifyKey>] = match self {
+            Candidates::Kid(keys) => keys,
+            Candidates::One(k) => std::slice::from_ref(k),
+        };
+        keys.iter().map(|k| &**k).filter(move |k| k.accepts(alg))
+    }
 }
 
 /// Outcome of [`KeySet::select`].
 #[derive(Debug)]
 pub(super) enum Selection {
-    Found(Arc<VerifyKey>),
+    /// At least one key accepts the token's `alg`.
+    Found(Candidates),
     /// No key with this kid (or, without kid, no key for the algorithm): may refetch.
     NotFound,
     /// The kid exists but its key is for another algorithm: key confusion, never refetch.
@@ -86,28 +115,57 @@ impl KeySet {
         match kid {
             Some(kid) => match self.by_kid.get(kid) {
                 None => Selection::NotFound,
-                Some(keys) => keys
-                    .iter()
-                    .find(|k| k.accepts(alg))
-                    .map_or(Selection::WrongAlgorithm, |k| Selection::Found(k.clone())),
+                Some(keys) if keys.iter().any(|k| k.accepts(alg)) => {
+                    Selection::Found(Candidates::Kid(keys.clone()))
+                }
+                Some(_) => Selection::WrongAlgorithm,
             },
             None => {
                 let mut it = self.all.iter().filter(|k| k.accepts(alg));
                 match (it.next(), it.next()) {
-                    (Some(k), None) => Selection::Found(k.clone()),
+                    (Some(k), None) => Selection::Found(Candidates::One(k.clone())),
                     (None, _) => Selection::NotFound,
                     (Some(_), Some(_)) => Selection::Ambiguous,
                 }
             }
         }
     }
+}
 
-    fn push(&mut self, k: VerifyKey) {
+/// A [`KeySet`] being built from a document.
+#[derive(Default)]
+struct Builder {
+    by_kid: HashMap<String, Vec<Arc<VerifyKey>>>,
+    all: Vec<Arc<VerifyKey>>,
+}
+
+impl Builder {
+    /// Add `k`, or say why not (its kid already names [`MAX_KEYS_PER_KID`] keys).
+    fn push(&mut self, k: VerifyKey) -> Result<(), String> {
         let k = Arc::new(k);
         if let Some(kid) = &k.kid {
-            self.by_kid.entry(kid.clone()).or_default().push(k.clone());
+            let same = self.by_kid.entry(kid.clone()).or_default();
+            if same.len() >= MAX_KEYS_PER_KID {
+                return Err(format!(
+                    "its kid already names {MAX_KEYS_PER_KID} keys (at most {MAX_KEYS_PER_KID} \
+                     keys per kid)"
+                ));
+            }
+            same.push(k.clone());
         }
         self.all.push(k);
+        Ok(())
+    }
+
+    fn finish(self) -> KeySet {
+        KeySet {
+            by_kid: self
+                .by_kid
+                .into_iter()
+                .map(|(kid, keys)| (kid, Arc::from(keys)))
+                .collect(),
+            all: self.all,
+        }
     }
 }
 
@@ -135,7 +193,7 @@ pub(super) fn parse_jwks(body: &[u8]) -> Result<(KeySet, Vec<String>), String> {
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return Err("JWKS has no \"keys\" array".into());
     };
-    let mut set = KeySet::default();
+    let mut set = Builder::default();
     let mut skipped = Vec::new();
     for (i, raw) in keys.iter().enumerate() {
         if i >= MAX_KEYS {
@@ -145,8 +203,8 @@ pub(super) fn parse_jwks(body: &[u8]) -> Result<(KeySet, Vec<String>), String> {
             ));
             break;
         }
-        match build_key(raw) {
-            Ok(k) => set.push(k),
+        match build_key(raw).and_then(|k| set.push(k)) {
+            Ok(()) => {}
             Err(why) => {
                 let kid = raw.get("kid").and_then(Value::as_str).unwrap_or("(none)");
                 let kid: String = kid.chars().take(64).filter(|c| !c.is_control()).collect();
@@ -154,7 +212,7 @@ pub(super) fn parse_jwks(body: &[u8]) -> Result<(KeySet, Vec<String>), String> {
             }
         }
     }
-    Ok((set, skipped))
+    Ok((set.finish(), skipped))
 }
 
 fn b64(field: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
@@ -380,6 +438,52 @@ mod tests {
             set.select(None, Algorithm::EdDSA),
             Selection::NotFound
         ));
+    }
+
+    fn accepting(sel: Selection, alg: Algorithm) -> Vec<(AlgorithmFamily, Option<Algorithm>)> {
+        match sel {
+            Selection::Found(c) => c.accepting(alg).map(|k| (k.family, k.alg)).collect(),
+            other => panic!("not found: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_sharing_a_kid_are_all_candidates() {
+        // Rotation overlap: two RSA keys and an EC key published under one kid.
+        let mut other_rsa = rsa("k", 2048);
+        other_rsa["n"] = json!(enc(&[0xA7; 256]));
+        let (set, skipped) = parse(vec![rsa("k", 2048), ec("k", "P-256", 32), other_rsa]);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(set.kids(), ["k"]);
+        let rs = accepting(set.select(Some("k"), Algorithm::RS256), Algorithm::RS256);
+        assert_eq!(
+            rs,
+            [(AlgorithmFamily::Rsa, None), (AlgorithmFamily::Rsa, None)]
+        );
+        let es = accepting(set.select(Some("k"), Algorithm::ES256), Algorithm::ES256);
+        assert_eq!(es, [(AlgorithmFamily::Ec, Some(Algorithm::ES256))]);
+        // Only a key fitting the alg is ever a candidate: ES384 finds none under that kid.
+        assert!(matches!(
+            set.select(Some("k"), Algorithm::ES384),
+            Selection::WrongAlgorithm
+        ));
+    }
+
+    #[test]
+    fn at_most_four_keys_per_kid() {
+        let keys: Vec<Value> = (0..MAX_KEYS_PER_KID + 2)
+            .map(|_| rsa("same", 2048))
+            .collect();
+        let (set, skipped) = parse(keys);
+        assert_eq!(set.len(), MAX_KEYS_PER_KID);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped[0].contains("kid \"same\"") && skipped[0].contains("at most 4 keys per kid"),
+            "{}",
+            skipped[0]
+        );
+        let n = accepting(set.select(Some("same"), Algorithm::RS256), Algorithm::RS256).len();
+        assert_eq!(n, MAX_KEYS_PER_KID);
     }
 
     #[test]

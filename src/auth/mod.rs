@@ -15,11 +15,12 @@
 //! | header | `b64`, `zip`, `enc`, `cty: JWT` (unencoded payload, JWE, nested JWT) | `unsupported_token` |
 //! | header | `x5t`, `x5t#S256`, `url`, `nonce` present but not strings | `malformed_token` |
 //! | payload | JSON object (duplicate names at any depth -> `claim_invalid`) | `malformed_token` |
-//! | issuer | unverified `iss` is a string naming exactly one configured issuer | `claim_invalid` / `unknown_issuer` |
+//! | header | a string `nonce` (a Microsoft Graph token, verifiable only by Graph; [`entra`]) | `unsupported_token` |
+//! | issuer | unverified `iss` is a string naming exactly one configured issuer, or fitting a `{tenantid}` template with a GUID equal to `tid` and allowed by `tenants` (an unknown `iss` is logged escaped and capped, [`unknown`]) | `claim_invalid` / `unknown_issuer` |
 //! | header | `alg` in that issuer's `algorithms`; `typ`, when present, in its `allowed_typ` | `alg_not_allowed` / `unsupported_token` |
-//! | key | key by `kid` (or the only key fitting `alg` when no kid); one rate-limited refetch on a miss | `unknown_key` |
-//! | key | the key's type / JWK `alg` fits the token's `alg` | `alg_not_allowed` |
-//! | signature | `jsonwebtoken::crypto::verify` of `header.payload` with that key and `alg` | `bad_signature` (`malformed_token` if the signature is not base64url) |
+//! | key | keys by `kid` (or the only key fitting `alg` when no kid); one rate-limited refetch on a miss | `unknown_key` |
+//! | key | at least one of them has a type / JWK `alg` that fits the token's `alg` | `alg_not_allowed` |
+//! | signature | `jsonwebtoken::crypto::verify` of `header.payload` with each fitting key of the kid (at most 4, a rotation overlap) and `alg`, until one verifies | `bad_signature` (`malformed_token` if the signature is not base64url) |
 //! | claims | `exp` (number, required), `nbf`/`iat` (numbers), `iss`, `sub` (string), `aud` (string or array of strings), groups/email/scope types | `claim_invalid` |
 //! | claims | `exp + leeway < now` | `expired` |
 //! | claims | `nbf` or `iat` later than `now + leeway` | `not_yet_valid` |
@@ -44,19 +45,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::Algorithm;
-use tokio::task::AbortHandle;
-
 use crate::claim_path::ClaimPath;
 use crate::config::{Config, IssuerConfig};
 use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
 
 mod cache;
+pub(crate) mod entra;
 mod identity;
+mod issuer;
 mod jose;
 mod jwks;
 mod keystore;
+pub mod unknown;
 
 /// Internals the fuzz targets drive directly. Compiled only for fuzzing builds (cargo fuzz
 /// sets `--cfg fuzzing`; fuzz/Cargo.toml also enables the `fuzzing` feature) and for the
@@ -73,9 +73,12 @@ pub use identity::{
 };
 pub use keystore::IssuerStatus;
 
-use jose::ClaimRules;
-use jwks::{Selection, VerifyKey};
-use keystore::KeyStore;
+use issuer::Issuer;
+
+/// At most a few `unknown_issuer` log lines per minute: the `iss` is the caller's text, and a
+/// flood of such tokens must not flood the log.
+static UNKNOWN_ISSUER_LOG: std::sync::LazyLock<crate::telemetry::RateLimitedLog> =
+    std::sync::LazyLock::new(|| crate::telemetry::RateLimitedLog::new(5, Duration::from_secs(60)));
 
 /// Default claim holding the caller's email when `email_claim` is not set.
 pub(crate) const DEFAULT_EMAIL_CLAIM: &str = "email";
@@ -175,169 +178,15 @@ fn claims_read_by_rules(cfg: &Config) -> Vec<ClaimPath> {
         .collect()
 }
 
-/// One configured issuer: its rules and its (possibly shared) key store.
-struct Issuer {
-    cfg: IssuerConfig,
-    rules: ClaimRules,
-    algorithms: Vec<Algorithm>,
-    store: Arc<KeyStore>,
-    refresher: Option<AbortHandle>,
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        if let Some(h) = &self.refresher {
-            h.abort();
-        }
-    }
-}
-
-impl Issuer {
-    /// `seed`: a previous store of the same key source whose keys this one starts from
-    /// ([`KeyStore::seed_from`]).
-    fn new(cfg: &IssuerConfig, http: reqwest::Client, seed: Option<&KeyStore>) -> Issuer {
-        let algorithms = cfg.algorithms.iter().map(|&a| a.into()).collect();
-        // `ca_file` was read and parsed when the configuration was checked; should it fail
-        // now (changed underneath), the issuer keeps only the default trust: its keys then
-        // fail to load and its tokens are refused, never accepted.
-        let http = match &cfg.ca_file {
-            Some(f) => crate::outbound::client_trusting(f.path()).unwrap_or_else(|e| {
-                tracing::error!(issuer = %cfg.name, "ca_file unusable, default trust only: {e}");
-                http
-            }),
-            None => http,
-        };
-        let store = Arc::new(KeyStore::new(cfg, http));
-        let default_path = |p: &str| ClaimPath::parse(p).expect("the default claim names parse");
-        let email_claim = cfg
-            .email_claim
-            .clone()
-            .unwrap_or_else(|| default_path(DEFAULT_EMAIL_CLAIM));
-        let groups_claim = cfg
-            .groups_claim
-            .clone()
-            .unwrap_or_else(|| default_path(DEFAULT_GROUPS_CLAIM));
-        let leeway = cfg.leeway.0.as_secs();
-        if let Some(seed) = seed {
-            store.seed_from(seed);
-        }
-        let refresher = store.spawn_refresher();
-        Issuer {
-            rules: ClaimRules {
-                name: Arc::from(cfg.name.as_str()),
-                issuer: cfg.issuer.as_str().to_string(),
-                audiences: cfg.audiences.iter().cloned().collect(),
-                leeway,
-                max_lifetime: cfg.max_token_lifetime.0.as_secs(),
-                email_claim,
-                groups_claim,
-            },
-            cfg: cfg.clone(),
-            algorithms,
-            store,
-            refresher,
-        }
-    }
-
-    async fn validate(
-        &self,
-        raw: &str,
-        parsed: &jose::Parsed,
-        claims: &jose::Claims<'_>,
-        now: u64,
-    ) -> Result<Identity, Rejection> {
-        let h = &parsed.header;
-        h.check_issuer(&self.algorithms, &self.cfg.allowed_typ)?;
-        let key = self.select_key(h.kid.as_deref(), h.alg).await?;
-        // `select_key` only returns keys that accept `alg`; checked again here because this is
-        // the line that keeps an RSA key from ever verifying an HS*/ES* token (RFC 8725 §3.1).
-        if !key.accepts(h.alg) {
-            return Err(Rejection::new(
-                Reason::AlgNotAllowed,
-                "token alg does not match its signing key",
-            ));
-        }
-        // Signature over the exact bytes `header.payload` of the token we parsed (not a
-        // re-serialisation), with the algorithm we allow-listed, never one jsonwebtoken picks.
-        let (signing_input, signature) = parsed.signing_input_and_signature(raw);
-        match jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.key, h.alg) {
-            Ok(true) => jose::check_claims(&self.rules, claims, now),
-            Ok(false) => Err(Rejection::new(Reason::BadSignature, "invalid signature")),
-            Err(e) => Err(map_jwt_error(e.kind())),
-        }
-    }
-
-    async fn select_key(
-        &self,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> Result<Arc<VerifyKey>, Rejection> {
-        let mut refetched = false;
-        loop {
-            let generation = self.store.generation();
-            match self.store.keys().select(kid, alg) {
-                Selection::Found(k) => return Ok(k),
-                Selection::WrongAlgorithm => {
-                    return Err(Rejection::new(
-                        Reason::AlgNotAllowed,
-                        "token alg does not match its signing key",
-                    ))
-                }
-                Selection::Ambiguous => {
-                    return Err(Rejection::new(
-                        Reason::UnknownKey,
-                        "token has no kid and several keys could match",
-                    ))
-                }
-                Selection::NotFound if !refetched => {
-                    refetched = true;
-                    if self.store.refetch_for_miss(generation).await {
-                        continue;
-                    }
-                }
-                Selection::NotFound => {}
-            }
-            return Err(if self.store.is_loaded() {
-                Rejection::new(Reason::UnknownKey, "no signing key matches the token kid")
-            } else {
-                Rejection::new(
-                    Reason::UnknownKey,
-                    "signing keys of this issuer are not loaded yet",
-                )
-            });
-        }
-    }
-}
-
-/// Reason for a `jsonwebtoken::crypto::verify` error (the signature could not even be checked).
-fn map_jwt_error(kind: &ErrorKind) -> Rejection {
-    match kind {
-        ErrorKind::InvalidSignature => Rejection::new(Reason::BadSignature, "invalid signature"),
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::MissingAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::UnsupportedAlgorithm => Rejection::new(
-            Reason::AlgNotAllowed,
-            "signature algorithm not allowed for this key",
-        ),
-        ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey
-        | ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidKeyFormat => Rejection::new(
-            Reason::BadSignature,
-            "signature could not be verified with the issuer key",
-        ),
-        // Base64 (a signature that is not base64url) and anything else.
-        _ => Rejection::new(Reason::MalformedToken, "token could not be decoded"),
-    }
-}
-
 /// All configured issuers plus the validated-token cache.
 pub struct Authenticator {
     /// In configuration order.
     issuers: Vec<Arc<Issuer>>,
     /// Exact `iss` value -> issuer.
     by_iss: HashMap<String, Arc<Issuer>>,
+    /// Issuers with a `{tenantid}` template, in configuration order: tried when no exact
+    /// `iss` matches.
+    templated: Vec<Arc<Issuer>>,
     cache: Arc<cache::TokenCache>,
     max_token_bytes: usize,
     /// What the payload parser keeps: every issuer's email/groups claim, and the claims an
@@ -370,6 +219,7 @@ impl Authenticator {
     ) -> Authenticator {
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
+        let mut templated = Vec::new();
         let mut all_reused = previous.is_some_and(|p| p.issuers.len() == cfg.issuers.len());
         for ic in &cfg.issuers {
             let reused = previous
@@ -384,14 +234,21 @@ impl Authenticator {
                     .map(|old| &*old.store)
             });
             let issuer = reused.unwrap_or_else(|| Arc::new(Issuer::new(ic, http.clone(), seed)));
-            by_iss.insert(ic.issuer.as_str().to_string(), issuer.clone());
+            if ic.issuer.template_parts().is_some() {
+                templated.push(issuer.clone());
+            } else {
+                by_iss.insert(ic.issuer.as_str().to_string(), issuer.clone());
+            }
             issuers.push(issuer);
         }
         let a = &cfg.auth;
+        // A templated issuer is picked by the token's `tid`, so that claim is read too.
+        let tid = ClaimPath::parse(entra::TID).expect("tid is a claim name");
         let selection = jose::ClaimSelection::new(
             issuers
                 .iter()
-                .flat_map(|i| [&i.rules.email_claim, &i.rules.groups_claim]),
+                .flat_map(|i| [&i.rules.email_claim, &i.rules.groups_claim])
+                .chain((!templated.is_empty()).then_some(&tid)),
             &claims_read_by_rules(cfg),
         );
         let cache = match previous {
@@ -415,6 +272,7 @@ impl Authenticator {
         Authenticator {
             issuers,
             by_iss,
+            templated,
             cache,
             max_token_bytes: a.max_token_bytes,
             selection,
@@ -452,19 +310,58 @@ impl Authenticator {
     async fn validate(&self, token: &str, now: u64) -> Result<Identity, Rejection> {
         let parsed = jose::parse(token, self.max_token_bytes)?;
         let claims = parsed.claims(&self.selection)?;
+        if parsed.header.nonce {
+            return Err(entra::nonce_refusal(&claims));
+        }
         let Some(iss) = claims.iss() else {
             return Err(Rejection::new(
                 Reason::ClaimInvalid,
                 "iss claim missing or not a string",
             ));
         };
-        let Some(issuer) = self.by_iss.get(iss) else {
-            return Err(Rejection::new(
-                Reason::UnknownIssuer,
-                "token issuer is not configured",
-            ));
+        let issuer = match self.issuer_for(iss, &claims) {
+            Ok(issuer) => issuer,
+            Err(rejection) => {
+                if rejection.reason == Reason::UnknownIssuer {
+                    self.log_unknown_issuer(iss);
+                }
+                return Err(rejection);
+            }
         };
         issuer.validate(token, &parsed, &claims, now).await
+    }
+
+    /// The issuer of a token with this `iss` and `tid`: the one configured with exactly this
+    /// `iss`, else the first `{tenantid}` template `iss` fits (its tenant a GUID, equal to
+    /// `tid`, and allowed by `tenants`).
+    fn issuer_for(&self, iss: &str, claims: &jose::Claims<'_>) -> Result<&Arc<Issuer>, Rejection> {
+        if let Some(issuer) = self.by_iss.get(iss) {
+            return Ok(issuer);
+        }
+        for issuer in &self.templated {
+            if let Some(tenant) = issuer.rules.iss.tenant_in(iss) {
+                let tid = claims.str_claim(entra::TID);
+                return match issuer.rules.iss.check_tenant(tenant, tid) {
+                    Ok(()) => Ok(issuer),
+                    Err(refusal) => Err(refusal.rejection()),
+                };
+            }
+        }
+        Err(Rejection::new(
+            Reason::UnknownIssuer,
+            "token issuer is not configured",
+        ))
+    }
+
+    /// One (rate-limited) log line for a token of an unknown issuer: its `iss`, escaped and
+    /// capped (it is the caller's text), and the configured issuer it nearly names, if any.
+    /// The client's `description` stays a fixed text.
+    fn log_unknown_issuer(&self, iss: &str) {
+        if let Some(suppressed) = UNKNOWN_ISSUER_LOG.allow("unknown_issuer", "") {
+            let configured: Vec<&IssuerConfig> = self.issuers.iter().map(|i| &i.cfg).collect();
+            let explained = unknown::explain(iss, &configured);
+            tracing::info!(suppressed, "token refused (unknown_issuer): {explained}");
+        }
     }
 
     /// True once every issuer's keys have loaded at least once (vacuously true without
@@ -489,7 +386,12 @@ impl Authenticator {
     /// is configured; true when those keys are loaded or no issuer matches (nothing to wait
     /// for). For `idgate explain`, which must not wait for issuers a request does not need.
     pub async fn wait_ready_for(&self, iss: &str, timeout: Duration) -> bool {
-        let Some(issuer) = self.by_iss.get(iss) else {
+        let templated = || {
+            self.templated
+                .iter()
+                .find(|i| i.rules.iss.tenant_in(iss).is_some())
+        };
+        let Some(issuer) = self.by_iss.get(iss).or_else(templated) else {
             return true;
         };
         let _ = tokio::time::timeout(timeout, issuer.store.wait_loaded()).await;
@@ -596,6 +498,10 @@ principal = "claim:preferred_username"
 [[rule]]
 name = "c"
 principal = "email"
+[[rule]]
+name = "d"
+claims = { 'resource_access."gw.example.com".roles' = "admin" }
+claims_match = { ref = "refs/tags/v*" }
 "#,
             "t",
         )
@@ -611,6 +517,8 @@ principal = "email"
                 "preferred_username",
                 "realm_access",
                 "realm_access.roles",
+                "ref",
+                "resource_access",
             ]
         );
         let none = Config::from_toml("[[rule]]\nname = \"x\"\npaths = [\"/a\"]\n", "t").unwrap();

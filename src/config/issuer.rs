@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::cond::ClaimPath;
 use super::files::SecretFile;
+use super::issuer_id::{IssuerId, IssuerKind, TenantId};
 use super::read::{Cx, Table};
 use super::value::{first_seen, is_name_byte, secs, string_value, Dur, HttpsUrl};
 
@@ -99,8 +100,11 @@ impl fmt::Display for Algorithm {
 pub struct IssuerConfig {
     /// Used in metrics, logs and the `issuer` variable.
     pub name: String,
-    /// Exact `iss` value to accept.
-    pub issuer: HttpsUrl,
+    /// The `iss` value(s) to accept: an exact URL, a bare host name (`accounts.google.com`) or
+    /// a `{tenantid}` template ([`IssuerId`]).
+    pub issuer: IssuerId,
+    /// For a `{tenantid}` template: the tenants accepted (absent: any tenant).
+    pub tenants: Option<Vec<TenantId>>,
     /// Without it: OIDC discovery at `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<HttpsUrl>,
     /// The token's `aud` must contain one of these. Required, non-empty.
@@ -142,6 +146,7 @@ impl IssuerConfig {
     pub(crate) fn read(t: &mut Table<'_, '_>) -> Option<IssuerConfig> {
         let name = t.required::<IssuerName>("name").map(|n| n.0);
         let issuer = t.required("issuer");
+        let tenants = t.list("tenants");
         let jwks_uri = t.get("jwks_uri");
         let audiences = t.required_list("audiences");
         let algorithms = t.list("algorithms");
@@ -158,6 +163,7 @@ impl IssuerConfig {
         Some(IssuerConfig {
             name: name?,
             issuer: issuer?,
+            tenants,
             jwks_uri,
             audiences: audiences?,
             algorithms: algorithms.unwrap_or_else(|| vec![Algorithm::RS256, Algorithm::ES256]),
@@ -196,6 +202,31 @@ impl IssuerConfig {
                     self.issuer.as_str()
                 ),
             );
+        }
+        match (self.issuer.kind(), &self.jwks_uri, &self.tenants) {
+            (IssuerKind::BareHost, None, _) => cx.push(
+                k("jwks_uri"),
+                format!(
+                    "required: issuer {:?} has no scheme, so it is only an exact iss value and \
+                     its keys cannot be discovered (Google: jwks_uri = \
+                     \"https://www.googleapis.com/oauth2/v3/certs\")",
+                    self.issuer.as_str()
+                ),
+            ),
+            (IssuerKind::Template { .. }, None, _) => cx.push(
+                k("jwks_uri"),
+                "required for an issuer with {tenantid} (Entra ID: jwks_uri = \
+                 \"https://login.microsoftonline.com/common/discovery/v2.0/keys\")",
+            ),
+            (IssuerKind::Template { .. }, _, Some(t)) if t.is_empty() => cx.push(
+                k("tenants"),
+                "empty list: no token could be accepted (remove the key to accept any tenant)",
+            ),
+            (IssuerKind::Url | IssuerKind::BareHost, _, Some(_)) => cx.push(
+                k("tenants"),
+                "only for an issuer with {tenantid} (a multi-tenant Entra ID issuer)",
+            ),
+            _ => {}
         }
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
             cx.push(k("audiences"), "required: at least one non-empty audience");

@@ -24,11 +24,13 @@
 
 mod admin;
 mod auth;
+mod claim_glob;
 mod cond;
 mod files;
 mod glob;
 mod host;
 mod issuer;
+mod issuer_id;
 mod log;
 mod paths;
 mod read;
@@ -43,6 +45,7 @@ use std::path::Path;
 
 pub use admin::AdminConfig;
 pub use auth::AuthConfig;
+pub use claim_glob::{ClaimGlob, MAX_GLOB_BYTES};
 pub use cond::{
     Cidr, ClaimPath, ClaimValue, Email, EmailDomain, HostPattern, Method, NonEmpty, Principal,
     Scope,
@@ -51,6 +54,7 @@ pub use files::{SecretFile, CREDENTIALS_DIRECTORY_ENV};
 pub use glob::{GlobSeg, GlobShape, PathGlob};
 pub use host::{DataPlaneHost, DEFAULT_DATA_PLANE_HOSTS};
 pub use issuer::{Algorithm, IssuerConfig};
+pub use issuer_id::{is_guid, IssuerId, IssuerKind, TenantId, TENANT_PLACEHOLDER};
 pub use log::LogConfig;
 pub use paths::PathsConfig;
 pub use rule::{Effect, RuleConfig, MAX_RULE_NAME};

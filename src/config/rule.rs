@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use super::claim_glob::{ClaimGlob, ClaimGlobs};
 use super::cond::{
     Cidr, ClaimPath, ClaimValue, ClaimValues, Email, EmailDomain, HostPattern, Method, NonEmpty,
     Principal, Scope,
@@ -42,6 +43,8 @@ pub struct RuleConfig {
     pub scopes: Option<Vec<Scope>>,
     /// Dotted claim path -> accepted values, in key order.
     pub claims: Option<Vec<(ClaimPath, Vec<ClaimValue>)>>,
+    /// Claim path -> glob patterns (`claims_match`), in key order.
+    pub claims_match: Option<Vec<(ClaimPath, Vec<ClaimGlob>)>>,
     /// CIDRs (or bare addresses) of the `src` argument.
     pub sources: Option<Vec<Cidr>>,
     /// Only tokens from these issuers (by `name`).
@@ -110,6 +113,9 @@ impl RuleConfig {
             claims: t
                 .entries::<ClaimPath, ClaimValues>("claims")
                 .map(|c| c.into_iter().map(|(k, v)| (k, v.0)).collect()),
+            claims_match: t
+                .entries::<ClaimPath, ClaimGlobs>("claims_match")
+                .map(|c| c.into_iter().map(|(k, v)| (k, v.0)).collect()),
             sources: t.list("sources"),
             issuers: t.list("issuers"),
             effect: Effect::Allow,
@@ -126,6 +132,8 @@ impl RuleConfig {
     /// Claim paths this rule reads (conditions and a `claim:` principal).
     pub(crate) fn claim_paths(&self) -> impl Iterator<Item = &str> {
         let conditions = self.claims.iter().flatten().map(|(p, _)| p.as_str());
+        let patterns = self.claims_match.iter().flatten().map(|(p, _)| p.as_str());
+        let conditions = conditions.chain(patterns);
         let principal = match &self.principal {
             Some(Principal::Claim(p)) => Some(p.as_str()),
             _ => None,
@@ -196,6 +204,12 @@ impl RuleConfig {
                 "empty table: remove the key to not constrain claims",
             );
         }
+        if self.claims_match.as_ref().is_some_and(Vec::is_empty) {
+            cx.push(
+                k("claims_match"),
+                "empty table: remove the key to not constrain claims",
+            );
+        }
         self.check_forwarding(&k, ctx, cx);
         if self.public {
             self.check_public(&k, cx);
@@ -257,6 +271,7 @@ impl RuleConfig {
             ("email_domains", self.email_domains.is_some()),
             ("scopes", self.scopes.is_some()),
             ("claims", self.claims.is_some()),
+            ("claims_match", self.claims_match.is_some()),
             ("issuers", self.issuers.is_some()),
         ] {
             if present {

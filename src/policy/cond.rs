@@ -182,6 +182,36 @@ impl ClaimCond {
     }
 }
 
+/// `claims_match."path" = pattern | [patterns]`: the claim, a string (or, when it is an array,
+/// any string element of it), must match one of the glob patterns ([`config::ClaimGlob`]).
+/// Other claim types never match.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimMatchCond {
+    path: ClaimPath,
+    patterns: Box<[config::ClaimGlob]>,
+}
+
+impl ClaimMatchCond {
+    pub(crate) fn new(path: &ClaimPath, patterns: &[config::ClaimGlob]) -> ClaimMatchCond {
+        ClaimMatchCond {
+            path: path.clone(),
+            patterns: patterns.into(),
+        }
+    }
+
+    pub(crate) fn matches(&self, id: &Identity) -> bool {
+        let fits = |v: &Value| {
+            v.as_str()
+                .is_some_and(|s| self.patterns.iter().any(|p| p.matches(s)))
+        };
+        match id.claim(&self.path) {
+            Some(Value::Array(items)) => items.iter().any(fits),
+            Some(v) => fits(v),
+            None => false,
+        }
+    }
+}
+
 /// Who the upstream sees as the caller (the `principal` variable).
 #[derive(Debug, Clone)]
 pub(crate) enum Principal {

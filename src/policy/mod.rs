@@ -36,6 +36,7 @@
 //! | `email_domains` | the part after the last `@` is listed (or under a `*.suffix`) | ASCII case-insensitive |
 //! | `scopes` | the identity has one of the scopes | exact |
 //! | `claims` | for every `path = value(s)` entry, the claim (or any element of an array claim) equals one of the values | by type: `"5"` ≠ `5`, `"true"` ≠ `true`; `5` = `5.0` |
+//! | `claims_match` | for every `path = pattern(s)` entry, the string claim (or any string element of an array claim) matches one of the glob patterns | `*` never crosses `/`, `**` does; other claim types never match |
 //! | `issuers` | the accepting issuer's `name` is listed | exact |
 //!
 //! Claim paths are dotted (`realm_access.roles`); a top-level claim named with the whole path
@@ -65,7 +66,7 @@ use ipnet::IpNet;
 use crate::config::{self, Config, Effect, Method, RuleConfig};
 use crate::decision::Identity;
 
-use cond::{CiSet, ClaimCond, DomainSet, Principal, StrSet};
+use cond::{CiSet, ClaimCond, ClaimMatchCond, DomainSet, Principal, StrSet};
 pub use path::{normalize_path, normalize_path_with, PathError, PathOptions, MAX_PATH_BYTES};
 use path::{Case, PathPattern, PathView};
 
@@ -206,6 +207,12 @@ impl Rule {
             }
             passed += 1;
         }
+        if let Some(patterns) = &c.claims_match {
+            if !patterns.iter().all(|cm| cm.matches(id)) {
+                return Err(("claims_match", passed));
+            }
+            passed += 1;
+        }
         // An allow rule must be able to name its principal (see the module docs). Deny rules
         // never skip for that reason.
         if self.effect == Effect::Allow && !self.principal.available(id) {
@@ -262,6 +269,7 @@ struct Conditions {
     email_domains: Option<DomainSet>,
     scopes: Option<StrSet>,
     claims: Option<Box<[ClaimCond]>>,
+    claims_match: Option<Box<[ClaimMatchCond]>>,
     issuers: Option<StrSet>,
 }
 
@@ -416,6 +424,11 @@ impl Rule {
             claims: rc.claims.as_ref().map(|c| {
                 c.iter()
                     .map(|(path, values)| ClaimCond::new(path, values))
+                    .collect()
+            }),
+            claims_match: rc.claims_match.as_ref().map(|c| {
+                c.iter()
+                    .map(|(path, patterns)| ClaimMatchCond::new(path, patterns))
                     .collect()
             }),
             issuers: rc

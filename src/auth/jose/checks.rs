@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::claims::{ClaimValue, Claims, Registered, GROUPS};
+use crate::auth::entra::{IssMatch, TID};
 use crate::claim_path::{ClaimPath, Found};
 use crate::decision::{Identity, Reason, Rejection};
 
@@ -17,8 +18,8 @@ use crate::decision::{Identity, Reason, Rejection};
 pub struct ClaimRules {
     /// The configured issuer `name` (goes into [`Identity::issuer`]).
     pub name: Arc<str>,
-    /// The exact `iss` value.
-    pub issuer: String,
+    /// The `iss` values accepted.
+    pub iss: IssMatch,
     pub audiences: HashSet<String>,
     pub leeway: u64,
     pub max_lifetime: u64,
@@ -130,7 +131,7 @@ pub fn check_claims(
         .map_err(|_| bad("nbf claim is not a number"))?;
     let iat = numeric_date(reg(Registered::Iat), Round::Up)
         .map_err(|_| bad("iat claim is not a number"))?;
-    if claims.iss() != Some(rules.issuer.as_str()) {
+    if !rules.iss.accepts(claims.iss(), claims.str_claim(TID)) {
         return Err(bad("iss claim does not match the issuer"));
     }
     let sub = match reg(Registered::Sub) {

@@ -341,6 +341,24 @@ impl<'a> Claims<'a> {
         }
     }
 
+    /// The top-level claim `name` when it is a string (it must be selected or registered).
+    #[inline]
+    pub(crate) fn str_claim(&self, name: &str) -> Option<&str> {
+        match self.get(name) {
+            Some(ClaimValue::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether the `aud` claim (a string or an array of strings) names one of `wanted`.
+    pub(crate) fn aud_is_one_of(&self, wanted: &[&str]) -> bool {
+        match self.registered(Registered::Aud) {
+            Some(ClaimValue::Str(a)) => wanted.contains(&&**a),
+            Some(ClaimValue::Strs(items)) => items.iter().any(|a| wanted.contains(&&**a)),
+            _ => false,
+        }
+    }
+
     /// The unverified `iss`, when it is a string.
     pub fn iss(&self) -> Option<&str> {
         match self.registered(Registered::Iss) {

@@ -45,6 +45,10 @@ pub struct Header {
     pub(crate) alg: Algorithm,
     pub kid: Option<String>,
     pub(crate) typ: Option<String>,
+    /// A string `nonce` parameter is present. Microsoft Graph access tokens carry one: Graph
+    /// signs the SHA-256 of the nonce, not the header as sent, so only Graph itself can verify
+    /// them, and `auth` refuses them as `unsupported_token` before looking for a key.
+    pub(crate) nonce: bool,
 }
 
 impl Header {
@@ -206,7 +210,12 @@ pub(super) fn parse_header(encoded: &str) -> Result<Header, Rejection> {
             ))
         }
     };
-    Ok(Header { alg, kid, typ })
+    Ok(Header {
+        alg,
+        kid,
+        typ,
+        nonce: obj.nonce,
+    })
 }
 
 /// A header parameter's value, as far as the header rules look at it.
@@ -236,6 +245,8 @@ struct RawHeader {
     unsupported: bool,
     /// One of [`STRING_PARAMS`] is present with a value that is neither a string nor null.
     mistyped_string_param: bool,
+    /// `nonce` is a string.
+    nonce: bool,
 }
 
 struct RawHeaderSeed<'s>(&'s Strict);
@@ -269,7 +280,9 @@ impl<'de> Visitor<'de> for RawHeaderSeed<'_> {
                 *slot = obj.value(ParamSeed(self.0))?;
             } else if STRING_PARAMS.contains(&&*k) {
                 // `null` counts as absent (see STRING_PARAMS).
-                h.mistyped_string_param |= matches!(obj.value(ParamSeed(self.0))?, Param::Other);
+                let v = obj.value(ParamSeed(self.0))?;
+                h.mistyped_string_param |= matches!(v, Param::Other);
+                h.nonce |= &*k == "nonce" && matches!(v, Param::Str(_));
             } else {
                 obj.skip_value()?;
                 h.crit |= &*k == "crit";

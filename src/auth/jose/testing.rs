@@ -48,7 +48,7 @@ pub(super) fn reason(r: Result<Parsed, Rejection>) -> Reason {
 pub(super) fn rules() -> ClaimRules {
     ClaimRules {
         name: "corp".into(),
-        issuer: "https://idp".into(),
+        iss: crate::auth::entra::IssMatch::Exact("https://idp".into()),
         audiences: ["api".to_string(), "api2".to_string()].into(),
         leeway: 30,
         max_lifetime: 3600,

@@ -70,15 +70,20 @@ fn header_rules() {
     assert_eq!(ok.header.alg, Algorithm::EdDSA);
     assert_eq!(ok.header.kid.as_deref(), Some("k-1"));
     assert_eq!(ok.header.typ.as_deref(), Some("at+jwt"));
+    assert!(!ok.header.nonce);
     // Registered string parameters: a string or null is fine, and unknown ones are ignored.
-    assert!(parse_all(
+    let graph = parse_all(
         &tok(
             r#"{"alg":"RS256","x5t#S256":"abc","url":null,"nonce":"n","ext":{"a":[1]}}"#,
-            P
+            P,
         ),
-        8192
+        8192,
     )
-    .is_ok());
+    .unwrap();
+    // A string nonce is recorded (auth refuses such a token as a Microsoft Graph token).
+    assert!(graph.header.nonce);
+    let null_nonce = parse_all(&tok(r#"{"alg":"RS256","nonce":null}"#, P), 8192).unwrap();
+    assert!(!null_nonce.header.nonce);
 }
 
 #[test]
@@ -96,6 +101,7 @@ fn issuer_rules() {
         alg: Algorithm::RS256,
         kid: None,
         typ: typ.map(str::to_owned),
+        nonce: false,
     };
     let reason = |h: Header, algs: &[Algorithm], typs: &[&str]| {
         let typs: Vec<String> = typs.iter().map(|t| t.to_string()).collect();

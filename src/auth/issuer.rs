@@ -1,0 +1,199 @@
+//! One configured issuer: its claim rules, algorithms and key store, and the signature step
+//! of validation (key selection, then every candidate key of the token's kid).
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::Algorithm;
+use tokio::task::AbortHandle;
+
+use super::entra::IssMatch;
+use super::jose::{self, ClaimRules};
+use super::jwks::{Candidates, Selection};
+use super::keystore::KeyStore;
+use super::{DEFAULT_EMAIL_CLAIM, DEFAULT_GROUPS_CLAIM};
+use crate::claim_path::ClaimPath;
+use crate::config::IssuerConfig;
+use crate::decision::{Identity, Reason, Rejection};
+
+/// One configured issuer: its rules and its (possibly shared) key store.
+pub(super) struct Issuer {
+    pub(super) cfg: IssuerConfig,
+    pub(super) rules: ClaimRules,
+    algorithms: Vec<Algorithm>,
+    pub(super) store: Arc<KeyStore>,
+    pub(super) refresher: Option<AbortHandle>,
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        if let Some(h) = &self.refresher {
+            h.abort();
+        }
+    }
+}
+
+impl Issuer {
+    /// `seed`: a previous store of the same key source whose keys this one starts from
+    /// ([`KeyStore::seed_from`]).
+    pub(super) fn new(
+        cfg: &IssuerConfig,
+        http: reqwest::Client,
+        seed: Option<&KeyStore>,
+    ) -> Issuer {
+        let algorithms = cfg.algorithms.iter().map(|&a| a.into()).collect();
+        // `ca_file` was read and parsed when the configuration was checked; should it fail
+        // now (changed underneath), the issuer keeps only the default trust: its keys then
+        // fail to load and its tokens are refused, never accepted.
+        let http = match &cfg.ca_file {
+            Some(f) => crate::outbound::client_trusting(f.path()).unwrap_or_else(|e| {
+                tracing::error!(issuer = %cfg.name, "ca_file unusable, default trust only: {e}");
+                http
+            }),
+            None => http,
+        };
+        let store = Arc::new(KeyStore::new(cfg, http));
+        let default_path = |p: &str| ClaimPath::parse(p).expect("the default claim names parse");
+        let email_claim = cfg
+            .email_claim
+            .clone()
+            .unwrap_or_else(|| default_path(DEFAULT_EMAIL_CLAIM));
+        let groups_claim = cfg
+            .groups_claim
+            .clone()
+            .unwrap_or_else(|| default_path(DEFAULT_GROUPS_CLAIM));
+        let leeway = cfg.leeway.0.as_secs();
+        if cfg.issuer.template_parts().is_some() && cfg.tenants.is_none() {
+            tracing::warn!(
+                issuer = %cfg.name,
+                "issuer {:?} accepts tokens of any Entra ID tenant (no tenants list): any \
+                 organization's users can present tokens for your audience if your app \
+                 registration is multi-tenant; list the tenants you trust in tenants",
+                cfg.issuer.as_str()
+            );
+        }
+        if let Some(seed) = seed {
+            store.seed_from(seed);
+        }
+        let refresher = store.spawn_refresher();
+        Issuer {
+            rules: ClaimRules {
+                name: Arc::from(cfg.name.as_str()),
+                iss: IssMatch::from_config(cfg),
+                audiences: cfg.audiences.iter().cloned().collect(),
+                leeway,
+                max_lifetime: cfg.max_token_lifetime.0.as_secs(),
+                email_claim,
+                groups_claim,
+            },
+            cfg: cfg.clone(),
+            algorithms,
+            store,
+            refresher,
+        }
+    }
+
+    pub(super) async fn validate(
+        &self,
+        raw: &str,
+        parsed: &jose::Parsed,
+        claims: &jose::Claims<'_>,
+        now: u64,
+    ) -> Result<Identity, Rejection> {
+        let h = &parsed.header;
+        h.check_issuer(&self.algorithms, &self.cfg.allowed_typ)?;
+        let keys = self.select_key(h.kid.as_deref(), h.alg).await?;
+        // Signature over the exact bytes `header.payload` of the token we parsed (not a
+        // re-serialisation), with the algorithm we allow-listed, never one jsonwebtoken picks.
+        let (signing_input, signature) = parsed.signing_input_and_signature(raw);
+        // Every key of the token's kid that accepts `alg` (a rotation overlap can publish two
+        // under one kid; at most `jwks::MAX_KEYS_PER_KID`), in document order. `accepting` is
+        // the line that keeps an RSA key from ever verifying an HS*/ES* token (RFC 8725 §3.1):
+        // `select_key` found at least one such key.
+        let mut unusable = None;
+        for key in keys.accepting(h.alg) {
+            match jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.key, h.alg)
+            {
+                Ok(true) => return jose::check_claims(&self.rules, claims, now),
+                // A plain mismatch decides the answer, whatever the other keys say.
+                Ok(false) => {
+                    unusable = Some(Rejection::new(Reason::BadSignature, "invalid signature"))
+                }
+                Err(e) => {
+                    let r = map_jwt_error(e.kind());
+                    // The signature itself is unreadable: no other key will do better.
+                    if r.reason == Reason::MalformedToken {
+                        return Err(r);
+                    }
+                    if unusable.is_none() {
+                        unusable = Some(r);
+                    }
+                }
+            }
+        }
+        Err(unusable.unwrap_or(Rejection::new(
+            Reason::AlgNotAllowed,
+            "token alg does not match its signing key",
+        )))
+    }
+
+    async fn select_key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Candidates, Rejection> {
+        let mut refetched = false;
+        loop {
+            let generation = self.store.generation();
+            match self.store.keys().select(kid, alg) {
+                Selection::Found(k) => return Ok(k),
+                Selection::WrongAlgorithm => {
+                    return Err(Rejection::new(
+                        Reason::AlgNotAllowed,
+                        "token alg does not match its signing key",
+                    ))
+                }
+                Selection::Ambiguous => {
+                    return Err(Rejection::new(
+                        Reason::UnknownKey,
+                        "token has no kid and several keys could match",
+                    ))
+                }
+                Selection::NotFound if !refetched => {
+                    refetched = true;
+                    if self.store.refetch_for_miss(generation).await {
+                        continue;
+                    }
+                }
+                Selection::NotFound => {}
+            }
+            return Err(if self.store.is_loaded() {
+                Rejection::new(Reason::UnknownKey, "no signing key matches the token kid")
+            } else {
+                Rejection::new(
+                    Reason::UnknownKey,
+                    "signing keys of this issuer are not loaded yet",
+                )
+            });
+        }
+    }
+}
+
+/// Reason for a `jsonwebtoken::crypto::verify` error (the signature could not even be checked).
+pub(super) fn map_jwt_error(kind: &ErrorKind) -> Rejection {
+    match kind {
+        ErrorKind::InvalidSignature => Rejection::new(Reason::BadSignature, "invalid signature"),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => Rejection::new(
+            Reason::AlgNotAllowed,
+            "signature algorithm not allowed for this key",
+        ),
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => Rejection::new(
+            Reason::BadSignature,
+            "signature could not be verified with the issuer key",
+        ),
+        // Base64 (a signature that is not base64url) and anything else.
+        _ => Rejection::new(Reason::MalformedToken, "token could not be decoded"),
+    }
+}
