@@ -48,6 +48,7 @@ fn identity() -> Identity {
     Identity {
         issuer: "corp".into(),
         sub: "user-1".into(),
+        user: None,
         email: Some("ana@example.com".into()),
         groups: (0..20)
             .map(|i| format!("group-{i}"))

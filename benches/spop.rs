@@ -58,6 +58,7 @@ fn allowed() -> Verdict {
         identity: Some(Arc::new(Identity {
             issuer: "corp".into(),
             sub: "3f6c1a8e-5b0d-4a51-9f43-2b7c9e1d0a64".into(),
+            user: None,
             email: Some("alice@example.com".into()),
             groups: vec!["ml-engineers".into(), "data-readers".into(), "staff".into()],
             scopes: vec![],

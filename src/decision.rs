@@ -33,6 +33,9 @@ pub struct Identity {
     pub issuer: Arc<str>,
     /// The token's `sub`.
     pub sub: String,
+    /// The issuer's `user_claim` when it has one (what identifies the caller upstream, e.g.
+    /// Entra's `oid` or Keycloak's `preferred_username`); `None`: `sub` does.
+    pub user: Option<String>,
     /// The configured email claim, when present and a string.
     pub email: Option<String>,
     /// The configured groups claim, when present (array of strings, or a single string).
@@ -48,6 +51,12 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// What identifies the caller upstream (`X-Forwarded-User`): the issuer's `user_claim`,
+    /// else `sub`.
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or(&self.sub)
+    }
+
     /// The kept claim at `path`: the top-level claim named by the whole path, else the
     /// dotted path walked through nested objects ([`ClaimPath`], the rule the policy and the
     /// issuers' email/groups claims follow too).
@@ -63,6 +72,7 @@ impl Identity {
         Identity {
             issuer: Arc::from("i"),
             sub: "s".into(),
+            user: None,
             email: None,
             groups: Vec::new(),
             scopes: Vec::new(),

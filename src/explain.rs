@@ -253,6 +253,7 @@ mod tests {
         Arc::new(Identity {
             issuer: "corp".into(),
             sub: sub.into(),
+            user: None,
             email: Some("a@example.com".into()),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             scopes: vec![],

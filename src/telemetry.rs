@@ -853,6 +853,7 @@ mod tests {
         let identity = Identity {
             issuer: "corp".into(),
             sub: "alice".into(),
+            user: None,
             email: Some("alice@example.com".into()),
             groups: vec!["ml".into()],
             scopes: vec![],

@@ -48,6 +48,7 @@ fn init_writes_audit_lines_to_a_file_whatever_the_level() {
     allowed.identity = Some(Arc::new(Identity {
         issuer: "corp".into(),
         sub: "alice".into(),
+        user: None,
         email: None,
         groups: vec![],
         scopes: vec![],

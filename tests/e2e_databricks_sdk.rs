@@ -408,7 +408,10 @@ fn token_endpoint_failures_map_to_sdk_exceptions(version: HaproxyVersion) {
     // The call itself (not the interpreter's start, which a loaded CI machine stretches)
     // returned before the SDK's retry timeout: it did not wait to retry.
     let elapsed = r["elapsed"].as_f64().expect("elapsed seconds");
-    assert!(elapsed < SDK_RETRY_SECS as f64, "{took:?} ({elapsed} s in the call): {r}");
+    assert!(
+        elapsed < SDK_RETRY_SECS as f64,
+        "{took:?} ({elapsed} s in the call): {r}"
+    );
     let decisions = s.audit(1).iter().filter(|l| l["rule"] == "refused").count();
     assert_eq!(decisions, 1, "the SDK retried a 502\n{}", s.logs());
     assert!(

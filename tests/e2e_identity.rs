@@ -56,6 +56,8 @@ name = "fixture"
 issuer = "{mock_iss}"
 jwks_uri = "{mock_jwks}"
 audiences = ["api"]
+# Upstream, this issuer's callers are known by an Entra-style object ID.
+user_claim = "oid"
 
 [upstream.pat]
 kind = "static"
@@ -68,6 +70,7 @@ paths = ["/serving-endpoints/*/invocations"]
 groups = ["ml-engineers"]
 effect = "allow"
 upstream = "pat"
+principal = "sub"
 
 [[rule]]
 name = "workspace-read"
@@ -162,15 +165,28 @@ fn identity_end_to_end(version: HaproxyVersion) {
     assert_eq!(s.echo.count(), 0, "a refused request reached the upstream");
 
     // A valid fixture token is accepted (the mock issuer's refusals above were not a setup
-    // problem), with the identity from its claims.
-    let r = s.call_as("GET", CLUSTERS, &fixture_key.token(&claims(&mock.base)));
+    // problem), with the identity from its claims: X-Forwarded-User is the issuer's
+    // user_claim (`oid`), not `sub`; X-Forwarded-Principal the rule's principal (its
+    // default: the email).
+    const OID: &str = "6e8f0c3a-54b1-4c9e-9a51-2f0d8b7c1e44";
+    let mut with_oid = claims(&mock.base);
+    with_oid["oid"] = json!(OID);
+    let r = s.call_as("GET", CLUSTERS, &fixture_key.token(&with_oid));
     s.expect(&r, 200, "valid fixture token");
+    let up = s.last_upstream();
     assert_identity(
-        &s.last_upstream(),
-        Some("alice"),
+        &up,
+        Some(OID),
         Some("alice@example.com"),
         Some("ml-engineers"),
     );
+    assert_eq!(
+        up.header_all("x-forwarded-principal"),
+        vec!["alice@example.com"]
+    );
+    // Without the user claim the token cannot say who the caller is upstream: refused.
+    let r = s.call_as("GET", CLUSTERS, &fixture_key.token(&claims(&mock.base)));
+    assert_invalid_token(&s, &r, "claim_invalid", "token without the user claim");
 
     // --- allowed through the real provider: identity headers from the token only ---
     let alice = rt.block_on(idp.token("alice"));
@@ -188,6 +204,8 @@ fn identity_end_to_end(version: HaproxyVersion) {
         up.header_all("authorization"),
         vec![format!("Bearer {PAT}").as_str()]
     );
+    // The rule's principal (`sub`) goes upstream as X-Forwarded-Principal.
+    assert_eq!(up.header_all("x-forwarded-principal"), vec!["alice"]);
     assert!(up.headers.iter().all(|(_, v)| !v.contains(&alice)));
 
     // --- RS256, ES256 and EdDSA access tokens ---

@@ -41,6 +41,7 @@ fn rules() -> ClaimRules {
         max_lifetime: 3600,
         email_claim: ClaimPath::parse("email").unwrap(),
         groups_claim: ClaimPath::parse("realm_access.roles").unwrap(),
+        user_claim: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn matching_does_not_allocate() {
     let id = Identity {
         issuer: "corp".into(),
         sub: "user-1".into(),
+        user: None,
         email: Some("Ana@Example.com".into()),
         groups: vec!["x".into(), "analysts".into()],
         scopes: vec!["openid".into(), "sql".into()],

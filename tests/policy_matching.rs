@@ -47,6 +47,7 @@ fn id() -> Identity {
     Identity {
         issuer: "corp".into(),
         sub: "user-1".into(),
+        user: None,
         email: Some("Ana@Example.COM".into()),
         groups: vec!["analysts".into(), "staff".into()],
         scopes: vec!["openid".into(), "sql".into()],

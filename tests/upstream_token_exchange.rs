@@ -43,6 +43,7 @@ fn identity(sub: &str, expires_in: u64) -> Identity {
     Identity {
         issuer: Arc::from("corp"),
         sub: sub.to_string(),
+        user: None,
         email: None,
         groups: vec![],
         scopes: vec![],

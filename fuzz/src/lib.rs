@@ -165,6 +165,7 @@ static CLAIM_RULES: LazyLock<ClaimRules> = LazyLock::new(|| ClaimRules {
     max_lifetime: 86_400,
     email_claim: claim_path("email"),
     groups_claim: claim_path("realm_access.roles"),
+    user_claim: None,
 });
 
 /// What an authenticator with `CLAIM_RULES` and rules reading `tenant` and `aud` keeps.
@@ -330,6 +331,7 @@ static POLICY: LazyLock<Policy> = LazyLock::new(|| {
 static ID: LazyLock<Identity> = LazyLock::new(|| Identity {
     issuer: Arc::from("corp"),
     sub: "alice".into(),
+    user: None,
     email: Some("alice@example.com".into()),
     groups: vec!["ml".into()],
     scopes: vec![],

@@ -130,6 +130,7 @@ mod tests {
         Arc::new(Identity {
             issuer: "i".into(),
             sub: "s".into(),
+            user: None,
             email: None,
             groups: vec![],
             scopes: vec![],

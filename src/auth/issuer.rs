@@ -85,6 +85,7 @@ impl Issuer {
                 max_lifetime: cfg.max_token_lifetime.0.as_secs(),
                 email_claim,
                 groups_claim,
+                user_claim: cfg.user_claim.clone(),
             },
             cfg: cfg.clone(),
             algorithms,

@@ -247,7 +247,11 @@ impl Authenticator {
         let selection = jose::ClaimSelection::new(
             issuers
                 .iter()
-                .flat_map(|i| [&i.rules.email_claim, &i.rules.groups_claim])
+                .flat_map(|i| {
+                    [&i.rules.email_claim, &i.rules.groups_claim]
+                        .into_iter()
+                        .chain(i.rules.user_claim.as_ref())
+                })
                 .chain((!templated.is_empty()).then_some(&tid)),
             &claims_read_by_rules(cfg),
         );

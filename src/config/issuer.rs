@@ -116,6 +116,11 @@ pub struct IssuerConfig {
     /// Claim holding the caller's groups (array of strings or one string); dotted path allowed
     /// (`realm_access.roles`). Default `"groups"`. A mistyped claim makes the token invalid.
     pub groups_claim: Option<ClaimPath>,
+    /// Claim that identifies the caller upstream (the `user` variable, `X-Forwarded-User` in
+    /// the shipped HAProxy configuration): a string (or integer) claim such as Entra's `oid`
+    /// or `upn`, Keycloak's `preferred_username`, Okta's `uid`. Default: `sub`. A token
+    /// without it, or with a value that cannot be passed on, is refused (`claim_invalid`).
+    pub user_claim: Option<ClaimPath>,
     /// Claim holding the caller's email (string); dotted path allowed. Default `"email"`.
     pub email_claim: Option<ClaimPath>,
     /// Maximum `exp - iat` (and `exp - now` when the token has no `iat`). Default 24h.
@@ -153,6 +158,7 @@ impl IssuerConfig {
         let leeway = t.get("leeway");
         let groups_claim = t.get("groups_claim");
         let email_claim = t.get("email_claim");
+        let user_claim = t.get("user_claim");
         let max_token_lifetime = t.get("max_token_lifetime");
         let jwks_refresh = t.get("jwks_refresh");
         let refetch = t.get("unknown_kid_refetch_interval");
@@ -170,6 +176,7 @@ impl IssuerConfig {
             leeway: leeway.unwrap_or(secs(30)),
             groups_claim,
             email_claim,
+            user_claim,
             max_token_lifetime: max_token_lifetime.unwrap_or(secs(24 * 3600)),
             jwks_refresh: jwks_refresh.unwrap_or(secs(600)),
             unknown_kid_refetch_interval: refetch.unwrap_or(secs(30)),

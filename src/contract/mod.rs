@@ -66,6 +66,7 @@ pub(crate) enum Var {
     UpstreamPath,
     Principal,
     Sub,
+    User,
     Issuer,
     Rule,
     Email,
@@ -75,7 +76,7 @@ pub(crate) enum Var {
 
 impl Var {
     /// Every variable, in ACK order.
-    pub(crate) const ALL: [Var; 14] = [
+    pub(crate) const ALL: [Var; 15] = [
         Var::Allow,
         Var::Status,
         Var::Reason,
@@ -85,6 +86,7 @@ impl Var {
         Var::UpstreamPath,
         Var::Principal,
         Var::Sub,
+        Var::User,
         Var::Issuer,
         Var::Rule,
         Var::Email,
@@ -104,6 +106,7 @@ impl Var {
             Var::UpstreamPath => "upstream_path",
             Var::Principal => "principal",
             Var::Sub => "sub",
+            Var::User => "user",
             Var::Issuer => "issuer",
             Var::Rule => "rule",
             Var::Email => "email",

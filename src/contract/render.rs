@@ -297,6 +297,7 @@ impl<V: Borrow<Verdict>> Answer<V> {
             Var::Description => TypedValue::Str(self.description()),
             Var::Principal => TypedValue::Str(verdict.principal.as_deref()?),
             Var::Sub => TypedValue::Str(&id?.sub),
+            Var::User => TypedValue::Str(id?.user.as_deref()?),
             Var::Issuer => TypedValue::Str(&id?.issuer),
             Var::Rule => TypedValue::Str(verdict.rule.as_deref()?),
             Var::Email => TypedValue::Str(id?.email.as_deref()?),
@@ -368,6 +369,9 @@ impl<V: Borrow<Verdict>> Answer<V> {
         }
         if let Some(id) = &v.identity {
             identity(Var::Sub, &id.sub, &mut vars)?;
+            if let Some(u) = &id.user {
+                identity(Var::User, u, &mut vars)?;
+            }
             identity(Var::Issuer, &id.issuer, &mut vars)?;
             if let Some(e) = &id.email {
                 identity(Var::Email, e, &mut vars)?;

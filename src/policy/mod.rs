@@ -473,6 +473,7 @@ mod tests {
         let id = Identity {
             issuer: "corp".into(),
             sub: "u1".into(),
+            user: None,
             email: Some("ana@example.com".into()),
             groups: vec!["analysts".into(), "ml-engineers".into()],
             scopes: vec![],

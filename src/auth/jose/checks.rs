@@ -25,6 +25,8 @@ pub struct ClaimRules {
     pub max_lifetime: u64,
     pub email_claim: ClaimPath,
     pub groups_claim: ClaimPath,
+    /// The claim identifying the caller upstream; `None`: `sub`.
+    pub user_claim: Option<ClaimPath>,
 }
 
 /// How a fractional NumericDate is rounded: always in the direction that makes the token
@@ -78,6 +80,11 @@ fn check_left_out(rules: &ClaimRules, claims: &Claims<'_>) -> Result<(), Rejecti
         if rules.email_claim.reads(n) {
             return Err(bad(
                 "email claim not in token (_claim_names: distributed claim)",
+            ));
+        }
+        if rules.user_claim.as_ref().is_some_and(|u| u.reads(n)) {
+            return Err(bad(
+                "user claim not in token (_claim_names: distributed claim)",
             ));
         }
         if Registered::from_name(n).is_some() {
@@ -198,6 +205,20 @@ pub fn check_claims(
             .map_err(|_| bad("scope claim is not a string or an array of strings"))?,
     };
     crate::auth::identity::check_identity(sub, email.as_deref(), &groups)?;
+    let user = match &rules.user_claim {
+        None => None,
+        Some(path) => {
+            let value = match path.find(claims) {
+                Some(f) => f
+                    .string()
+                    .map_err(|_| bad("user claim (user_claim) is not a string"))?,
+                None => None,
+            };
+            let value = value.ok_or_else(|| bad("user claim (user_claim) not in token"))?;
+            crate::auth::identity::check_principal(&value)?;
+            Some(value)
+        }
+    };
     let kept = claims
         .selection()
         .kept()
@@ -208,6 +229,7 @@ pub fn check_claims(
     Ok(Identity {
         issuer: rules.name.clone(),
         sub: sub.to_string(),
+        user,
         email,
         groups,
         scopes,

@@ -54,6 +54,7 @@ pub(super) fn rules() -> ClaimRules {
         max_lifetime: 3600,
         email_claim: path("email"),
         groups_claim: path("realm.roles"),
+        user_claim: None,
     }
 }
 

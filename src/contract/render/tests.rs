@@ -11,6 +11,7 @@ fn identity() -> Arc<Identity> {
     Arc::new(Identity {
         issuer: "corp".into(),
         sub: "alice".into(),
+        user: None,
         email: Some("alice@example.com".into()),
         groups: vec!["eng".into(), "ml".into()],
         scopes: vec![],
@@ -551,4 +552,31 @@ fn a_refused_upstream_says_why() {
         value(&a, "description"),
         Some(&st("Databricks refused a credential for this caller"))
     );
+}
+
+#[test]
+fn user_is_sent_only_when_the_issuer_names_a_user_claim() {
+    let a = vars(&allowed(), 16380);
+    assert_eq!(value(&a, "user"), None, "sub alone identifies the caller");
+    let mut id = (*identity()).clone();
+    id.user = Some("6e8f0c3a-54b1-4c9e-9a51-2f0d8b7c1e44".into());
+    let v = Verdict {
+        identity: Some(Arc::new(id.clone())),
+        ..allowed()
+    };
+    let a = vars(&v, 16380);
+    assert_eq!(
+        value(&a, "user"),
+        Some(&st("6e8f0c3a-54b1-4c9e-9a51-2f0d8b7c1e44"))
+    );
+    assert_eq!(value(&a, "sub"), Some(&st("alice")));
+    // Never altered: a user value that cannot be sent refuses the allowed request.
+    id.user = Some("bob\r\nX-Evil: 1".into());
+    let v = Verdict {
+        identity: Some(Arc::new(id)),
+        ..allowed()
+    };
+    let a = vars(&v, 16380);
+    assert_eq!(value(&a, "allow"), Some(&TypedData::Bool(false)));
+    assert_eq!(value(&a, "user"), None);
 }
