@@ -565,11 +565,12 @@ B=\$($(token_cmd bob))
 #     idgate obtained for the demo service principal. alice's own token is not forwarded.
 $cmd_allowed
 
-# 2b. The same for $RO_ENDPOINT, a ROUTE-OPTIMIZED endpoint, at the same gateway URL: 200 from its
-#     data plane, not the workspace. idgate looked the endpoint up, minted a token scoped to it,
-#     and HAProxy resolved https://$ro_authority (with the demo's DNS server) and verified
-#     its certificate. The echo says DATA PLANE, with path $ro_path
-#     and Authorization: Bearer dbx-demo-dp-$RO_ENDPOINT-N (valid for this endpoint only).
+# 2b. The same for $RO_ENDPOINT, a ROUTE-OPTIMIZED endpoint, at the same gateway URL: 200 from
+#     its data plane, not the workspace. idgate looked the endpoint up and minted a token scoped
+#     to it; HAProxy resolved the data-plane host (the demo's DNS server) and verified its
+#     certificate for that name:  https://$ro_authority
+#     The echo says DATA PLANE, path $ro_path,
+#     Authorization: Bearer dbx-demo-dp-$RO_ENDPOINT-N (this endpoint only), not alice's token.
 $cmd_route_optimized
 
 # 3. bob (analysts) may not invoke model serving: 403 no_matching_rule.
