@@ -7,7 +7,7 @@
 #
 # What runs (every process is a child of this script and is stopped when it exits):
 #
-#   curl ──► HAProxy (the SHIPPED haproxy/haproxy.cfg, or haproxy-3.x.cfg for HAProxy >= 3.1,
+#   curl ──► HAProxy (the SHIPPED haproxy/haproxy.cfg, or haproxy-3.x.cfg for HAProxy >= 3.2,
 #              │       configured through its IDGATE_* environment variables, unchanged)
 #              ├─SPOP─► idgate (demo/idgate.toml) ──► local OIDC provider (JWKS)
 #              │                                  └─► fake Databricks: token endpoint (M2M, token
@@ -39,7 +39,7 @@
 #   QS_DATABRICKS_TOKEN_PORT=18480  fake Databricks token endpoint (HTTP, for idgate)
 #   QS_DATAPLANE_PORT=18444         fake data plane of route-optimized endpoints (HTTPS)
 #   QS_DNS_PORT=18053               fake DNS server (UDP) HAProxy resolves data-plane hosts with
-#   QS_HAPROXY=haproxy              HAProxy binary (2.6 .. 3.0: haproxy.cfg; 3.1+: haproxy-3.x.cfg)
+#   QS_HAPROXY=haproxy              HAProxy binary (2.6 .. 3.1: haproxy.cfg; 3.2+: haproxy-3.x.cfg)
 #   IDGATE_BIN=                     idgate binary to use instead of building one
 #   QS_READY_TIMEOUT=30             seconds each component may take to become ready
 #   QS_KEEP=                        set to 1 to keep the run directory (logs, config) at exit
@@ -393,7 +393,7 @@ port_table=(
     "DATABRICKS_PORT QS_DATABRICKS_PORT $DEFAULT_DATABRICKS_PORT tcp fake Databricks (HTTPS)"
     "DATABRICKS_TOKEN_PORT QS_DATABRICKS_TOKEN_PORT $DEFAULT_DATABRICKS_TOKEN_PORT tcp fake Databricks token endpoint"
     "DATAPLANE_PORT QS_DATAPLANE_PORT $DEFAULT_DATAPLANE_PORT tcp fake Databricks data plane (HTTPS)"
-    "DNS_PORT QS_DNS_PORT $DEFAULT_DNS_PORT udp fake DNS server (UDP)"
+    "DNS_PORT QS_DNS_PORT $DEFAULT_DNS_PORT udp fake DNS server on UDP"
 )
 for row in "${port_table[@]}"; do
     read -r var env def proto what <<<"$row"
