@@ -1,5 +1,5 @@
 //! `./quickstart.sh --check`, the README's first command in its non-interactive form: it brings
-//! up the whole local demo (OIDC provider, idgate, the shipped HAProxy 2.6 configuration, the
+//! up the whole local demo (OIDC provider, idgate, the shipped HAProxy configuration for 2.6 and 3.2, the
 //! fake Databricks echo with the data plane of a route-optimized endpoint and a DNS server),
 //! runs the commands it prints for humans, and checks their results.
 //!
@@ -8,7 +8,7 @@
 //! other tests or a demo someone is running. Afterwards nothing it started may be left: no
 //! listener on its ports, no process mentioning its run directory, no run directory.
 //!
-//! Needs HAProxy 2.6 (a test failure without it, as everywhere in the suite) and node
+//! Needs HAProxy 2.6 and 3.2 (a test failure without them, as everywhere in the suite) and node
 //! (as the other OIDC tests: IDGATE_SKIP_OIDC=1 skips them on machines without node).
 
 mod support;
@@ -68,7 +68,7 @@ fn free_ports() -> Vec<u16> {
 }
 
 /// A `quickstart.sh` command with a clean environment: no QS_* from the caller, the test
-/// binary, HAProxy 2.6, and a private TMPDIR (where the script makes its run directory).
+/// binary, the given HAProxy, and a private TMPDIR (where the script makes its run directory).
 fn quickstart(haproxy: &Path, tmp: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(repo_path("quickstart.sh"));
     cmd.args(args);
@@ -149,7 +149,19 @@ fn up_seconds(stdout: &str) -> Option<f64> {
 
 #[test]
 fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
-    let Some(haproxy) = HaproxyVersion::V26.require() else {
+    check_passes_every_step(HaproxyVersion::V26, "HAProxy 2.6, haproxy/haproxy.cfg");
+}
+
+/// The same on HAProxy 3.2, where the script picks haproxy-3.x.cfg.
+#[test]
+fn quickstart_check_passes_on_haproxy32() {
+    check_passes_every_step(HaproxyVersion::V32, "HAProxy 3.2, haproxy/haproxy-3.x.cfg");
+}
+
+/// `--check` on `version`: every step passes, the script says which configuration it ran
+/// (`config`), and nothing is left behind.
+fn check_passes_every_step(version: HaproxyVersion, config: &str) {
+    let Some(haproxy) = version.require() else {
         return;
     };
     if oidc::skip() {
@@ -172,6 +184,10 @@ fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
         out.status.success(),
         "exit status {}\n{context}",
         out.status
+    );
+    assert!(
+        stdout.contains(config) || stderr.contains(config),
+        "not run with {config}\n{context}"
     );
     for step in STEPS {
         let prefix = format!("PASS  {step} ");
