@@ -1,7 +1,7 @@
 //! `./quickstart.sh --check`, the README's first command in its non-interactive form: it brings
-//! up the whole local demo (OIDC provider, idgate, the shipped HAProxy configuration for 2.6 and 3.2, the
-//! fake Databricks echo with the data plane of a route-optimized endpoint and a DNS server),
-//! runs the commands it prints for humans, and checks their results.
+//! up the whole local demo (OIDC provider, idgate, the shipped HAProxy configuration on 2.6 and
+//! on 3.2, the fake Databricks echo with the data plane of a route-optimized endpoint and a DNS
+//! server), runs the commands it prints for humans, and checks their results.
 //!
 //! Here it runs with the debug binary cargo built for the tests (IDGATE_BIN, so no release
 //! build) and with free ports instead of its defaults (QS_*_PORT), so it cannot collide with
