@@ -7,15 +7,20 @@
 #
 # What runs (every process is a child of this script and is stopped when it exits):
 #
-#   curl ──► HAProxy (the SHIPPED haproxy/haproxy.cfg, or haproxy-3.x.cfg for HAProxy >= 3.1,
+#   curl ──► HAProxy (the SHIPPED haproxy/haproxy.cfg, or haproxy-3.x.cfg for HAProxy >= 3.2,
 #              │       configured through its IDGATE_* environment variables, unchanged)
 #              ├─SPOP─► idgate (demo/idgate.toml) ──► local OIDC provider (JWKS)
-#              │                                  └─► fake Databricks token endpoint (M2M)
-#              └─TLS──► fake Databricks workspace: echoes the headers it received
+#              │                                  └─► fake Databricks: token endpoint (M2M, token
+#              │                                      exchange, data-plane tokens), endpoint lookups
+#              ├─TLS──► fake Databricks workspace: echoes the headers it received
+#              └─TLS──► fake data plane of a route-optimized serving endpoint, as if at
+#                       https://<id>.serving.cloud.databricks.com (HAProxy resolves that name
+#                       with the fake's DNS server): echoes too, only with an endpoint's token
 #
 #   - local OIDC provider: tests/oidc/server.mjs (npm oidc-provider), clients alice
 #     (group ml-engineers) and bob (group analysts), client_credentials tokens.
-#   - fake Databricks: demo/fake-databricks.mjs (node, no dependencies).
+#   - fake Databricks: demo/fake-databricks.mjs (node, no dependencies): serving endpoints
+#     churn-model (classic) and churn-fast (route-optimized), a DNS server on UDP.
 #   - HAProxy re-encrypts to the upstream with TLS and verifies its certificate, as in
 #     production: this script makes a throw-away CA (openssl) in its run directory.
 #
@@ -32,7 +37,9 @@
 #   QS_OIDC_PORT=18400              local OIDC provider (the issuer)
 #   QS_DATABRICKS_PORT=18443        fake Databricks workspace (HTTPS, HAProxy's upstream)
 #   QS_DATABRICKS_TOKEN_PORT=18480  fake Databricks token endpoint (HTTP, for idgate)
-#   QS_HAPROXY=haproxy              HAProxy binary (2.6 .. 3.0: haproxy.cfg; 3.1+: haproxy-3.x.cfg)
+#   QS_DATAPLANE_PORT=18444         fake data plane of route-optimized endpoints (HTTPS)
+#   QS_DNS_PORT=18053               fake DNS server (UDP) HAProxy resolves data-plane hosts with
+#   QS_HAPROXY=haproxy              HAProxy binary (2.6 .. 3.1: haproxy.cfg; 3.2+: haproxy-3.x.cfg)
 #   IDGATE_BIN=                     idgate binary to use instead of building one
 #   QS_READY_TIMEOUT=30             seconds each component may take to become ready
 #   QS_KEEP=                        set to 1 to keep the run directory (logs, config) at exit
@@ -56,13 +63,18 @@ readonly CURL_MAX_TIME_S=10
 # The ports demo/idgate.toml is written with (rendered to the ports actually chosen).
 readonly DEFAULT_GATEWAY_PORT=18080 DEFAULT_HAPROXY_STATS_PORT=18404 DEFAULT_SPOP_PORT=18345
 readonly DEFAULT_ADMIN_PORT=18180 DEFAULT_OIDC_PORT=18400 DEFAULT_DATABRICKS_PORT=18443
-readonly DEFAULT_DATABRICKS_TOKEN_PORT=18480
+readonly DEFAULT_DATABRICKS_TOKEN_PORT=18480 DEFAULT_DATAPLANE_PORT=18444 DEFAULT_DNS_PORT=18053
 
 # The upstream's name: HAProxy sends it as Host and SNI and verifies the certificate for it.
 readonly DATABRICKS_HOST=dbc-quickstart.demo.internal
 # The demo service principal (the fake token endpoint checks it; the secret is random per run).
 readonly SP_CLIENT_ID=demo-serving-sp
 readonly SERVING_PATH=/serving-endpoints/churn-model/invocations
+# A route-optimized endpoint of the fake: same gateway URL scheme, served by its data plane.
+readonly RO_ENDPOINT=churn-fast
+readonly RO_SERVING_PATH=/serving-endpoints/$RO_ENDPOINT/invocations
+# The data plane's certificate name (and idgate's default data_plane_hosts entry).
+readonly DATA_PLANE_DOMAIN=serving.cloud.databricks.com
 
 [[ $READY_TIMEOUT_S =~ ^[1-9][0-9]*$ ]] || {
     echo "quickstart: QS_READY_TIMEOUT=$READY_TIMEOUT_S is not a number of seconds" >&2
@@ -198,6 +210,21 @@ used_ports=()
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A UDP port is taken when a socket is bound to it on any address (the kernel's table: bash
+# cannot probe UDP).
+udp_port_in_use() {
+    local hex f tables=()
+    printf -v hex '%04X' "$1"
+    for f in /proc/net/udp /proc/net/udp6; do [[ -r $f ]] && tables+=("$f"); done
+    ((${#tables[@]})) || return 1
+    awk -v h=":$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { found = 1 } END { exit !found }' \
+        "${tables[@]}"
+}
+
+port_in_use_proto() { # PROTO PORT
+    if [[ $1 == udp ]]; then udp_port_in_use "$2"; else port_in_use "$2"; fi
+}
+
 port_taken_here() {
     local p
     for p in "${used_ports[@]}"; do [[ $p == "$1" ]] && return 0; done
@@ -215,17 +242,18 @@ reserve_port() {
     used_ports+=("$p")
 }
 
-# pick_port VAR ENV_NAME DEFAULT WHAT: sets VAR to the explicit port (which must be free), or
-# to the default or the next free port after it, skipping every explicit port (all reserved
-# before the first pick_port).
+# pick_port VAR ENV_NAME DEFAULT PROTO WHAT: sets VAR to the explicit port (which must be free),
+# or to the default or the next free port after it, skipping every explicit port (all reserved
+# before the first pick_port). PROTO: tcp or udp.
 pick_port() {
-    local var=$1 env=$2 def=$3 what=$4 p
+    local var=$1 env=$2 def=$3 proto=$4 what=$5 p
     if [[ -n ${!env:-} ]]; then
         p=${!env}
-        port_in_use "$p" && die "$env=$p: 127.0.0.1:$p ($what) is already in use; choose another port"
+        port_in_use_proto "$proto" "$p" &&
+            die "$env=$p: 127.0.0.1:$p ($what) is already in use; choose another port"
     else
         for ((p = def; p < def + PORT_FALLBACKS; p++)); do
-            port_taken_here "$p" || port_in_use "$p" || break
+            port_taken_here "$p" || port_in_use_proto "$proto" "$p" || break
         done
         ((p < def + PORT_FALLBACKS)) ||
             die "no free port in 127.0.0.1:$def..$((def + PORT_FALLBACKS - 1)) for $what; set $env"
@@ -354,19 +382,21 @@ trap 'exit 143' TERM
 # --- setup --------------------------------------------------------------------------------
 # Set by pick_port below.
 GATEWAY_PORT="" HAPROXY_STATS_PORT="" SPOP_PORT="" ADMIN_PORT="" OIDC_PORT="" DATABRICKS_PORT=""
-DATABRICKS_TOKEN_PORT=""
-# VAR ENV_NAME DEFAULT WHAT, one component per line.
+DATABRICKS_TOKEN_PORT="" DATAPLANE_PORT="" DNS_PORT=""
+# VAR ENV_NAME DEFAULT PROTO WHAT, one component per line.
 port_table=(
-    "GATEWAY_PORT QS_GATEWAY_PORT $DEFAULT_GATEWAY_PORT HAProxy frontend"
-    "HAPROXY_STATS_PORT QS_HAPROXY_STATS_PORT $DEFAULT_HAPROXY_STATS_PORT HAProxy stats"
-    "SPOP_PORT QS_SPOP_PORT $DEFAULT_SPOP_PORT idgate SPOP"
-    "ADMIN_PORT QS_ADMIN_PORT $DEFAULT_ADMIN_PORT idgate admin"
-    "OIDC_PORT QS_OIDC_PORT $DEFAULT_OIDC_PORT OIDC provider"
-    "DATABRICKS_PORT QS_DATABRICKS_PORT $DEFAULT_DATABRICKS_PORT fake Databricks (HTTPS)"
-    "DATABRICKS_TOKEN_PORT QS_DATABRICKS_TOKEN_PORT $DEFAULT_DATABRICKS_TOKEN_PORT fake Databricks token endpoint"
+    "GATEWAY_PORT QS_GATEWAY_PORT $DEFAULT_GATEWAY_PORT tcp HAProxy frontend"
+    "HAPROXY_STATS_PORT QS_HAPROXY_STATS_PORT $DEFAULT_HAPROXY_STATS_PORT tcp HAProxy stats"
+    "SPOP_PORT QS_SPOP_PORT $DEFAULT_SPOP_PORT tcp idgate SPOP"
+    "ADMIN_PORT QS_ADMIN_PORT $DEFAULT_ADMIN_PORT tcp idgate admin"
+    "OIDC_PORT QS_OIDC_PORT $DEFAULT_OIDC_PORT tcp OIDC provider"
+    "DATABRICKS_PORT QS_DATABRICKS_PORT $DEFAULT_DATABRICKS_PORT tcp fake Databricks (HTTPS)"
+    "DATABRICKS_TOKEN_PORT QS_DATABRICKS_TOKEN_PORT $DEFAULT_DATABRICKS_TOKEN_PORT tcp fake Databricks token endpoint"
+    "DATAPLANE_PORT QS_DATAPLANE_PORT $DEFAULT_DATAPLANE_PORT tcp fake Databricks data plane (HTTPS)"
+    "DNS_PORT QS_DNS_PORT $DEFAULT_DNS_PORT udp fake DNS server on UDP"
 )
 for row in "${port_table[@]}"; do
-    read -r var env def what <<<"$row"
+    read -r var env def proto what <<<"$row"
     reserve_port "$env"
 done
 
@@ -375,8 +405,8 @@ idgate_binary
 
 # Whether a port is free is only checked now, after a build that can take minutes.
 for row in "${port_table[@]}"; do
-    read -r var env def what <<<"$row"
-    pick_port "$var" "$env" "$def" "$what"
+    read -r var env def proto what <<<"$row"
+    pick_port "$var" "$env" "$def" "$proto" "$what"
 done
 
 umask 077
@@ -392,7 +422,8 @@ t_start=$(now_us)
 # start it first, and prepare the rest meanwhile.
 start oidc "$run/oidc.log" node "$root/tests/oidc/server.mjs" "$OIDC_PORT"
 
-# Throw-away CA and server certificate for the fake workspace (P-256, valid 2 days).
+# Throw-away CA and server certificates for the fake workspace and its data plane (P-256,
+# valid 2 days).
 openssl_quiet() { openssl "$@" >/dev/null 2>&1 || die "openssl $1 failed"; }
 openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$run/ca.key" -out "$run/ca.pem" -days 2 -subj "/CN=idgate quickstart demo CA" \
@@ -403,6 +434,14 @@ printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSig
     "extendedKeyUsage=serverAuth" "subjectAltName=DNS:$DATABRICKS_HOST" >"$run/databricks.ext"
 openssl_quiet x509 -req -in "$run/databricks.csr" -CA "$run/ca.pem" -CAkey "$run/ca.key" \
     -CAcreateserial -days 2 -extfile "$run/databricks.ext" -out "$run/databricks.pem"
+# Route-optimized endpoints are at <endpoint id>.serving.cloud.databricks.com: a wildcard, as
+# Databricks' own certificate. HAProxy verifies it against the SNI name it sends.
+openssl_quiet req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$run/dataplane.key" -out "$run/dataplane.csr" -subj "/CN=*.$DATA_PLANE_DOMAIN"
+printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=DNS:*.$DATA_PLANE_DOMAIN" >"$run/dataplane.ext"
+openssl_quiet x509 -req -in "$run/dataplane.csr" -CA "$run/ca.pem" -CAkey "$run/ca.key" \
+    -CAcreateserial -days 2 -extfile "$run/dataplane.ext" -out "$run/dataplane.pem"
 
 # The demo service principal's secret: random per run, in a file as idgate requires.
 sp_secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
@@ -429,7 +468,9 @@ done
 FAKE_DBX_CLIENT_ID=$SP_CLIENT_ID FAKE_DBX_CLIENT_SECRET=$sp_secret \
     start fake-databricks "$run/fake-databricks.log" node "$root/demo/fake-databricks.mjs" \
     --tls-port "$DATABRICKS_PORT" --http-port "$DATABRICKS_TOKEN_PORT" \
-    --cert "$run/databricks.pem" --key "$run/databricks.key"
+    --cert "$run/databricks.pem" --key "$run/databricks.key" \
+    --dataplane-port "$DATAPLANE_PORT" --dataplane-cert "$run/dataplane.pem" \
+    --dataplane-key "$run/dataplane.key" --dns-port "$DNS_PORT"
 
 "$idgate_bin" check-config -c "$idgate_cfg" >"$run/check-config.log" 2>&1 || {
     tail_log "idgate check-config" "$run/check-config.log"
@@ -438,6 +479,14 @@ FAKE_DBX_CLIENT_ID=$SP_CLIENT_ID FAKE_DBX_CLIENT_SECRET=$sp_secret \
 
 wait_ready oidc qcurl -fsS "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration"
 wait_ready fake-databricks grep -q '"token_url"' "$run/fake-databricks.log"
+# Where the fake serves the route-optimized endpoint (its ready line), e.g.
+# https://<id>.serving.cloud.databricks.com:18444/<workspace id>/serving-endpoints/churn-fast/invocations
+ro_url=$(sed -n "s|.*\"$RO_ENDPOINT\":\"\(https://[^\"]*\)\".*|\1|p" "$run/fake-databricks.log" | head -n 1)
+[[ $ro_url =~ ^https://([a-z0-9-]+\.)"$DATA_PLANE_DOMAIN":([0-9]+)(/[^?#]*)$ ]] ||
+    die "fake-databricks did not report a data-plane URL for $RO_ENDPOINT (see $run/fake-databricks.log)"
+ro_host=${BASH_REMATCH[1]}$DATA_PLANE_DOMAIN
+ro_authority=$ro_host:${BASH_REMATCH[2]}
+ro_path=${BASH_REMATCH[3]}
 
 start idgate "$run/idgate.log" "$idgate_bin" run -c "$idgate_cfg"
 # /ready: SPOP listener up and the issuer's keys loaded.
@@ -452,6 +501,7 @@ hap_env=(
     IDGATE_DATABRICKS_HOST="$DATABRICKS_HOST"
     IDGATE_DATABRICKS_ADDR="127.0.0.1:$DATABRICKS_PORT"
     IDGATE_DATABRICKS_CA_FILE="$run/ca.pem"
+    IDGATE_DNS_NAMESERVER="127.0.0.1:$DNS_PORT"
     IDGATE_STATS_SOCKET="$run/haproxy.sock"
     IDGATE_HAPROXY_LOG=stderr
     IDGATE_HAPROXY_UNPRIVILEGED=1
@@ -472,6 +522,7 @@ token_cmd() { # CLIENT
         "$1" "$1" "$oidc_url"
 }
 cmd_allowed="curl -s -H \"Authorization: Bearer \$A\" -H 'Content-Type: application/json' -d '{\"inputs\": [[1, 2, 3]]}' $gateway$SERVING_PATH"
+cmd_route_optimized="curl -s -H \"Authorization: Bearer \$A\" -H 'Content-Type: application/json' -d '{\"inputs\": [[1, 2, 3]]}' $gateway$RO_SERVING_PATH"
 cmd_refused="curl -si -w '\\n' -H \"Authorization: Bearer \$B\" -H 'Content-Type: application/json' -d '{\"inputs\": [[1, 2, 3]]}' $gateway$SERVING_PATH"
 cmd_no_token="curl -si -w '\\n' -d '{}' $gateway$SERVING_PATH"
 cmd_spoofed="curl -s -H 'X-Forwarded-User: admin' -H 'X_Forwarded_User: admin' $gateway/healthz"
@@ -487,7 +538,9 @@ idgate quickstart is up ($up_time). Everything listens on 127.0.0.1; Ctrl-C here
   idgate           SPOP 127.0.0.1:$SPOP_PORT, metrics http://127.0.0.1:$ADMIN_PORT/metrics
   OIDC provider    $oidc_url  (alice: ml-engineers, bob: analysts)
   fake Databricks  https://127.0.0.1:$DATABRICKS_PORT (echoes what it receives),
-                   token endpoint http://127.0.0.1:$DATABRICKS_TOKEN_PORT/oidc/v1/token
+                   token endpoint http://127.0.0.1:$DATABRICKS_TOKEN_PORT/oidc/v1/token,
+                   data plane of $RO_ENDPOINT https://127.0.0.1:$DATAPLANE_PORT as https://$ro_authority,
+                   DNS server udp://127.0.0.1:$DNS_PORT (*.$DATA_PLANE_DOMAIN -> 127.0.0.1)
   policy           $idgate_cfg  (rendered from demo/idgate.toml)
   logs             $run/{idgate,haproxy,oidc,fake-databricks}.log
                    (idgate.log has one JSON audit line per decision)
@@ -507,10 +560,18 @@ Paste these into another terminal:
 A=\$($(token_cmd alice))
 B=\$($(token_cmd bob))
 
-# 2. alice (ml-engineers) invokes a model serving endpoint: 200. The echo shows
-#    X-Forwarded-User: alice and Authorization: Bearer dbx-demo-sp-1, the Databricks credential
-#    idgate obtained for the demo service principal. alice's own token is not forwarded.
+# 2a. alice (ml-engineers) invokes a model serving endpoint: 200. The echo shows
+#     X-Forwarded-User: alice and Authorization: Bearer dbx-demo-sp-1, the Databricks credential
+#     idgate obtained for the demo service principal. alice's own token is not forwarded.
 $cmd_allowed
+
+# 2b. The same for $RO_ENDPOINT, a ROUTE-OPTIMIZED endpoint, at the same gateway URL: 200 from
+#     its data plane, not the workspace. idgate looked the endpoint up and minted a token scoped
+#     to it; HAProxy resolved the data-plane host (the demo's DNS server) and verified its
+#     certificate for that name:  https://$ro_authority
+#     The echo says DATA PLANE, path $ro_path,
+#     Authorization: Bearer dbx-demo-dp-$RO_ENDPOINT-N (this endpoint only), not alice's token.
+$cmd_route_optimized
 
 # 3. bob (analysts) may not invoke model serving: 403 no_matching_rule.
 $cmd_refused
@@ -578,16 +639,38 @@ run_checks() {
     B=$(bash -c "$(token_cmd bob | sed "s|^curl |curl --noproxy '*' --max-time $CURL_MAX_TIME_S |")" 2>/dev/null || true)
     if [[ $B =~ ^eyJ[A-Za-z0-9_.-]+$ ]]; then pass "$what"; else fail "$what" "no JWT" "$B"; fi
 
-    what="2  alice invokes model serving: 200, X-Forwarded-User alice, the Databricks bearer upstream, her token not forwarded"
-    status=$(run_curl "$d/2.body" "$d/2.headers" "$cmd_allowed")
-    body=$(cat "$d/2.body" 2>/dev/null || true)
+    what="2a alice invokes model serving: 200, X-Forwarded-User alice, the Databricks bearer upstream, her token not forwarded"
+    status=$(run_curl "$d/2a.body" "$d/2a.headers" "$cmd_allowed")
+    body=$(cat "$d/2a.body" 2>/dev/null || true)
     if [[ $status != 200 ]]; then
         fail "$what" "status $status" "$body"
-    elif [[ $(json_field "$d/2.body" x-forwarded-user) != alice ]]; then
+    elif [[ $body != *'"note": "fake Databricks workspace:'* ]]; then
+        fail "$what" "the answer is not the workspace's echo" "$body"
+    elif [[ $(json_field "$d/2a.body" x-forwarded-user) != alice ]]; then
         fail "$what" "echo has no X-Forwarded-User: alice" "$body"
-    elif [[ ! $(json_field "$d/2.body" authorization) =~ ^Bearer\ dbx-demo-sp-[0-9]+$ ]]; then
+    elif [[ ! $(json_field "$d/2a.body" authorization) =~ ^Bearer\ dbx-demo-sp-[0-9]+$ ]]; then
         fail "$what" "upstream Authorization is not the fake Databricks token" "$body"
-    elif [[ -z $A ]] || grep -qF "$A" "$d/2.body" || grep -qF "${A%%.*}" "$d/2.body"; then
+    elif [[ -z $A ]] || grep -qF "$A" "$d/2a.body" || grep -qF "${A%%.*}" "$d/2a.body"; then
+        fail "$what" "the caller's token (or its header) reached the upstream" "$body"
+    else
+        pass "$what"
+    fi
+
+    what="2b alice invokes route-optimized $RO_ENDPOINT at the same gateway URL: 200 from its data plane, with a token scoped to it"
+    status=$(run_curl "$d/2b.body" "$d/2b.headers" "$cmd_route_optimized")
+    body=$(cat "$d/2b.body" 2>/dev/null || true)
+    if [[ $status != 200 ]]; then
+        fail "$what" "status $status" "$body"
+    elif [[ $body != *"\"note\": \"fake Databricks DATA PLANE of route-optimized endpoint $RO_ENDPOINT:"* ]]; then
+        fail "$what" "the answer is not the data plane's echo" "$body"
+    elif [[ $body != *"\"path\": \"$ro_path\""* || $body != *"\"tls_sni\": \"$ro_host\""* ||
+        $(json_field "$d/2b.body" host) != "$ro_authority" ]]; then
+        fail "$what" "not sent to $ro_path at $ro_authority (path, TLS SNI, Host)" "$body"
+    elif [[ ! $(json_field "$d/2b.body" authorization) =~ ^Bearer\ dbx-demo-dp-$RO_ENDPOINT-[0-9]+$ ]]; then
+        fail "$what" "upstream Authorization is not a data-plane token scoped to $RO_ENDPOINT" "$body"
+    elif [[ $(json_field "$d/2b.body" x-forwarded-user) != alice ]]; then
+        fail "$what" "echo has no X-Forwarded-User: alice" "$body"
+    elif [[ -z $A ]] || grep -qF "$A" "$d/2b.body" || grep -qF "${A%%.*}" "$d/2b.body"; then
         fail "$what" "the caller's token (or its header) reached the upstream" "$body"
     else
         pass "$what"

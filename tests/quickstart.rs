@@ -1,13 +1,14 @@
 //! `./quickstart.sh --check`, the README's first command in its non-interactive form: it brings
-//! up the whole local demo (OIDC provider, idgate, the shipped HAProxy 2.6 configuration, the
-//! fake Databricks echo), runs the commands it prints for humans, and checks their results.
+//! up the whole local demo (OIDC provider, idgate, the shipped HAProxy configuration on 2.6 and
+//! on 3.2, the fake Databricks echo with the data plane of a route-optimized endpoint and a DNS
+//! server), runs the commands it prints for humans, and checks their results.
 //!
 //! Here it runs with the debug binary cargo built for the tests (IDGATE_BIN, so no release
 //! build) and with free ports instead of its defaults (QS_*_PORT), so it cannot collide with
 //! other tests or a demo someone is running. Afterwards nothing it started may be left: no
 //! listener on its ports, no process mentioning its run directory, no run directory.
 //!
-//! Needs HAProxy 2.6 (a test failure without it, as everywhere in the suite) and node
+//! Needs HAProxy 2.6 and 3.2 (a test failure without them, as everywhere in the suite) and node
 //! (as the other OIDC tests: IDGATE_SKIP_OIDC=1 skips them on machines without node).
 
 mod support;
@@ -39,10 +40,10 @@ const MAX_UP_SECONDS: f64 = 120.0;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The steps `--check` reports, by their numbers (each must PASS).
-const STEPS: [&str; 8] = ["1a", "1b", "2", "3", "4", "5", "6", "7"];
+const STEPS: [&str; 9] = ["1a", "1b", "2a", "2b", "3", "4", "5", "6", "7"];
 
-/// The port variables of quickstart.sh.
-const PORT_VARS: [&str; 7] = [
+/// The port variables of quickstart.sh (QS_DNS_PORT is UDP, the others TCP).
+const PORT_VARS: [&str; 9] = [
     "QS_GATEWAY_PORT",
     "QS_HAPROXY_STATS_PORT",
     "QS_SPOP_PORT",
@@ -50,9 +51,12 @@ const PORT_VARS: [&str; 7] = [
     "QS_OIDC_PORT",
     "QS_DATABRICKS_PORT",
     "QS_DATABRICKS_TOKEN_PORT",
+    "QS_DATAPLANE_PORT",
+    "QS_DNS_PORT",
 ];
 
-/// Seven distinct free ports.
+/// Distinct free ports, one per [`PORT_VARS`] (free for TCP; the script itself checks that the
+/// DNS port is free for UDP).
 fn free_ports() -> Vec<u16> {
     let mut ports = BTreeSet::new();
     let picked = poll_until(Duration::from_secs(5), || {
@@ -64,7 +68,7 @@ fn free_ports() -> Vec<u16> {
 }
 
 /// A `quickstart.sh` command with a clean environment: no QS_* from the caller, the test
-/// binary, HAProxy 2.6, and a private TMPDIR (where the script makes its run directory).
+/// binary, the given HAProxy, and a private TMPDIR (where the script makes its run directory).
 fn quickstart(haproxy: &Path, tmp: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(repo_path("quickstart.sh"));
     cmd.args(args);
@@ -145,7 +149,19 @@ fn up_seconds(stdout: &str) -> Option<f64> {
 
 #[test]
 fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
-    let Some(haproxy) = HaproxyVersion::V26.require() else {
+    check_passes_every_step(HaproxyVersion::V26, "HAProxy 2.6, haproxy/haproxy.cfg");
+}
+
+/// The same on HAProxy 3.2, where the script picks haproxy-3.x.cfg.
+#[test]
+fn quickstart_check_passes_on_haproxy32() {
+    check_passes_every_step(HaproxyVersion::V32, "HAProxy 3.2, haproxy/haproxy-3.x.cfg");
+}
+
+/// `--check` on `version`: every step passes, the script says which configuration it ran
+/// (`config`), and nothing is left behind.
+fn check_passes_every_step(version: HaproxyVersion, config: &str) {
+    let Some(haproxy) = version.require() else {
         return;
     };
     if oidc::skip() {
@@ -169,6 +185,10 @@ fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
         "exit status {}\n{context}",
         out.status
     );
+    assert!(
+        stdout.contains(config) || stderr.contains(config),
+        "not run with {config}\n{context}"
+    );
     for step in STEPS {
         let prefix = format!("PASS  {step} ");
         assert!(
@@ -181,7 +201,7 @@ fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
         "a step failed\n{context}"
     );
     assert!(
-        stdout.contains("8 passed, 0 failed"),
+        stdout.contains(&format!("{} passed, 0 failed", STEPS.len())),
         "no summary line\n{context}"
     );
     let up = up_seconds(&stdout).unwrap_or_else(|| panic!("no `demo up in` time\n{context}"));
@@ -191,12 +211,19 @@ fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
     );
 
     // Nothing left behind.
-    for port in &ports {
+    for (var, port) in PORT_VARS.iter().zip(&ports) {
         let addr = SocketAddr::from(([127, 0, 0, 1], *port));
-        assert!(
-            !tcp_accepts(addr),
-            "something still listens on {addr}\n{context}"
-        );
+        if *var == "QS_DNS_PORT" {
+            assert!(
+                std::net::UdpSocket::bind(addr).is_ok(),
+                "something still holds UDP {addr}\n{context}"
+            );
+        } else {
+            assert!(
+                !tcp_accepts(addr),
+                "something still listens on {addr}\n{context}"
+            );
+        }
     }
     let tmp_str = tmp.path().to_str().expect("temp path is UTF-8");
     let left = processes_mentioning(tmp_str);
