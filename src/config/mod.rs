@@ -60,7 +60,10 @@ pub use paths::PathsConfig;
 pub use rule::{Effect, RuleConfig, MAX_RULE_NAME};
 pub use spop::{ListenAddr, SocketMode, SocketPerms, SpopConfig, MAX_UNIX_PATH, UNIX_PREFIX};
 pub(crate) use upstream::MAX_UPSTREAM_NAME;
-pub use upstream::{Credential, DataPlaneMode, UpstreamConfig, UpstreamKind};
+pub use upstream::{
+    is_entra_token_url, ClientAuth, Credential, DataPlaneMode, UpstreamConfig, UpstreamKind,
+    DEFAULT_IMDS_URL,
+};
 pub(crate) use value::check_url;
 pub use value::{Dur, HttpsUrl};
 

@@ -26,6 +26,7 @@ pub enum UpstreamKind {
     ClientCredentials,
     TokenExchange,
     Static,
+    AzureManagedIdentity,
 }
 
 impl UpstreamKind {
@@ -34,6 +35,7 @@ impl UpstreamKind {
             UpstreamKind::ClientCredentials => "client_credentials",
             UpstreamKind::TokenExchange => "token_exchange",
             UpstreamKind::Static => "static",
+            UpstreamKind::AzureManagedIdentity => "azure_managed_identity",
         }
     }
 }
@@ -62,7 +64,7 @@ pub enum Credential {
         /// `$CREDENTIALS_DIRECTORY` first (systemd `LoadCredential=`), then next to the
         /// configuration file; an absolute path is read as written (see [`super::files`]).
         /// Re-read on every reload.
-        client_secret_file: SecretFile,
+        auth: ClientAuth,
     },
     TokenExchange {
         token_url: HttpsUrl,
@@ -73,6 +75,35 @@ pub enum Credential {
         /// File holding the bare bearer token; same lookup as `client_secret_file`.
         token_file: SecretFile,
     },
+    /// A token of the Azure VM's managed identity, from the Instance Metadata Service.
+    AzureManagedIdentity {
+        /// `imds_url`: default [`DEFAULT_IMDS_URL`].
+        imds_url: url::Url,
+        /// `resource`: the App ID (URI) of the resource the token is for.
+        resource: String,
+        /// `client_id` of a user-assigned identity; `None`: the system-assigned one.
+        client_id: Option<String>,
+    },
+}
+
+/// How a `client_credentials` client authenticates to its token endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientAuth {
+    /// `client_secret_file`: HTTP Basic `client_id:client_secret`.
+    Secret(SecretFile),
+    /// `client_assertion_key_file` + `client_assertion_cert_file`: a JWT signed with the key
+    /// (RFC 7523 `private_key_jwt`), its certificate's thumbprints in the header (Entra ID).
+    PrivateKeyJwt { key: SecretFile, cert: SecretFile },
+}
+
+/// The Azure Instance Metadata Service's token endpoint.
+pub const DEFAULT_IMDS_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
+/// Whether `token_url` is a Microsoft Entra ID v2 token endpoint
+/// (`https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`): its tokens are not
+/// Databricks workspace tokens, so there is no workspace to derive and no data plane.
+pub fn is_entra_token_url(u: &url::Url) -> bool {
+    u.path().ends_with("/oauth2/v2.0/token")
 }
 
 /// `[upstream.NAME]`.
@@ -112,6 +143,7 @@ impl UpstreamConfig {
             Credential::ClientCredentials { .. } => UpstreamKind::ClientCredentials,
             Credential::TokenExchange { .. } => UpstreamKind::TokenExchange,
             Credential::Static { .. } => UpstreamKind::Static,
+            Credential::AzureManagedIdentity { .. } => UpstreamKind::AzureManagedIdentity,
         }
     }
 }
@@ -122,8 +154,12 @@ pub(crate) struct RawUpstream {
     token_url: Option<HttpsUrl>,
     client_id: Option<String>,
     client_secret_file: Option<SecretFile>,
+    client_assertion_key_file: Option<SecretFile>,
+    client_assertion_cert_file: Option<SecretFile>,
     token_file: Option<SecretFile>,
     scope: Option<String>,
+    resource: Option<String>,
+    imds_url: Option<String>,
     timeout: Dur,
     total_budget: Dur,
     refresh_ahead: Dur,
@@ -144,8 +180,12 @@ impl RawUpstream {
             token_url: t.get("token_url"),
             client_id: t.get("client_id"),
             client_secret_file: file(t, "client_secret_file"),
+            client_assertion_key_file: file(t, "client_assertion_key_file"),
+            client_assertion_cert_file: file(t, "client_assertion_cert_file"),
             token_file: file(t, "token_file"),
             scope: t.get("scope"),
+            resource: t.get("resource"),
+            imds_url: t.get("imds_url"),
             timeout: secs(2),
             total_budget: secs(2),
             refresh_ahead: secs(300),
@@ -167,8 +207,14 @@ impl RawUpstream {
     /// when the keys its kind needs are there.
     pub(crate) fn check(mut self, name: &str, cx: &mut Cx<'_>) -> Option<UpstreamConfig> {
         self.check_keys(name, cx);
+        let entra = self.kind == UpstreamKind::AzureManagedIdentity
+            || self
+                .token_url
+                .as_ref()
+                .is_some_and(|u| is_entra_token_url(u.url()));
         let oauth_url = match self.kind {
             UpstreamKind::Static => None,
+            _ if entra => None,
             _ => self.token_url.as_ref().map(|u| u.url().clone()),
         };
         let workspace_url = match (&self.workspace_url, oauth_url) {
@@ -183,6 +229,7 @@ impl RawUpstream {
         };
         let data_plane = match self.kind {
             UpstreamKind::Static => DataPlaneMode::Off,
+            _ if entra => DataPlaneMode::Off,
             _ => self.data_plane.unwrap_or(DataPlaneMode::Auto),
         };
         let data_plane_hosts = self.data_plane_hosts.take().unwrap_or_else(|| {
@@ -195,7 +242,15 @@ impl RawUpstream {
             UpstreamKind::ClientCredentials => Credential::ClientCredentials {
                 token_url: self.token_url?,
                 client_id: self.client_id?,
-                client_secret_file: self.client_secret_file?,
+                auth: match (
+                    self.client_secret_file,
+                    self.client_assertion_key_file,
+                    self.client_assertion_cert_file,
+                ) {
+                    (Some(f), None, None) => ClientAuth::Secret(f),
+                    (None, Some(key), Some(cert)) => ClientAuth::PrivateKeyJwt { key, cert },
+                    _ => return None,
+                },
             },
             UpstreamKind::TokenExchange => Credential::TokenExchange {
                 token_url: self.token_url?,
@@ -203,6 +258,14 @@ impl RawUpstream {
             },
             UpstreamKind::Static => Credential::Static {
                 token_file: self.token_file?,
+            },
+            UpstreamKind::AzureManagedIdentity => Credential::AzureManagedIdentity {
+                imds_url: match &self.imds_url {
+                    Some(u) => check_imds_url(u).ok()?,
+                    None => DEFAULT_IMDS_URL.parse().expect("the default parses"),
+                },
+                resource: self.resource?,
+                client_id: self.client_id,
             },
         };
         Some(UpstreamConfig {
@@ -231,32 +294,68 @@ impl RawUpstream {
             );
         }
         let kind = self.kind.as_str();
-        let (needs, forbids): (&[&str], &[&str]) = match self.kind {
+        const ASSERTION: [&str; 2] = ["client_assertion_key_file", "client_assertion_cert_file"];
+        const AZURE_MI: [&str; 2] = ["resource", "imds_url"];
+        let (needs, forbids): (&[&str], Vec<&str>) = match self.kind {
             UpstreamKind::ClientCredentials => (
-                &["token_url", "client_id", "client_secret_file"],
-                &["token_file"],
+                &["token_url", "client_id"],
+                [&["token_file"][..], &AZURE_MI].concat(),
             ),
-            UpstreamKind::TokenExchange => (&["token_url"], &["client_secret_file", "token_file"]),
+            UpstreamKind::TokenExchange => (
+                &["token_url"],
+                [
+                    &["client_secret_file", "token_file"][..],
+                    &ASSERTION,
+                    &AZURE_MI,
+                ]
+                .concat(),
+            ),
             UpstreamKind::Static => (
                 &["token_file"],
-                &[
-                    "token_url",
-                    "client_id",
-                    "client_secret_file",
-                    "scope",
-                    "data_plane",
-                    "data_plane_hosts",
-                    "workspace_url",
-                    "ca_file",
-                ],
+                [
+                    &[
+                        "token_url",
+                        "client_id",
+                        "client_secret_file",
+                        "scope",
+                        "data_plane",
+                        "data_plane_hosts",
+                        "workspace_url",
+                        "ca_file",
+                    ][..],
+                    &ASSERTION,
+                    &AZURE_MI,
+                ]
+                .concat(),
+            ),
+            UpstreamKind::AzureManagedIdentity => (
+                &["resource"],
+                [
+                    &[
+                        "token_url",
+                        "client_secret_file",
+                        "token_file",
+                        "scope",
+                        "data_plane",
+                        "data_plane_hosts",
+                        "workspace_url",
+                        "ca_file",
+                    ][..],
+                    &ASSERTION,
+                ]
+                .concat(),
             ),
         };
         let present = |f: &str| match f {
             "token_url" => self.token_url.is_some(),
             "client_id" => self.client_id.is_some(),
             "client_secret_file" => self.client_secret_file.is_some(),
+            "client_assertion_key_file" => self.client_assertion_key_file.is_some(),
+            "client_assertion_cert_file" => self.client_assertion_cert_file.is_some(),
             "token_file" => self.token_file.is_some(),
             "scope" => self.scope.is_some(),
+            "resource" => self.resource.is_some(),
+            "imds_url" => self.imds_url.is_some(),
             "data_plane" => self.data_plane.is_some(),
             "data_plane_hosts" => self.data_plane_hosts.is_some(),
             "workspace_url" => self.workspace_url.is_some(),
@@ -276,21 +375,84 @@ impl RawUpstream {
                     "; route-optimized serving endpoints accept only OAuth tokens \
                      (use client_credentials or token_exchange)"
                 }
+                (UpstreamKind::AzureManagedIdentity, "data_plane" | "workspace_url") => {
+                    "; Entra ID tokens are sent to the workspace as they are (no data plane)"
+                }
                 _ => "",
             };
             cx.push(k(f), format!("does not apply to kind = \"{kind}\"{why}"));
         }
+        if self.kind == UpstreamKind::ClientCredentials {
+            match (
+                self.client_secret_file.is_some(),
+                self.client_assertion_key_file.is_some(),
+                self.client_assertion_cert_file.is_some(),
+            ) {
+                (true, false, false) | (false, true, true) => {}
+                (false, false, false) => cx.push(
+                    k("client_secret_file"),
+                    "required for kind = \"client_credentials\" (or client_assertion_key_file \
+                     and client_assertion_cert_file)",
+                ),
+                (true, _, _) => cx.push(
+                    k("client_assertion_key_file"),
+                    "set either client_secret_file or client_assertion_key_file \
+                     (with client_assertion_cert_file), not both",
+                ),
+                (false, true, false) => cx.push(
+                    k("client_assertion_cert_file"),
+                    "required with client_assertion_key_file (its thumbprint names the key)",
+                ),
+                (false, false, true) => cx.push(
+                    k("client_assertion_key_file"),
+                    "required with client_assertion_cert_file",
+                ),
+            }
+            if self.data_plane == Some(DataPlaneMode::Auto)
+                && self
+                    .token_url
+                    .as_ref()
+                    .is_some_and(|u| is_entra_token_url(u.url()))
+            {
+                cx.push(
+                    k("data_plane"),
+                    "\"auto\" needs a Databricks token endpoint; Entra ID tokens are sent to \
+                     the workspace as they are (set \"off\" or leave it out)",
+                );
+            }
+        }
+        if let Some(u) = &self.imds_url {
+            if let Err(e) = check_imds_url(u) {
+                cx.push(k("imds_url"), e);
+            }
+        }
+        if let Some(r) = &self.resource {
+            if r.is_empty() || r.len() > 1024 || !r.bytes().all(|b| b.is_ascii_graphic()) {
+                cx.push(
+                    k("resource"),
+                    "must be 1-1024 visible ASCII characters (the resource's App ID or App ID \
+                     URI, e.g. \"2ff814a6-3304-4ab8-85cb-cd0e6f879c1d\")",
+                );
+            }
+        }
         // The secret file of the kind: found now, read by the upstream when it is built.
-        let file = match self.kind {
-            UpstreamKind::ClientCredentials => self
-                .client_secret_file
-                .as_mut()
-                .map(|f| ("client_secret_file", f)),
-            UpstreamKind::Static => self.token_file.as_mut().map(|f| ("token_file", f)),
-            UpstreamKind::TokenExchange => None,
+        let files = match self.kind {
+            UpstreamKind::ClientCredentials => vec![
+                ("client_secret_file", self.client_secret_file.as_mut()),
+                (
+                    "client_assertion_key_file",
+                    self.client_assertion_key_file.as_mut(),
+                ),
+                (
+                    "client_assertion_cert_file",
+                    self.client_assertion_cert_file.as_mut(),
+                ),
+            ],
+            UpstreamKind::Static => vec![("token_file", self.token_file.as_mut())],
+            UpstreamKind::TokenExchange | UpstreamKind::AzureManagedIdentity => vec![],
         };
-        if let Some((field, file)) = file {
-            if let Err(e) = file.resolve(&cx.dirs) {
+        for (field, file) in files {
+            if let Some(Err(e)) = file.map(|f| f.resolve(&cx.dirs)) {
                 cx.push(k(field), e);
             }
         }
@@ -365,6 +527,19 @@ impl RawUpstream {
             cx.push(k("cache_size"), "must be at least 1");
         }
     }
+}
+
+/// `imds_url`: `http://` only for the metadata address 169.254.169.254 and loopback hosts
+/// (tests); anything else must be `https://`.
+fn check_imds_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    let metadata = u.host() == Some(url::Host::Ipv4(std::net::Ipv4Addr::new(169, 254, 169, 254)));
+    if u.scheme() == "http" && metadata {
+        return Ok(u);
+    }
+    super::value::check_url(s).map_err(|e| {
+        format!("{e} (http:// is also allowed for the metadata address 169.254.169.254)")
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,12 @@
 //! `client_credentials` (OAuth M2M): `POST {token_url}` with
 //! `grant_type=client_credentials&scope=…` and HTTP Basic client authentication
-//! (`client_id:client_secret`, each form-urlencoded first, RFC 6749 §2.3.1). One token per
+//! (`client_id:client_secret`, each form-urlencoded first, RFC 6749 §2.3.1; Entra ID documents
+//! it as supported too), or a signed client assertion ([`super::assertion`]). One token per
 //! upstream, shared by every caller: the upstream sees the service principal.
+//!
+//! `azure_managed_identity` is the same machinery with a different request: `GET` the Azure
+//! Instance Metadata Service with `Metadata: true` and no client authentication
+//! ([`Auth::None`], an [`Endpoint`] built by [`Endpoint::imds`]).
 //!
 //! Latency: a cached token is one `ArcSwap` load, the freshness check against the decision's
 //! clock reading and an `Arc` clone (no lock, no hashing). It is refreshed in the background
@@ -17,16 +22,28 @@ use bytes::Bytes;
 use reqwest::header::HeaderValue;
 use zeroize::Zeroizing;
 
+use super::assertion::{ClientAssertion, ASSERTION_TYPE};
 use super::cache::{spawn, Holdoff, TokenEntry, REFUSAL_TTL};
-use super::failure::Trigger;
+use super::failure::{Failure, Trigger};
 use super::oauth::Endpoint;
 use super::secret::Secret;
 use super::{Blame, UpstreamError};
 
+/// How the client authenticates to the token endpoint.
+pub(crate) enum Auth {
+    /// `Authorization: Basic …` ([`basic_auth`]).
+    Basic(HeaderValue),
+    /// A fresh `client_assertion` in the form for every request.
+    Assertion(ClientAssertion),
+    /// None (the Instance Metadata Service).
+    None,
+}
+
 /// One token for the whole upstream.
 pub(crate) struct ClientCredentials {
     ep: Endpoint,
-    client_auth: HeaderValue,
+    auth: Auth,
+    /// The form without the client assertion (empty for a GET).
     form: Bytes,
     refresh_ahead: Duration,
     current: ArcSwapOption<TokenEntry>,
@@ -39,8 +56,9 @@ pub(crate) struct ClientCredentials {
 }
 
 impl ClientCredentials {
-    /// `secret` is the client secret; the error is for `client_secret_file`.
-    pub(crate) fn new(
+    /// `client_credentials` with a client secret (HTTP Basic); the error is for
+    /// `client_secret_file`.
+    pub(crate) fn with_secret(
         ep: Endpoint,
         client_id: &str,
         secret: &Secret,
@@ -51,15 +69,69 @@ impl ClientCredentials {
             .append_pair("grant_type", "client_credentials")
             .append_pair("scope", scope)
             .finish();
-        Ok(ClientCredentials {
+        let auth = Auth::Basic(basic_auth(client_id, secret)?);
+        Ok(ClientCredentials::new(
             ep,
-            client_auth: basic_auth(client_id, secret)?,
-            form: Bytes::from(form),
+            auth,
+            Bytes::from(form),
+            refresh_ahead,
+        ))
+    }
+
+    /// `client_credentials` with a signed client assertion (`private_key_jwt`).
+    pub(crate) fn with_assertion(
+        ep: Endpoint,
+        client_id: &str,
+        assertion: ClientAssertion,
+        scope: &str,
+        refresh_ahead: Duration,
+    ) -> ClientCredentials {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("scope", scope)
+            .append_pair("client_id", client_id)
+            .append_pair("client_assertion_type", ASSERTION_TYPE)
+            .finish();
+        let auth = Auth::Assertion(assertion);
+        ClientCredentials::new(ep, auth, Bytes::from(form), refresh_ahead)
+    }
+
+    /// A token without client authentication (`azure_managed_identity`: the request is all in
+    /// `ep`'s URL).
+    pub(crate) fn unauthenticated(ep: Endpoint, refresh_ahead: Duration) -> ClientCredentials {
+        ClientCredentials::new(ep, Auth::None, Bytes::new(), refresh_ahead)
+    }
+
+    fn new(ep: Endpoint, auth: Auth, form: Bytes, refresh_ahead: Duration) -> ClientCredentials {
+        ClientCredentials {
+            ep,
+            auth,
+            form,
             refresh_ahead,
             current: ArcSwapOption::empty(),
             holdoff: Holdoff::default(),
             flight: tokio::sync::Mutex::new(None),
-        })
+        }
+    }
+
+    /// The body and `Authorization` of one token request: a fresh assertion each time.
+    fn request_parts(&self) -> Result<(Bytes, Option<&HeaderValue>), Failure> {
+        match &self.auth {
+            Auth::Basic(h) => Ok((self.form.clone(), Some(h))),
+            Auth::None => Ok((self.form.clone(), None)),
+            Auth::Assertion(a) => {
+                let jwt = a.sign().map_err(|e| Failure {
+                    cause: Some(e),
+                    ..Failure::invalid(None, "client assertion could not be signed")
+                })?;
+                let mut form = Vec::with_capacity(self.form.len() + jwt.len() + 32);
+                form.extend_from_slice(&self.form);
+                form.extend_from_slice(b"&client_assertion=");
+                // base64url and dots only: nothing to escape.
+                form.extend_from_slice(jwt.as_bytes());
+                Ok((Bytes::from(form), None))
+            }
+        }
     }
 
     /// See [`Endpoint::deadline_from`].
@@ -115,17 +187,15 @@ impl ClientCredentials {
             }
         }
         self.holdoff.error(&self.ep.upstream, now)?;
-        match self
-            .ep
-            .request(
-                http,
-                self.form.clone(),
-                Some(&self.client_auth),
-                Trigger::Caller,
-                deadline,
-            )
-            .await
-        {
+        let result = match self.request_parts() {
+            Ok((form, auth)) => {
+                self.ep
+                    .request(http, form, auth, Trigger::Caller, deadline)
+                    .await
+            }
+            Err(f) => Err(f),
+        };
+        match result {
             Ok(tok) => {
                 let e = Arc::new(TokenEntry::new(&tok, self.refresh_ahead, true));
                 let header = Arc::clone(&e.header);
@@ -159,19 +229,16 @@ impl ClientCredentials {
             if replaced || this.holdoff.remaining(Instant::now()).is_some() {
                 return;
             }
-            let form = this.form.clone();
             let deadline = this.ep.deadline_from(Instant::now());
-            match this
-                .ep
-                .request(
-                    &http,
-                    form,
-                    Some(&this.client_auth),
-                    Trigger::Refresh,
-                    deadline,
-                )
-                .await
-            {
+            let result = match this.request_parts() {
+                Ok((form, auth)) => {
+                    this.ep
+                        .request(&http, form, auth, Trigger::Refresh, deadline)
+                        .await
+                }
+                Err(f) => Err(f),
+            };
+            match result {
                 Ok(tok) => {
                     let e = TokenEntry::new(&tok, this.refresh_ahead, true);
                     this.current.store(Some(Arc::new(e)));

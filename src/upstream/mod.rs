@@ -8,6 +8,10 @@
 //! | `client_credentials.rs` | OAuth M2M: one service-principal token per upstream, shared by every caller |
 //! | `token_exchange.rs` | RFC 8693 token federation: the caller's JWT exchanged, one token per caller token |
 //! | `static_token.rs` | a bearer token (e.g. a PAT) read from `token_file` |
+//! | `client_credentials.rs` too | `azure_managed_identity`: the Azure VM's identity, from IMDS |
+//!
+//! `assertion.rs` signs the client assertions of `client_credentials` with
+//! `client_assertion_key_file` (`private_key_jwt`, what Entra ID recommends over secrets).
 //!
 //! What they share: `cache.rs` (a token's deadlines: freshness checked at read time with a
 //! safety margin, refresh ahead of expiry claimed by one caller, the hold-off after an endpoint
@@ -28,6 +32,7 @@
 //! [`UpstreamConfig::refresh_ahead`] before expiry, so callers do not wait on the token
 //! endpoint except for the very first request (or after an outage).
 
+mod assertion;
 mod cache;
 mod client_credentials;
 mod data_plane;
@@ -43,7 +48,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{
-    Config, Credential, DataPlaneMode, Problem, UpstreamConfig, MAX_UPSTREAM_NAME,
+    ClientAuth, Config, Credential, DataPlaneMode, Problem, UpstreamConfig, MAX_UPSTREAM_NAME,
 };
 use crate::decision::{Identity, Route};
 use crate::token_key::TokenKey;
@@ -58,6 +63,9 @@ use token_exchange::TokenExchange;
 
 /// Scope requested when none is configured: Databricks' default for workspace APIs.
 const DEFAULT_SCOPE: &str = "all-apis";
+
+/// The IMDS token API version Microsoft documents ("use API version `2018-02-01` or greater").
+const IMDS_API_VERSION: &str = "2018-02-01";
 
 /// Why no credential could be had. `Display` never contains a secret or token: only the
 /// upstream name (from the config), a result word, an HTTP status, an `error_code` and the
@@ -386,19 +394,38 @@ fn unknown(upstream: &str) -> UpstreamError {
     UpstreamError::Unknown(upstream.to_string())
 }
 
-/// Read the secret file of the upstream's kind (`client_secret_file`, `token_file`); `None`
-/// for `token_exchange`, which has none.
+/// Read the secret file of the upstream's kind (`client_secret_file`, `token_file`, or the
+/// PEM key and certificate of `client_assertion_key_file` and `client_assertion_cert_file`,
+/// kept together so that a reload sees a change of either); `None` for the kinds without one.
 fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem> {
+    let problem = |field: &str, e| Problem::new(format!("upstream.{name}.{field}"), e);
     let (field, file) = match &c.credential {
         Credential::ClientCredentials {
-            client_secret_file, ..
-        } => ("client_secret_file", client_secret_file),
+            auth: ClientAuth::Secret(f),
+            ..
+        } => ("client_secret_file", f),
+        Credential::ClientCredentials {
+            auth: ClientAuth::PrivateKeyJwt { key, cert },
+            ..
+        } => {
+            let key = assertion::read_pem_file(key.path())
+                .map_err(|e| problem("client_assertion_key_file", e))?;
+            let cert = assertion::read_pem_file(cert.path())
+                .map_err(|e| problem("client_assertion_cert_file", e))?;
+            let mut both = String::with_capacity(key.expose().len() + cert.expose().len() + 1);
+            both.push_str(key.expose());
+            both.push('\0');
+            both.push_str(cert.expose());
+            return Ok(Some(Secret::new(both)));
+        }
         Credential::Static { token_file } => ("token_file", token_file),
-        Credential::TokenExchange { .. } => return Ok(None),
+        Credential::TokenExchange { .. } | Credential::AzureManagedIdentity { .. } => {
+            return Ok(None)
+        }
     };
     secret::read_secret_file(file.path())
         .map(Some)
-        .map_err(|e| Problem::new(format!("upstream.{name}.{field}"), e))
+        .map_err(|e| problem(field, e))
 }
 
 impl Upstream {
@@ -420,11 +447,11 @@ impl Upstream {
                 Credential::ClientCredentials {
                     token_url,
                     client_id,
-                    ..
+                    auth: ClientAuth::Secret(_),
                 },
                 Some(sec),
             ) => {
-                let cc = ClientCredentials::new(
+                let cc = ClientCredentials::with_secret(
                     endpoint(token_url),
                     client_id,
                     sec,
@@ -433,6 +460,53 @@ impl Upstream {
                 )
                 .map_err(|e| Problem::new(format!("upstream.{name}.client_secret_file"), e))?;
                 Source::ClientCredentials(Arc::new(cc))
+            }
+            (
+                Credential::ClientCredentials {
+                    token_url,
+                    client_id,
+                    auth: ClientAuth::PrivateKeyJwt { .. },
+                },
+                Some(both),
+            ) => {
+                let (key, cert) = both.expose().split_once('\0').unwrap_or_default();
+                let a = assertion::ClientAssertion::new(
+                    &Secret::new(key.to_string()),
+                    cert.as_bytes(),
+                    token_url.as_str(),
+                    client_id,
+                )
+                .map_err(|(field, e)| Problem::new(format!("upstream.{name}.{field}"), e))?;
+                Source::ClientCredentials(Arc::new(ClientCredentials::with_assertion(
+                    endpoint(token_url),
+                    client_id,
+                    a,
+                    &scope,
+                    c.refresh_ahead.0,
+                )))
+            }
+            (
+                Credential::AzureManagedIdentity {
+                    imds_url,
+                    resource,
+                    client_id,
+                },
+                _,
+            ) => {
+                let mut url = imds_url.clone();
+                {
+                    let mut q = url.query_pairs_mut();
+                    q.append_pair("api-version", IMDS_API_VERSION)
+                        .append_pair("resource", resource);
+                    if let Some(id) = client_id {
+                        q.append_pair("client_id", id);
+                    }
+                }
+                let ep = oauth::Endpoint::imds(Arc::from(name), url, c.timeout.0, c.total_budget.0);
+                Source::ClientCredentials(Arc::new(ClientCredentials::unauthenticated(
+                    ep,
+                    c.refresh_ahead.0,
+                )))
             }
             (
                 Credential::TokenExchange {

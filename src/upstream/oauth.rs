@@ -68,6 +68,9 @@ pub(crate) struct Endpoint {
     pub(crate) shown_url: Box<str>,
     timeout: Duration,
     total_budget: Duration,
+    /// `GET url` with `Metadata: true` (the Azure Instance Metadata Service) instead of
+    /// `POST url` with a form.
+    imds: bool,
     counters: [IntCounter; 7],
     duration: Histogram,
 }
@@ -93,8 +96,23 @@ impl Endpoint {
             url,
             timeout,
             total_budget,
+            imds: false,
             counters,
             duration,
+        }
+    }
+
+    /// The Azure Instance Metadata Service's token endpoint: `GET url` (the query already in
+    /// it) with the header `Metadata: true`, which IMDS requires against SSRF.
+    pub(crate) fn imds(
+        upstream: Arc<str>,
+        url: url::Url,
+        timeout: Duration,
+        total_budget: Duration,
+    ) -> Self {
+        Endpoint {
+            imds: true,
+            ..Endpoint::new(upstream, url, timeout, total_budget)
         }
     }
 
@@ -208,15 +226,19 @@ impl Endpoint {
         client_auth: Option<&HeaderValue>,
         per_try: Duration,
     ) -> Result<(Arc<str>, Duration), Failure> {
-        let mut req = http
-            .post(self.url.clone())
-            .timeout(per_try)
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            )
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .body(form);
+        let mut req = if self.imds {
+            http.get(self.url.clone())
+                .header("Metadata", HeaderValue::from_static("true"))
+        } else {
+            http.post(self.url.clone())
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )
+                .body(form)
+        }
+        .timeout(per_try)
+        .header(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(auth) = client_auth {
             req = req.header(AUTHORIZATION, auth.clone());
         }
