@@ -62,6 +62,7 @@ impl ClientAssertion {
         aud: &str,
         client_id: &str,
     ) -> Result<ClientAssertion, (&'static str, String)> {
+        crate::auth::install_crypto_provider();
         let key = EncodingKey::from_rsa_pem(key_pem.expose().as_bytes()).map_err(|_| {
             (
                 "client_assertion_key_file",

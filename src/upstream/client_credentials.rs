@@ -24,8 +24,8 @@ use zeroize::Zeroizing;
 
 use super::assertion::{ClientAssertion, ASSERTION_TYPE};
 use super::cache::{spawn, Holdoff, TokenEntry, REFUSAL_TTL};
-use super::failure::{Failure, Trigger};
-use super::oauth::Endpoint;
+use super::failure::Trigger;
+use super::oauth::{Body, Endpoint};
 use super::secret::Secret;
 use super::{Blame, UpstreamError};
 
@@ -114,23 +114,18 @@ impl ClientCredentials {
         }
     }
 
-    /// The body and `Authorization` of one token request: a fresh assertion each time.
-    fn request_parts(&self) -> Result<(Bytes, Option<&HeaderValue>), Failure> {
+    /// The body and `Authorization` of a token request (with a fresh assertion per attempt).
+    fn request_parts(&self) -> (Body<'_>, Option<&HeaderValue>) {
         match &self.auth {
-            Auth::Basic(h) => Ok((self.form.clone(), Some(h))),
-            Auth::None => Ok((self.form.clone(), None)),
-            Auth::Assertion(a) => {
-                let jwt = a.sign().map_err(|e| Failure {
-                    cause: Some(e),
-                    ..Failure::invalid(None, "client assertion could not be signed")
-                })?;
-                let mut form = Vec::with_capacity(self.form.len() + jwt.len() + 32);
-                form.extend_from_slice(&self.form);
-                form.extend_from_slice(b"&client_assertion=");
-                // base64url and dots only: nothing to escape.
-                form.extend_from_slice(jwt.as_bytes());
-                Ok((Bytes::from(form), None))
-            }
+            Auth::Basic(h) => (Body::Form(self.form.clone()), Some(h)),
+            Auth::None => (Body::Form(self.form.clone()), None),
+            Auth::Assertion(assertion) => (
+                Body::Signed {
+                    base: self.form.clone(),
+                    assertion,
+                },
+                None,
+            ),
         }
     }
 
@@ -187,15 +182,12 @@ impl ClientCredentials {
             }
         }
         self.holdoff.error(&self.ep.upstream, now)?;
-        let result = match self.request_parts() {
-            Ok((form, auth)) => {
-                self.ep
-                    .request(http, form, auth, Trigger::Caller, deadline)
-                    .await
-            }
-            Err(f) => Err(f),
-        };
-        match result {
+        let (form, auth) = self.request_parts();
+        match self
+            .ep
+            .request(http, form, auth, Trigger::Caller, deadline)
+            .await
+        {
             Ok(tok) => {
                 let e = Arc::new(TokenEntry::new(&tok, self.refresh_ahead, true));
                 let header = Arc::clone(&e.header);
@@ -230,15 +222,12 @@ impl ClientCredentials {
                 return;
             }
             let deadline = this.ep.deadline_from(Instant::now());
-            let result = match this.request_parts() {
-                Ok((form, auth)) => {
-                    this.ep
-                        .request(&http, form, auth, Trigger::Refresh, deadline)
-                        .await
-                }
-                Err(f) => Err(f),
-            };
-            match result {
+            let (form, auth) = this.request_parts();
+            match this
+                .ep
+                .request(&http, form, auth, Trigger::Refresh, deadline)
+                .await
+            {
                 Ok(tok) => {
                     let e = TokenEntry::new(&tok, this.refresh_ahead, true);
                     this.current.store(Some(Arc::new(e)));

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use prometheus::{Histogram, IntCounter};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
+use super::assertion::ClientAssertion;
 use super::failure::{self, Failure, Outcome, Trigger};
 
 /// Largest token response body we read. A Databricks token response is ~1-2 KB; the cap keeps
@@ -57,6 +58,44 @@ pub(crate) struct Token {
     /// When the successful attempt was sent: the lifetime counts from here, which errs on the
     /// early side (the server started its clock later).
     pub(crate) requested_at: Instant,
+}
+
+/// The body of a token request.
+pub(crate) enum Body<'a> {
+    /// Sent as it is by every attempt.
+    Form(Bytes),
+    /// `base` plus `&client_assertion=<a JWT signed for this attempt>` (a `jti` may not be
+    /// replayed, so a retry signs anew).
+    Signed {
+        base: Bytes,
+        assertion: &'a ClientAssertion,
+    },
+}
+
+impl From<Bytes> for Body<'_> {
+    fn from(b: Bytes) -> Self {
+        Body::Form(b)
+    }
+}
+
+impl Body<'_> {
+    fn for_attempt(&self) -> Result<Bytes, Failure> {
+        match self {
+            Body::Form(b) => Ok(b.clone()),
+            Body::Signed { base, assertion } => {
+                let jwt = assertion.sign().map_err(|e| Failure {
+                    cause: Some(e),
+                    ..Failure::invalid(None, "client assertion could not be signed")
+                })?;
+                let mut form = Vec::with_capacity(base.len() + jwt.len() + 20);
+                form.extend_from_slice(base);
+                form.extend_from_slice(b"&client_assertion=");
+                // base64url segments and dots: nothing to escape.
+                form.extend_from_slice(jwt.as_bytes());
+                Ok(Bytes::from(form))
+            }
+        }
+    }
 }
 
 /// Where and how to ask, plus the pre-resolved metric children of one upstream.
@@ -132,17 +171,19 @@ impl Endpoint {
         start + self.total_budget
     }
 
-    /// POST `form` (already `application/x-www-form-urlencoded`), retrying as described in
+    /// POST `form` (already `application/x-www-form-urlencoded`; a [`Body::Signed`] form gets
+    /// a freshly signed client assertion for every attempt), retrying as described in
     /// the module docs, until `deadline` ([`Endpoint::deadline_from`]). A failure is logged
     /// here, once, as the failure of a request `why` was made.
     pub(crate) async fn request(
         &self,
         http: &reqwest::Client,
-        form: Bytes,
+        form: impl Into<Body<'_>>,
         client_auth: Option<&HeaderValue>,
         why: Trigger,
         deadline: Instant,
     ) -> Result<Token, Failure> {
+        let form = form.into();
         let mut attempt: u32 = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -154,19 +195,20 @@ impl Endpoint {
                 return Err(self.give_up(f, attempt, why));
             }
             let per_try = self.timeout.min(remaining);
+            let body = form
+                .for_attempt()
+                .map_err(|f| self.give_up(f, attempt, why))?;
             let started = Instant::now();
-            let result = match tokio::time::timeout(
-                per_try,
-                self.attempt(http, form.clone(), client_auth, per_try),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(Failure {
-                    cause: Some(format!("no response within the timeout of {per_try:?}")),
-                    ..Failure::new(Outcome::Timeout)
-                }),
-            };
+            let result =
+                match tokio::time::timeout(per_try, self.attempt(http, body, client_auth, per_try))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(Failure {
+                        cause: Some(format!("no response within the timeout of {per_try:?}")),
+                        ..Failure::new(Outcome::Timeout)
+                    }),
+                };
             attempt += 1;
             let took = started.elapsed();
             match result {
