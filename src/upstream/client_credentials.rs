@@ -34,7 +34,7 @@ pub(crate) enum Auth {
     /// `Authorization: Basic …` ([`basic_auth`]).
     Basic(HeaderValue),
     /// A fresh `client_assertion` in the form for every request.
-    Assertion(ClientAssertion),
+    Assertion(Box<ClientAssertion>),
     /// None (the Instance Metadata Service).
     None,
 }
@@ -92,7 +92,7 @@ impl ClientCredentials {
             .append_pair("client_id", client_id)
             .append_pair("client_assertion_type", ASSERTION_TYPE)
             .finish();
-        let auth = Auth::Assertion(assertion);
+        let auth = Auth::Assertion(Box::new(assertion));
         ClientCredentials::new(ep, auth, Bytes::from(form), refresh_ahead)
     }
 
