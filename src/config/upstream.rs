@@ -3,8 +3,11 @@
 //!
 //! Which keys apply: `client_credentials` needs `token_url`, `client_id`,
 //! `client_secret_file`; `token_exchange` needs `token_url` and takes an optional `client_id`
-//! (workload identity federation) but never a secret; `static` needs `token_file` only. A key
-//! that does not apply to the kind is an error.
+//! (workload identity federation) but never a secret; `static` needs `token_file` only;
+//! `azure_managed_identity` needs `resource` and takes `client_id` and `imds_url`
+//! (docs/azure.md). `client_credentials` authenticates with `client_secret_file` or, instead,
+//! `client_assertion_key_file` + `client_assertion_cert_file`. A key that does not apply to
+//! the kind is an error.
 
 use std::path::PathBuf;
 use std::time::Duration;
