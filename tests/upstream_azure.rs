@@ -364,3 +364,97 @@ fn managed_identity_keys_are_checked() {
         ]
     );
 }
+
+fn obo_config(name: &str, token_url: &str, auth: &str) -> String {
+    format!(
+        "[upstream.{name}]\nkind = \"on_behalf_of\"\ntoken_url = \"{token_url}\"\n\
+         client_id = \"{CLIENT_ID}\"\nscope = \"{}\"\n{auth}",
+        entra::DATABRICKS_SCOPE
+    )
+}
+
+#[tokio::test]
+async fn on_behalf_of_exchanges_each_callers_token_once() {
+    let fake = FakeEntra::start().await;
+    let d = dir_with_secret(CLIENT_SECRET);
+    let b = broker(
+        &obo_config(
+            "az-obo",
+            &fake.token_url,
+            "client_secret_file = \"sp.secret\"\n",
+        ),
+        d.path(),
+    );
+    let (alice, bob) = ("eyJ.alice.sig", "eyJ.bob.sig");
+    let a1 = b.credential("az-obo", Some(alice), None).await.unwrap();
+    let a2 = b.credential("az-obo", Some(alice), None).await.unwrap();
+    let b1 = b.credential("az-obo", Some(bob), None).await.unwrap();
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+    assert_eq!(a1, a2, "cached per caller token");
+    assert_ne!(a1, b1, "never shared between callers");
+    assert!(a1.contains("entra-obo-basic"), "{a1}");
+    assert_eq!(fake.obo_requests_for(alice), 1);
+    assert_eq!(fake.obo_requests_for(bob), 1);
+    // No caller token: refused without a request.
+    let e = b.credential("az-obo", None, None).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::NoCallerToken(_)), "{e:?}");
+    // A user token Entra refuses is the caller's problem (403), not the gateway's.
+    let e = b
+        .credential("az-obo", Some(entra::REFUSED_USER_TOKEN), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.blame(), Blame::Caller, "{e}");
+    assert!(!format!("{e} {e:?}").contains("refused-user"), "{e:?}");
+}
+
+#[tokio::test]
+async fn on_behalf_of_with_a_certificate_credential() {
+    let fake = FakeEntra::start().await;
+    let d = tempfile::tempdir().unwrap();
+    let c = make_cert(d.path(), "obo");
+    fake.register_certificate(c.registered.clone());
+    let auth = format!(
+        "client_assertion_key_file = \"{}\"\nclient_assertion_cert_file = \"{}\"\n",
+        c.key.display(),
+        c.cert.display()
+    );
+    let b = broker(&obo_config("az-obo-cert", &fake.token_url, &auth), d.path());
+    let h = b
+        .credential("az-obo-cert", Some("eyJ.carol.sig"), None)
+        .await
+        .unwrap();
+    assert!(h.contains("entra-obo-assertion"), "{h}");
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+}
+
+#[test]
+fn on_behalf_of_keys_are_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let keys = |text: &str| -> Vec<String> {
+        match Config::from_toml_in(text, "t", d.path()) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.key.clone()).collect(),
+        }
+    };
+    assert_eq!(
+        keys("[upstream.o]\nkind = \"on_behalf_of\"\n"),
+        [
+            "upstream.o.token_url",
+            "upstream.o.client_id",
+            "upstream.o.scope",
+            "upstream.o.client_secret_file"
+        ]
+    );
+    // A public rule has no caller token to exchange.
+    std::fs::write(d.path().join("s"), "x\n").unwrap();
+    let text = format!(
+        "{}[[rule]]\nname = \"p\"\npaths = [\"/x\"]\neffect = \"allow\"\npublic = true\n\
+         upstream = \"o\"\n",
+        obo_config(
+            "o",
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "client_secret_file = \"s\"\n"
+        )
+    );
+    assert_eq!(keys(&text), ["rule[0].upstream"]);
+}

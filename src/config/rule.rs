@@ -236,13 +236,18 @@ impl RuleConfig {
         if let Some(u) = &self.upstream {
             match ctx.upstreams.get(u.as_str()) {
                 None => cx.push(k("upstream"), format!("no [upstream.{u}] section")),
-                Some(Some(UpstreamKind::TokenExchange)) if self.public => cx.push(
-                    k("upstream"),
-                    format!(
-                        "upstream {u:?} is token_exchange, which needs the caller's token; a \
-                         public rule has none"
-                    ),
-                ),
+                Some(Some(kind @ (UpstreamKind::TokenExchange | UpstreamKind::OnBehalfOf)))
+                    if self.public =>
+                {
+                    cx.push(
+                        k("upstream"),
+                        format!(
+                            "upstream {u:?} is {}, which needs the caller's token; a public \
+                             rule has none",
+                            kind.as_str()
+                        ),
+                    )
+                }
                 Some(_) => {}
             }
         }

@@ -30,6 +30,7 @@ pub enum UpstreamKind {
     TokenExchange,
     Static,
     AzureManagedIdentity,
+    OnBehalfOf,
 }
 
 impl UpstreamKind {
@@ -39,6 +40,7 @@ impl UpstreamKind {
             UpstreamKind::TokenExchange => "token_exchange",
             UpstreamKind::Static => "static",
             UpstreamKind::AzureManagedIdentity => "azure_managed_identity",
+            UpstreamKind::OnBehalfOf => "on_behalf_of",
         }
     }
 }
@@ -77,6 +79,13 @@ pub enum Credential {
     Static {
         /// File holding the bare bearer token; same lookup as `client_secret_file`.
         token_file: SecretFile,
+    },
+    /// Entra ID on-behalf-of: the caller's token exchanged for one of the same user for
+    /// `scope`, the client authenticated like `client_credentials`.
+    OnBehalfOf {
+        token_url: HttpsUrl,
+        client_id: String,
+        auth: ClientAuth,
     },
     /// A token of the Azure VM's managed identity, from the Instance Metadata Service.
     AzureManagedIdentity {
@@ -147,6 +156,7 @@ impl UpstreamConfig {
             Credential::TokenExchange { .. } => UpstreamKind::TokenExchange,
             Credential::Static { .. } => UpstreamKind::Static,
             Credential::AzureManagedIdentity { .. } => UpstreamKind::AzureManagedIdentity,
+            Credential::OnBehalfOf { .. } => UpstreamKind::OnBehalfOf,
         }
     }
 }
@@ -210,11 +220,13 @@ impl RawUpstream {
     /// when the keys its kind needs are there.
     pub(crate) fn check(mut self, name: &str, cx: &mut Cx<'_>) -> Option<UpstreamConfig> {
         self.check_keys(name, cx);
-        let entra = self.kind == UpstreamKind::AzureManagedIdentity
-            || self
-                .token_url
-                .as_ref()
-                .is_some_and(|u| is_entra_token_url(u.url()));
+        let entra = matches!(
+            self.kind,
+            UpstreamKind::AzureManagedIdentity | UpstreamKind::OnBehalfOf
+        ) || self
+            .token_url
+            .as_ref()
+            .is_some_and(|u| is_entra_token_url(u.url()));
         let oauth_url = match self.kind {
             UpstreamKind::Static => None,
             _ if entra => None,
@@ -241,19 +253,25 @@ impl RawUpstream {
                 .map(|h| h.parse().expect("the defaults parse"))
                 .collect()
         });
+        let auth = match (
+            self.client_secret_file,
+            self.client_assertion_key_file,
+            self.client_assertion_cert_file,
+        ) {
+            (Some(f), None, None) => Some(ClientAuth::Secret(f)),
+            (None, Some(key), Some(cert)) => Some(ClientAuth::PrivateKeyJwt { key, cert }),
+            _ => None,
+        };
         let credential = match self.kind {
             UpstreamKind::ClientCredentials => Credential::ClientCredentials {
                 token_url: self.token_url?,
                 client_id: self.client_id?,
-                auth: match (
-                    self.client_secret_file,
-                    self.client_assertion_key_file,
-                    self.client_assertion_cert_file,
-                ) {
-                    (Some(f), None, None) => ClientAuth::Secret(f),
-                    (None, Some(key), Some(cert)) => ClientAuth::PrivateKeyJwt { key, cert },
-                    _ => return None,
-                },
+                auth: auth?,
+            },
+            UpstreamKind::OnBehalfOf => Credential::OnBehalfOf {
+                token_url: self.token_url?,
+                client_id: self.client_id?,
+                auth: auth?,
             },
             UpstreamKind::TokenExchange => Credential::TokenExchange {
                 token_url: self.token_url?,
@@ -331,6 +349,19 @@ impl RawUpstream {
                 ]
                 .concat(),
             ),
+            UpstreamKind::OnBehalfOf => (
+                &["token_url", "client_id", "scope"],
+                [
+                    &[
+                        "token_file",
+                        "data_plane",
+                        "data_plane_hosts",
+                        "workspace_url",
+                    ][..],
+                    &AZURE_MI,
+                ]
+                .concat(),
+            ),
             UpstreamKind::AzureManagedIdentity => (
                 &["resource"],
                 [
@@ -378,14 +409,19 @@ impl RawUpstream {
                     "; route-optimized serving endpoints accept only OAuth tokens \
                      (use client_credentials or token_exchange)"
                 }
-                (UpstreamKind::AzureManagedIdentity, "data_plane" | "workspace_url") => {
-                    "; Entra ID tokens are sent to the workspace as they are (no data plane)"
-                }
+                (
+                    UpstreamKind::AzureManagedIdentity | UpstreamKind::OnBehalfOf,
+                    "data_plane" | "workspace_url",
+                ) => "; Entra ID tokens are sent to the workspace as they are (no data plane)",
                 _ => "",
             };
             cx.push(k(f), format!("does not apply to kind = \"{kind}\"{why}"));
         }
-        if self.kind == UpstreamKind::ClientCredentials {
+        if matches!(
+            self.kind,
+            UpstreamKind::ClientCredentials | UpstreamKind::OnBehalfOf
+        ) {
+            let kind = self.kind.as_str();
             match (
                 self.client_secret_file.is_some(),
                 self.client_assertion_key_file.is_some(),
@@ -394,8 +430,10 @@ impl RawUpstream {
                 (true, false, false) | (false, true, true) => {}
                 (false, false, false) => cx.push(
                     k("client_secret_file"),
-                    "required for kind = \"client_credentials\" (or client_assertion_key_file \
-                     and client_assertion_cert_file)",
+                    format!(
+                        "required for kind = \"{kind}\" (or client_assertion_key_file and \
+                         client_assertion_cert_file)"
+                    ),
                 ),
                 (true, _, _) => cx.push(
                     k("client_assertion_key_file"),
@@ -440,7 +478,7 @@ impl RawUpstream {
         }
         // The secret file of the kind: found now, read by the upstream when it is built.
         let files = match self.kind {
-            UpstreamKind::ClientCredentials => vec![
+            UpstreamKind::ClientCredentials | UpstreamKind::OnBehalfOf => vec![
                 ("client_secret_file", self.client_secret_file.as_mut()),
                 (
                     "client_assertion_key_file",
@@ -526,7 +564,11 @@ impl RawUpstream {
         if !within(self.total_budget, 300) {
             cx.push(k("total_budget"), "must be between 1ms and 5m");
         }
-        if self.kind == UpstreamKind::TokenExchange && self.cache_size == 0 {
+        if matches!(
+            self.kind,
+            UpstreamKind::TokenExchange | UpstreamKind::OnBehalfOf
+        ) && self.cache_size == 0
+        {
             cx.push(k("cache_size"), "must be at least 1");
         }
     }

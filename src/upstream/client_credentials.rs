@@ -39,6 +39,39 @@ pub(crate) enum Auth {
     None,
 }
 
+impl Auth {
+    /// A client secret, sent as HTTP Basic; the error is for `client_secret_file`.
+    pub(crate) fn basic(client_id: &str, secret: &Secret) -> Result<Auth, String> {
+        basic_auth(client_id, secret).map(Auth::Basic)
+    }
+
+    /// A client assertion signed per request.
+    pub(crate) fn assertion(a: ClientAssertion) -> Auth {
+        Auth::Assertion(Box::new(a))
+    }
+
+    /// What a form needs for this authentication (the assertion itself is added per attempt).
+    pub(crate) fn append_to(
+        &self,
+        form: &mut url::form_urlencoded::Serializer<'_, String>,
+        client_id: &str,
+    ) {
+        if let Auth::Assertion(_) = self {
+            form.append_pair("client_id", client_id)
+                .append_pair("client_assertion_type", ASSERTION_TYPE);
+        }
+    }
+
+    /// The body and `Authorization` of one request with the form `base`.
+    pub(crate) fn request_parts(&self, base: Bytes) -> (Body<'_>, Option<&HeaderValue>) {
+        match self {
+            Auth::Basic(h) => (Body::Form(base), Some(h)),
+            Auth::None => (Body::Form(base), None),
+            Auth::Assertion(assertion) => (Body::Signed { base, assertion }, None),
+        }
+    }
+}
+
 /// One token for the whole upstream.
 pub(crate) struct ClientCredentials {
     ep: Endpoint,
@@ -56,44 +89,19 @@ pub(crate) struct ClientCredentials {
 }
 
 impl ClientCredentials {
-    /// `client_credentials` with a client secret (HTTP Basic); the error is for
-    /// `client_secret_file`.
-    pub(crate) fn with_secret(
+    /// `client_credentials` authenticated by `auth` (HTTP Basic or a client assertion).
+    pub(crate) fn with_auth(
         ep: Endpoint,
         client_id: &str,
-        secret: &Secret,
-        scope: &str,
-        refresh_ahead: Duration,
-    ) -> Result<ClientCredentials, String> {
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("scope", scope)
-            .finish();
-        let auth = Auth::Basic(basic_auth(client_id, secret)?);
-        Ok(ClientCredentials::new(
-            ep,
-            auth,
-            Bytes::from(form),
-            refresh_ahead,
-        ))
-    }
-
-    /// `client_credentials` with a signed client assertion (`private_key_jwt`).
-    pub(crate) fn with_assertion(
-        ep: Endpoint,
-        client_id: &str,
-        assertion: ClientAssertion,
+        auth: Auth,
         scope: &str,
         refresh_ahead: Duration,
     ) -> ClientCredentials {
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("scope", scope)
-            .append_pair("client_id", client_id)
-            .append_pair("client_assertion_type", ASSERTION_TYPE)
-            .finish();
-        let auth = Auth::Assertion(Box::new(assertion));
-        ClientCredentials::new(ep, auth, Bytes::from(form), refresh_ahead)
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials")
+            .append_pair("scope", scope);
+        auth.append_to(&mut form, client_id);
+        ClientCredentials::new(ep, auth, Bytes::from(form.finish()), refresh_ahead)
     }
 
     /// A token without client authentication (`azure_managed_identity`: the request is all in
@@ -116,17 +124,7 @@ impl ClientCredentials {
 
     /// The body and `Authorization` of a token request (with a fresh assertion per attempt).
     fn request_parts(&self) -> (Body<'_>, Option<&HeaderValue>) {
-        match &self.auth {
-            Auth::Basic(h) => (Body::Form(self.form.clone()), Some(h)),
-            Auth::None => (Body::Form(self.form.clone()), None),
-            Auth::Assertion(assertion) => (
-                Body::Signed {
-                    base: self.form.clone(),
-                    assertion,
-                },
-                None,
-            ),
-        }
+        self.auth.request_parts(self.form.clone())
     }
 
     /// See [`Endpoint::deadline_from`].

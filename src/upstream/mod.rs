@@ -403,8 +403,16 @@ fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem
         Credential::ClientCredentials {
             auth: ClientAuth::Secret(f),
             ..
+        }
+        | Credential::OnBehalfOf {
+            auth: ClientAuth::Secret(f),
+            ..
         } => ("client_secret_file", f),
         Credential::ClientCredentials {
+            auth: ClientAuth::PrivateKeyJwt { key, cert },
+            ..
+        }
+        | Credential::OnBehalfOf {
             auth: ClientAuth::PrivateKeyJwt { key, cert },
             ..
         } => {
@@ -428,6 +436,32 @@ fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem
         .map_err(|e| problem(field, e))
 }
 
+/// The client authentication of `client_credentials` and `on_behalf_of`: `secret` is what
+/// [`read_secret`] read for `auth`.
+fn client_auth(
+    name: &str,
+    token_url: &crate::config::HttpsUrl,
+    client_id: &str,
+    auth: &ClientAuth,
+    secret: &Secret,
+) -> Result<client_credentials::Auth, Problem> {
+    match auth {
+        ClientAuth::Secret(_) => client_credentials::Auth::basic(client_id, secret)
+            .map_err(|e| Problem::new(format!("upstream.{name}.client_secret_file"), e)),
+        ClientAuth::PrivateKeyJwt { .. } => {
+            let (key, cert) = secret.expose().split_once('\0').unwrap_or_default();
+            assertion::ClientAssertion::new(
+                &Secret::new(key.to_string()),
+                cert.as_bytes(),
+                token_url.as_str(),
+                client_id,
+            )
+            .map(client_credentials::Auth::assertion)
+            .map_err(|(field, e)| Problem::new(format!("upstream.{name}.{field}"), e))
+        }
+    }
+}
+
 impl Upstream {
     /// Assemble an upstream of a loaded configuration; `secret` is what [`read_secret`] read
     /// for it. Fails only when the client secret cannot be sent (not a valid header value).
@@ -447,44 +481,31 @@ impl Upstream {
                 Credential::ClientCredentials {
                     token_url,
                     client_id,
-                    auth: ClientAuth::Secret(_),
+                    auth,
                 },
                 Some(sec),
-            ) => {
-                let cc = ClientCredentials::with_secret(
-                    endpoint(token_url),
-                    client_id,
-                    sec,
-                    &scope,
-                    c.refresh_ahead.0,
-                )
-                .map_err(|e| Problem::new(format!("upstream.{name}.client_secret_file"), e))?;
-                Source::ClientCredentials(Arc::new(cc))
-            }
+            ) => Source::ClientCredentials(Arc::new(ClientCredentials::with_auth(
+                endpoint(token_url),
+                client_id,
+                client_auth(name, token_url, client_id, auth, sec)?,
+                &scope,
+                c.refresh_ahead.0,
+            ))),
             (
-                Credential::ClientCredentials {
+                Credential::OnBehalfOf {
                     token_url,
                     client_id,
-                    auth: ClientAuth::PrivateKeyJwt { .. },
+                    auth,
                 },
-                Some(both),
-            ) => {
-                let (key, cert) = both.expose().split_once('\0').unwrap_or_default();
-                let a = assertion::ClientAssertion::new(
-                    &Secret::new(key.to_string()),
-                    cert.as_bytes(),
-                    token_url.as_str(),
-                    client_id,
-                )
-                .map_err(|(field, e)| Problem::new(format!("upstream.{name}.{field}"), e))?;
-                Source::ClientCredentials(Arc::new(ClientCredentials::with_assertion(
-                    endpoint(token_url),
-                    client_id,
-                    a,
-                    &scope,
-                    c.refresh_ahead.0,
-                )))
-            }
+                Some(sec),
+            ) => Source::TokenExchange(Arc::new(TokenExchange::on_behalf_of(
+                endpoint(token_url),
+                scope,
+                client_id,
+                client_auth(name, token_url, client_id, auth, sec)?,
+                c.refresh_ahead.0,
+                c.cache_size,
+            ))),
             (
                 Credential::AzureManagedIdentity {
                     imds_url,
@@ -521,7 +542,12 @@ impl Upstream {
                 c.refresh_ahead.0,
                 c.cache_size,
             ))),
-            (Credential::Static { .. } | Credential::ClientCredentials { .. }, None) => {
+            (
+                Credential::Static { .. }
+                | Credential::ClientCredentials { .. }
+                | Credential::OnBehalfOf { .. },
+                None,
+            ) => {
                 unreachable!("read_secret reads the secret file of these kinds")
             }
         };

@@ -14,6 +14,12 @@
 //! `cache_size`. The caller's token itself is not stored, only its key. The authenticator
 //! computed that key already, and the engine hands it over, so it is not hashed twice.
 //!
+//! `on_behalf_of` (Microsoft Entra ID's on-behalf-of flow, "Microsoft identity platform and
+//! OAuth 2.0 On-Behalf-Of flow") is the same per-caller machinery with another request:
+//! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`, `client_id`, `assertion=<the
+//! caller's token>`, `scope`, `requested_token_use=on_behalf_of`, and the client authenticated
+//! like `client_credentials` (HTTP Basic secret, or a client assertion per attempt).
+//!
 //! Without a caller token there is nothing to exchange: a public rule cannot name a
 //! `token_exchange` upstream (the policy compiler refuses it), and should a request reach one
 //! anyway it is refused without a token request ([`UpstreamError::NoCallerToken`]).
@@ -24,21 +30,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::cache::{spawn, Holdoff, TokenEntry, EXPIRY_MARGIN, REFUSAL_TTL};
+use super::client_credentials::Auth;
+use super::data_plane::GRANT_JWT_BEARER;
 use super::failure::{self, Failure, Trigger};
-use super::oauth::{Endpoint, Token};
+use super::oauth::{Body, Endpoint, Token};
 use super::{Caller, UpstreamError};
 use crate::token_key::{token_key, TokenKey};
+use reqwest::header::HeaderValue;
 
 /// RFC 8693 grant type.
 pub(crate) const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// RFC 8693 token type of the caller's IdP JWT.
 pub(crate) const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
+/// The request that exchanges a caller's token.
+enum Grant {
+    /// RFC 8693 at a Databricks token endpoint; `client_id` for workload identity federation.
+    Federation { client_id: Option<String> },
+    /// Entra ID on-behalf-of, the client authenticated by `auth`.
+    OnBehalfOf { client_id: String, auth: Auth },
+}
+
 /// One token per caller token.
 pub(crate) struct TokenExchange {
     ep: Endpoint,
     scope: String,
-    client_id: Option<String>,
+    grant: Grant,
     refresh_ahead: Duration,
     holdoff: Holdoff,
     cache: moka::future::Cache<TokenKey, Arc<Slot>>,
@@ -93,10 +110,42 @@ impl TokenExchange {
         refresh_ahead: Duration,
         cache_size: u64,
     ) -> TokenExchange {
+        TokenExchange::with_grant(
+            ep,
+            scope,
+            Grant::Federation { client_id },
+            refresh_ahead,
+            cache_size,
+        )
+    }
+
+    /// Entra ID on-behalf-of.
+    pub(crate) fn on_behalf_of(
+        ep: Endpoint,
+        scope: String,
+        client_id: &str,
+        auth: Auth,
+        refresh_ahead: Duration,
+        cache_size: u64,
+    ) -> TokenExchange {
+        let grant = Grant::OnBehalfOf {
+            client_id: client_id.to_string(),
+            auth,
+        };
+        TokenExchange::with_grant(ep, scope, grant, refresh_ahead, cache_size)
+    }
+
+    fn with_grant(
+        ep: Endpoint,
+        scope: String,
+        grant: Grant,
+        refresh_ahead: Duration,
+        cache_size: u64,
+    ) -> TokenExchange {
         TokenExchange {
             ep,
             scope,
-            client_id,
+            grant,
             refresh_ahead,
             holdoff: Holdoff::default(),
             cache: moka::future::Cache::builder()
@@ -217,17 +266,42 @@ impl TokenExchange {
         })
     }
 
+    /// The form (without a client assertion, which is signed per attempt).
     fn form(&self, caller_token: &str) -> Bytes {
         let mut s =
             url::form_urlencoded::Serializer::new(String::with_capacity(caller_token.len() + 256));
-        s.append_pair("grant_type", GRANT_TOKEN_EXCHANGE)
-            .append_pair("subject_token", caller_token)
-            .append_pair("subject_token_type", TOKEN_TYPE_JWT)
-            .append_pair("scope", &self.scope);
-        if let Some(id) = &self.client_id {
-            s.append_pair("client_id", id);
+        match &self.grant {
+            Grant::Federation { client_id } => {
+                s.append_pair("grant_type", GRANT_TOKEN_EXCHANGE)
+                    .append_pair("subject_token", caller_token)
+                    .append_pair("subject_token_type", TOKEN_TYPE_JWT)
+                    .append_pair("scope", &self.scope);
+                if let Some(id) = client_id {
+                    s.append_pair("client_id", id);
+                }
+            }
+            Grant::OnBehalfOf { client_id, auth } => {
+                s.append_pair("grant_type", GRANT_JWT_BEARER)
+                    .append_pair("assertion", caller_token)
+                    .append_pair("scope", &self.scope)
+                    .append_pair("requested_token_use", "on_behalf_of");
+                match auth {
+                    Auth::Assertion(_) => auth.append_to(&mut s, client_id),
+                    _ => {
+                        s.append_pair("client_id", client_id);
+                    }
+                }
+            }
         }
         Bytes::from(s.finish())
+    }
+
+    /// The body and `Authorization` of a request with the form `form`.
+    fn parts(&self, form: Bytes) -> (Body<'_>, Option<&HeaderValue>) {
+        match &self.grant {
+            Grant::Federation { .. } => (Body::Form(form), None),
+            Grant::OnBehalfOf { auth, .. } => auth.request_parts(form),
+        }
     }
 
     /// Refreshing ahead only helps if the caller's token outlives the exchanged one (the
@@ -252,10 +326,10 @@ impl TokenExchange {
         deadline: Instant,
     ) -> Result<Arc<Slot>, UpstreamError> {
         self.holdoff.error(&self.ep.upstream, Instant::now())?;
-        let form = self.form(caller_token);
+        let (form, auth) = self.parts(self.form(caller_token));
         match self
             .ep
-            .request(http, form, None, Trigger::Caller, deadline)
+            .request(http, form, auth, Trigger::Caller, deadline)
             .await
         {
             Ok(tok) => {
@@ -303,9 +377,10 @@ impl TokenExchange {
                 return;
             }
             let deadline = this.ep.deadline_from(Instant::now());
+            let (form, auth) = this.parts(form);
             match this
                 .ep
-                .request(&http, form, None, Trigger::Refresh, deadline)
+                .request(&http, form, auth, Trigger::Refresh, deadline)
                 .await
             {
                 Ok(tok) => {

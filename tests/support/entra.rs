@@ -33,6 +33,9 @@ pub const CLIENT_ID: &str = "535fb089-9ff3-47b6-9bfb-4f1264799865";
 pub const CLIENT_SECRET: &str = "qWgd~YAmab0YSkuL1qKv5bPX+/=";
 pub const DATABRICKS_SCOPE: &str = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default";
 pub const DATABRICKS_RESOURCE: &str = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d";
+pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// An on-behalf-of `assertion` refused with `invalid_grant` (AADSTS50013).
+pub const REFUSED_USER_TOKEN: &str = "eyJ.refused-user.sig";
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The certificate credential registered for [`CLIENT_ID`].
@@ -62,6 +65,8 @@ struct St {
     requests: AtomicU64,
     issued: AtomicU64,
     rejections: Mutex<Vec<String>>,
+    /// On-behalf-of requests per user token.
+    obo_assertions: Mutex<std::collections::HashMap<String, u64>>,
     /// How the last accepted client authenticated: "basic", "post", "assertion", "imds".
     last_auth: Mutex<Option<&'static str>>,
 }
@@ -129,6 +134,16 @@ impl FakeEntra {
     }
     pub fn last_auth(&self) -> Option<&'static str> {
         *self.st.last_auth.lock().unwrap()
+    }
+    /// On-behalf-of requests accepted for `user_token`.
+    pub fn obo_requests_for(&self, user_token: &str) -> u64 {
+        self.st
+            .obo_assertions
+            .lock()
+            .unwrap()
+            .get(user_token)
+            .copied()
+            .unwrap_or(0)
     }
     /// Distinct assertion `jti`s seen (each checked assertion's, failed requests' too).
     pub fn assertions(&self) -> usize {
@@ -217,9 +232,19 @@ async fn token(
         }
         v
     };
-    if field("grant_type").as_deref() != Some("client_credentials") {
-        return reject(&st, 400, "unsupported_grant_type", 70003, "grant_type");
-    }
+    let obo = match field("grant_type").as_deref() {
+        Some("client_credentials") => None,
+        Some(GRANT_JWT_BEARER) => {
+            if field("requested_token_use").as_deref() != Some("on_behalf_of") {
+                return reject(&st, 400, "invalid_request", 900144, "requested_token_use");
+            }
+            match field("assertion") {
+                Some(a) if !a.is_empty() => Some(a),
+                _ => return reject(&st, 400, "invalid_request", 900144, "assertion"),
+            }
+        }
+        _ => return reject(&st, 400, "unsupported_grant_type", 70003, "grant_type"),
+    };
     let (scope, cert) = {
         let k = st.knobs.lock().unwrap();
         (k.scope.clone(), k.cert.clone())
@@ -246,7 +271,12 @@ async fn token(
                     Some((dec(id)?, dec(secret)?))
                 })
                 == Some((CLIENT_ID.to_string(), CLIENT_SECRET.to_string()));
-            if !ok || field("client_secret").is_some() || field("client_id").is_some() {
+            // OBO lists client_id as required; with Basic it may be in the form too.
+            let id_ok = match field("client_id") {
+                None => obo.is_none(),
+                Some(id) => obo.is_some() && id == CLIENT_ID,
+            };
+            if !ok || !id_ok || field("client_secret").is_some() {
                 return reject(
                     &st,
                     401,
@@ -311,6 +341,31 @@ async fn token(
     // Injected failures come after the checks: an assertion's jti is spent even then.
     if let Some(r) = injected(&st) {
         return r;
+    }
+    if let Some(user_token) = obo {
+        if user_token == REFUSED_USER_TOKEN {
+            return reject(
+                &st,
+                400,
+                "invalid_grant",
+                50013,
+                "Assertion failed signature validation.",
+            );
+        }
+        *st.obo_assertions
+            .lock()
+            .unwrap()
+            .entry(user_token)
+            .or_default() += 1;
+        return issue(
+            &st,
+            if auth == "basic" {
+                "obo-basic"
+            } else {
+                "obo-assertion"
+            },
+            false,
+        );
     }
     issue(&st, auth, false)
 }
