@@ -9,6 +9,7 @@
 //! | `token_exchange.rs` | RFC 8693 token federation: the caller's JWT exchanged, one token per caller token |
 //! | `static_token.rs` | a bearer token (e.g. a PAT) read from `token_file` |
 //! | `client_credentials.rs` too | `azure_managed_identity`: the Azure VM's identity, from IMDS |
+//! | `token_exchange.rs` too | `on_behalf_of`: Entra ID's on-behalf-of flow, per caller token |
 //!
 //! `assertion.rs` signs the client assertions of `client_credentials` with
 //! `client_assertion_key_file` (`private_key_jwt`, what Entra ID recommends over secrets).
