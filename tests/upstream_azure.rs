@@ -458,3 +458,17 @@ fn on_behalf_of_keys_are_checked() {
     );
     assert_eq!(keys(&text), ["rule[0].upstream"]);
 }
+
+#[tokio::test]
+async fn imds_updating_answers_are_retried() {
+    let fake = FakeEntra::start().await;
+    let d = tempfile::tempdir().unwrap();
+    // 404 "IMDS endpoint is updating", 410 "available within 70 seconds": transient for IMDS.
+    fake.fail_next(&[404, 410]);
+    let b = broker(
+        &mi_config("az-mi-upd", &fake.imds_url, "total_budget = \"5s\"\n"),
+        d.path(),
+    );
+    b.credential("az-mi-upd", None, None).await.unwrap();
+    assert_eq!(fake.requests(), 3);
+}

@@ -306,6 +306,10 @@ impl Endpoint {
                     ..Failure::new(match status {
                         429 => Outcome::Http429,
                         500..=599 => Outcome::Http5xx,
+                        // IMDS: 404 "IMDS endpoint is updating" and 410 "available in a
+                        // maximum of 70 seconds" are transient (Microsoft's retry guidance);
+                        // counted as the endpoint's failure, the log keeps the status.
+                        404 | 410 if self.imds => Outcome::Http5xx,
                         _ => Outcome::Http4xx,
                     })
                 })
