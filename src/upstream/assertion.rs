@@ -112,11 +112,15 @@ impl ClientAssertion {
     }
 }
 
-/// Read a PEM file (a private key or a certificate) whole; the error names the path only.
-pub(crate) fn read_pem_file(path: &std::path::Path) -> Result<Secret, String> {
+/// Read a PEM file (a private key: `secret`, or a certificate) whole; the error names the
+/// path only.
+pub(crate) fn read_pem_file(path: &std::path::Path, secret: bool) -> Result<Secret, String> {
     use std::io::Read;
     let shown = path.display();
     let f = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if secret {
+        super::secret::warn_if_world_readable(&f, path);
+    }
     let mut raw = Zeroizing::new(Vec::new());
     f.take(MAX_PEM_BYTES as u64 + 1)
         .read_to_end(&mut raw)

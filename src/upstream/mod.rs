@@ -417,9 +417,9 @@ fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem
             auth: ClientAuth::PrivateKeyJwt { key, cert },
             ..
         } => {
-            let key = assertion::read_pem_file(key.path())
+            let key = assertion::read_pem_file(key.path(), true)
                 .map_err(|e| problem("client_assertion_key_file", e))?;
-            let cert = assertion::read_pem_file(cert.path())
+            let cert = assertion::read_pem_file(cert.path(), false)
                 .map_err(|e| problem("client_assertion_cert_file", e))?;
             let mut both = String::with_capacity(key.expose().len() + cert.expose().len() + 1);
             both.push_str(key.expose());

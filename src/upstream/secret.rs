@@ -79,7 +79,7 @@ pub(super) fn read_secret_file(path: &Path) -> Result<Secret, String> {
 }
 
 #[cfg(unix)]
-fn warn_if_world_readable(file: &std::fs::File, path: &Path) {
+pub(super) fn warn_if_world_readable(file: &std::fs::File, path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = file.metadata() {
         if meta.permissions().mode() & 0o004 != 0 {
@@ -92,7 +92,7 @@ fn warn_if_world_readable(file: &std::fs::File, path: &Path) {
 }
 
 #[cfg(not(unix))]
-fn warn_if_world_readable(_file: &std::fs::File, _path: &Path) {}
+pub(super) fn warn_if_world_readable(_file: &std::fs::File, _path: &Path) {}
 
 #[cfg(test)]
 mod tests {
