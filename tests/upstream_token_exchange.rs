@@ -384,6 +384,20 @@ async fn who_is_blamed_follows_the_refusal() {
         .unwrap_err();
     assert_eq!(e.blame(), Blame::Gateway, "{e}");
     assert!(e.description().contains("gateway"), "{}", e.description());
+    // The other client-side OAuth errors are the gateway's too (the per-caller cache remembers
+    // each caller's refusal, so each case uses a caller of its own).
+    for (caller, code) in [
+        ("carol.jwt", "unauthorized_client"),
+        ("dave.jwt", "invalid_scope"),
+        ("erin.jwt", "unsupported_grant_type"),
+    ] {
+        fake.fail_always(Some(Fail::Status(400, code)));
+        let e = b
+            .credential("tx-blame", Some(caller), None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.blame(), Blame::Gateway, "{code}: {e}");
+    }
 
     fake.fail_always(Some(Fail::Unavailable));
     let e = b.credential("tx-blame", Some(BOB), None).await.unwrap_err();

@@ -124,7 +124,7 @@ impl UpstreamError {
             } => {
                 if !failure.is_refusal() {
                     Blame::Transient
-                } else if *per_caller && failure.error_code.as_deref() != Some("invalid_client") {
+                } else if *per_caller && !gateway_error(failure.error_code.as_deref()) {
                     Blame::Caller
                 } else {
                     Blame::Gateway
@@ -156,6 +156,15 @@ impl UpstreamError {
             },
         }
     }
+}
+
+/// OAuth errors (RFC 6749 §5.2) that concern the client, i.e. the gateway's own registration
+/// or configuration, even on a per-caller grant: retrying as another caller would fail too.
+fn gateway_error(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("invalid_client" | "unauthorized_client" | "unsupported_grant_type" | "invalid_scope")
+    )
 }
 
 /// Who a credential is for: the caller's validated token (`None` on a public rule; used only
