@@ -314,8 +314,19 @@ impl Haproxy {
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
     ) -> Haproxy {
-        let agent = agent.into();
-        let hap = Self::spawn(version, bin, &agent, upstream, extra_env, &[]);
+        Self::start_up(version, bin, &agent.into(), upstream, extra_env, &[])
+    }
+
+    /// Spawns HAProxy and waits until the agent is UP.
+    fn start_up(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: &AgentAddr,
+        upstream: &Upstream,
+        extra_env: &[(&'static str, &str)],
+        args: &[&str],
+    ) -> Haproxy {
+        let hap = Self::spawn(version, bin, agent, upstream, extra_env, args);
         assert!(
             hap.wait_agent_up(true, READY_TIMEOUT),
             "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
@@ -344,15 +355,18 @@ impl Haproxy {
         agent: impl Into<AgentAddr>,
         upstream: &Upstream,
     ) -> Haproxy {
-        let agent = agent.into();
-        let hap = Self::start_with_args(version, bin, &agent, upstream, &["-W"]);
-        assert!(
-            hap.wait_agent_up(true, READY_TIMEOUT),
-            "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
-            version.label(),
-            hap.log()
-        );
-        hap
+        Self::start_master_worker_with_env(version, bin, agent, upstream, &[])
+    }
+
+    /// [`Haproxy::start_master_worker`] with more configuration variables set.
+    pub fn start_master_worker_with_env(
+        version: HaproxyVersion,
+        bin: &Path,
+        agent: impl Into<AgentAddr>,
+        upstream: &Upstream,
+        extra_env: &[(&'static str, &str)],
+    ) -> Haproxy {
+        Self::start_up(version, bin, &agent.into(), upstream, extra_env, &["-W"])
     }
 
     /// Reloads a master-worker HAProxy: SIGUSR2 to the master (what `systemctl reload haproxy`
