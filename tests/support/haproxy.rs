@@ -314,19 +314,22 @@ impl Haproxy {
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
     ) -> Haproxy {
-        Self::start_up(version, bin, &agent.into(), upstream, extra_env, &[])
+        Self::start_with_env_args(version, bin, agent, upstream, extra_env, &[])
     }
 
-    /// Spawns HAProxy and waits until the agent is UP.
-    fn start_up(
+    /// [`Haproxy::start_with_env`] with extra command-line arguments, e.g. `-W` for
+    /// master-worker mode (as systemd runs it with `-Ws`), so that [`Haproxy::reload`] can
+    /// reload it the production way.
+    pub fn start_with_env_args(
         version: HaproxyVersion,
         bin: &Path,
-        agent: &AgentAddr,
+        agent: impl Into<AgentAddr>,
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
         args: &[&str],
     ) -> Haproxy {
-        let hap = Self::spawn(version, bin, agent, upstream, extra_env, args);
+        let agent = agent.into();
+        let hap = Self::spawn(version, bin, &agent, upstream, extra_env, args);
         assert!(
             hap.wait_agent_up(true, READY_TIMEOUT),
             "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
@@ -347,29 +350,7 @@ impl Haproxy {
         Self::spawn(version, bin, &agent.into(), upstream, &[], &[])
     }
 
-    /// Like [`Haproxy::start`], in master-worker mode (`-W`, as systemd runs it with `-Ws`),
-    /// so that [`Haproxy::reload`] can reload it the production way.
-    pub fn start_master_worker(
-        version: HaproxyVersion,
-        bin: &Path,
-        agent: impl Into<AgentAddr>,
-        upstream: &Upstream,
-    ) -> Haproxy {
-        Self::start_master_worker_with_env(version, bin, agent, upstream, &[])
-    }
-
-    /// [`Haproxy::start_master_worker`] with more configuration variables set.
-    pub fn start_master_worker_with_env(
-        version: HaproxyVersion,
-        bin: &Path,
-        agent: impl Into<AgentAddr>,
-        upstream: &Upstream,
-        extra_env: &[(&'static str, &str)],
-    ) -> Haproxy {
-        Self::start_up(version, bin, &agent.into(), upstream, extra_env, &["-W"])
-    }
-
-    /// Reloads a master-worker HAProxy: SIGUSR2 to the master (what `systemctl reload haproxy`
+    /// Reloads a master-worker HAProxy (started with `-W`): SIGUSR2 to the master (what `systemctl reload haproxy`
     /// does), then waits until the master reports the new worker loaded. The old worker
     /// finishes its requests in the background.
     pub fn reload(&self) {

@@ -146,17 +146,15 @@ impl Stack {
         );
         let echo = EchoServer::start();
         let upstream = options.upstream.unwrap_or_else(|| echo.upstream());
-        let hap = if options.master_worker {
-            Haproxy::start_master_worker_with_env(
-                version,
-                &bin,
-                agent.spop,
-                &upstream,
-                options.extra_env,
-            )
-        } else {
-            Haproxy::start_with_env(version, &bin, agent.spop, &upstream, options.extra_env)
-        };
+        let args: &[&str] = if options.master_worker { &["-W"] } else { &[] };
+        let hap = Haproxy::start_with_env_args(
+            version,
+            &bin,
+            agent.spop,
+            &upstream,
+            options.extra_env,
+            args,
+        );
         Some(Stack {
             version,
             hap,
