@@ -303,23 +303,12 @@ impl Haproxy {
         agent: impl Into<AgentAddr>,
         upstream: &Upstream,
     ) -> Haproxy {
-        Self::start_with_env(version, bin, agent, upstream, &[])
+        Self::start_with_env_args(version, bin, agent, upstream, &[], &[])
     }
 
-    /// [`Haproxy::start`] with more configuration variables set.
-    pub fn start_with_env(
-        version: HaproxyVersion,
-        bin: &Path,
-        agent: impl Into<AgentAddr>,
-        upstream: &Upstream,
-        extra_env: &[(&'static str, &str)],
-    ) -> Haproxy {
-        Self::start_with_env_args(version, bin, agent, upstream, extra_env, &[])
-    }
-
-    /// [`Haproxy::start_with_env`] with extra command-line arguments, e.g. `-W` for
-    /// master-worker mode (as systemd runs it with `-Ws`), so that [`Haproxy::reload`] can
-    /// reload it the production way.
+    /// [`Haproxy::start`] with more configuration variables (`extra_env`) and extra
+    /// command-line arguments (`args`), e.g. `-W` for master-worker mode (as systemd runs it
+    /// with `-Ws`), so that [`Haproxy::reload`] can reload it the production way.
     pub fn start_with_env_args(
         version: HaproxyVersion,
         bin: &Path,
