@@ -72,9 +72,10 @@ token_file = "{}"
     )
 }
 
-/// The OIDC provider + the stack (idgate + echo upstream + HAProxy, [`support::stack`]).
-/// Derefs to the stack (`s.hap`, `s.echo`, `s.logs()`). Dropped in field order: the stack
-/// (HAProxy first), then the IdP, its runtime, the credential's directory.
+/// The OIDC provider + the stack (idgate + echo upstream + HAProxy, [`support::stack`]; the
+/// agent's credential file in the stack's directory). Derefs to the stack (`s.hap`,
+/// `s.echo`, `s.logs()`). Dropped in field order: the stack (HAProxy first), then the IdP,
+/// its runtime.
 struct Stack {
     stack: support::stack::Stack,
     /// In group ml-engineers.
@@ -85,7 +86,6 @@ struct Stack {
     batch: String,
     _idp: OidcProvider,
     _rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
 }
 
 impl std::ops::Deref for Stack {
@@ -117,11 +117,14 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("serving-sp.token");
         support::write_secret(&token_file, SERVING_CREDENTIAL);
-        let stack = support::stack::Stack::start_with(
+        let stack = support::stack::Stack::launch(
             version,
             &agent_config(&idp.issuer, &token_file),
-            None,
-            hap_env,
+            support::stack::Options {
+                extra_env: hap_env,
+                dir: Some(dir),
+                ..Default::default()
+            },
         )?;
         Some(Stack {
             stack,
@@ -130,7 +133,6 @@ impl Stack {
             batch,
             _idp: idp,
             _rt: rt,
-            _dir: dir,
         })
     }
 

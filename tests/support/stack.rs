@@ -66,6 +66,9 @@ pub struct Options<'a> {
     pub extra_env: &'a [(&'static str, &'a str)],
     /// Master-worker mode (`-W`), so that `Haproxy::reload` reloads it the production way.
     pub master_worker: bool,
+    /// The stack's scratch directory ([`Stack::dir`]), when the caller made it first (to write
+    /// files the agent configuration names, e.g. a credential); `None`: a new one.
+    pub dir: Option<TempDir>,
 }
 
 /// One HTTP response, fully read.
@@ -126,7 +129,7 @@ impl Stack {
             Options {
                 upstream,
                 extra_env,
-                master_worker: false,
+                ..Options::default()
             },
         )
     }
@@ -135,7 +138,9 @@ impl Stack {
     /// ready; the echo upstream; HAProxy as `options` say, with the agent UP.
     pub fn launch(version: HaproxyVersion, config: &str, options: Options<'_>) -> Option<Stack> {
         let bin = version.require()?;
-        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let dir = options
+            .dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("creating a temp dir"));
         let audit_path = dir.path().join("audit.jsonl");
         let config = config.replace(AUDIT_PLACEHOLDER, &audit_path.display().to_string());
         let agent = Agent::start(&config);
