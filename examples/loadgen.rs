@@ -31,6 +31,16 @@
 //! Any mismatch is reported and makes the exit status 1, so a benchmark can never report the
 //! speed of wrong answers.
 //!
+//! Why this does not use the tests' SPOP client (tests/support/spop_client.rs): that client
+//! is built for assertions (one NOTIFY, one decoded ACK as a map of variables, a panic on
+//! anything unexpected), while this is a benchmark's event loop: it keeps a window of NOTIFYs
+//! per connection keyed by frame-id slot, encodes each token's `authorize` message once and
+//! reuses it, parses many ACKs out of one buffered read without allocating a map per ACK, and
+//! reports errors as counted messages instead of panicking. What both share is the protocol
+//! itself: the crate's own encoder and decoder (`idgate::spop::frame`), which this file calls
+//! directly. The `authorize` arguments match what the client's `Request::absent_as_null`
+//! sends (HAProxy's, with the shipped idgate.spoe.conf).
+//!
 //! Token classes: one `hot` token (the steady state: a cached identity), `--distinct N`
 //! different valid tokens (each a different subject), and `invalid` tokens (valid tokens whose
 //! signature was altered: the agent must run the full signature check and refuse them). The

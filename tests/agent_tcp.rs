@@ -1,4 +1,8 @@
-//! The real SPOP server on 127.0.0.1:0, driven with raw bytes over TCP.
+//! The real SPOP server on 127.0.0.1:0, driven with raw bytes over TCP: the protocol spec's
+//! byte-exact frames (`e1()`..`e10()`) and malformed input are written as bytes, everything
+//! else goes through the tests' SPOP client (tests/support/spop_client.rs).
+
+mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -14,13 +18,11 @@ use tokio::time::{timeout, Instant};
 
 use idgate::config::{Dur, SpopConfig};
 use idgate::decision::{Authorizer, AuthzRequest, Reason, Verdict};
-use idgate::spop::frame::{self, decode_actions, decode_disconnect, Action, Arg, Header, Message};
+use idgate::spop::frame::{self, Arg, Message};
 use idgate::spop::{Status, TypedData};
 
-#[path = "support/foundation.rs"]
-mod foundation;
-
-use foundation::FoundationAuthorizer;
+use support::foundation::FoundationAuthorizer;
+use support::spop_client::{decode_raw, AsyncSpopClient, Request};
 
 /// Upper bound for any single wait in these tests; nothing should come close.
 const WAIT: Duration = Duration::from_secs(5);
@@ -75,34 +77,19 @@ fn e10() -> Vec<u8> {
     b(r#"00000028 02 00000001 00 00 0b "status-code" 03 01 07 "message" 08 09 "I/O error""#)
 }
 
-fn arg(name: &'static str, value: TypedData) -> Arg {
-    Arg {
-        name: Bytes::from_static(name.as_bytes()),
-        value,
+/// The request of these tests: `GET /api/x` on api.example.com, with this Authorization (an
+/// absent one left out of the message).
+fn request(authorization: Option<&str>) -> Request {
+    let r = Request::new("GET", "/api/x").host("api.example.com");
+    match authorization {
+        Some(a) => r.authorization(a),
+        None => r,
     }
 }
 
 /// A NOTIFY with the contract's `authorize` message.
 fn notify(sid: u64, fid: u64, authorization: Option<&str>) -> Vec<u8> {
-    let mut args = vec![
-        arg("method", TypedData::static_str("GET")),
-        arg("path", TypedData::static_str("/api/x")),
-        arg("host", TypedData::static_str("api.example.com")),
-        arg("src", TypedData::Ipv4([127, 0, 0, 1].into())),
-    ];
-    if let Some(a) = authorization {
-        args.push(arg(
-            "authorization",
-            TypedData::String(Bytes::copy_from_slice(a.as_bytes())),
-        ));
-    }
-    let msg = Message {
-        name: Bytes::from_static(b"authorize"),
-        args,
-    };
-    let mut buf = BytesMut::new();
-    frame::encode_notify(&mut buf, sid, fid, &[msg]);
-    buf.to_vec()
+    request(authorization).notify(sid, fid).to_vec()
 }
 
 // ----- server -----
@@ -137,18 +124,19 @@ impl TestServer {
         TestServer::start(SpopConfig::default(), FoundationAuthorizer::default()).await
     }
 
-    async fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        s
+    /// A connection, no HELLO yet; every read bounded by [`WAIT`].
+    async fn connect(&self) -> AsyncSpopClient {
+        let mut c = AsyncSpopClient::connect(self.addr).await.unwrap();
+        c.timeout = WAIT;
+        c
     }
 
-    /// A connection with the HELLO done.
-    async fn ready(&self) -> TcpStream {
-        let mut s = self.connect().await;
-        s.write_all(&e3()).await.unwrap();
-        assert_eq!(read_frame(&mut s).await, e4());
-        s
+    /// A connection with the HELLO done (HAProxy 3.2's, byte for byte).
+    async fn ready(&self) -> AsyncSpopClient {
+        let mut c = self.connect().await;
+        c.send_raw(&e3()).await.unwrap();
+        assert_eq!(c.raw_frame().await, e4());
+        c
     }
 
     fn shutdown(&mut self) {
@@ -156,64 +144,11 @@ impl TestServer {
     }
 }
 
-async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    timeout(WAIT, async {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).await.expect("frame length");
-        let mut frame = len.to_vec();
-        frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
-        s.read_exact(&mut frame[4..]).await.expect("frame body");
-        frame
-    })
-    .await
-    .expect("a frame within the time limit")
-}
-
-/// The peer closed: EOF or a reset, and no more frames.
-async fn expect_closed(s: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    match timeout(WAIT, s.read(&mut buf))
-        .await
-        .expect("close within the time limit")
-    {
-        Ok(0) | Err(_) => {}
-        Ok(n) => panic!("expected close, got {n} more bytes: {:02x?}", &buf[..n]),
-    }
-}
-
-fn disconnect_status(frame: &[u8]) -> Status {
+/// One NOTIFY without a token on stream `sid`, answered `missing_token`.
+async fn round_trip(s: &mut AsyncSpopClient, sid: u64) {
+    let vars = s.decide_as(sid, &request(None)).await;
     assert_eq!(
-        &frame[4..11],
-        &[102, 0, 0, 0, 1, 0, 0],
-        "AGENT-DISCONNECT: {frame:02x?}"
-    );
-    decode_disconnect(Bytes::copy_from_slice(&frame[11..]), "t")
-        .unwrap()
-        .status
-}
-
-/// (stream-id, frame-id, actions) of an ACK.
-fn parse_ack(frame: &[u8]) -> (u64, u64, Vec<Action>) {
-    let mut body = Bytes::copy_from_slice(&frame[4..]);
-    let h = Header::decode(&mut body).unwrap();
-    assert_eq!(h.frame_type, 103, "ACK expected: {frame:02x?}");
-    assert_eq!(h.flags, 1);
-    (h.stream_id, h.frame_id, decode_actions(body).unwrap())
-}
-
-fn var<'a>(actions: &'a [Action], name: &str) -> Option<&'a TypedData> {
-    actions.iter().find_map(|a| match a {
-        Action::SetVar { name: n, value, .. } if n == name.as_bytes() => Some(value),
-        _ => None,
-    })
-}
-
-async fn round_trip(s: &mut TcpStream, sid: u64) {
-    s.write_all(&notify(sid, 1, None)).await.unwrap();
-    let (got_sid, fid, actions) = parse_ack(&read_frame(s).await);
-    assert_eq!((got_sid, fid), (sid, 1));
-    assert_eq!(
-        var(&actions, "reason"),
+        vars.get("reason"),
         Some(&TypedData::static_str("missing_token"))
     );
 }
@@ -239,8 +174,8 @@ async fn hello_26_and_32_get_the_exact_agent_hello() {
     let srv = TestServer::foundation().await;
     for hello in [e2(), e3()] {
         let mut s = srv.connect().await;
-        s.write_all(&hello).await.unwrap();
-        assert_eq!(read_frame(&mut s).await, e4());
+        s.send_raw(&hello).await.unwrap();
+        assert_eq!(s.raw_frame().await, e4());
         round_trip(&mut s, 1).await;
     }
 }
@@ -249,9 +184,9 @@ async fn hello_26_and_32_get_the_exact_agent_hello() {
 async fn healthcheck_hello_gets_agent_hello_then_close() {
     let srv = TestServer::foundation().await;
     let mut s = srv.connect().await;
-    s.write_all(&e1()).await.unwrap();
-    assert_eq!(read_frame(&mut s).await, e4());
-    expect_closed(&mut s).await;
+    s.send_raw(&e1()).await.unwrap();
+    assert_eq!(s.raw_frame().await, e4());
+    s.expect_closed().await;
 }
 
 #[tokio::test]
@@ -267,32 +202,29 @@ async fn twenty_pipelined_notifies_with_large_ids_each_acked_once() {
         batch.extend_from_slice(&notify(sid, fid, authz));
         expected.insert((sid, fid));
     }
-    s.write_all(&batch).await.unwrap();
+    s.send_raw(&batch).await.unwrap();
     let mut seen = HashSet::new();
     for _ in 0..20 {
-        let (sid, fid, actions) = parse_ack(&read_frame(&mut s).await);
+        let (sid, fid, vars) = s.frame().await.ack();
         assert!(seen.insert((sid, fid)), "duplicate ACK for {sid}/{fid}");
-        assert_eq!(var(&actions, "allow"), Some(&TypedData::Bool(false)));
-        assert_eq!(var(&actions, "status"), Some(&TypedData::Int64(401)));
+        assert_eq!(vars.get("allow"), Some(&TypedData::Bool(false)));
+        assert_eq!(vars.get("status"), Some(&TypedData::Int64(401)));
         let i = sid - (1 << 40);
         let reason = if i % 2 == 0 {
             "unsupported_token"
         } else {
             "missing_token"
         };
-        assert_eq!(
-            var(&actions, "reason"),
-            Some(&TypedData::static_str(reason))
-        );
-        assert!(var(&actions, "www_authenticate").is_some());
+        assert_eq!(vars.get("reason"), Some(&TypedData::static_str(reason)));
+        assert!(vars.get("www_authenticate").is_some());
     }
     assert_eq!(seen, expected);
     // Tests run in parallel and share the registry: at least ours were counted.
     assert!(frames_total("ack") >= acks_before + 20);
     // Nothing else was queued: the next frame is the answer to our DISCONNECT.
-    s.write_all(&e10()).await.unwrap();
-    assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
-    expect_closed(&mut s).await;
+    s.send_raw(&e10()).await.unwrap();
+    assert_eq!(s.frame().await.disconnect_status(), Status::Normal);
+    s.expect_closed().await;
 }
 
 #[tokio::test]
@@ -300,16 +232,16 @@ async fn notify_written_one_byte_at_a_time() {
     let srv = TestServer::foundation().await;
     let mut s = srv.connect().await;
     for byte in e2() {
-        s.write_all(&[byte]).await.unwrap();
+        s.send_raw(&[byte]).await.unwrap();
     }
-    assert_eq!(read_frame(&mut s).await, e4());
+    assert_eq!(s.raw_frame().await, e4());
     for byte in notify(0, 2, Some("Bearer x")) {
-        s.write_all(&[byte]).await.unwrap();
+        s.send_raw(&[byte]).await.unwrap();
     }
-    let (sid, fid, actions) = parse_ack(&read_frame(&mut s).await);
+    let (sid, fid, vars) = s.frame().await.ack();
     assert_eq!((sid, fid), (0, 2));
     assert_eq!(
-        var(&actions, "reason"),
+        vars.get("reason"),
         Some(&TypedData::static_str("unsupported_token"))
     );
 }
@@ -321,16 +253,19 @@ async fn notify_without_authorize_message_gets_bad_request() {
     let mut buf = BytesMut::new();
     let other = Message {
         name: Bytes::from_static(b"check-request"),
-        args: vec![arg("method", TypedData::static_str("GET"))],
+        args: vec![Arg {
+            name: Bytes::from_static(b"method"),
+            value: TypedData::static_str("GET"),
+        }],
     };
     frame::encode_notify(&mut buf, 3, 1, &[other]);
     frame::encode_notify(&mut buf, 5, 1, &[]);
-    s.write_all(&buf).await.unwrap();
+    s.send_raw(&buf).await.unwrap();
     for _ in 0..2 {
-        let (_, _, actions) = parse_ack(&read_frame(&mut s).await);
-        assert_eq!(var(&actions, "status"), Some(&TypedData::Int64(400)));
+        let (_, _, vars) = s.frame().await.ack();
+        assert_eq!(vars.get("status"), Some(&TypedData::Int64(400)));
         assert_eq!(
-            var(&actions, "reason"),
+            vars.get("reason"),
             Some(&TypedData::static_str("bad_request"))
         );
     }
@@ -441,20 +376,16 @@ async fn malformed_input_gets_the_right_disconnect_and_others_keep_working() {
         } else {
             srv.connect().await
         };
-        s.write_all(&input).await.unwrap();
-        let f = read_frame(&mut s).await;
-        assert_eq!(disconnect_status(&f), status, "case {name:?}");
-        expect_closed(&mut s).await;
+        s.send_raw(&input).await.unwrap();
+        assert_eq!(s.frame().await.disconnect_status(), status, "case {name:?}");
+        s.expect_closed().await;
     }
     // Truncated by EOF: the half-frame is answered with status 4.
     let mut s = srv.ready().await;
-    s.write_all(&notify(1, 1, None)[..12]).await.unwrap();
-    s.shutdown().await.unwrap();
-    assert_eq!(
-        disconnect_status(&read_frame(&mut s).await),
-        Status::Invalid
-    );
-    expect_closed(&mut s).await;
+    s.send_raw(&notify(1, 1, None)[..12]).await.unwrap();
+    s.stream().shutdown().await.unwrap();
+    assert_eq!(s.frame().await.disconnect_status(), Status::Invalid);
+    s.expect_closed().await;
     assert!(connection_errors("4") >= errors_before + 9);
     // The connection opened first never noticed.
     round_trip(&mut keeper, 7).await;
@@ -467,11 +398,11 @@ async fn three_hundred_rapid_reconnects() {
     for i in 0..300u32 {
         let mut s = srv.connect().await;
         let hello = if i % 2 == 0 { e2() } else { e3() };
-        s.write_all(&hello).await.unwrap();
-        assert_eq!(read_frame(&mut s).await, e4(), "cycle {i}");
+        s.send_raw(&hello).await.unwrap();
+        assert_eq!(s.raw_frame().await, e4(), "cycle {i}");
         if i % 3 == 0 {
-            s.write_all(&e10()).await.unwrap();
-            assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
+            s.send_raw(&e10()).await.unwrap();
+            assert_eq!(s.frame().await.disconnect_status(), Status::Normal);
         }
         drop(s);
     }
@@ -484,13 +415,13 @@ async fn three_hundred_rapid_reconnects() {
 async fn haproxy_disconnect_is_answered_and_closed() {
     let srv = TestServer::foundation().await;
     let mut s = srv.ready().await;
-    s.write_all(&e10()).await.unwrap();
-    let f = read_frame(&mut s).await;
+    s.send_raw(&e10()).await.unwrap();
+    let f = s.raw_frame().await;
     assert_eq!(
         f,
         b(r#"00 00 00 25 66 00 00 00 01 00 00 0b "status-code" 03 00 07 "message" 08 06 "normal""#)
     );
-    expect_closed(&mut s).await;
+    s.expect_closed().await;
 }
 
 /// At the limit a new connection evicts the connection idle longest (preferring one that
@@ -511,47 +442,53 @@ async fn connection_limit_evicts_the_idle_then_refuses_when_all_are_busy() {
     let mut a = srv.ready().await;
     let mut b2 = srv.ready().await;
     // `a` decides something (held by the gate, then released): it is a working connection.
-    a.write_all(&notify(1, 1, None)).await.unwrap();
+    a.send_raw(&notify(1, 1, None)).await.unwrap();
     timeout(WAIT, entered.recv()).await.unwrap().unwrap();
     release.add_permits(1);
-    parse_ack(&read_frame(&mut a).await);
+    a.frame().await.ack();
     // `a` is idle longest, but `b2` never sent a NOTIFY: `b2` goes, with AGENT-DISCONNECT 13.
     let mut c = srv.ready().await;
     assert_eq!(
-        disconnect_status(&read_frame(&mut b2).await),
+        b2.frame().await.disconnect_status(),
         Status::ResourceAllocation
     );
-    expect_closed(&mut b2).await;
+    b2.expect_closed().await;
     // `a` and `c` get a NOTIFY each, held in flight: neither may be evicted, so the next
     // connection is refused at once (AGENT-DISCONNECT 13 if it got out, then close; never an
     // AGENT-HELLO).
-    a.write_all(&notify(3, 1, None)).await.unwrap();
-    c.write_all(&notify(5, 1, None)).await.unwrap();
+    a.send_raw(&notify(3, 1, None)).await.unwrap();
+    c.send_raw(&notify(5, 1, None)).await.unwrap();
     for _ in 0..2 {
         timeout(WAIT, entered.recv()).await.unwrap().unwrap();
     }
     let mut d = srv.connect().await;
-    let _ = d.write_all(&e3()).await;
+    let _ = d.send_raw(&e3()).await;
     let mut buf = vec![0u8; 256];
-    let n = timeout(WAIT, d.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = timeout(WAIT, d.stream().read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     if n > 0 {
-        assert_eq!(disconnect_status(&buf[..n]), Status::ResourceAllocation);
+        assert_eq!(
+            decode_raw(&buf[..n]).unwrap().disconnect_status(),
+            Status::ResourceAllocation
+        );
     }
-    expect_closed(&mut d).await;
+    d.expect_closed().await;
     // Both are answered.
     release.add_permits(2);
-    assert_eq!(parse_ack(&read_frame(&mut a).await).0, 3);
-    assert_eq!(parse_ack(&read_frame(&mut c).await).0, 5);
+    assert_eq!(a.frame().await.ack().0, 3);
+    assert_eq!(c.frame().await.ack().0, 5);
     // `c` decides once more, so `a` is idle longest (activity is tracked in milliseconds).
     tokio::time::sleep(Duration::from_millis(10)).await;
-    c.write_all(&notify(7, 1, None)).await.unwrap();
+    c.send_raw(&notify(7, 1, None)).await.unwrap();
     timeout(WAIT, entered.recv()).await.unwrap().unwrap();
     release.add_permits(1);
-    assert_eq!(parse_ack(&read_frame(&mut c).await).0, 7);
+    assert_eq!(c.frame().await.ack().0, 7);
     // Idle again: a new connection gets in, evicting `a`.
     let _e = srv.ready().await;
     assert_eq!(
-        disconnect_status(&read_frame(&mut a).await),
+        a.frame().await.disconnect_status(),
         Status::ResourceAllocation
     );
 }
@@ -567,29 +504,20 @@ async fn stalled_half_frames_are_dropped_by_the_timeouts() {
     // Half a HELLO, then nothing.
     let started = Instant::now();
     let mut s = srv.connect().await;
-    s.write_all(&e2()[..40]).await.unwrap();
-    assert_eq!(
-        disconnect_status(&read_frame(&mut s).await),
-        Status::Timeout
-    );
-    expect_closed(&mut s).await;
+    s.send_raw(&e2()[..40]).await.unwrap();
+    assert_eq!(s.frame().await.disconnect_status(), Status::Timeout);
+    s.expect_closed().await;
     assert!(started.elapsed() >= Duration::from_millis(200));
     // A connection that never says anything.
     let mut s = srv.connect().await;
-    assert_eq!(
-        disconnect_status(&read_frame(&mut s).await),
-        Status::Timeout
-    );
+    assert_eq!(s.frame().await.disconnect_status(), Status::Timeout);
     // After the HELLO, half a NOTIFY, then nothing.
     let mut s = srv.ready().await;
     round_trip(&mut s, 1).await;
     let started = Instant::now();
-    s.write_all(&notify(3, 1, None)[..15]).await.unwrap();
-    assert_eq!(
-        disconnect_status(&read_frame(&mut s).await),
-        Status::Timeout
-    );
-    expect_closed(&mut s).await;
+    s.send_raw(&notify(3, 1, None)[..15]).await.unwrap();
+    assert_eq!(s.frame().await.disconnect_status(), Status::Timeout);
+    s.expect_closed().await;
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
@@ -627,17 +555,14 @@ async fn graceful_shutdown_answers_inflight_then_disconnects() {
     for sid in [1u64, 3, 5] {
         batch.extend_from_slice(&notify(sid, 1, None));
     }
-    s.write_all(&batch).await.unwrap();
+    s.send_raw(&batch).await.unwrap();
     for _ in 0..3 {
         timeout(WAIT, entered.recv()).await.unwrap().unwrap();
     }
     srv.shutdown();
     // The idle connection is told at once.
-    assert_eq!(
-        disconnect_status(&read_frame(&mut idle).await),
-        Status::Normal
-    );
-    expect_closed(&mut idle).await;
+    assert_eq!(idle.frame().await.disconnect_status(), Status::Normal);
+    idle.expect_closed().await;
     // New connections are no longer accepted.
     let refused = match TcpStream::connect(srv.addr).await {
         Err(_) => true,
@@ -650,17 +575,14 @@ async fn graceful_shutdown_answers_inflight_then_disconnects() {
     release.add_permits(3);
     let mut sids = HashSet::new();
     for _ in 0..3 {
-        let (sid, _, actions) = parse_ack(&read_frame(&mut s).await);
-        assert_eq!(var(&actions, "allow"), Some(&TypedData::Bool(true)));
-        assert_eq!(
-            var(&actions, "rule"),
-            Some(&TypedData::static_str("/api/x"))
-        );
+        let (sid, _, vars) = s.frame().await.ack();
+        assert_eq!(vars.get("allow"), Some(&TypedData::Bool(true)));
+        assert_eq!(vars.get("rule"), Some(&TypedData::static_str("/api/x")));
         sids.insert(sid);
     }
     assert_eq!(sids, HashSet::from([1, 3, 5]));
-    assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
-    expect_closed(&mut s).await;
+    assert_eq!(s.frame().await.disconnect_status(), Status::Normal);
+    s.expect_closed().await;
     timeout(WAIT, &mut srv.handle).await.unwrap().unwrap();
 }
 
@@ -677,12 +599,12 @@ async fn shutdown_grace_bounds_the_drain() {
     };
     let mut srv = TestServer::start(cfg, gate).await;
     let mut s = srv.ready().await;
-    s.write_all(&notify(1, 1, None)).await.unwrap();
+    s.send_raw(&notify(1, 1, None)).await.unwrap();
     timeout(WAIT, entered.recv()).await.unwrap().unwrap();
     let started = Instant::now();
     srv.shutdown();
     // Never released: the AGENT-DISCONNECT comes at the grace deadline.
-    assert_eq!(disconnect_status(&read_frame(&mut s).await), Status::Normal);
+    assert_eq!(s.frame().await.disconnect_status(), Status::Normal);
     assert!(started.elapsed() >= Duration::from_millis(300));
     timeout(WAIT, &mut srv.handle).await.unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -700,12 +622,12 @@ impl Authorizer for Panics {
 async fn panicking_authorizer_still_gets_an_ack() {
     let srv = TestServer::start(SpopConfig::default(), Panics).await;
     let mut s = srv.ready().await;
-    s.write_all(&notify(9, 1, None)).await.unwrap();
-    let (sid, _, actions) = parse_ack(&read_frame(&mut s).await);
+    s.send_raw(&notify(9, 1, None)).await.unwrap();
+    let (sid, _, vars) = s.frame().await.ack();
     assert_eq!(sid, 9);
-    assert_eq!(var(&actions, "status"), Some(&TypedData::Int64(500)));
+    assert_eq!(vars.get("status"), Some(&TypedData::Int64(500)));
     assert_eq!(
-        var(&actions, "reason"),
+        vars.get("reason"),
         Some(&TypedData::static_str("internal_error"))
     );
 }

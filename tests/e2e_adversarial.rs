@@ -33,9 +33,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::agent::Agent;
 use support::auth_kit::{claims, MockIdp, Signer};
-use support::haproxy::{Haproxy, HaproxyVersion};
+use support::haproxy::HaproxyVersion;
+use support::stack::Stack;
 
 use h2_raw::H2Outcome;
 use raw_upstream::RawUpstream;
@@ -105,9 +105,9 @@ upstream = "pat"
 
 /// The stack under attack.
 struct Target {
-    version: HaproxyVersion,
-    hap: Haproxy,
-    agent: Agent,
+    /// idgate + HAProxy, whose Databricks upstream is `up` (the stack's echo server sees
+    /// nothing). Dropped first: HAProxy, then the agent, then `up`.
+    stack: Stack,
     up: RawUpstream,
     signer: Signer,
     iss: String,
@@ -115,16 +115,11 @@ struct Target {
 
 impl Target {
     fn front(&self) -> SocketAddr {
-        self.hap.params.frontend
+        self.stack.hap.params.frontend
     }
 
     fn logs(&self) -> String {
-        format!(
-            "[{}]\n--- haproxy ---\n{}\n--- idgate ---\n{}",
-            self.version.label(),
-            self.hap.log(),
-            self.agent.log()
-        )
+        self.stack.logs()
     }
 
     /// A valid token for `sub` in ml-engineers, with `extra` claims merged in (null removes).
@@ -313,7 +308,8 @@ fn routing(t: &Target) {
             // The access log has the path without the query string.
             let logged = format!("POST \"{}\"", p.split('?').next().unwrap_or(p));
             let line = support::poll_until(IO_TIMEOUT, || {
-                t.hap
+                t.stack
+                    .hap
                     .log()
                     .lines()
                     .rfind(|l| l.contains(&logged))
@@ -354,7 +350,7 @@ fn smuggling(t: &Target) {
         "POST {SERVING}?chunked-trailers HTTP/1.1\r\nHost: gateway.idgate.test\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\nX-Forwarded-User: forged-trailer\r\nAuthorization: Bearer forged-trailer\r\nX_Forwarded_Groups: forged-trailer\r\n\r\n"
     );
     let (status, _) = send_raw(t.front(), req.as_bytes());
-    match t.version {
+    match t.stack.version {
         HaproxyVersion::V26 => assert_eq!(status, Some(411), "chunked on 2.6\n{}", t.logs()),
         HaproxyVersion::V32 => assert_eq!(status, Some(200), "chunked on 3.x\n{}", t.logs()),
     }
@@ -398,7 +394,7 @@ fn smuggling(t: &Target) {
         None,
         &[],
     );
-    match t.version {
+    match t.stack.version {
         HaproxyVersion::V26 => {
             // HTTP/2 is off on 2.6's frontend (it cannot drop request trailers).
             for o in [&out, &out_cl, &raw_path, &raw_query] {
@@ -738,7 +734,7 @@ fn credentials(t: &Target) {
     );
     assert_eq!(status, Some(200), "{}", t.logs());
     t.forwarded("query-not-logged", "query string");
-    let log = t.hap.log();
+    let log = t.stack.hap.log();
     assert!(
         !log.contains("query-not-logged"),
         "query string in the access log:\n{log}"
@@ -840,35 +836,30 @@ fn upstream_down(mut t: Target) {
 }
 
 fn run(version: HaproxyVersion) {
-    let Some(bin) = version.require() else { return };
+    if version.require().is_none() {
+        return;
+    }
     let rt = support::background_runtime();
     let signer = Signer::rsa("adv-k1");
     let mock = rt.block_on(MockIdp::start(&[&signer]));
     let dir = tempfile::tempdir().expect("temp dir");
     let pat_file = dir.path().join("pat.secret");
     support::write_secret(&pat_file, PAT);
-    let agent = Agent::start(&agent_config(&mock, &pat_file));
-    assert!(
-        agent.wait_ready(support::READY_TIMEOUT),
-        "idgate never became ready\n{}",
-        agent.log()
-    );
     let up = RawUpstream::start();
     let limit = RATE_LIMIT.to_string();
-    let hap = Haproxy::start_with_env(
+    let Some(stack) = Stack::start_with(
         version,
-        &bin,
-        agent.spop,
-        &up.upstream(),
+        &agent_config(&mock, &pat_file),
+        Some(up.upstream()),
         &[
             ("IDGATE_TOKEN_COOKIE", COOKIE),
             ("IDGATE_SERVING_RATE_LIMIT", &limit),
         ],
-    );
+    ) else {
+        return;
+    };
     let t = Target {
-        version,
-        hap,
-        agent,
+        stack,
         up,
         signer,
         iss: mock.base.clone(),

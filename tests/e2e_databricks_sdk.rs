@@ -15,15 +15,11 @@
 
 mod support;
 
-#[path = "support/e2e_stack.rs"]
-mod e2e_stack;
-
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_stack::Stack;
 use serde_json::{json, Value};
 use support::auth_kit::{claims, MockIdp, Signer};
 use support::databricks::{
@@ -31,6 +27,7 @@ use support::databricks::{
 };
 use support::dns::FakeDns;
 use support::haproxy::{HaproxyVersion, Upstream};
+use support::stack::{self, Stack};
 
 /// Bound on one client run (interpreter start, imports, the call, the SDK's retries).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -122,7 +119,7 @@ struct World {
 }
 
 fn world() -> World {
-    let rt = e2e_stack::runtime();
+    let rt = stack::runtime();
     let key = Signer::ec("fixture-ec-1");
     let mock = rt.block_on(MockIdp::start(&[&key]));
     let fake = rt.block_on(FakeDatabricks::start_workspace());
@@ -196,7 +193,7 @@ groups = ["ml-engineers"]
 effect = "allow"
 upstream = "serving-sp"
 "#,
-        audit = e2e_stack::AUDIT_PLACEHOLDER,
+        audit = stack::AUDIT_PLACEHOLDER,
         iss = mock.base,
         jwks = mock.jwks_uri(),
         serving = sp("serving-sp", &fake.token_url),

@@ -14,6 +14,7 @@ use support::agent::Agent;
 use support::echo::{EchoServer, UPSTREAM_HOST};
 use support::haproxy::{Haproxy, HaproxyVersion};
 use support::http_client;
+use support::stack::{Options, Stack};
 
 /// The credential idgate hands HAProxy for the public rule (a `static` upstream).
 const STATIC_UPSTREAM_TOKEN: &str = "dapi-e2e-static-upstream-token";
@@ -40,38 +41,21 @@ upstream = "pat"
     )
 }
 
-/// idgate + echo upstream + HAProxy, torn down in that reverse order.
-struct Stack {
-    hap: Haproxy,
-    agent: Agent,
-    echo: EchoServer,
-    _dir: tempfile::TempDir,
-}
-
+/// idgate + echo upstream + HAProxy ([`support::stack`]), the agent's credential file in the
+/// stack's directory.
 fn stack(version: HaproxyVersion) -> Option<Stack> {
-    let bin = version.require()?;
+    version.require()?;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("pat.token");
     support::write_secret(&token_file, STATIC_UPSTREAM_TOKEN);
-    let agent = Agent::start(&agent_config(&token_file));
-    let echo = EchoServer::start();
-    let hap = Haproxy::start(version, &bin, agent.spop, &echo.upstream());
-    Some(Stack {
-        hap,
-        agent,
-        echo,
-        _dir: dir,
-    })
-}
-
-impl Stack {
-    fn logs(&self) -> String {
-        format!(
-            "--- haproxy ---\n{}\n--- idgate ---\n{}",
-            self.hap.log(),
-            self.agent.log()
-        )
-    }
+    Stack::launch(
+        version,
+        &agent_config(&token_file),
+        Options {
+            dir: Some(dir),
+            ..Options::default()
+        },
+    )
 }
 
 fn no_token_gets_401_challenge_and_nothing_is_forwarded(version: HaproxyVersion) {

@@ -16,18 +16,17 @@
 mod support;
 
 use support::auth_kit;
-#[path = "support/e2e_stack.rs"]
-mod e2e_stack;
 use support::oidc;
 
 use std::path::Path;
 use std::time::Duration;
 
 use auth_kit::{claims, now, MockIdp, Signer};
-use e2e_stack::{as_refs, assert_identity, forged_with_token, Resp, Stack};
 use oidc::{header_of, OidcProvider, RESOURCE};
 use serde_json::json;
+use support::forged::{as_refs, assert_identity, forged_with_token};
 use support::haproxy::HaproxyVersion;
+use support::stack::{self, Resp, Stack};
 
 const PAT: &str = "dapi-e2e-identity-static-token";
 const SERVING: &str = "/serving-endpoints/churn-model/invocations";
@@ -78,7 +77,7 @@ methods = ["GET"]
 paths = ["/api/2.0/**"]
 effect = "allow"
 "#,
-        audit = e2e_stack::AUDIT_PLACEHOLDER,
+        audit = stack::AUDIT_PLACEHOLDER,
         mock_iss = mock.base,
         mock_jwks = mock.jwks_uri(),
         pat = pat_file.display(),
@@ -106,7 +105,7 @@ fn identity_end_to_end(version: HaproxyVersion) {
     if oidc::skip() {
         return;
     }
-    let rt = e2e_stack::runtime();
+    let rt = stack::runtime();
     let idp = rt.block_on(OidcProvider::start());
     let fixture_key = Signer::rsa("fixture-rsa-1");
     let mock = rt.block_on(MockIdp::start(&[&fixture_key]));

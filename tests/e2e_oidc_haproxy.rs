@@ -7,11 +7,9 @@ mod support;
 
 use std::path::Path;
 
-use support::agent::Agent;
-use support::echo::EchoServer;
-use support::haproxy::{Haproxy, HaproxyVersion};
+use support::haproxy::HaproxyVersion;
+use support::http_client;
 use support::oidc::{OidcProvider, RESOURCE};
-use support::{http_client, READY_TIMEOUT};
 
 /// What idgate sends upstream for the serving rule (a `static` upstream).
 const SERVING_CREDENTIAL: &str = "dapi-e2e-serving-sp";
@@ -74,11 +72,12 @@ token_file = "{}"
     )
 }
 
-/// IdP + idgate + echo upstream + HAProxy; dropped in reverse order of start.
+/// The OIDC provider + the stack (idgate + echo upstream + HAProxy, [`support::stack`]; the
+/// agent's credential file in the stack's directory). Derefs to the stack (`s.hap`,
+/// `s.echo`, `s.logs()`). Dropped in field order: the stack (HAProxy first), then the IdP,
+/// its runtime.
 struct Stack {
-    hap: Haproxy,
-    agent: Agent,
-    echo: EchoServer,
+    stack: support::stack::Stack,
     /// In group ml-engineers.
     alice: String,
     /// In group analysts.
@@ -87,7 +86,13 @@ struct Stack {
     batch: String,
     _idp: OidcProvider,
     _rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = support::stack::Stack;
+    fn deref(&self) -> &support::stack::Stack {
+        &self.stack
+    }
 }
 
 impl Stack {
@@ -99,7 +104,7 @@ impl Stack {
         if support::oidc::skip() {
             return None;
         }
-        let bin = version.require()?;
+        version.require()?;
         let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
         let idp = rt.block_on(OidcProvider::start());
         let (alice, bob, batch) = rt.block_on(async {
@@ -112,33 +117,23 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("serving-sp.token");
         support::write_secret(&token_file, SERVING_CREDENTIAL);
-        let agent = Agent::start(&agent_config(&idp.issuer, &token_file));
-        assert!(
-            agent.wait_ready(READY_TIMEOUT),
-            "idgate never loaded the IdP's keys\n{}",
-            agent.log()
-        );
-        let echo = EchoServer::start();
-        let hap = Haproxy::start_with_env(version, &bin, agent.spop, &echo.upstream(), hap_env);
+        let stack = support::stack::Stack::launch(
+            version,
+            &agent_config(&idp.issuer, &token_file),
+            support::stack::Options {
+                extra_env: hap_env,
+                dir: Some(dir),
+                ..Default::default()
+            },
+        )?;
         Some(Stack {
-            hap,
-            agent,
-            echo,
+            stack,
             alice,
             bob,
             batch,
             _idp: idp,
             _rt: rt,
-            _dir: dir,
         })
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- haproxy ---\n{}\n--- idgate ---\n{}",
-            self.hap.log(),
-            self.agent.log()
-        )
     }
 
     fn invoke(&self, token: &str) -> reqwest::blocking::Response {

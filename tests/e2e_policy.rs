@@ -21,15 +21,14 @@
 
 mod support;
 
-#[path = "support/e2e_stack.rs"]
-mod e2e_stack;
 use support::oidc;
 
 use std::path::Path;
 
-use e2e_stack::{as_refs, assert_identity, assert_no_forged, forged_with_token, Stack, FORGED};
 use oidc::{OidcProvider, RESOURCE};
+use support::forged::{as_refs, assert_identity, assert_no_forged, forged_with_token, FORGED};
 use support::haproxy::HaproxyVersion;
+use support::stack::{self, Stack};
 
 /// The static credential of the `pat` upstream (what Databricks would see).
 const PAT: &str = "dapi-e2e-policy-static-token";
@@ -80,7 +79,7 @@ methods = ["GET"]
 paths = ["/api/2.0/**"]
 effect = "allow"
 "#,
-        audit = e2e_stack::AUDIT_PLACEHOLDER,
+        audit = stack::AUDIT_PLACEHOLDER,
         pat = pat_file.display(),
     )
 }
@@ -89,7 +88,7 @@ fn policy_end_to_end(version: HaproxyVersion) {
     if oidc::skip() {
         return;
     }
-    let rt = e2e_stack::runtime();
+    let rt = stack::runtime();
     let idp = rt.block_on(OidcProvider::start());
     let pat_dir = tempfile::tempdir().unwrap();
     let pat_file = pat_dir.path().join("pat.token");

@@ -15,17 +15,16 @@
 mod support;
 
 use support::auth_kit;
-#[path = "support/e2e_stack.rs"]
-mod e2e_stack;
 
 use std::path::Path;
 use std::time::Duration;
 
 use auth_kit::{claims, MockIdp, Signer};
-use e2e_stack::{as_refs, assert_identity, forged_with_token, Resp, Stack};
 use serde_json::json;
 use support::databricks::{Fail, FakeDatabricks, CLIENT_ID, CLIENT_SECRET, GRANT_EXCHANGE};
+use support::forged::{as_refs, assert_identity, forged_with_token};
 use support::haproxy::HaproxyVersion;
+use support::stack::{self, Resp, Stack};
 
 const SERVING: &str = "/serving-endpoints/churn-model/invocations";
 const CLUSTERS: &str = "/api/2.0/clusters/list";
@@ -100,7 +99,7 @@ paths = ["/api/2.0/**"]
 effect = "allow"
 upstream = "federated"
 "#,
-        audit = e2e_stack::AUDIT_PLACEHOLDER,
+        audit = stack::AUDIT_PLACEHOLDER,
         mock_iss = mock.base,
         mock_jwks = mock.jwks_uri(),
         token_url = fake.token_url,
@@ -139,7 +138,7 @@ fn assert_upstream_unavailable(s: &Stack, r: &Resp, what: &str) {
 }
 
 fn upstream_end_to_end(version: HaproxyVersion) {
-    let rt = e2e_stack::runtime();
+    let rt = stack::runtime();
     let key = Signer::ec("fixture-ec-1");
     let mock = rt.block_on(MockIdp::start(&[&key]));
     let fake = rt.block_on(FakeDatabricks::start());

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::haproxy::HaproxyVersion;
-use support::stack::Stack;
+use support::stack::IdpStack;
 use support::traffic::{assert_only_allowed_forwarded, summary, Outcome};
 
 /// Load clients.
@@ -28,7 +28,7 @@ fn healthy(o: &Outcome) -> bool {
 }
 
 fn killed_agent_fails_closed_and_recovers_after_restart(version: HaproxyVersion) {
-    let Some(mut s) = Stack::start(version, false, "", "") else {
+    let Some(mut s) = IdpStack::start(version, false, "", "") else {
         return;
     };
     let load = s.load(CLIENTS);

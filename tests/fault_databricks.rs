@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::databricks::{Fail, FakeDatabricks, CLIENT_ID, CLIENT_SECRET};
 use support::haproxy::HaproxyVersion;
-use support::stack::{agent_config, Stack};
+use support::stack::{agent_config, IdpStack};
 use support::traffic::{assert_only_allowed_forwarded, Outcome};
 use support::{free_port, poll_until, READY_TIMEOUT};
 
@@ -39,7 +39,7 @@ fn token_endpoint_failures_deny_with_503_and_forward_nothing(version: HaproxyVer
     let secret = dir.path().join("sp.secret");
     std::fs::write(&secret, CLIENT_SECRET).unwrap();
     fake.fail_always(Some(Fail::Unavailable));
-    let Some(s) = Stack::start(version, false, "", &extra(&fake.token_url, &secret)) else {
+    let Some(s) = IdpStack::start(version, false, "", &extra(&fake.token_url, &secret)) else {
         return;
     };
     let mut outcomes: Vec<Outcome> = Vec::new();

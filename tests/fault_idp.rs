@@ -14,14 +14,14 @@ use std::time::Duration;
 use serde_json::json;
 use support::auth_kit::{claims, Reply, Signer};
 use support::haproxy::HaproxyVersion;
-use support::stack::Stack;
+use support::stack::IdpStack;
 use support::traffic::{assert_only_allowed_forwarded, Outcome};
 use support::{poll_until, tcp_accepts, READY_TIMEOUT};
 
 const ISSUER_EXTRA: &str = "http_timeout = \"500ms\"\nunknown_kid_refetch_interval = \"100ms\"";
 const PATH: &str = "/api/2.0/clusters/list";
 
-fn failures(s: &Stack) -> f64 {
+fn failures(s: &IdpStack) -> f64 {
     s.agent
         .metric(
             "idgate_jwks_refresh_total",
@@ -31,7 +31,7 @@ fn failures(s: &Stack) -> f64 {
 }
 
 fn idp_faults_keep_cached_keys_working(version: HaproxyVersion) {
-    let Some(s) = Stack::start(version, false, ISSUER_EXTRA, "") else {
+    let Some(s) = IdpStack::start(version, false, ISSUER_EXTRA, "") else {
         return;
     };
     let rotated = Signer::ec2("k2");

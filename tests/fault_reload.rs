@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::haproxy::HaproxyVersion;
 use support::poll_until;
-use support::stack::{agent_config, Stack};
+use support::stack::{agent_config, IdpStack};
 use support::traffic::{assert_only_allowed_forwarded, summary, Outcome};
 
 const CLIENTS: usize = 4;
@@ -32,7 +32,7 @@ fn decided(o: &Outcome) -> bool {
 }
 
 fn idgate_sighup_under_load_changes_nothing_for_clients(version: HaproxyVersion) {
-    let Some(s) = Stack::start(version, false, "", "") else {
+    let Some(s) = IdpStack::start(version, false, "", "") else {
         return;
     };
     let load = s.load(CLIENTS);
@@ -97,7 +97,7 @@ fn idgate_sighup_under_load_changes_nothing_for_clients(version: HaproxyVersion)
 /// SIGUSR2 to its master; 3.2 by replacement with `-x`/`-sf` (see `Haproxy::reload_sf`).
 fn haproxy_reload_under_load_forwards_nothing_without_a_verdict(version: HaproxyVersion) {
     let master_worker = version == HaproxyVersion::V26;
-    let Some(mut s) = Stack::start(version, master_worker, "", "") else {
+    let Some(mut s) = IdpStack::start(version, master_worker, "", "") else {
         return;
     };
     let load = s.load(CLIENTS);

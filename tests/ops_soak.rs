@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use support::auth_kit::{claims, now, Signer};
 use support::haproxy::HaproxyVersion;
-use support::stack::{agent_config, Stack};
+use support::stack::{agent_config, IdpStack};
 use support::traffic::{summary, Load};
 use support::{metric_sum, metric_value, poll_until, READY_TIMEOUT};
 
@@ -78,7 +78,7 @@ fn signer(generation: u64) -> Signer {
     )
 }
 
-fn config(s: &Stack, variant: u64) -> String {
+fn config(s: &IdpStack, variant: u64) -> String {
     let deny = "[[rule]]\nname = \"no-admin\"\npaths = [\"/admin/**\"]\neffect = \"deny\"\n";
     let issuer = "unknown_kid_refetch_interval = \"1s\"";
     let mut c = if variant % 2 == 0 {
@@ -125,7 +125,7 @@ fn soak() {
         std::fs::create_dir_all(dir).unwrap();
     }
 
-    let s = Stack::start(HaproxyVersion::V26, false, "", "").expect("HAProxy 2.6 is required");
+    let s = IdpStack::start(HaproxyVersion::V26, false, "", "").expect("HAProxy 2.6 is required");
     s.agent.write_config(&config(&s, 0));
     s.agent.signal("HUP");
     let reloaded = |n: f64| {

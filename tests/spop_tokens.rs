@@ -1,6 +1,6 @@
-//! An adversarial token corpus against the `idgate` BINARY over raw SPOP (no HAProxy): a tiny
-//! SPOP client (HELLO, NOTIFY `authorize`, ACK parsing, built on the crate's own encoder and
-//! decoder) talks to `idgate run`, whose one issuer is a mock IdP publishing fixture RSA, EC
+//! An adversarial token corpus against the `idgate` BINARY over raw SPOP (no HAProxy): the tests'
+//! SPOP client (tests/support/spop_client.rs, async: HELLO, NOTIFY `authorize`, ACK parsing on
+//! the crate's own encoder and decoder) talks to `idgate run`, whose one issuer is a mock IdP publishing fixture RSA, EC
 //! and Ed25519 keys.
 //!
 //! Every RFC 8725 pitfall we know of is one case with its exact contract reason code: `alg`
@@ -33,26 +33,16 @@ mod support;
 use support::auth_kit;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use auth_kit::{b64, claims, now, MockIdp, Signer};
-use bytes::{Bytes, BytesMut};
-use idgate::spop::frame::{self, decode_actions, Action, Arg, FrameType, Header, Message};
-use idgate::spop::TypedData;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use support::agent::Agent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::spop_client::{AsyncSpopClient, Request, Vars, HAPROXY_MAX_FRAME_SIZE};
+use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
-
-/// Bound on any single SPOP exchange.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// The max-frame-size we announce (HAProxy's default).
-const MAX_FRAME: u32 = 16380;
 
 /// The cookie the agent is configured to read the token from.
 const COOKIE: &str = "idgate_at";
@@ -89,192 +79,48 @@ effect = "allow"
     )
 }
 
-// ----- the SPOP client -----
-
-/// One HAProxy-side SPOP connection, HELLO done.
-struct Spop {
-    s: TcpStream,
-    /// The max-frame-size announced in our HELLO (the agent may only lower it).
-    max_frame: u32,
-}
-
-/// The variables of one ACK, by name.
-type Vars = HashMap<String, TypedData>;
-
-impl Spop {
-    async fn connect(addr: SocketAddr) -> Spop {
-        Spop::connect_with(addr, MAX_FRAME).await
-    }
-
-    /// [`Spop::connect`] announcing `max_frame` as HAProxy's max-frame-size.
-    async fn connect_with(addr: SocketAddr, max_frame: u32) -> Spop {
-        let s = timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect to idgate's SPOP listener");
-        s.set_nodelay(true).unwrap();
-        let mut c = Spop { s, max_frame };
-        let mut hello = BytesMut::new();
-        frame::encode_haproxy_hello(&mut hello, "2.0", max_frame, "pipelining", false);
-        c.s.write_all(&hello).await.unwrap();
-        let mut body = c.read_frame().await;
-        let h = Header::decode(&mut body).unwrap();
-        assert_eq!(
-            h.frame_type,
-            FrameType::AgentHello as u8,
-            "AGENT-HELLO expected"
-        );
-        c
-    }
-
-    async fn read_frame(&mut self) -> Bytes {
-        let max_frame = self.max_frame;
-        timeout(WAIT, async {
-            let mut len = [0u8; 4];
-            self.s.read_exact(&mut len).await.expect("frame length");
-            let n = u32::from_be_bytes(len);
-            assert!(
-                n <= max_frame,
-                "frame of {n} bytes exceeds the negotiated size"
-            );
-            let mut body = vec![0u8; n as usize];
-            self.s.read_exact(&mut body).await.expect("frame body");
-            Bytes::from(body)
-        })
-        .await
-        .expect("a frame within the time limit")
-    }
-
-    /// Reads one ACK: (stream-id, frame-id, variables).
-    async fn read_ack(&mut self) -> (u64, u64, Vars) {
-        let mut body = self.read_frame().await;
-        let h = Header::decode(&mut body).unwrap();
-        assert_eq!(h.frame_type, FrameType::Ack as u8, "ACK expected");
-        let mut vars = Vars::new();
-        for a in decode_actions(body).unwrap() {
-            if let Action::SetVar { name, value, .. } = a {
-                let name = String::from_utf8(name.to_vec()).unwrap();
-                assert!(
-                    vars.insert(name.clone(), value).is_none(),
-                    "variable {name} set twice"
-                );
-            }
-        }
-        (h.stream_id, h.frame_id, vars)
-    }
-
-    async fn send(&mut self, frames: &[u8]) {
-        self.s.write_all(frames).await.unwrap();
-    }
-
-    /// One `authorize` round trip.
-    async fn authorize(&mut self, sid: u64, req: &Req) -> Vars {
-        self.send(&notify(sid, 1, req)).await;
-        let (got_sid, fid, vars) = self.read_ack().await;
-        assert_eq!((got_sid, fid), (sid, 1));
-        vars
-    }
-}
-
-/// What one NOTIFY carries besides the method.
-#[derive(Debug, Clone, Default)]
-struct Req {
-    authorization: Option<String>,
-    cookie: Option<String>,
-    /// The `path` argument; `None`: [`DEFAULT_PATH`].
-    path: Option<String>,
-}
+// ----- requests -----
 
 /// The path of the corpus requests.
 const DEFAULT_PATH: &str = "/serving-endpoints/m/invocations";
 
-fn bearer(token: &str) -> Req {
-    Req {
-        authorization: Some(format!("Bearer {token}")),
-        ..Req::default()
-    }
+/// A corpus request without credentials, with the arguments the shipped SPOE file sends
+/// (an absent Authorization or Cookie header as NULL).
+fn req() -> Request {
+    Request::new("POST", DEFAULT_PATH)
+        .host("gateway.example.com")
+        .absent_as_null()
 }
 
-fn header_only(value: &str) -> Req {
-    Req {
-        authorization: Some(value.to_string()),
-        ..Req::default()
-    }
+fn bearer(token: &str) -> Request {
+    req().bearer(token)
 }
 
-fn cookie_only(value: &str) -> Req {
-    Req {
-        cookie: Some(value.to_string()),
-        ..Req::default()
-    }
+fn header_only(value: &str) -> Request {
+    req().authorization(value)
 }
 
-impl Req {
-    fn at(mut self, path: &str) -> Req {
-        self.path = Some(path.to_string());
-        self
-    }
+fn cookie_only(value: &str) -> Request {
+    req().cookie(value)
 }
 
-fn string(s: &str) -> TypedData {
-    TypedData::String(Bytes::copy_from_slice(s.as_bytes()))
+/// `req` as the NOTIFY on stream `sid` carries it: with HAProxy's `unique_id`.
+fn on_stream(sid: u64, req: &Request) -> Request {
+    req.clone().unique_id(&format!("spop-tokens-{sid}"))
 }
 
-/// A NOTIFY with the `authorize` message, as the shipped SPOE file sends it.
-fn notify(sid: u64, fid: u64, req: &Req) -> Vec<u8> {
-    let arg = |name: &'static str, value: TypedData| Arg {
-        name: Bytes::from_static(name.as_bytes()),
-        value,
-    };
-    let mut args = vec![
-        arg("method", TypedData::static_str("POST")),
-        arg("path", string(req.path.as_deref().unwrap_or(DEFAULT_PATH))),
-        arg("host", TypedData::static_str("gateway.example.com")),
-    ];
-    args.push(arg(
-        "authorization",
-        req.authorization.as_deref().map_or(TypedData::Null, string),
-    ));
-    args.push(arg(
-        "cookie",
-        req.cookie.as_deref().map_or(TypedData::Null, string),
-    ));
-    args.push(arg("src", TypedData::Ipv4([127, 0, 0, 1].into())));
-    args.push(arg("unique_id", string(&format!("spop-tokens-{sid}"))));
-    let msg = Message {
-        name: Bytes::from_static(b"authorize"),
-        args,
-    };
-    let mut buf = BytesMut::new();
-    frame::encode_notify(&mut buf, sid, fid, &[msg]);
-    buf.to_vec()
-}
-
-fn str_var<'a>(vars: &'a Vars, name: &str) -> Option<&'a str> {
-    match vars.get(name)? {
-        TypedData::String(b) => Some(std::str::from_utf8(b).expect("UTF-8 variable")),
-        other => panic!("{name} is not a string: {other:?}"),
-    }
-}
-
-fn int_var(vars: &Vars, name: &str) -> Option<i64> {
-    vars.get(name)
-        .map(|v| v.as_i64().expect("integer variable"))
-}
-
-fn bool_var(vars: &Vars, name: &str) -> Option<bool> {
-    match vars.get(name)? {
-        TypedData::Bool(b) => Some(*b),
-        other => panic!("{name} is not a bool: {other:?}"),
-    }
+/// One `authorize` round trip on stream `sid`.
+async fn authorize(c: &mut AsyncSpopClient, sid: u64, req: &Request) -> Vars {
+    c.decide_as(sid, &on_stream(sid, req)).await
 }
 
 /// A refusal: allow=false, 401, exactly `reason`, the right challenge, no identity.
 fn assert_refused(case: &str, vars: &Vars, reason: &str) {
-    assert_eq!(bool_var(vars, "allow"), Some(false), "{case}: {vars:?}");
-    assert_eq!(int_var(vars, "status"), Some(401), "{case}: {vars:?}");
-    assert_eq!(str_var(vars, "reason"), Some(reason), "{case}: {vars:?}");
-    let challenge = str_var(vars, "www_authenticate")
+    assert_eq!(vars.bool("allow"), Some(false), "{case}: {vars:?}");
+    assert_eq!(vars.int("status"), Some(401), "{case}: {vars:?}");
+    assert_eq!(vars.text("reason"), Some(reason), "{case}: {vars:?}");
+    let challenge = vars
+        .text("www_authenticate")
         .unwrap_or_else(|| panic!("{case}: 401 without www_authenticate: {vars:?}"));
     if reason == "missing_token" {
         assert_eq!(challenge, r#"Bearer realm="idgate""#, "{case}");
@@ -294,7 +140,7 @@ fn assert_refused(case: &str, vars: &Vars, reason: &str) {
         "upstream_authorization",
     ] {
         assert!(
-            !vars.contains_key(name),
+            !vars.contains(name),
             "{case}: {name} set on a refusal: {vars:?}"
         );
     }
@@ -302,23 +148,19 @@ fn assert_refused(case: &str, vars: &Vars, reason: &str) {
 
 /// An acceptance with the identity of [`valid_claims`] (`sub` given).
 fn assert_accepted(case: &str, vars: &Vars, sub: &str) {
-    assert_eq!(bool_var(vars, "allow"), Some(true), "{case}: {vars:?}");
-    assert_eq!(int_var(vars, "status"), Some(200), "{case}: {vars:?}");
-    assert_eq!(str_var(vars, "reason"), Some("ok"), "{case}: {vars:?}");
-    assert_eq!(str_var(vars, "sub"), Some(sub), "{case}");
+    assert_eq!(vars.bool("allow"), Some(true), "{case}: {vars:?}");
+    assert_eq!(vars.int("status"), Some(200), "{case}: {vars:?}");
+    assert_eq!(vars.text("reason"), Some("ok"), "{case}: {vars:?}");
+    assert_eq!(vars.text("sub"), Some(sub), "{case}");
     assert_eq!(
-        str_var(vars, "email"),
+        vars.text("email"),
         Some(format!("{sub}@example.com").as_str()),
         "{case}"
     );
-    assert_eq!(
-        str_var(vars, "groups"),
-        Some("ml-engineers,analysts"),
-        "{case}"
-    );
-    assert_eq!(str_var(vars, "issuer"), Some("fixture"), "{case}");
-    assert_eq!(str_var(vars, "rule"), Some("everything"), "{case}");
-    assert!(!vars.contains_key("www_authenticate"), "{case}: {vars:?}");
+    assert_eq!(vars.text("groups"), Some("ml-engineers,analysts"), "{case}");
+    assert_eq!(vars.text("issuer"), Some("fixture"), "{case}");
+    assert_eq!(vars.text("rule"), Some("everything"), "{case}");
+    assert!(!vars.contains("www_authenticate"), "{case}: {vars:?}");
 }
 
 // ----- the corpus -----
@@ -392,7 +234,7 @@ struct Keys {
 }
 
 /// (case, request, expected reason). Built once the mock issuer's URL is known.
-fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
+fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Request, &'static str)> {
     let n = now();
     let good = valid_claims(iss, "mallory");
     let with = |f: &dyn Fn(&mut Value)| {
@@ -413,7 +255,7 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
     let (valid_input, valid_sig) = valid.rsplit_once('.').unwrap();
     let pem = rsa_public_pem();
 
-    let mut cases: Vec<(&'static str, Req, &'static str)> = vec![
+    let mut cases: Vec<(&'static str, Request, &'static str)> = vec![
         // --- alg ---
         (
             "alg none, empty signature",
@@ -768,7 +610,7 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
             "malformed_token",
         ),
         // --- the Authorization header itself ---
-        ("no credentials at all", Req::default(), "missing_token"),
+        ("no credentials at all", req(), "missing_token"),
         ("empty Authorization", header_only(""), "missing_token"),
         (
             "Bearer without token",
@@ -842,18 +684,14 @@ fn refusals(k: &Keys, iss: &str) -> Vec<(&'static str, Req, &'static str)> {
     // explicitly, and falling back would let a cookie override a refused credential.
     cases.push((
         "Basic header plus a valid cookie",
-        Req {
-            authorization: Some("Basic YWxpY2U6c2VjcmV0".into()),
-            cookie: Some(format!("{COOKIE}={valid}")),
-            ..Req::default()
-        },
+        header_only("Basic YWxpY2U6c2VjcmV0").cookie(&format!("{COOKIE}={valid}")),
         "unsupported_token",
     ));
     cases
 }
 
 /// (case, request, expected sub). Every one must be accepted.
-fn acceptances(k: &Keys, iss: &str) -> Vec<(&'static str, Req, String)> {
+fn acceptances(k: &Keys, iss: &str) -> Vec<(&'static str, Request, String)> {
     let t = |s: &Signer, sub: &str| s.token(&valid_claims(iss, sub));
     vec![
         ("RS256", bearer(&t(&k.rsa, "rs-user")), "rs-user".into()),
@@ -915,11 +753,7 @@ fn acceptances(k: &Keys, iss: &str) -> Vec<(&'static str, Req, String)> {
         ),
         (
             "empty Authorization falls back to the cookie",
-            Req {
-                authorization: Some(String::new()),
-                cookie: Some(format!("{COOKIE}={}", t(&k.ec, "cookie-fallback"))),
-                ..Req::default()
-            },
+            header_only("").cookie(&format!("{COOKIE}={}", t(&k.ec, "cookie-fallback"))),
             "cookie-fallback".into(),
         ),
     ]
@@ -948,16 +782,16 @@ fn adversarial_token_corpus_over_raw_spop() {
     let acceptances = acceptances(&keys, &mock.base);
     let spop = agent.spop;
     let cases = rt.block_on(async move {
-        let mut c = Spop::connect(spop).await;
+        let mut c = AsyncSpopClient::open(spop).await;
         let mut sid = 0;
         for (case, req, reason) in &refusals {
             sid += 1;
-            let vars = c.authorize(sid, req).await;
+            let vars = authorize(&mut c, sid, req).await;
             assert_refused(case, &vars, reason);
         }
         for (case, req, sub) in &acceptances {
             sid += 1;
-            let vars = c.authorize(sid, req).await;
+            let vars = authorize(&mut c, sid, req).await;
             assert_accepted(case, &vars, sub);
         }
         refusals.len() + acceptances.len()
@@ -989,7 +823,7 @@ fn twenty_pipelined_notifies_with_distinct_tokens() {
     );
     let n = now();
     // Stream IDs large and sparse, as HAProxy's are; every fourth token expired.
-    let streams: Vec<(u64, Req, Option<String>)> = (0..PIPELINED)
+    let streams: Vec<(u64, Request, Option<String>)> = (0..PIPELINED)
         .map(|i| {
             let sub = format!("user-{i}");
             let mut c = valid_claims(&mock.base, &sub);
@@ -1008,15 +842,15 @@ fn twenty_pipelined_notifies_with_distinct_tokens() {
         .collect();
     let spop = agent.spop;
     rt.block_on(async move {
-        let mut c = Spop::connect(spop).await;
+        let mut c = AsyncSpopClient::open(spop).await;
         let mut all = Vec::new();
         for (sid, req, _) in &streams {
-            all.extend(notify(*sid, 1, req));
+            all.extend(on_stream(*sid, req).notify(*sid, 1));
         }
-        c.send(&all).await;
+        c.send_raw(&all).await.unwrap();
         let mut answered: HashMap<u64, Vars> = HashMap::new();
         for _ in 0..PIPELINED {
-            let (sid, fid, vars) = c.read_ack().await;
+            let (sid, fid, vars) = c.frame().await.ack();
             assert_eq!(fid, 1);
             assert!(
                 answered.insert(sid, vars).is_none(),
@@ -1034,7 +868,7 @@ fn twenty_pipelined_notifies_with_distinct_tokens() {
         }
         // Nothing more arrives: exactly one ACK per NOTIFY.
         let mut extra = [0u8; 1];
-        let more = timeout(Duration::from_millis(300), c.s.read(&mut extra)).await;
+        let more = timeout(Duration::from_millis(300), c.stream().read(&mut extra)).await;
         assert!(more.is_err(), "unexpected data after the {PIPELINED} ACKs");
     });
     drop(mock);
@@ -1162,13 +996,13 @@ impl IdentityEnv {
     }
 
     /// One request per `(case, request)`, in order, on one connection.
-    fn run(&self, max_frame: u32, reqs: &[(String, Req)]) -> Vec<Vars> {
+    fn run(&self, max_frame: u32, reqs: &[(String, Request)]) -> Vec<Vars> {
         let spop = self.agent().spop;
         self.rt.block_on(async {
-            let mut c = Spop::connect_with(spop, max_frame).await;
+            let mut c = AsyncSpopClient::open_with(spop, max_frame).await;
             let mut out = Vec::new();
             for (sid, (_, req)) in reqs.iter().enumerate() {
-                out.push(c.authorize(sid as u64 + 1, req).await);
+                out.push(authorize(&mut c, sid as u64 + 1, req).await);
             }
             out
         })
@@ -1182,7 +1016,7 @@ impl IdentityEnv {
 
 /// The `error_description` of a 401's challenge.
 fn error_description(vars: &Vars) -> &str {
-    let c = str_var(vars, "www_authenticate").expect("challenge");
+    let c = vars.text("www_authenticate").expect("challenge");
     let (_, d) = c
         .split_once("error_description=\"")
         .unwrap_or_else(|| panic!("no error_description in {c:?}"));
@@ -1273,24 +1107,24 @@ fn unpassable_identities_are_refused_over_raw_spop() {
     let entra = guids(200);
     let accepted = token(&|c| c["groups"] = json!(entra));
     let principal = |name: &str| token(&|c| c["preferred_username"] = json!(name));
-    let mut reqs: Vec<(String, Req)> = refused
+    let mut reqs: Vec<(String, Request)> = refused
         .iter()
         .map(|(case, t, _)| (case.to_string(), bearer(t)))
         .collect();
     reqs.push(("200 Entra object IDs".into(), bearer(&accepted)));
     reqs.push((
         "principal claim with RLO".into(),
-        bearer(&principal("bob\u{202e}")).at("/by-username/x"),
+        bearer(&principal("bob\u{202e}")).path("/by-username/x"),
     ));
     reqs.push((
         "principal claim with a control character".into(),
-        bearer(&principal("bob\u{1}")).at("/by-username/x"),
+        bearer(&principal("bob\u{1}")).path("/by-username/x"),
     ));
     reqs.push((
         "plain principal claim".into(),
-        bearer(&principal("bob")).at("/by-username/x"),
+        bearer(&principal("bob")).path("/by-username/x"),
     ));
-    let answers = env.run(MAX_FRAME, &reqs);
+    let answers = env.run(HAPROXY_MAX_FRAME_SIZE, &reqs);
 
     for ((case, _, description), vars) in refused.iter().zip(&answers) {
         assert_refused(case, vars, "claim_invalid");
@@ -1298,26 +1132,26 @@ fn unpassable_identities_are_refused_over_raw_spop() {
     }
     let n = refused.len();
     let ok = &answers[n];
-    assert_eq!(bool_var(ok, "allow"), Some(true), "{ok:?}");
-    assert_eq!(str_var(ok, "sub"), Some("ident"));
-    assert_eq!(str_var(ok, "groups"), Some(entra.join(",").as_str()));
-    assert_eq!(str_var(ok, "groups").unwrap().len(), 7399);
+    assert_eq!(ok.bool("allow"), Some(true), "{ok:?}");
+    assert_eq!(ok.text("sub"), Some("ident"));
+    assert_eq!(ok.text("groups"), Some(entra.join(",").as_str()));
+    assert_eq!(ok.text("groups").unwrap().len(), 7399);
     for (vars, description) in answers[n + 1..n + 3].iter().zip([
         "principal claim contains an invisible or bidirectional formatting character",
         "principal claim contains a control character",
     ]) {
-        assert_eq!(bool_var(vars, "allow"), Some(false), "{vars:?}");
-        assert_eq!(int_var(vars, "status"), Some(401));
-        assert_eq!(str_var(vars, "reason"), Some("claim_invalid"));
+        assert_eq!(vars.bool("allow"), Some(false), "{vars:?}");
+        assert_eq!(vars.int("status"), Some(401));
+        assert_eq!(vars.text("reason"), Some("claim_invalid"));
         assert_eq!(error_description(vars), description);
         // Which rule, and who, for the logs; nothing to forward.
-        assert_eq!(str_var(vars, "rule"), Some("by-username"));
-        assert_eq!(str_var(vars, "sub"), Some("ident"));
-        assert!(!vars.contains_key("principal") && !vars.contains_key("upstream_authorization"));
+        assert_eq!(vars.text("rule"), Some("by-username"));
+        assert_eq!(vars.text("sub"), Some("ident"));
+        assert!(!vars.contains("principal") && !vars.contains("upstream_authorization"));
     }
     let plain = &answers[n + 3];
-    assert_eq!(bool_var(plain, "allow"), Some(true), "{plain:?}");
-    assert_eq!(str_var(plain, "principal"), Some("bob"));
+    assert_eq!(plain.bool("allow"), Some(true), "{plain:?}");
+    assert_eq!(plain.text("principal"), Some("bob"));
     env.no_panics();
 }
 
@@ -1382,7 +1216,7 @@ fn group_overage_over_raw_spop() {
             )),
         ),
     ];
-    let answers = env.run(MAX_FRAME, &reqs);
+    let answers = env.run(HAPROXY_MAX_FRAME_SIZE, &reqs);
     let v2 = &answers[0];
     assert_refused("v2 overage", v2, "claim_invalid");
     assert_eq!(
@@ -1392,17 +1226,17 @@ fn group_overage_over_raw_spop() {
     let v1 = &answers[1];
     assert_refused("v1 hasgroups", v1, "claim_invalid");
     assert!(error_description(v1).starts_with("groups claim not in token (hasgroups"));
-    assert_eq!(str_var(&answers[2], "reason"), Some("denied_by_rule"));
-    assert_eq!(str_var(&answers[2], "rule"), Some("no-contractors"));
+    assert_eq!(answers[2].text("reason"), Some("denied_by_rule"));
+    assert_eq!(answers[2].text("rule"), Some("no-contractors"));
     for (i, sub) in [(3, "roles-user"), (4, "roles-hasg")] {
         let vars = &answers[i];
-        assert_eq!(bool_var(vars, "allow"), Some(true), "{vars:?}");
-        assert_eq!(str_var(vars, "sub"), Some(sub));
-        assert_eq!(str_var(vars, "issuer"), Some("roles-only"));
-        assert_eq!(str_var(vars, "groups"), Some("reader"));
+        assert_eq!(vars.bool("allow"), Some(true), "{vars:?}");
+        assert_eq!(vars.text("sub"), Some(sub));
+        assert_eq!(vars.text("issuer"), Some("roles-only"));
+        assert_eq!(vars.text("groups"), Some("reader"));
     }
-    assert_eq!(str_var(&answers[5], "reason"), Some("denied_by_rule"));
-    assert_eq!(str_var(&answers[5], "rule"), Some("no-contractors"));
+    assert_eq!(answers[5].text("reason"), Some("denied_by_rule"));
+    assert_eq!(answers[5].text("rule"), Some("no-contractors"));
     env.no_panics();
 }
 
@@ -1431,76 +1265,69 @@ fn path_variants_are_refused_over_raw_spop() {
     ];
     let strict = identity_env("");
     let good = bearer(&strict.key.token(&valid_claims(&strict.a.base, "paths")));
-    let mut reqs: Vec<(String, Req)> = variants
+    let mut reqs: Vec<(String, Request)> = variants
         .iter()
-        .map(|p| (p.to_string(), good.clone().at(p)))
+        .map(|p| (p.to_string(), good.clone().path(p)))
         .collect();
     reqs.push((
         "plain deny".into(),
-        good.clone().at("/api/2.0/secrets/list"),
+        good.clone().path("/api/2.0/secrets/list"),
     ));
     reqs.push((
         "space inside".into(),
-        good.clone().at("/serving-endpoints/m%20x/invocations"),
+        good.clone().path("/serving-endpoints/m%20x/invocations"),
     ));
-    reqs.push(("non-ASCII".into(), good.clone().at("/files/caf%C3%A9")));
-    let answers = strict.run(MAX_FRAME, &reqs);
+    reqs.push(("non-ASCII".into(), good.clone().path("/files/caf%C3%A9")));
+    let answers = strict.run(HAPROXY_MAX_FRAME_SIZE, &reqs);
     for ((path, _), vars) in reqs.iter().zip(&answers).take(variants.len()) {
-        assert_eq!(bool_var(vars, "allow"), Some(false), "{path}: {vars:?}");
-        assert_eq!(int_var(vars, "status"), Some(400), "{path}: {vars:?}");
-        assert_eq!(str_var(vars, "reason"), Some("bad_request"), "{path}");
+        assert_eq!(vars.bool("allow"), Some(false), "{path}: {vars:?}");
+        assert_eq!(vars.int("status"), Some(400), "{path}: {vars:?}");
+        assert_eq!(vars.text("reason"), Some("bad_request"), "{path}");
     }
     let n = variants.len();
-    assert_eq!(str_var(&answers[n], "reason"), Some("denied_by_rule"));
-    assert_eq!(bool_var(&answers[n + 1], "allow"), Some(true));
-    assert_eq!(str_var(&answers[n + 2], "reason"), Some("bad_request"));
+    assert_eq!(answers[n].text("reason"), Some("denied_by_rule"));
+    assert_eq!(answers[n + 1].bool("allow"), Some(true));
+    assert_eq!(answers[n + 2].text("reason"), Some("bad_request"));
     strict.no_panics();
     drop(strict);
 
     let lenient = identity_env("\n[paths]\nallow_non_ascii = true\n");
     let good = bearer(&lenient.key.token(&valid_claims(&lenient.a.base, "paths")));
     let reqs = vec![
-        ("non-ASCII".to_string(), good.clone().at("/files/caf%C3%A9")),
+        (
+            "non-ASCII".to_string(),
+            good.clone().path("/files/caf%C3%A9"),
+        ),
         (
             "raw non-ASCII".to_string(),
-            good.clone().at("/files/\u{65E5}\u{672C}"),
+            good.clone().path("/files/\u{65E5}\u{672C}"),
         ),
         (
             "Kelvin sign".to_string(),
-            good.clone().at("/api/2.0/to%E2%84%AAen/create"),
+            good.clone().path("/api/2.0/to%E2%84%AAen/create"),
         ),
         (
             "long s".to_string(),
-            good.clone().at("/api/2.0/%C5%BFecrets/list"),
+            good.clone().path("/api/2.0/%C5%BFecrets/list"),
         ),
         (
             "fullwidth dots".to_string(),
-            good.clone().at("/a/%EF%BC%8E%EF%BC%8E/api"),
+            good.clone().path("/a/%EF%BC%8E%EF%BC%8E/api"),
         ),
         (
             "encoded letter".to_string(),
-            good.clone().at("/%73erving-endpoints/m/invocations"),
+            good.clone().path("/%73erving-endpoints/m/invocations"),
         ),
         (
             "trailing dot".to_string(),
-            good.clone().at("/api/2.0/secrets./list"),
+            good.clone().path("/api/2.0/secrets./list"),
         ),
     ];
-    let answers = lenient.run(MAX_FRAME, &reqs);
-    assert_eq!(
-        bool_var(&answers[0], "allow"),
-        Some(true),
-        "{:?}",
-        answers[0]
-    );
-    assert_eq!(
-        bool_var(&answers[1], "allow"),
-        Some(true),
-        "{:?}",
-        answers[1]
-    );
+    let answers = lenient.run(HAPROXY_MAX_FRAME_SIZE, &reqs);
+    assert_eq!(answers[0].bool("allow"), Some(true), "{:?}", answers[0]);
+    assert_eq!(answers[1].bool("allow"), Some(true), "{:?}", answers[1]);
     for vars in &answers[2..] {
-        assert_eq!(str_var(vars, "reason"), Some("bad_request"), "{vars:?}");
+        assert_eq!(vars.text("reason"), Some("bad_request"), "{vars:?}");
     }
     lenient.no_panics();
 }
@@ -1518,47 +1345,42 @@ fn tiny_max_frame_size_never_drops_an_allowed_identity() {
     claims["groups"] = json!((0..12)
         .map(|i| format!("a-rather-long-group-name-{i:02}"))
         .collect::<Vec<_>>());
-    let req = bearer(&env.key.token(&claims)).at("/with-credential/x");
+    let req = bearer(&env.key.token(&claims)).path("/with-credential/x");
     // The frame HAProxy's NOTIFY needs (without the 4-byte length), plus a little.
-    let max_frame = (notify(1, 1, &req).len() - 4 + 16) as u32;
+    let max_frame = (on_stream(1, &req).notify(1, 1).len() - 4 + 16) as u32;
     // `Bearer <credential>` plus allow/status/reason fit; the identity (~500 bytes) does not.
     let credential = format!("dapi{}", "0".repeat(max_frame as usize - 150));
     env.start("", &credential);
-    let ok_req = bearer(&env.key.token(&valid_claims(&iss, "u"))).at("/x");
+    let ok_req = bearer(&env.key.token(&valid_claims(&iss, "u"))).path("/x");
     let reqs = vec![
         ("big identity with a credential".to_string(), req.clone()),
-        ("no credential".to_string(), req.clone().at("/x")),
+        ("no credential".to_string(), req.clone().path("/x")),
         (
             "refusal".to_string(),
-            req.clone().at("/api/2.0/secrets/list"),
+            req.clone().path("/api/2.0/secrets/list"),
         ),
         ("small".to_string(), ok_req),
     ];
     let answers = env.run(max_frame, &reqs);
     let refused = &answers[0];
-    assert_eq!(bool_var(refused, "allow"), Some(false), "{refused:?}");
-    assert_eq!(int_var(refused, "status"), Some(500));
-    assert_eq!(str_var(refused, "reason"), Some("internal_error"));
-    assert!(!refused.contains_key("upstream_authorization"));
+    assert_eq!(refused.bool("allow"), Some(false), "{refused:?}");
+    assert_eq!(refused.int("status"), Some(500));
+    assert_eq!(refused.text("reason"), Some("internal_error"));
+    assert!(!refused.contains("upstream_authorization"));
     // Without the credential the same identity fits, and is sent whole.
     let ok = &answers[1];
-    assert_eq!(bool_var(ok, "allow"), Some(true), "{ok:?}");
+    assert_eq!(ok.bool("allow"), Some(true), "{ok:?}");
     for name in ["sub", "issuer", "email", "groups", "principal"] {
-        assert!(ok.contains_key(name), "{name} missing: {ok:?}");
+        assert!(ok.contains(name), "{name} missing: {ok:?}");
     }
-    assert_eq!(str_var(ok, "groups").unwrap().split(',').count(), 12);
-    assert_eq!(str_var(&answers[2], "reason"), Some("denied_by_rule"));
-    assert_eq!(bool_var(&answers[3], "allow"), Some(true));
+    assert_eq!(ok.text("groups").unwrap().split(',').count(), 12);
+    assert_eq!(answers[2].text("reason"), Some("denied_by_rule"));
+    assert_eq!(answers[3].bool("allow"), Some(true));
     // At the default size the credential and the identity fit together.
-    let answers = env.run(MAX_FRAME, &reqs[..1]);
+    let answers = env.run(HAPROXY_MAX_FRAME_SIZE, &reqs[..1]);
+    assert_eq!(answers[0].bool("allow"), Some(true), "{:?}", answers[0]);
     assert_eq!(
-        bool_var(&answers[0], "allow"),
-        Some(true),
-        "{:?}",
-        answers[0]
-    );
-    assert_eq!(
-        str_var(&answers[0], "upstream_authorization"),
+        answers[0].text("upstream_authorization"),
         Some(format!("Bearer {credential}").as_str())
     );
     env.no_panics();

@@ -303,19 +303,22 @@ impl Haproxy {
         agent: impl Into<AgentAddr>,
         upstream: &Upstream,
     ) -> Haproxy {
-        Self::start_with_env(version, bin, agent, upstream, &[])
+        Self::start_with_env_args(version, bin, agent, upstream, &[], &[])
     }
 
-    /// [`Haproxy::start`] with more configuration variables set.
-    pub fn start_with_env(
+    /// [`Haproxy::start`] with more configuration variables (`extra_env`) and extra
+    /// command-line arguments (`args`), e.g. `-W` for master-worker mode (as systemd runs it
+    /// with `-Ws`), so that [`Haproxy::reload`] can reload it the production way.
+    pub fn start_with_env_args(
         version: HaproxyVersion,
         bin: &Path,
         agent: impl Into<AgentAddr>,
         upstream: &Upstream,
         extra_env: &[(&'static str, &str)],
+        args: &[&str],
     ) -> Haproxy {
         let agent = agent.into();
-        let hap = Self::spawn(version, bin, &agent, upstream, extra_env, &[]);
+        let hap = Self::spawn(version, bin, &agent, upstream, extra_env, args);
         assert!(
             hap.wait_agent_up(true, READY_TIMEOUT),
             "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
@@ -336,26 +339,7 @@ impl Haproxy {
         Self::spawn(version, bin, &agent.into(), upstream, &[], &[])
     }
 
-    /// Like [`Haproxy::start`], in master-worker mode (`-W`, as systemd runs it with `-Ws`),
-    /// so that [`Haproxy::reload`] can reload it the production way.
-    pub fn start_master_worker(
-        version: HaproxyVersion,
-        bin: &Path,
-        agent: impl Into<AgentAddr>,
-        upstream: &Upstream,
-    ) -> Haproxy {
-        let agent = agent.into();
-        let hap = Self::start_with_args(version, bin, &agent, upstream, &["-W"]);
-        assert!(
-            hap.wait_agent_up(true, READY_TIMEOUT),
-            "{}: the idgate agent at {agent} never became UP\n--- haproxy log ---\n{}",
-            version.label(),
-            hap.log()
-        );
-        hap
-    }
-
-    /// Reloads a master-worker HAProxy: SIGUSR2 to the master (what `systemctl reload haproxy`
+    /// Reloads a master-worker HAProxy (started with `-W`): SIGUSR2 to the master (what `systemctl reload haproxy`
     /// does), then waits until the master reports the new worker loaded. The old worker
     /// finishes its requests in the background.
     pub fn reload(&self) {

@@ -9,6 +9,9 @@
 //! - [`dns`]: a fake DNS server for HAProxy's resolver (data-plane names to 127.0.0.1).
 //! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
+//! - [`stack`]: the one stack builder: idgate + an upstream + HAProxy (e2e and fault tests).
+//! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
+//! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
 //! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
 //!
 //! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
@@ -22,6 +25,7 @@ pub mod auth_kit;
 pub mod databricks;
 pub mod dns;
 pub mod echo;
+pub mod forged;
 pub mod foundation;
 pub mod haproxy;
 pub mod oidc;
