@@ -185,13 +185,16 @@ impl Endpoint {
     ) -> Result<Token, Failure> {
         let form = form.into();
         let mut attempt: u32 = 0;
+        // The failure of the previous attempt: when the budget runs out after it (a backoff
+        // that ended late on a loaded machine), that is the cause to report, not the budget.
+        let mut last: Option<Failure> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                let f = Failure {
+                let f = last.take().unwrap_or_else(|| Failure {
                     cause: Some(format!("total_budget of {:?} spent", self.total_budget)),
                     ..Failure::new(Outcome::Timeout)
-                };
+                });
                 return Err(self.give_up(f, attempt, why));
             }
             let per_try = self.timeout.min(remaining);
@@ -251,6 +254,7 @@ impl Endpoint {
                         return Err(self.give_up(f, attempt, why));
                     }
                     tokio::time::sleep(wait).await;
+                    last = Some(f);
                 }
             }
         }
