@@ -23,17 +23,19 @@ pub(super) struct ConnShared {
     /// NOTIFYs in flight and the flags above, in one word so that eviction can claim an idle
     /// connection with one compare-and-swap.
     state: AtomicU64,
-    /// Last activity (accept, a complete frame, an ACK), in ms since the table's epoch.
+    /// Last activity (accept, a complete frame, an ACK), in µs since the table's epoch (ms
+    /// would tie connections opened in the same millisecond, and the victim among ties is
+    /// arbitrary).
     last_active: AtomicU64,
     evict: tokio::sync::Notify,
 }
 
 impl ConnShared {
-    fn new(peer: Peer, now_ms: u64) -> ConnShared {
+    fn new(peer: Peer, now_us: u64) -> ConnShared {
         ConnShared {
             peer,
             state: AtomicU64::new(0),
-            last_active: AtomicU64::new(now_ms),
+            last_active: AtomicU64::new(now_us),
             evict: tokio::sync::Notify::new(),
         }
     }
@@ -102,8 +104,8 @@ impl ConnTable {
         })
     }
 
-    fn now_ms(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_millis() as u64
+    fn now_us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TableInner> {
@@ -112,7 +114,7 @@ impl ConnTable {
 
     /// Admit a new connection, evicting one if the table is full.
     pub(super) fn admit(self: &Arc<Self>, peer: Peer) -> Admission {
-        let now = self.now_ms(Instant::now());
+        let now = self.now_us(Instant::now());
         let mut t = self.lock();
         let mut evicted = None;
         if t.conns.len() - t.evicting >= self.max {
@@ -185,7 +187,7 @@ impl ConnSlot {
     fn touch(&self, now: Instant) {
         self.shared
             .last_active
-            .store(self.table.now_ms(now), Ordering::Relaxed);
+            .store(self.table.now_us(now), Ordering::Relaxed);
     }
 
     /// Whether the accept loop chose this connection for eviction.
