@@ -180,8 +180,20 @@ impl State {
                 key: Some(&token_key),
                 identity: Some(&identity),
             };
-            let serving = upstream::serving_invocation(method, &path);
-            match self.upstreams.grant_for(up, caller, now, serving).await {
+            // Awaited in two halves: a request that is no serving invocation (nearly all)
+            // awaits only the credential, and its future stays as small as before.
+            let cred = self.upstreams.credential_for(up, caller, now).await;
+            let grant = match (cred, upstream::serving_invocation(method, &path)) {
+                (Ok(c), Some(name)) => {
+                    Box::pin(self.upstreams.with_data_plane(up, name, c, now)).await
+                }
+                (Ok(c), None) => Ok(upstream::Grant {
+                    authorization: c,
+                    route: None,
+                }),
+                (Err(e), _) => Err(e),
+            };
+            match grant {
                 Ok(grant) => {
                     v.upstream_authorization = Some(grant.authorization);
                     v.upstream_route = grant.route;

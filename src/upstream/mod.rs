@@ -344,27 +344,50 @@ impl Broker {
         serving: Option<&str>,
     ) -> Result<Grant, UpstreamError> {
         let authorization = self.credential_for(upstream, caller, now).await?;
-        let dp = match (serving, self.upstreams.get(upstream)) {
-            (Some(name), Some(up)) => up.data_plane.as_ref().map(|dp| (name, dp, up)),
-            _ => None,
-        };
-        let Some((name, dp, up)) = dp else {
-            return Ok(Grant {
-                authorization,
-                route: None,
-            });
-        };
-        let deadline = now + up.cfg.total_budget.0;
-        let http = up.http.as_ref().unwrap_or(&self.http);
-        match Box::pin(dp.route(http, name, &authorization, deadline)).await? {
-            Some((token, route)) => Ok(Grant {
-                authorization: token,
-                route: Some(route),
-            }),
+        match serving {
+            Some(name) => {
+                self.with_data_plane(upstream, name, authorization, now)
+                    .await
+            }
             None => Ok(Grant {
                 authorization,
                 route: None,
             }),
+        }
+    }
+
+    /// The second half of [`Broker::grant_for`], for a serving invocation of endpoint `name`
+    /// once the upstream's credential (`control`) is in hand: the data-plane route and token
+    /// of a route-optimized endpoint, or `control` unchanged (classic endpoint, `data_plane =
+    /// "off"`, a kind without a data plane). The engine calls the two halves itself, so that a
+    /// request that is no serving invocation awaits exactly [`Broker::credential_for`].
+    pub async fn with_data_plane(
+        &self,
+        upstream: &str,
+        name: &str,
+        control: Arc<str>,
+        now: Instant,
+    ) -> Result<Grant, UpstreamError> {
+        let classic = |authorization| {
+            Ok(Grant {
+                authorization,
+                route: None,
+            })
+        };
+        let Some(up) = self.upstreams.get(upstream) else {
+            return classic(control);
+        };
+        let Some(dp) = &up.data_plane else {
+            return classic(control);
+        };
+        let deadline = now + up.cfg.total_budget.0;
+        let http = up.http.as_ref().unwrap_or(&self.http);
+        match Box::pin(dp.route(http, name, &control, deadline)).await? {
+            Some((token, route)) => Ok(Grant {
+                authorization: token,
+                route: Some(route),
+            }),
+            None => classic(control),
         }
     }
 
