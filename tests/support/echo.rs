@@ -199,6 +199,26 @@ impl Drop for EchoServer {
     }
 }
 
+/// The request target as received: path and query.
+pub fn target(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string())
+}
+
+/// Every header as (lowercase name, value), in order, values lossily as UTF-8.
+pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn record(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -208,19 +228,8 @@ async fn record(
 ) -> impl IntoResponse {
     let req = RecordedRequest {
         method: method.to_string(),
-        path: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| uri.path().to_string()),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        path: target(&uri),
+        headers: header_pairs(&headers),
         body_len: body.len(),
     };
     let json = serde_json::json!({

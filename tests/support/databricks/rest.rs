@@ -21,7 +21,7 @@ use axum::serve::IncomingStream;
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::super::echo::{server_tls_config, TestCerts};
+use super::super::echo::{header_pairs, server_tls_config, target, TestCerts};
 use super::{FakeState, TokenKind, ACCOUNT_ID, WORKSPACE_ID};
 
 /// Bound on one TLS handshake.
@@ -214,19 +214,8 @@ fn record(
     let rec = Recorded {
         plane: ctx.plane,
         method: method.to_string(),
-        path: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| uri.path().to_string()),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        path: target(uri),
+        headers: header_pairs(headers),
         body: String::from_utf8_lossy(body).into_owned(),
         sni: conn.sni.clone(),
         status,
