@@ -56,6 +56,8 @@ fn identity() -> Identity {
             .collect(),
         scopes: vec!["openid".into()],
         expires_at: 0,
+        issued_at: None,
+        jti: None,
         claims: serde_json::from_str(r#"{"tier": "gold"}"#).unwrap(),
     }
 }

@@ -63,6 +63,8 @@ fn allowed() -> Verdict {
             groups: vec!["ml-engineers".into(), "data-readers".into(), "staff".into()],
             scopes: vec![],
             expires_at: 0,
+            issued_at: None,
+            jti: None,
             claims: Default::default(),
         })),
         rule: Some("serving-invoke".into()),

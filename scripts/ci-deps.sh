@@ -6,6 +6,9 @@
 #   - Node.js >= 20.19 + npm for the test OIDC provider (tests/oidc): the node on PATH if it is
 #     new enough, else official Node.js builds from PyPI (scripts/ensure-node.sh; Debian
 #     bookworm's nodejs is 18, too old)
+#   - redis-server (Debian's Redis 7.0) for the shared-store tests (tests/support/redis.rs starts
+#     its own on a loopback port; the packaged service is not used). Valkey has no bookworm
+#     package (`apt-cache policy valkey-server`: none), so only Redis is tested here.
 #   - curl, ca-certificates, openssl (test certificates), systemd (systemd-analyze checks the unit
 #     file), procps (`kill`)
 #   - the test OIDC provider's npm packages (`npm ci` in tests/oidc, when it exists)
@@ -27,6 +30,7 @@ is_installed() {
 
 packages=(haproxy curl ca-certificates openssl systemd procps debian-archive-keyring)
 packages+=(python3 python3-venv)
+packages+=(redis-server)
 
 missing=()
 for p in "${packages[@]}"; do

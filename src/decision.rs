@@ -44,6 +44,11 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// `iat`, seconds since the Unix epoch, when the token has one (revocations of everything
+    /// an issuer issued before a time compare it).
+    pub issued_at: Option<u64>,
+    /// The token's `jti` when it is a string (revocations of one token compare it).
+    pub jti: Option<Box<str>>,
     /// The token's claims that rules read (`claims` conditions, `principal = "claim:..."`);
     /// the authenticator drops the others when it builds the identity, so that cached
     /// identities stay small (see `auth::claims_read_by_rules`).
@@ -77,6 +82,8 @@ impl Identity {
             groups: Vec::new(),
             scopes: Vec::new(),
             expires_at: 0,
+            issued_at: None,
+            jti: None,
             claims: claims.as_object().expect("a JSON object").clone(),
         }
     }
@@ -98,6 +105,7 @@ pub enum Reason {
     NotYetValid,
     WrongAudience,
     ClaimInvalid,
+    Revoked,
     NoMatchingRule,
     DeniedByRule,
     UpstreamUnavailable,
@@ -107,7 +115,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Ok,
         Reason::Public,
         Reason::MissingToken,
@@ -121,6 +129,7 @@ impl Reason {
         Reason::NotYetValid,
         Reason::WrongAudience,
         Reason::ClaimInvalid,
+        Reason::Revoked,
         Reason::NoMatchingRule,
         Reason::DeniedByRule,
         Reason::UpstreamUnavailable,
@@ -144,6 +153,7 @@ impl Reason {
             Reason::NotYetValid => "not_yet_valid",
             Reason::WrongAudience => "wrong_audience",
             Reason::ClaimInvalid => "claim_invalid",
+            Reason::Revoked => "revoked",
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::DeniedByRule => "denied_by_rule",
             Reason::UpstreamUnavailable => "upstream_unavailable",
@@ -167,7 +177,8 @@ impl Reason {
             | Reason::Expired
             | Reason::NotYetValid
             | Reason::WrongAudience
-            | Reason::ClaimInvalid => 401,
+            | Reason::ClaimInvalid
+            | Reason::Revoked => 401,
             Reason::NoMatchingRule | Reason::DeniedByRule => 403,
             Reason::UpstreamUnavailable => 503,
             // 403 when the refusal concerns the caller (the engine sets it on the verdict).
@@ -196,6 +207,7 @@ impl Reason {
             Reason::NotYetValid => "token not yet valid",
             Reason::WrongAudience => "the token is not for this audience",
             Reason::ClaimInvalid => "a claim of the token is missing or invalid",
+            Reason::Revoked => "token revoked",
             Reason::NoMatchingRule => "no rule allows this request",
             Reason::DeniedByRule => "a rule denies this request",
             Reason::UpstreamUnavailable => {

@@ -9,7 +9,8 @@
 //! 1. `method` and `path` present, path normalizable (contract §4 "Paths") — else 400 `bad_request`.
 //! 2. Public rules (no token needed) — first match allows with reason `public`.
 //! 3. Token extraction (`Authorization: Bearer`, else the configured cookie) — else 401.
-//! 4. Token validation — else 401 with the precise reason and an RFC 6750 challenge.
+//! 4. Token validation — else 401 with the precise reason and an RFC 6750 challenge; then
+//!    revocation (validated-token cache hits included) — else 401 `revoked`.
 //! 5. Rules, first match — `no_matching_rule` / `denied_by_rule` (403) or allow; an allow
 //!    rule whose `claim:` principal cannot be passed on faithfully — 401 `claim_invalid`.
 //! 6. Upstream credential when the matched rule names one (and, for a route-optimized serving
@@ -29,6 +30,7 @@ use crate::decision::{Authorizer, AuthzRequest, Reason, Rejection, Verdict};
 use crate::metrics::admin::Readiness;
 use crate::metrics::metrics;
 use crate::policy::{self, Outcome, Policy, RequestView};
+use crate::revocation::Revocations;
 use crate::upstream::{self, Blame, Broker, Caller, UpstreamError};
 
 /// Whether a decision obtains the matched rule's upstream credential.
@@ -46,6 +48,8 @@ pub struct State {
     pub auth: Authenticator,
     pub policy: Policy,
     pub upstreams: Broker,
+    /// The process's revocations (shared by every state: a reload keeps them).
+    pub revocations: Arc<Revocations>,
 }
 
 impl State {
@@ -65,11 +69,13 @@ impl State {
             })?;
         let policy = Policy::compile(&config);
         let auth = Authenticator::new(&config, previous.map(|s| &s.auth), http);
+        let revocations = previous.map_or_else(Revocations::new, |s| s.revocations.clone());
         Ok(State {
             config: Arc::new(config),
             auth,
             policy,
             upstreams,
+            revocations,
         })
     }
 
@@ -147,6 +153,12 @@ impl State {
             Ok(found) => found,
             Err(rejection) => return Verdict::unauthorized(realm, &rejection),
         };
+        if self.revocations.is_revoked(&identity) {
+            return Verdict {
+                identity: Some(identity),
+                ..Verdict::unauthorized(realm, &REVOKED)
+            };
+        }
 
         let (mut v, rule) = match self.policy.evaluate(&view, &identity) {
             Outcome::NoMatch => (Verdict::deny(Reason::NoMatchingRule), None),
@@ -241,6 +253,10 @@ impl State {
     }
 }
 
+/// A revoked token's refusal (the description says no more: which entry matched is the
+/// operator's business, not the caller's).
+const REVOKED: Rejection = Rejection::new(Reason::Revoked, "token revoked");
+
 /// The refusal of an allowed request whose upstream credential could not be had (contract §3):
 /// `upstream_unavailable` 503 when retrying may help, else `upstream_refused`, 403 when the
 /// refusal concerns this caller, 502 when it concerns the gateway's own credential. Identity
@@ -322,6 +338,19 @@ impl Engine {
         Ok(())
     }
 
+    /// The process's revocations (what `[shared]`'s follower updates).
+    pub fn revocations(&self) -> Arc<Revocations> {
+        self.state.load().revocations.clone()
+    }
+
+    /// Start following the configured revocation store, if any (needs a Tokio runtime).
+    pub fn follow_revocations(&self) {
+        let state = self.state.load();
+        if let Some(store) = state.config.shared.revocation_store() {
+            crate::revocation::follow(&store, state.revocations.clone());
+        }
+    }
+
     pub fn set_listener_up(&self) {
         self.listener_up.store(true, Ordering::Release);
     }
@@ -340,6 +369,10 @@ impl Engine {
         let state = self.state.load();
         if let Some(w) = state.refuses_everything() {
             r.warn(w);
+        }
+        // Serving goes on with the revocations known (docs/fleet.md): a warning, not a 503.
+        if let Some(p) = state.revocations.store_problem() {
+            r.warn(p);
         }
         if !state.auth.ready() {
             for s in state.auth.issuer_status() {

@@ -53,6 +53,16 @@ pub async fn explain(
     // What the agent offers in its HELLO; HAProxy's default (16380) unless configured.
     let max_frame_size = config.spop.max_frame_size;
     let state = State::build(config, &source, None, Engine::http_client())?;
+    // The revocations in force, as the agent knows them (an unreachable store: none, as an
+    // agent that never reached it, and said so).
+    if let Some(store) = state.config.shared.revocation_store() {
+        match crate::revocation::list(&store).await {
+            Ok(entries) => state
+                .revocations
+                .merge(entries, crate::revocation::Source::Resync),
+            Err(e) => tracing::warn!("revocations not read, none applied: {e}"),
+        }
+    }
     // Wait only for the keys this request needs: none without a token, else those of the
     // issuer the token names (read unverified, only to pick whose keys to wait for).
     let keys_loaded = match req.token.as_deref().and_then(unverified_iss) {
@@ -258,6 +268,8 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             scopes: vec![],
             expires_at: 0,
+            issued_at: None,
+            jti: None,
             claims: Default::default(),
         })
     }

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod reload;
+pub mod revocation;
 pub mod server;
 pub mod shutdown;
 pub mod signal;

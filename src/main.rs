@@ -13,6 +13,8 @@ use idgate::explain::{self, ExplainRequest};
 use idgate::telemetry::{self, LogFormat, TelemetryGuard};
 use idgate::{auth, metrics, reload, server, signal, systemd};
 
+mod revoke_cmd;
+
 #[derive(Debug, Parser)]
 #[command(name = "idgate", version, about = "Identity-aware HAProxy SPOE agent")]
 struct Cli {
@@ -68,6 +70,39 @@ enum Command {
         #[arg(long)]
         policy_only: bool,
     },
+    /// Revoke a subject, one token, or everything an issuer issued before a time, on every
+    /// agent that shares the `[shared]` store (or, on one node, its revocations_file).
+    Revoke {
+        /// Configuration file (where the store is, and the issuers).
+        #[arg(short = 'c', long = "config", value_name = "FILE", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The configured issuer's `name`.
+        #[arg(long)]
+        issuer: String,
+        /// Every token of this subject (`sub`, or the issuer's `user_claim` value).
+        #[arg(long, group = "target")]
+        subject: Option<String>,
+        /// The one token with this `jti`.
+        #[arg(long, group = "target")]
+        jti: Option<String>,
+        /// Every token issued (`iat`) before this time, RFC 3339 in UTC, e.g.
+        /// 2026-12-05T03:00:00Z. Tokens without `iat` are revoked too.
+        #[arg(long, group = "target", value_name = "RFC3339")]
+        issued_before: Option<String>,
+        /// How long the revocation lasts, e.g. 2h. Default: until every token it targets has
+        /// expired (the issuer's max_token_lifetime plus leeway).
+        #[arg(long = "for", value_name = "DURATION")]
+        for_: Option<String>,
+    },
+    /// List the revocations in force in the configured store.
+    Revocations {
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", value_name = "FILE", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +119,24 @@ fn main() -> ExitCode {
     auth::install_crypto_provider();
     match cli.command {
         Command::Run { config, log_format } => run(config.as_deref(), log_format),
+        Command::Revoke {
+            config,
+            issuer,
+            subject,
+            jti,
+            issued_before,
+            for_,
+        } => revoke_cmd::revoke(
+            &config,
+            &issuer,
+            revoke_cmd::Target {
+                subject,
+                jti,
+                issued_before,
+            },
+            for_.as_deref(),
+        ),
+        Command::Revocations { config, json } => revoke_cmd::list(&config, json),
         Command::CheckConfig { config } => check_config(&config),
         Command::Explain {
             config,
@@ -156,6 +209,14 @@ fn check(path: &Path) -> Result<(), ConfigError> {
     // that checks); then the upstreams read their secret files, as at start.
     let cfg = Config::load(path)?;
     warn_socket_mode(&cfg.spop);
+    if let Some(w) = cfg
+        .shared
+        .revocations_file
+        .as_deref()
+        .and_then(idgate::revocation::file::writable_by_others)
+    {
+        tracing::warn!("shared.revocations_file: {w}");
+    }
     let source = path.display().to_string();
     idgate::engine::State::build(cfg, &source, None, Engine::http_client()).map(drop)
 }
@@ -278,6 +339,7 @@ async fn serve(cfg: Config, path: Option<PathBuf>, guard: TelemetryGuard) -> Exi
             return ExitCode::FAILURE;
         }
     };
+    engine.follow_revocations();
     engine.set_listener_up();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

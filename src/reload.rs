@@ -140,6 +140,10 @@ pub fn restart_only_changes(before: &Config, after: &Config) -> Vec<&'static str
     if before.log.audit != after.log.audit {
         changed.push("log.audit");
     }
+    // The revocation follower (Redis or the revocations file) starts with the agent.
+    if before.shared != after.shared {
+        changed.push("[shared]");
+    }
     changed
 }
 

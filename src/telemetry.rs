@@ -858,6 +858,8 @@ mod tests {
             groups: vec!["ml".into()],
             scopes: vec![],
             expires_at: 0,
+            issued_at: None,
+            jti: None,
             claims: Default::default(),
         };
         let verdict = Verdict {

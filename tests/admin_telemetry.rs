@@ -53,6 +53,8 @@ fn init_writes_audit_lines_to_a_file_whatever_the_level() {
         groups: vec![],
         scopes: vec![],
         expires_at: 0,
+        issued_at: None,
+        jti: None,
         claims: Default::default(),
     }));
     allowed.upstream_authorization = Some("Bearer dapi-secret".into());

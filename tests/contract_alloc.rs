@@ -25,6 +25,8 @@ fn verdict(groups: &[&str]) -> Verdict {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             scopes: vec![],
             expires_at: 0,
+            issued_at: None,
+            jti: None,
             claims: Default::default(),
         })),
         rule: Some("serving-invoke".into()),

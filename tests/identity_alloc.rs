@@ -54,6 +54,7 @@ fn typed_bytes(id: &Identity) -> usize {
         + id.email.as_ref().map_or(0, String::capacity)
         + list(&id.groups)
         + list(&id.scopes)
+        + id.jti.as_ref().map_or(0, |j| j.len())
 }
 
 #[test]
@@ -79,7 +80,7 @@ fn identities_hold_only_what_they_use() {
     dhat::assert_eq!(
         held,
         typed_bytes(&id),
-        "no claims kept: only sub, email, groups and scopes may stay allocated"
+        "no claims kept: only sub, email, groups, scopes and jti may stay allocated"
     );
     drop(id);
 

@@ -60,6 +60,8 @@ fn matching_does_not_allocate() {
         groups: vec!["x".into(), "analysts".into()],
         scopes: vec!["openid".into(), "sql".into()],
         expires_at: 0,
+        issued_at: None,
+        jti: None,
         claims: serde_json::from_str(
             r#"{"tier": "gold", "level": 3, "realm_access": {"roles": ["writer", "reader"]}}"#,
         )

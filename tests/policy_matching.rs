@@ -52,6 +52,8 @@ fn id() -> Identity {
         groups: vec!["analysts".into(), "staff".into()],
         scopes: vec!["openid".into(), "sql".into()],
         expires_at: 0,
+        issued_at: None,
+        jti: None,
         claims: serde_json::from_str(
             r#"{
                 "sub": "user-1",

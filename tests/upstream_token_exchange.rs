@@ -48,6 +48,8 @@ fn identity(sub: &str, expires_in: u64) -> Identity {
         groups: vec![],
         scopes: vec![],
         expires_at: now + expires_in,
+        issued_at: None,
+        jti: None,
         claims: serde_json::Map::new(),
     }
 }

@@ -336,6 +336,8 @@ static ID: LazyLock<Identity> = LazyLock::new(|| Identity {
     groups: vec!["ml".into()],
     scopes: vec![],
     expires_at: u64::MAX,
+    issued_at: None,
+    jti: None,
     claims: Default::default(),
 });
 

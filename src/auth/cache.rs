@@ -135,6 +135,8 @@ mod tests {
             groups: vec![],
             scopes: vec![],
             expires_at: exp,
+            issued_at: None,
+            jti: None,
             claims: Default::default(),
         })
     }

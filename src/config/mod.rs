@@ -20,7 +20,7 @@
 //! files then, and reports a file it cannot use (empty, unreadable...).
 //!
 //! One module per section: [`spop`], [`admin`], [`log`], [`auth`], [`paths`], [`issuer`],
-//! [`rule`] (its conditions in [`cond`] and [`glob`]), [`upstream`].
+//! [`rule`] (its conditions in [`cond`] and [`glob`]), [`upstream`], [`shared`].
 
 mod admin;
 mod auth;
@@ -35,6 +35,7 @@ mod log;
 mod paths;
 mod read;
 mod rule;
+mod shared;
 mod spop;
 mod upstream;
 mod value;
@@ -58,6 +59,7 @@ pub use issuer_id::{is_guid, IssuerId, IssuerKind, TenantId, TENANT_PLACEHOLDER}
 pub use log::LogConfig;
 pub use paths::PathsConfig;
 pub use rule::{Effect, RuleConfig, MAX_RULE_NAME};
+pub use shared::{RevocationStore, SharedConfig};
 pub use spop::{ListenAddr, SocketMode, SocketPerms, SpopConfig, MAX_UNIX_PATH, UNIX_PREFIX};
 pub(crate) use upstream::MAX_UPSTREAM_NAME;
 pub use upstream::{
@@ -91,6 +93,8 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     /// `[upstream.NAME]`, by name.
     pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
+    /// `[shared]`: the fleet's shared store, or the local revocations file.
+    pub shared: SharedConfig,
 }
 
 /// A line and column (1-based, columns in characters) in the configuration text.
@@ -227,6 +231,7 @@ fn load<'i>(text: &'i str, cx: &mut Cx<'i>) -> Option<Config> {
     let log = root.table("log", LogConfig::read);
     let auth = root.table("auth", AuthConfig::read);
     let paths = root.table("paths", PathsConfig::read);
+    let mut shared = root.table("shared", SharedConfig::read);
     let mut issuers: Vec<_> = root
         .tables("issuer", IssuerConfig::read)
         .into_iter()
@@ -252,6 +257,9 @@ fn load<'i>(text: &'i str, cx: &mut Cx<'i>) -> Option<Config> {
     }
     if let Some(a) = &auth {
         a.check(cx);
+    }
+    if let Some(s) = &mut shared {
+        s.check(cx);
     }
     let mut seen = issuer::Seen::default();
     for (i, iss) in issuers.iter_mut().enumerate() {
@@ -290,6 +298,7 @@ fn load<'i>(text: &'i str, cx: &mut Cx<'i>) -> Option<Config> {
         log: log?,
         auth: auth?,
         paths: paths?,
+        shared: shared?,
         issuers: issuers.into_iter().collect::<Option<_>>()?,
         rules: rules.into_iter().collect::<Option<_>>()?,
         upstreams: upstreams

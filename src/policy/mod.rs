@@ -478,6 +478,8 @@ mod tests {
             groups: vec!["analysts".into(), "ml-engineers".into()],
             scopes: vec![],
             expires_at: 0,
+            issued_at: None,
+            jti: None,
             claims: Default::default(),
         };
         let req = |method, path| RequestView {

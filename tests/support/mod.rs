@@ -13,6 +13,7 @@
 //! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
 //! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
 //! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
+//! - [`redis`]: a real `redis-server` on a loopback port, with fault injection.
 //!
 //! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
 //! or server is stopped when its handle is dropped (also when a test panics).
@@ -29,6 +30,7 @@ pub mod forged;
 pub mod foundation;
 pub mod haproxy;
 pub mod oidc;
+pub mod redis;
 pub mod spop_client;
 pub mod stack;
 pub mod traffic;

@@ -234,6 +234,12 @@ pub fn check_claims(
         groups,
         scopes,
         expires_at: exp,
+        issued_at: iat,
+        // A non-string `jti` cannot match a revoked one (revocations name strings).
+        jti: match reg(Registered::Jti) {
+            Some(ClaimValue::Str(j)) => Some(Box::from(&**j)),
+            _ => None,
+        },
         claims: kept,
     })
 }

@@ -25,10 +25,12 @@ pub(super) enum Registered {
     Iat,
     Scope,
     Scp,
+    /// Kept on the identity for `jti` revocations (`idgate revoke --jti`).
+    Jti,
 }
 
 impl Registered {
-    const COUNT: usize = 8;
+    const COUNT: usize = 9;
 
     #[inline]
     pub(super) fn from_name(name: &str) -> Option<Registered> {
@@ -41,6 +43,7 @@ impl Registered {
             "iat" => Registered::Iat,
             "scope" => Registered::Scope,
             "scp" => Registered::Scp,
+            "jti" => Registered::Jti,
             _ => return None,
         })
     }

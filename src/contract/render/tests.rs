@@ -16,6 +16,8 @@ fn identity() -> Arc<Identity> {
         groups: vec!["eng".into(), "ml".into()],
         scopes: vec![],
         expires_at: 0,
+        issued_at: None,
+        jti: None,
         claims: Default::default(),
     })
 }

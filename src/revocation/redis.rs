@@ -1,0 +1,231 @@
+//! The fleet's store: Redis (or Valkey) at `[shared] redis_url`.
+//!
+//! Layout: the sorted set [`KEY`] holds every entry (its JSON as the member, `until` as the
+//! score); [`CHANNEL`] carries each new entry's JSON. `idgate revoke` adds the member, drops
+//! expired ones and publishes, in one `MULTI`/`EXEC`.
+//!
+//! Each agent runs one follower: it subscribes, then reads the whole set (so nothing published
+//! in between is missed), then applies every message as it arrives; it pings every
+//! [`PING_EVERY`] and reads the whole set again every [`RESYNC_EVERY`]. On any error or
+//! timeout it drops both connections, says the store is unreachable (`/ready`'s body,
+//! `idgate_shared_store_up 0`), keeps every revocation it knows, and reconnects with a backoff.
+//! On each full read it writes back the live entries it knows that the set lacks (`ZADD NX`):
+//! a Redis restarted without persistence, or flushed, gets the fleet's revocations back from
+//! the first agent that reconnects, and agents started later have them too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+
+use super::{Entry, Revocations, Source};
+
+/// The sorted set of entries.
+pub const KEY: &str = "idgate:revocations";
+/// The channel new entries are published on.
+pub const CHANNEL: &str = "idgate:revocations";
+/// Bound on connecting and on every command.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// Liveness check of the connection.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Full read of the set (also prunes expired entries locally).
+const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// Reconnection backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+fn client(url: &str) -> Result<redis::Client, String> {
+    redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))
+}
+
+async fn bounded<T>(
+    what: &str,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {TIMEOUT:?}")),
+    }
+}
+
+async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String> {
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    bounded(
+        "connect",
+        client.get_multiplexed_async_connection_with_config(&cfg),
+    )
+    .await
+}
+
+/// `idgate revoke`: add `entry` and tell every agent.
+pub async fn add(url: &str, entry: &Entry) -> Result<(), String> {
+    let client = client(url)?;
+    let mut conn = connect(&client).await?;
+    let json = entry.to_json();
+    let now = crate::auth::unix_now();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("ZADD")
+        .arg(KEY)
+        .arg(entry.until)
+        .arg(&json)
+        .ignore()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(KEY)
+        .arg("-inf")
+        .arg(now)
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(&json)
+        .ignore();
+    bounded("revoke", pipe.query_async::<()>(&mut conn)).await
+}
+
+/// The live entries in the set (entries that do not parse are logged and skipped: they were
+/// not written by idgate).
+pub async fn list(url: &str, now: u64) -> Result<Vec<Entry>, String> {
+    let client = client(url)?;
+    let mut conn = connect(&client).await?;
+    read_set(&mut conn, now).await
+}
+
+async fn read_set(conn: &mut MultiplexedConnection, now: u64) -> Result<Vec<Entry>, String> {
+    let members: Vec<String> = bounded(
+        "read",
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(KEY)
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .query_async(conn),
+    )
+    .await?;
+    Ok(members
+        .iter()
+        .filter_map(|m| match Entry::from_json(m) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!("ignoring a member of {KEY} that is no revocation: {e}");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Read the whole set into `revocations`, and write back what it lacks.
+async fn resync(conn: &mut MultiplexedConnection, revocations: &Revocations) -> Result<(), String> {
+    let now = crate::auth::unix_now();
+    let stored = read_set(conn, now).await?;
+    let known = revocations.entries();
+    revocations.merge(stored.iter().cloned(), Source::Resync);
+    let missing: Vec<&Entry> = known
+        .iter()
+        .filter(|e| e.live(now) && !stored.contains(e))
+        .collect();
+    if !missing.is_empty() {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(KEY).arg("NX");
+        for e in &missing {
+            cmd.arg(e.until).arg(e.to_json());
+        }
+        bounded("write back", cmd.query_async::<()>(conn)).await?;
+        tracing::info!(
+            count = missing.len(),
+            "wrote back revocations the shared store had lost"
+        );
+    }
+    revocations.prune();
+    Ok(())
+}
+
+/// One connected session: returns why it ended.
+async fn session(client: &redis::Client, revocations: &Revocations) -> String {
+    let mut pubsub = match bounded("subscribe", client.get_async_pubsub()).await {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    if let Err(e) = bounded("subscribe", pubsub.subscribe(CHANNEL)).await {
+        return e;
+    }
+    let mut conn = match connect(client).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if let Err(e) = resync(&mut conn, revocations).await {
+        return e;
+    }
+    revocations.set_store_problem(None);
+    tracing::info!("shared store connected; following revocations");
+    let mut messages = pubsub.on_message();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else {
+                    return "subscription closed".into();
+                };
+                match msg.get_payload::<String>().map_err(|e| e.to_string())
+                    .and_then(|p| Entry::from_json(&p).map_err(|e| e.to_string())) {
+                    Ok(e) => revocations.merge([e], Source::Pubsub),
+                    Err(e) => tracing::warn!("ignoring a message on {CHANNEL} that is no revocation: {e}"),
+                }
+            }
+            _ = ping.tick() => {
+                if let Err(e) = bounded("ping", redis::cmd("PING").query_async::<String>(&mut conn)).await {
+                    return e;
+                }
+                if tokio::time::Instant::now() >= resync_at {
+                    resync_at = tokio::time::Instant::now() + RESYNC_EVERY;
+                    if let Err(e) = resync(&mut conn, revocations).await {
+                        return e;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Follow the store for the life of the process.
+pub(super) fn spawn_follower(url: String, revocations: Arc<Revocations>) {
+    revocations.set_store_problem(Some("shared store (redis): not connected yet".into()));
+    tokio::spawn(async move {
+        let client = match client(&url) {
+            Ok(c) => c,
+            Err(e) => {
+                // The URL was checked with the configuration; this cannot happen.
+                revocations.set_store_problem(Some(format!("shared store (redis): {e}")));
+                return;
+            }
+        };
+        let mut backoff = BACKOFF_MIN;
+        let mut first = true;
+        loop {
+            let started = tokio::time::Instant::now();
+            let why = session(&client, &revocations).await;
+            let was_up = std::mem::take(&mut first) || revocations.store_problem().is_none();
+            revocations.set_store_problem(Some(format!(
+                "shared store (redis) unreachable: {why}; serving with the {} revocations known",
+                revocations.entries().len()
+            )));
+            if was_up {
+                tracing::warn!(
+                    "shared store (redis) unreachable, keeping the known revocations: {why}"
+                );
+            } else {
+                tracing::debug!("shared store (redis) still unreachable: {why}");
+            }
+            if started.elapsed() > BACKOFF_MAX * 2 {
+                backoff = BACKOFF_MIN;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    });
+}

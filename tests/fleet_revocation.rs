@@ -1,0 +1,374 @@
+//! Revocation (contract §3 `revoked`, §9) with the real binary: `idgate revoke` by subject, by
+//! `jti` and by issued-before time against a real `redis-server` shared by two agents, applied
+//! by both within one second, validated-token cache hits included; an agent started later
+//! has every revocation; `idgate revocations` lists them; the metrics and the audit log say
+//! `revoked`. Then the single-node store (`[shared] revocations_file`): revoke, list, lift.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::agent::Agent;
+use support::auth_kit::{claims, now, MockIdp, Signer};
+use support::redis::Redis;
+use support::spop_client::{Request, SpopClient, Vars};
+use support::{background_runtime, poll_until, READY_TIMEOUT};
+
+/// The propagation bound the issue sets.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+pub fn config(idp: &MockIdp, shared: &str) -> String {
+    format!(
+        r#"
+[log]
+level = "info"
+audit = "stderr"
+
+[[issuer]]
+name = "corp"
+issuer = "{iss}"
+jwks_uri = "{jwks}"
+audiences = ["api"]
+max_token_lifetime = "1h"
+
+[[rule]]
+name = "everything"
+paths = ["/**"]
+effect = "allow"
+
+[shared]
+{shared}
+"#,
+        iss = idp.base,
+        jwks = idp.jwks_uri(),
+    )
+}
+
+pub fn idgate(args: &[&str]) -> Output {
+    Command::new(Agent::binary())
+        .args(args)
+        .output()
+        .expect("running idgate")
+}
+
+fn decide(agent: &Agent, token: &str) -> Vars {
+    let mut c = SpopClient::open(agent.spop);
+    c.decide(&Request::new("GET", "/api/2.0/clusters/list").bearer(token))
+}
+
+pub fn revoke(agent: &Agent, target: &[&str]) -> Output {
+    let cfg = agent.config_path().to_str().unwrap().to_string();
+    let mut args = vec!["revoke", "-c", &cfg, "--issuer", "corp"];
+    args.extend_from_slice(target);
+    let out = idgate(&args);
+    assert!(
+        out.status.success(),
+        "idgate revoke {target:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Waits (bounded) until `agent` refuses `token` as revoked; returns how long it took.
+fn wait_revoked(agent: &Agent, token: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    let got = poll_until(within, || {
+        let v = decide(agent, token);
+        (v.reason() == "revoked").then_some(v)
+    });
+    let v = got.unwrap_or_else(|| {
+        panic!(
+            "not revoked within {within:?}: {:?}\n{}",
+            decide(agent, token),
+            agent.log()
+        )
+    });
+    assert_revoked(&v);
+    start.elapsed()
+}
+
+pub fn assert_revoked(v: &Vars) {
+    assert_eq!(v.bool("allow"), Some(false), "{v:?}");
+    assert_eq!(v.int("status"), Some(401), "{v:?}");
+    assert_eq!(v.text("reason"), Some("revoked"), "{v:?}");
+    assert_eq!(
+        v.text("www_authenticate"),
+        Some(r#"Bearer realm="idgate", error="invalid_token", error_description="token revoked""#),
+        "{v:?}"
+    );
+}
+
+pub fn assert_allowed(v: &Vars) {
+    assert_eq!(
+        (v.bool("allow"), v.text("reason")),
+        (Some(true), Some("ok")),
+        "{v:?}"
+    );
+}
+
+fn token(signer: &Signer, idp: &MockIdp, extra: Value) -> String {
+    let mut c = claims(&idp.base);
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    signer.token(&c)
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+#[test]
+fn a_fleet_applies_revocations_within_a_second() {
+    let rt = background_runtime();
+    let signer = Signer::rsa("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let redis = Redis::start();
+    let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
+    let agents = [Agent::start(&cfg), Agent::start(&cfg)];
+    for a in &agents {
+        assert!(a.wait_ready(READY_TIMEOUT), "{}", a.log());
+        assert_eq!(
+            a.metric("idgate_shared_store_up", &[]),
+            Some(1.0),
+            "{}",
+            a.log()
+        );
+    }
+
+    let n = now();
+    let alice = token(&signer, &idp, json!({"sub": "alice"}));
+    let bob_1 = token(&signer, &idp, json!({"sub": "bob", "jti": "bob-1"}));
+    let bob_2 = token(&signer, &idp, json!({"sub": "bob", "jti": "bob-2"}));
+    let old = token(&signer, &idp, json!({"sub": "carol", "iat": n - 120}));
+    let no_iat = token(&signer, &idp, json!({"sub": "dave", "iat": null}));
+    let fresh = token(&signer, &idp, json!({"sub": "erin", "iat": n}));
+    // Every token validated once: later decisions are validated-token cache hits.
+    for a in &agents {
+        for t in [&alice, &bob_1, &bob_2, &old, &no_iat, &fresh] {
+            assert_allowed(&decide(a, t));
+        }
+    }
+
+    // By subject: both agents, within a second of the command's return, cached token or not.
+    revoke(&agents[0], &["--subject", "alice"]);
+    let stored = Instant::now();
+    for a in &agents {
+        wait_revoked(a, &alice, PROPAGATION);
+    }
+    assert!(stored.elapsed() < PROPAGATION, "{:?}", stored.elapsed());
+    assert_allowed(&decide(&agents[0], &bob_1));
+
+    // By jti: only that token.
+    revoke(&agents[1], &["--jti", "bob-1"]);
+    let stored = Instant::now();
+    for a in &agents {
+        wait_revoked(a, &bob_1, PROPAGATION);
+        assert_allowed(&decide(a, &bob_2));
+    }
+    assert!(stored.elapsed() < PROPAGATION, "{:?}", stored.elapsed());
+
+    // Issued before a time: older tokens and tokens without iat (fail closed), not newer ones.
+    revoke(
+        &agents[0],
+        &["--issued-before", &rfc3339(n - 60), "--for", "10m"],
+    );
+    let stored = Instant::now();
+    for a in &agents {
+        wait_revoked(a, &old, PROPAGATION);
+        wait_revoked(a, &no_iat, PROPAGATION);
+        assert_allowed(&decide(a, &fresh));
+    }
+    assert!(stored.elapsed() < PROPAGATION, "{:?}", stored.elapsed());
+
+    // An agent started later has them all from its first read of the store.
+    let late = Agent::start(&cfg);
+    assert!(late.wait_ready(READY_TIMEOUT), "{}", late.log());
+    for t in [&alice, &bob_1, &old, &no_iat] {
+        wait_revoked(&late, t, Duration::from_secs(3));
+    }
+    assert_allowed(&decide(&late, &fresh));
+
+    // The listing, and the expiries: subject and jti until max_token_lifetime + leeway after
+    // now, issued-before as asked.
+    let cfg_path = agents[0].config_path().to_str().unwrap().to_string();
+    let out = idgate(&["revocations", "-c", &cfg_path, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let bound = 3600 + 30;
+    for e in &listed {
+        assert_eq!(e["issuer"], "corp");
+        let until = e["until"].as_u64().unwrap();
+        let want = if e.get("issued_before").is_some() {
+            assert_eq!(e["issued_before"].as_u64(), Some(n - 60));
+            e["created"].as_u64().unwrap() + 600
+        } else {
+            e["created"].as_u64().unwrap() + bound
+        };
+        assert_eq!(until, want, "{e}");
+    }
+    let out = idgate(&["revocations", "-c", &cfg_path]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("subject \"alice\"") && text.contains("jti \"bob-1\""),
+        "{text}"
+    );
+
+    for a in &agents {
+        assert_eq!(a.metric("idgate_revocations", &[]), Some(3.0));
+        assert!(
+            a.metric("idgate_decisions_total", &[("reason", "revoked")])
+                .unwrap()
+                >= 4.0
+        );
+        assert!(
+            a.metric("idgate_revocation_updates_total", &[("source", "pubsub")])
+                .unwrap()
+                >= 3.0
+        );
+        assert!(
+            a.log().contains("\"reason\":\"revoked\""),
+            "the audit log records revoked decisions"
+        );
+    }
+    // Nothing but entries in the store: no token.
+    let dump = redis.dump();
+    for t in [&alice, &bob_1, &old, &no_iat] {
+        assert!(!dump.contains(t.as_str()));
+    }
+}
+
+#[test]
+fn revoke_refuses_bad_requests_clearly() {
+    let rt = background_runtime();
+    let signer = Signer::rsa("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("revocations");
+    let with_store = dir.path().join("with.toml");
+    std::fs::write(
+        &with_store,
+        config(&idp, &format!("revocations_file = \"{}\"", file.display())),
+    )
+    .unwrap();
+    let without = dir.path().join("without.toml");
+    std::fs::write(&without, config(&idp, "")).unwrap();
+    let w = with_store.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec![
+                "revoke",
+                "-c",
+                without.to_str().unwrap(),
+                "--issuer",
+                "corp",
+                "--subject",
+                "a",
+            ],
+            "no revocation store",
+        ),
+        (
+            vec!["revoke", "-c", w, "--issuer", "nope", "--subject", "a"],
+            "no issuer named \"nope\"",
+        ),
+        (
+            vec![
+                "revoke",
+                "-c",
+                w,
+                "--issuer",
+                "corp",
+                "--issued-before",
+                "yesterday",
+            ],
+            "RFC 3339",
+        ),
+        (
+            vec![
+                "revoke", "-c", w, "--issuer", "corp", "--jti", "j", "--for", "soon",
+            ],
+            "--for",
+        ),
+        (
+            vec![
+                "revoke",
+                "-c",
+                w,
+                "--issuer",
+                "corp",
+                "--subject",
+                "a",
+                "--jti",
+                "j",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let out = idgate(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(!file.exists(), "nothing was written");
+}
+
+#[test]
+fn one_node_revokes_through_its_revocations_file() {
+    let rt = background_runtime();
+    let signer = Signer::rsa("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("revocations");
+    let agent = Agent::start(&config(
+        &idp,
+        &format!("revocations_file = \"{}\"", file.display()),
+    ));
+    assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
+    let alice = token(&signer, &idp, json!({"sub": "alice"}));
+    assert_allowed(&decide(&agent, &alice));
+
+    revoke(&agent, &["--subject", "alice", "--for", "5m"]);
+    let took = wait_revoked(&agent, &alice, PROPAGATION);
+    assert!(took < PROPAGATION);
+    let cfg = agent.config_path().to_str().unwrap().to_string();
+    let out = idgate(&["revocations", "-c", &cfg]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("subject \"alice\""));
+    assert_eq!(agent.metric("idgate_shared_store_up", &[]), Some(1.0));
+
+    // A line that is no entry: the agent keeps what it has and says so.
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{good}garbage\n")).unwrap();
+    poll_until(Duration::from_secs(2), || {
+        (agent.metric("idgate_shared_store_up", &[]) == Some(0.0)).then_some(())
+    })
+    .expect("store_up 0 on an unreadable file");
+    assert_revoked(&decide(&agent, &alice));
+    let body = support::http_client()
+        .get(agent.admin_url("/ready"))
+        .send()
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    assert!(body.text().unwrap().contains("revocations file unreadable"));
+
+    // The file is authoritative: emptied, the revocation is lifted.
+    std::fs::write(&file, "").unwrap();
+    poll_until(Duration::from_secs(2), || {
+        (decide(&agent, &alice).reason() == "ok").then_some(())
+    })
+    .expect("lifted");
+}
