@@ -6,123 +6,17 @@
 
 mod support;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::agent::Agent;
-use support::auth_kit::{claims, now, MockIdp, Signer};
+use support::auth_kit::{now, MockIdp, Signer};
+use support::fleet::{
+    assert_allowed, assert_revoked, config, decide, idgate, revoke, rfc3339, token, wait_revoked,
+    PROPAGATION,
+};
 use support::redis::Redis;
-use support::spop_client::{Request, SpopClient, Vars};
 use support::{background_runtime, poll_until, READY_TIMEOUT};
-
-/// The propagation bound the issue sets.
-const PROPAGATION: Duration = Duration::from_secs(1);
-
-pub fn config(idp: &MockIdp, shared: &str) -> String {
-    format!(
-        r#"
-[log]
-level = "info"
-audit = "stderr"
-
-[[issuer]]
-name = "corp"
-issuer = "{iss}"
-jwks_uri = "{jwks}"
-audiences = ["api"]
-max_token_lifetime = "1h"
-
-[[rule]]
-name = "everything"
-paths = ["/**"]
-effect = "allow"
-
-[shared]
-{shared}
-"#,
-        iss = idp.base,
-        jwks = idp.jwks_uri(),
-    )
-}
-
-pub fn idgate(args: &[&str]) -> Output {
-    Command::new(Agent::binary())
-        .args(args)
-        .output()
-        .expect("running idgate")
-}
-
-fn decide(agent: &Agent, token: &str) -> Vars {
-    let mut c = SpopClient::open(agent.spop);
-    c.decide(&Request::new("GET", "/api/2.0/clusters/list").bearer(token))
-}
-
-pub fn revoke(agent: &Agent, target: &[&str]) -> Output {
-    let cfg = agent.config_path().to_str().unwrap().to_string();
-    let mut args = vec!["revoke", "-c", &cfg, "--issuer", "corp"];
-    args.extend_from_slice(target);
-    let out = idgate(&args);
-    assert!(
-        out.status.success(),
-        "idgate revoke {target:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Waits (bounded) until `agent` refuses `token` as revoked; returns how long it took.
-fn wait_revoked(agent: &Agent, token: &str, within: Duration) -> Duration {
-    let start = Instant::now();
-    let got = poll_until(within, || {
-        let v = decide(agent, token);
-        (v.reason() == "revoked").then_some(v)
-    });
-    let v = got.unwrap_or_else(|| {
-        panic!(
-            "not revoked within {within:?}: {:?}\n{}",
-            decide(agent, token),
-            agent.log()
-        )
-    });
-    assert_revoked(&v);
-    start.elapsed()
-}
-
-pub fn assert_revoked(v: &Vars) {
-    assert_eq!(v.bool("allow"), Some(false), "{v:?}");
-    assert_eq!(v.int("status"), Some(401), "{v:?}");
-    assert_eq!(v.text("reason"), Some("revoked"), "{v:?}");
-    assert_eq!(
-        v.text("www_authenticate"),
-        Some(r#"Bearer realm="idgate", error="invalid_token", error_description="token revoked""#),
-        "{v:?}"
-    );
-}
-
-pub fn assert_allowed(v: &Vars) {
-    assert_eq!(
-        (v.bool("allow"), v.text("reason")),
-        (Some(true), Some("ok")),
-        "{v:?}"
-    );
-}
-
-fn token(signer: &Signer, idp: &MockIdp, extra: Value) -> String {
-    let mut c = claims(&idp.base);
-    for (k, v) in extra.as_object().unwrap() {
-        if v.is_null() {
-            c.as_object_mut().unwrap().remove(k);
-        } else {
-            c[k] = v.clone();
-        }
-    }
-    signer.token(&c)
-}
-
-fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
 
 #[test]
 fn a_fleet_applies_revocations_within_a_second() {

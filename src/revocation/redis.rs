@@ -31,7 +31,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// Liveness check of the connection.
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// Full read of the set (also prunes expired entries locally).
-const RESYNC_EVERY: Duration = Duration::from_secs(10);
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -128,12 +128,19 @@ async fn resync(conn: &mut MultiplexedConnection, revocations: &Revocations) -> 
         .filter(|e| e.live(now) && !stored.contains(e))
         .collect();
     if !missing.is_empty() {
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(KEY).arg("NX");
+        // Added and published (agents that reconnected before this one learn at once).
+        let mut pipe = redis::pipe();
         for e in &missing {
-            cmd.arg(e.until).arg(e.to_json());
+            let json = e.to_json();
+            pipe.cmd("ZADD")
+                .arg(KEY)
+                .arg("NX")
+                .arg(e.until)
+                .arg(&json)
+                .ignore();
+            pipe.cmd("PUBLISH").arg(CHANNEL).arg(&json).ignore();
         }
-        bounded("write back", cmd.query_async::<()>(conn)).await?;
+        bounded("write back", pipe.query_async::<()>(conn)).await?;
         tracing::info!(
             count = missing.len(),
             "wrote back revocations the shared store had lost"

@@ -13,6 +13,7 @@
 //! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
 //! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
 //! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
+//! - [`fleet`]: agents sharing a revocation store, tokens, `idgate revoke`.
 //! - [`redis`]: a real `redis-server` on a loopback port, with fault injection.
 //!
 //! Everything binds to 127.0.0.1, every wait is a bounded readiness poll, and every process
@@ -26,6 +27,7 @@ pub mod auth_kit;
 pub mod databricks;
 pub mod dns;
 pub mod echo;
+pub mod fleet;
 pub mod forged;
 pub mod foundation;
 pub mod haproxy;
