@@ -17,6 +17,13 @@
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenKey([u8; 32]);
 
+impl TokenKey {
+    /// The digest (keyed again before it leaves the process: see `upstream::shared`).
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
 /// The cache key of `token`.
 pub fn token_key(token: &str) -> TokenKey {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());

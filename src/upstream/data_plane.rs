@@ -34,6 +34,7 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use super::cache::{Holdoff, TokenEntry, REFUSAL_TTL};
 use super::failure::{self, Failure, Outcome, Trigger};
 use super::oauth::{self, Endpoint};
+use super::shared::{Kind, SharedCredentials};
 use super::UpstreamError;
 use crate::config::DataPlaneHost;
 use crate::decision::Route;
@@ -118,6 +119,8 @@ pub(crate) struct DataPlane {
     per_caller: bool,
     attempt_timeout: Duration,
     holdoff: Holdoff,
+    /// The fleet's store (`[shared]`), behind the local cache.
+    shared: Option<Arc<SharedCredentials>>,
     lookups: moka::future::Cache<Box<str>, Arc<Timed<Lookup>>>,
     tokens: moka::future::Cache<(TokenKey, Box<str>), Arc<Timed<Minted>>>,
 }
@@ -142,6 +145,7 @@ impl DataPlane {
             per_caller,
             attempt_timeout,
             holdoff: Holdoff::default(),
+            shared: None,
             lookups: moka::future::Cache::builder()
                 .max_capacity(cache_size)
                 .expire_after(TimedExpiry)
@@ -151,6 +155,12 @@ impl DataPlane {
                 .expire_after(TimedExpiry)
                 .build(),
         }
+    }
+
+    /// Share data-plane tokens through the fleet's store.
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<SharedCredentials>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The data-plane route and token for an invocation of endpoint `name`, `None` for a
@@ -183,7 +193,10 @@ impl DataPlane {
                 Some(s) => s,
                 None => self
                     .tokens
-                    .try_get_with(key.clone(), self.mint(http, control, details, deadline))
+                    .try_get_with(
+                        key.clone(),
+                        self.mint(http, control, &key, details, deadline),
+                    )
                     .await
                     .map_err(|e| (*e).clone())?,
             };
@@ -365,9 +378,23 @@ impl DataPlane {
         &self,
         http: &reqwest::Client,
         control: &str,
+        key: &(TokenKey, Box<str>),
         authorization_details: &str,
         deadline: Instant,
     ) -> Result<Arc<Timed<Minted>>, UpstreamError> {
+        let shared = self
+            .shared
+            .as_ref()
+            .map(|s| (s, s.key(Kind::DataPlane, &self.upstream, &key.0, &key.1)));
+        if let Some((s, k)) = &shared {
+            if let Some(tok) = s.get(k).await {
+                let e = TokenEntry::new(&tok, Duration::ZERO, false);
+                return Ok(Arc::new(Timed {
+                    until: e.usable_until,
+                    value: Minted::Token(e),
+                }));
+            }
+        }
         self.holdoff.error(&self.upstream, Instant::now())?;
         let assertion = control.strip_prefix("Bearer ").unwrap_or(control);
         let form = url::form_urlencoded::Serializer::new(String::with_capacity(
@@ -390,6 +417,9 @@ impl DataPlane {
             .await
         {
             Ok(tok) => {
+                if let Some((s, k)) = shared {
+                    s.put(k, &tok);
+                }
                 let e = TokenEntry::new(&tok, Duration::ZERO, false);
                 Ok(Arc::new(Timed {
                     until: e.usable_until,

@@ -40,6 +40,7 @@ mod data_plane;
 mod failure;
 mod oauth;
 mod secret;
+mod shared;
 mod static_token;
 mod token_exchange;
 
@@ -258,6 +259,10 @@ impl Broker {
         LazyLock::force(&cache::CLOCK_BASE);
         let mut problems = Vec::new();
         let mut upstreams = BTreeMap::new();
+        let shared = shared::SharedCredentials::from_config(&cfg.shared).unwrap_or_else(|p| {
+            problems.push(p);
+            None
+        });
         for (name, uc) in &cfg.upstreams {
             let secret = match read_secret(name, uc) {
                 Ok(s) => s,
@@ -272,7 +277,7 @@ impl Broker {
                     continue;
                 }
             }
-            match Upstream::build(name, uc, secret) {
+            match Upstream::build(name, uc, secret, shared.as_ref()) {
                 Ok(u) => {
                     upstreams.insert(name.clone(), Arc::new(u));
                 }
@@ -498,7 +503,12 @@ fn client_auth(
 impl Upstream {
     /// Assemble an upstream of a loaded configuration; `secret` is what [`read_secret`] read
     /// for it. Fails only when the client secret cannot be sent (not a valid header value).
-    fn build(name: &str, c: &UpstreamConfig, secret: Option<Secret>) -> Result<Upstream, Problem> {
+    fn build(
+        name: &str,
+        c: &UpstreamConfig,
+        secret: Option<Secret>,
+        shared: Option<&Arc<shared::SharedCredentials>>,
+    ) -> Result<Upstream, Problem> {
         let endpoint = |url: &crate::config::HttpsUrl| {
             oauth::Endpoint::new(
                 Arc::from(name),
@@ -531,14 +541,17 @@ impl Upstream {
                     auth,
                 },
                 Some(sec),
-            ) => Source::TokenExchange(Arc::new(TokenExchange::on_behalf_of(
-                endpoint(token_url),
-                scope,
-                client_id,
-                client_auth(name, token_url, client_id, auth, sec)?,
-                c.refresh_ahead.0,
-                c.cache_size,
-            ))),
+            ) => Source::TokenExchange(Arc::new(
+                TokenExchange::on_behalf_of(
+                    endpoint(token_url),
+                    scope,
+                    client_id,
+                    client_auth(name, token_url, client_id, auth, sec)?,
+                    c.refresh_ahead.0,
+                    c.cache_size,
+                )
+                .with_shared(shared.cloned()),
+            )),
             (
                 Credential::AzureManagedIdentity {
                     imds_url,
@@ -568,13 +581,16 @@ impl Upstream {
                     client_id,
                 },
                 _,
-            ) => Source::TokenExchange(Arc::new(TokenExchange::new(
-                endpoint(token_url),
-                scope,
-                client_id.clone(),
-                c.refresh_ahead.0,
-                c.cache_size,
-            ))),
+            ) => Source::TokenExchange(Arc::new(
+                TokenExchange::new(
+                    endpoint(token_url),
+                    scope,
+                    client_id.clone(),
+                    c.refresh_ahead.0,
+                    c.cache_size,
+                )
+                .with_shared(shared.cloned()),
+            )),
             (
                 Credential::Static { .. }
                 | Credential::ClientCredentials { .. }
@@ -590,14 +606,17 @@ impl Upstream {
                 | Credential::TokenExchange { token_url, .. },
                 DataPlaneMode::Auto,
                 Some(workspace),
-            ) => Some(DataPlane::new(
-                endpoint(token_url),
-                workspace,
-                c.data_plane_hosts.clone(),
-                matches!(c.credential, Credential::TokenExchange { .. }),
-                c.timeout.0,
-                c.cache_size,
-            )),
+            ) => Some(
+                DataPlane::new(
+                    endpoint(token_url),
+                    workspace,
+                    c.data_plane_hosts.clone(),
+                    matches!(c.credential, Credential::TokenExchange { .. }),
+                    c.timeout.0,
+                    c.cache_size,
+                )
+                .with_shared(shared.cloned()),
+            ),
             _ => None,
         };
         let http = match &c.ca_file {

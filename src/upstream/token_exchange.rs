@@ -34,6 +34,7 @@ use super::client_credentials::Auth;
 use super::data_plane::GRANT_JWT_BEARER;
 use super::failure::{self, Failure, Trigger};
 use super::oauth::{Body, Endpoint, Token};
+use super::shared::{Kind, SharedCredentials};
 use super::{Caller, UpstreamError};
 use crate::token_key::{token_key, TokenKey};
 use reqwest::header::HeaderValue;
@@ -58,6 +59,8 @@ pub(crate) struct TokenExchange {
     grant: Grant,
     refresh_ahead: Duration,
     holdoff: Holdoff,
+    /// The fleet's store (`[shared]`), behind the local cache.
+    shared: Option<Arc<SharedCredentials>>,
     cache: moka::future::Cache<TokenKey, Arc<Slot>>,
 }
 
@@ -148,11 +151,24 @@ impl TokenExchange {
             grant,
             refresh_ahead,
             holdoff: Holdoff::default(),
+            shared: None,
             cache: moka::future::Cache::builder()
                 .max_capacity(cache_size)
                 .expire_after(SlotExpiry)
                 .build(),
         }
+    }
+
+    /// Share results through the fleet's store.
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<SharedCredentials>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Where this caller's result is shared, when it is.
+    fn shared_key(&self, key: &TokenKey) -> Option<(&Arc<SharedCredentials>, String)> {
+        let s = self.shared.as_ref()?;
+        Some((s, s.key(Kind::Exchange, &self.ep.upstream, key, "")))
     }
 
     /// Cached entries (tokens and remembered refusals), after moka's pending maintenance.
@@ -243,7 +259,7 @@ impl TokenExchange {
         for _ in 0..2 {
             let slot = self
                 .cache
-                .try_get_with(key, self.exchange(http, token, caller_exp, deadline))
+                .try_get_with(key, self.exchange(http, token, &key, caller_exp, deadline))
                 .await
                 .map_err(|e| (*e).clone())?;
             if let Some(answer) = self.answer(&slot, Instant::now(), http, &key, token, caller) {
@@ -322,9 +338,21 @@ impl TokenExchange {
         &self,
         http: &reqwest::Client,
         caller_token: &str,
+        key: &TokenKey,
         caller_exp: Option<u64>,
         deadline: Instant,
     ) -> Result<Arc<Slot>, UpstreamError> {
+        let shared = self.shared_key(key);
+        if let Some((s, k)) = &shared {
+            if let Some(tok) = s.get(k).await {
+                let refresh = Self::worth_refreshing(&tok, caller_exp);
+                return Ok(Arc::new(Slot::Token(TokenEntry::new(
+                    &tok,
+                    self.refresh_ahead,
+                    refresh,
+                ))));
+            }
+        }
         self.holdoff.error(&self.ep.upstream, Instant::now())?;
         let (form, auth) = self.parts(self.form(caller_token));
         match self
@@ -333,6 +361,9 @@ impl TokenExchange {
             .await
         {
             Ok(tok) => {
+                if let Some((s, k)) = shared {
+                    s.put(k, &tok);
+                }
                 let refresh = Self::worth_refreshing(&tok, caller_exp);
                 Ok(Arc::new(Slot::Token(TokenEntry::new(
                     &tok,
@@ -384,6 +415,9 @@ impl TokenExchange {
                 .await
             {
                 Ok(tok) => {
+                    if let Some((s, k)) = this.shared_key(&key) {
+                        s.put(k, &tok);
+                    }
                     let refresh = Self::worth_refreshing(&tok, caller_exp);
                     let e = TokenEntry::new(&tok, this.refresh_ahead, refresh);
                     this.cache.insert(key, Arc::new(Slot::Token(e))).await;
