@@ -2,7 +2,8 @@
 //! restarted empty, made slow (SIGSTOP) and flushed while agents serve. Through every fault
 //! each request gets a verdict, known revocations stay in force, `/ready` stays 200 and its
 //! body and `idgate_shared_store_up` say the store is unreachable; after it, the agents
-//! reconnect, write the revocations back, and new revocations propagate again.
+//! reconnect, write the revocations back, and new revocations propagate again. Through HAProxy
+//! 2.6 and 3.2 too: nothing reaches the upstream without an allow verdict.
 
 mod support;
 
@@ -201,5 +202,84 @@ fn flushed_store_is_refilled_by_the_fleet() {
     wait_revoked(&late, &alice, Duration::from_secs(3));
     for a in f.agents.iter().chain([&late]) {
         assert!(!a.log().contains(&alice), "a token in the log");
+    }
+}
+
+/// Through HAProxy (2.6 and 3.2, the shipped configuration): with Redis stopped, then paused,
+/// then back, a revoked caller gets 401 and another caller 200, and nothing reaches the
+/// upstream without an allow verdict.
+fn through_haproxy(version: support::haproxy::HaproxyVersion) {
+    use support::stack::IdpStack;
+    use support::traffic::{assert_only_allowed_forwarded, Outcome};
+
+    let mut redis = Redis::start();
+    let shared = format!("\n[shared]\nredis_url = \"{}\"\n", redis.url());
+    let Some(s) = IdpStack::start(version, false, "", &shared) else {
+        return;
+    };
+    let alice = s.signer.token(&support::auth_kit::claims(&s.idp.base));
+    let mut bob_claims = support::auth_kit::claims(&s.idp.base);
+    bob_claims["sub"] = json!("bob");
+    let bob = s.signer.token(&bob_claims);
+    let path = "/api/2.0/clusters/list";
+    let outcomes = std::cell::RefCell::new(Vec::<Outcome>::new());
+    let next = std::cell::Cell::new(0u64);
+    // One request, recorded (`good`: it may be forwarded); its status.
+    let call = |token: &str, good: bool| {
+        next.set(next.get() + 1);
+        let (o, body) = s.request(next.get(), "GET", path, Some(token), good);
+        let status = o.status;
+        outcomes.borrow_mut().push(o);
+        (status, body)
+    };
+    let send = |token: &str, good: bool, want: u16, what: &str| {
+        let (status, body) = call(token, good);
+        assert_eq!(status, Some(want), "{what}: {body}\n{}", s.logs());
+    };
+    send(&alice, true, 200, "before");
+    revoke(&s.agent, &["--subject", "alice"]);
+    // Until the revocation applies alice may still be allowed (and forwarded): `good`.
+    poll_until(PROPAGATION, || {
+        (call(&alice, true).0 == Some(401)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("alice not refused within {PROPAGATION:?}\n{}", s.logs()));
+
+    redis.stop();
+    wait_store(&s.agent, false, NOTICE);
+    for _ in 0..20 {
+        send(&alice, false, 401, "redis stopped");
+        send(&bob, true, 200, "redis stopped");
+    }
+    redis.restart();
+    wait_store(&s.agent, true, RECONNECT);
+    redis.pause();
+    for _ in 0..20 {
+        send(&alice, false, 401, "redis paused");
+        send(&bob, true, 200, "redis paused");
+    }
+    redis.resume();
+    wait_store(&s.agent, true, RECONNECT);
+    send(&alice, false, 401, "after");
+    let outcomes = outcomes.into_inner();
+    let forwarded = assert_only_allowed_forwarded(&outcomes, &s.echo, version.label());
+    let allowed = outcomes.iter().filter(|o| o.status == Some(200)).count();
+    assert!(allowed >= 21, "{allowed}");
+    assert_eq!(
+        forwarded, allowed,
+        "every allowed request forwarded once, no other"
+    );
+}
+
+mod haproxy26 {
+    #[test]
+    fn redis_faults_through_haproxy() {
+        super::through_haproxy(super::support::haproxy::HaproxyVersion::V26)
+    }
+}
+
+mod haproxy32 {
+    #[test]
+    fn redis_faults_through_haproxy() {
+        super::through_haproxy(super::support::haproxy::HaproxyVersion::V32)
     }
 }

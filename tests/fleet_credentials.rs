@@ -188,3 +188,72 @@ async fn redis_down_means_local_caches_only() {
     let fb = grant(&b, &caller, None).await;
     assert_eq!(fa.authorization, fb.authorization);
 }
+
+/// The real binary: two agents sharing Redis and a key answer one caller with one exchange, log
+/// no token, and `check-config` refuses a key file every user can read.
+#[test]
+fn two_agents_share_one_exchange() {
+    use support::agent::Agent;
+    use support::auth_kit::{MockIdp, Signer};
+    use support::fleet::{config, idgate, token};
+    use support::spop_client::{Request, SpopClient};
+
+    let rt = support::background_runtime();
+    let signer = Signer::rsa("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let fake = rt.block_on(FakeDatabricks::start());
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "shared.key", 9);
+    let shared = format!(
+        "redis_url = \"{}\"\nkey_file = \"{}\"\n\n[upstream.tx]\nkind = \"token_exchange\"\n\
+         token_url = \"{}\"\n",
+        redis.url(),
+        key.display(),
+        fake.token_url
+    );
+    let cfg = config(&idp, &shared).replace(
+        "effect = \"allow\"\n",
+        "effect = \"allow\"\nupstream = \"tx\"\n",
+    );
+    let agents = [Agent::start(&cfg), Agent::start(&cfg)];
+    for a in &agents {
+        assert!(a.wait_ready(support::READY_TIMEOUT), "{}", a.log());
+    }
+    let alice = token(&signer, &idp, serde_json::json!({"sub": "alice"}));
+    let decide = |a: &Agent| {
+        let mut c = SpopClient::open(a.spop);
+        c.decide(&Request::new("GET", "/api/2.0/clusters/list").bearer(&alice))
+    };
+    let first = decide(&agents[0]);
+    assert_eq!(
+        first.text("reason"),
+        Some("ok"),
+        "{first:?}\n{}",
+        agents[0].log()
+    );
+    let header = first.str("upstream_authorization").expect("a credential");
+    rt.block_on(stored(&redis, 1));
+    let second = decide(&agents[1]);
+    assert_eq!(second.str("upstream_authorization"), Some(header.clone()));
+    assert_eq!(fake.requests_for_grant(GRANT_EXCHANGE), 1);
+    let dump = redis.dump();
+    let issued = header.strip_prefix("Bearer ").unwrap();
+    for secret in alice.split('.').chain([issued]) {
+        assert!(!dump.contains(secret), "in Redis:\n{dump}");
+        for a in &agents {
+            assert!(!a.log().contains(secret), "in the log:\n{}", a.log());
+        }
+    }
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg_path = agents[0].config_path().to_str().unwrap().to_string();
+    let out = idgate(&["check-config", "-c", &cfg_path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("shared.key_file") && err.contains("readable by every user"),
+        "{err}"
+    );
+}
