@@ -48,6 +48,17 @@ fn target(t: Target) -> Result<revocation::Target, String> {
     })
 }
 
+/// Run `f` to completion on a new runtime; the exit code when there can be none.
+fn on_runtime<T>(f: impl std::future::Future<Output = T>) -> Result<T, ExitCode> {
+    match super::runtime() {
+        Ok(rt) => Ok(rt.block_on(f)),
+        Err(e) => {
+            eprintln!("idgate: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn describe(e: &Entry) -> String {
     let what = match &e.target {
         revocation::Target::Subject(s) => format!("subject {s:?}"),
@@ -76,14 +87,11 @@ pub(crate) fn revoke(config: &Path, issuer: &str, t: Target, for_: Option<&str>)
             return ExitCode::from(2);
         }
     };
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("idgate: {e}");
-            return ExitCode::FAILURE;
-        }
+    let stored = match on_runtime(revocation::revoke(&store, &entry)) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    match rt.block_on(revocation::revoke(&store, &entry)) {
+    match stored {
         Ok(()) => {
             println!("revoked: {}", describe(&entry));
             ExitCode::SUCCESS
@@ -105,14 +113,11 @@ pub(crate) fn list(config: &Path, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("idgate: {e}");
-            return ExitCode::FAILURE;
-        }
+    let listed = match on_runtime(revocation::list(&store)) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    match rt.block_on(revocation::list(&store)) {
+    match listed {
         Ok(entries) => {
             for e in &entries {
                 if json {

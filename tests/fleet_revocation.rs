@@ -2,7 +2,8 @@
 //! `jti` and by issued-before time against a real `redis-server` shared by two agents, applied
 //! by both within one second, validated-token cache hits included; an agent started later
 //! has every revocation; `idgate revocations` lists them; the metrics and the audit log say
-//! `revoked`. Then the single-node store (`[shared] revocations_file`): revoke, list, lift.
+//! `revoked`. Then the single-node store (`[shared] revocations_file`): revoke, list, `explain`
+//! agreeing, an unreadable file keeping what is in force, lift.
 
 mod support;
 
@@ -243,6 +244,18 @@ fn one_node_revokes_through_its_revocations_file() {
     let out = idgate(&["revocations", "-c", &cfg]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("subject \"alice\""));
     assert_eq!(agent.metric("idgate_shared_store_up", &[]), Some(1.0));
+    // `explain` decides as the agent: with the store's revocations.
+    let out = idgate(&[
+        "explain", "-c", &cfg, "--method", "GET", "--path", "/x", "--token", &alice,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["reason"], "revoked", "{report}");
 
     // A line that is no entry: the agent keeps what it has and says so.
     let good = std::fs::read_to_string(&file).unwrap();

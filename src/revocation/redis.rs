@@ -107,7 +107,7 @@ async fn read_set(conn: &mut MultiplexedConnection, now: u64) -> Result<Vec<Entr
     .await?;
     Ok(members
         .iter()
-        .filter_map(|m| match Entry::from_json(m) {
+        .filter_map(|m| match parse(m) {
             Ok(e) => Some(e),
             Err(e) => {
                 tracing::warn!("ignoring a member of {KEY} that is no revocation: {e}");
@@ -115,6 +115,16 @@ async fn read_set(conn: &mut MultiplexedConnection, now: u64) -> Result<Vec<Entr
             }
         })
         .collect())
+}
+
+/// Longest entry taken from Redis (an issuer name, a subject or `jti` and a few numbers).
+const MAX_ENTRY_BYTES: usize = 4096;
+
+fn parse(member: &str) -> Result<Entry, String> {
+    if member.len() > MAX_ENTRY_BYTES {
+        return Err(format!("longer than {MAX_ENTRY_BYTES} bytes"));
+    }
+    Entry::from_json(member).map_err(|e| e.to_string())
 }
 
 /// Read the whole set into `revocations`, and write back what it lacks.
@@ -179,7 +189,7 @@ async fn session(client: &redis::Client, revocations: &Revocations) -> String {
                     return "subscription closed".into();
                 };
                 match msg.get_payload::<String>().map_err(|e| e.to_string())
-                    .and_then(|p| Entry::from_json(&p).map_err(|e| e.to_string())) {
+                    .and_then(|p| parse(&p)) {
                     Ok(e) => revocations.merge([e], Source::Pubsub),
                     Err(e) => tracing::warn!("ignoring a message on {CHANNEL} that is no revocation: {e}"),
                 }
