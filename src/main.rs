@@ -91,8 +91,12 @@ enum Command {
         issued_before: Option<String>,
         /// How long the revocation lasts, e.g. 2h. Default: until every token it targets has
         /// expired (the issuer's max_token_lifetime plus leeway).
-        #[arg(long = "for", value_name = "DURATION")]
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
         for_: Option<String>,
+        /// Until this time (RFC 3339, UTC), plus the issuer's leeway: e.g. the revoked token's
+        /// `exp`, for a token without `iat` that outlives the default.
+        #[arg(long, value_name = "RFC3339")]
+        until: Option<String>,
     },
     /// List the revocations in force in the configured store.
     Revocations {
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             jti,
             issued_before,
             for_,
+            until,
         } => revoke_cmd::revoke(
             &config,
             &issuer,
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
                 issued_before,
             },
             for_.as_deref(),
+            until.as_deref(),
         ),
         Command::Revocations { config, json } => revoke_cmd::list(&config, json),
         Command::CheckConfig { config } => check_config(&config),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use idgate::config::{Config, RevocationStore};
-use idgate::revocation::{self, Entry};
+use idgate::revocation::{self, Entry, Lasts};
 
 /// The one target given on the command line (clap makes them exclusive).
 pub(crate) struct Target {
@@ -30,19 +30,22 @@ fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// An RFC 3339 time in UTC as Unix seconds.
+fn unix_time(flag: &str, t: &str) -> Result<u64, String> {
+    let at = humantime::parse_rfc3339(t)
+        .map_err(|e| format!("{flag} {t:?}: {e} (RFC 3339 in UTC, e.g. 2026-12-05T03:00:00Z)"))?;
+    Ok(at
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("{flag} {t:?}: before 1970"))?
+        .as_secs())
+}
+
 fn target(t: Target) -> Result<revocation::Target, String> {
     Ok(match (t.subject, t.jti, t.issued_before) {
         (Some(s), None, None) => revocation::Target::Subject(s),
         (None, Some(j), None) => revocation::Target::Jti(j),
         (None, None, Some(t)) => {
-            let at = humantime::parse_rfc3339(&t).map_err(|e| {
-                format!("--issued-before {t:?}: {e} (RFC 3339 in UTC, e.g. 2026-12-05T03:00:00Z)")
-            })?;
-            let secs = at
-                .duration_since(UNIX_EPOCH)
-                .map_err(|_| format!("--issued-before {t:?}: before 1970"))?
-                .as_secs();
-            revocation::Target::IssuedBefore(secs)
+            revocation::Target::IssuedBefore(unix_time("--issued-before", &t)?)
         }
         _ => return Err("give exactly one of --subject, --jti, --issued-before".into()),
     })
@@ -70,14 +73,24 @@ fn describe(e: &Entry) -> String {
 
 /// `idgate revoke`: exit 0 once the store has the entry, 1 when it could not be stored, 2 on a
 /// usage or configuration error.
-pub(crate) fn revoke(config: &Path, issuer: &str, t: Target, for_: Option<&str>) -> ExitCode {
+pub(crate) fn revoke(
+    config: &Path,
+    issuer: &str,
+    t: Target,
+    for_: Option<&str>,
+    until: Option<&str>,
+) -> ExitCode {
     super::command_logging();
     let made = (|| {
         let (cfg, store) = store(config)?;
-        let for_ = for_
-            .map(|d| humantime::parse_duration(d).map_err(|e| format!("--for {d:?}: {e}")))
-            .transpose()?;
-        let entry = Entry::new(&cfg, issuer, target(t)?, for_, idgate::auth::unix_now())?;
+        let lasts = match (for_, until) {
+            (Some(d), _) => {
+                Lasts::For(humantime::parse_duration(d).map_err(|e| format!("--for {d:?}: {e}"))?)
+            }
+            (None, Some(t)) => Lasts::Until(unix_time("--until", t)?),
+            (None, None) => Lasts::Default,
+        };
+        let entry = Entry::new(&cfg, issuer, target(t)?, lasts, idgate::auth::unix_now())?;
         Ok::<_, String>((store, entry))
     })();
     let (store, entry) = match made {

@@ -213,6 +213,36 @@ fn revoke_refuses_bad_requests_clearly() {
             ],
             "cannot be used with",
         ),
+        (
+            vec![
+                "revoke",
+                "-c",
+                w,
+                "--issuer",
+                "corp",
+                "--jti",
+                "j",
+                "--for",
+                "1h",
+                "--until",
+                "2030-01-01T00:00:00Z",
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "revoke",
+                "-c",
+                w,
+                "--issuer",
+                "corp",
+                "--jti",
+                "j",
+                "--until",
+                "2001-01-01T00:00:00Z",
+            ],
+            "--until is in the past",
+        ),
     ] {
         let out = idgate(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -241,6 +271,17 @@ fn one_node_revokes_through_its_revocations_file() {
     let took = wait_revoked(&agent, &alice, PROPAGATION);
     assert!(took < PROPAGATION);
     let cfg = agent.config_path().to_str().unwrap().to_string();
+    // --until: a token's own exp (a token without iat may outlive the default), plus leeway.
+    let exp = now() + 3 * 86400;
+    revoke(&agent, &["--jti", "no-iat-token", "--until", &rfc3339(exp)]);
+    let out = idgate(&["revocations", "-c", &cfg, "--json"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let jti: Value = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["jti"] == "no-iat-token")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(jti["until"].as_u64(), Some(exp + 30), "{jti}");
     let out = idgate(&["revocations", "-c", &cfg]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("subject \"alice\""));
     assert_eq!(agent.metric("idgate_shared_store_up", &[]), Some(1.0));

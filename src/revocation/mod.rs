@@ -38,6 +38,19 @@ pub enum Target {
     IssuedBefore(u64),
 }
 
+/// How long an entry lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasts {
+    /// Until no token it targets can still be valid: the issuer's `max_token_lifetime` plus
+    /// its `leeway` after now (after the time, for `issued_before`).
+    Default,
+    /// `--for`: this long from now.
+    For(Duration),
+    /// `--until`: until this time (Unix seconds; e.g. the revoked token's `exp`) plus the
+    /// issuer's `leeway`.
+    Until(u64),
+}
+
 /// One revocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Entry {
@@ -52,14 +65,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A new entry for `issuer` (configured), made at `now`. Without `for_`, it lasts until no
-    /// token it targets can still be valid: the issuer's `max_token_lifetime` plus its `leeway`
-    /// after `now` (after the time, for `issued_before`). Errors say why it cannot be made.
+    /// A new entry for `issuer` (configured), made at `now`, lasting as `lasts` says. Errors say
+    /// why it cannot be made.
     pub fn new(
         config: &Config,
         issuer: &str,
         target: Target,
-        for_: Option<Duration>,
+        lasts: Lasts,
         now: u64,
     ) -> Result<Entry, String> {
         let Some(iss) = config.issuers.iter().find(|i| i.name == issuer) else {
@@ -80,10 +92,13 @@ impl Entry {
             Target::IssuedBefore(t) => *t,
             _ => now,
         };
-        let until = match for_ {
-            Some(d) if d.is_zero() => return Err("--for must be longer than 0s".into()),
-            Some(d) => now.saturating_add(d.as_secs().max(1)),
-            None => from.saturating_add(bound),
+        let until = match lasts {
+            Lasts::For(d) if d.is_zero() => return Err("--for must be longer than 0s".into()),
+            Lasts::For(d) => now.saturating_add(d.as_secs().max(1)),
+            // The token is accepted up to `leeway` after its `exp`.
+            Lasts::Until(t) if t <= now => return Err("--until is in the past".into()),
+            Lasts::Until(t) => t.saturating_add(iss.leeway.0.as_secs()),
+            Lasts::Default => from.saturating_add(bound),
         };
         if until <= now {
             return Err(

@@ -44,34 +44,65 @@ fn entry(target: Target, until: u64) -> Entry {
 fn default_expiry_covers_every_token_the_entry_targets() {
     let c = config();
     let bound = 3600 + 30;
-    let e = Entry::new(&c, "corp", Target::Subject("alice".into()), None, NOW).unwrap();
+    let e = Entry::new(
+        &c,
+        "corp",
+        Target::Subject("alice".into()),
+        Lasts::Default,
+        NOW,
+    )
+    .unwrap();
     assert_eq!(e.until, NOW + bound);
-    let e = Entry::new(&c, "corp", Target::Jti("j1".into()), None, NOW).unwrap();
+    let e = Entry::new(&c, "corp", Target::Jti("j1".into()), Lasts::Default, NOW).unwrap();
     assert_eq!(e.until, NOW + bound);
     // Tokens issued before T are all expired T + lifetime + leeway later.
-    let e = Entry::new(&c, "corp", Target::IssuedBefore(NOW - 100), None, NOW).unwrap();
+    let e = Entry::new(
+        &c,
+        "corp",
+        Target::IssuedBefore(NOW - 100),
+        Lasts::Default,
+        NOW,
+    )
+    .unwrap();
     assert_eq!(e.until, NOW - 100 + bound);
     let e = Entry::new(
         &c,
         "corp",
         Target::Subject("alice".into()),
-        Some(Duration::from_secs(7 * 86400)),
+        Lasts::For(Duration::from_secs(7 * 86400)),
         NOW,
     )
     .unwrap();
     assert_eq!(e.until, NOW + 7 * 86400);
+    // A token's own exp (tokens without iat can outlive the default), plus leeway.
+    let e = Entry::new(
+        &c,
+        "corp",
+        Target::Jti("j1".into()),
+        Lasts::Until(NOW + 3 * 86400),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(e.until, NOW + 3 * 86400 + 30);
 }
 
 #[test]
 fn refused_entries() {
     let c = config();
     let err = |r: Result<Entry, String>| r.unwrap_err();
-    assert!(err(Entry::new(&c, "nope", Target::Jti("j".into()), None, NOW)).contains("corp"));
+    assert!(err(Entry::new(
+        &c,
+        "nope",
+        Target::Jti("j".into()),
+        Lasts::Default,
+        NOW
+    ))
+    .contains("corp"));
     assert!(err(Entry::new(
         &c,
         "corp",
         Target::Subject(String::new()),
-        None,
+        Lasts::Default,
         NOW
     ))
     .contains("empty"));
@@ -79,7 +110,7 @@ fn refused_entries() {
         &c,
         "corp",
         Target::IssuedBefore(NOW + 3600),
-        None,
+        Lasts::Default,
         NOW
     ))
     .contains("future"));
@@ -87,7 +118,7 @@ fn refused_entries() {
         &c,
         "corp",
         Target::IssuedBefore(NOW - 7200),
-        None,
+        Lasts::Default,
         NOW
     ))
     .contains("nothing to revoke"));
@@ -95,10 +126,18 @@ fn refused_entries() {
         &c,
         "corp",
         Target::Jti("j".into()),
-        Some(Duration::ZERO),
+        Lasts::For(Duration::ZERO),
         NOW
     ))
     .contains("0s"));
+    assert!(err(Entry::new(
+        &c,
+        "corp",
+        Target::Jti("j".into()),
+        Lasts::Until(NOW - 1),
+        NOW
+    ))
+    .contains("past"));
 }
 
 #[test]
