@@ -12,22 +12,27 @@
 # newer glibc and OpenSSL than bookworm has, so each is downloaded together with its shared
 # libraries, unpacked into one directory, and run through the bundled dynamic loader with
 # --library-path (docs/haproxy-versions.md). Nothing is installed with dpkg; the system's glibc
-# is untouched. Experimental is a partial suite on top of sid: its sources list has both, and
-# experimental is made the default release (what `apt-get -t experimental` does), so haproxy and
-# any library experimental has come from there and the rest from sid.
+# is untouched.
+#
+# One private apt index covers every suite needed (fetched once: 3.2 and 3.4 share sid's), and
+# each version picks its suite as the default release (what `apt-get -t SUITE` does): haproxy and
+# its libraries come from that suite, the highest-priority one. Experimental is a partial suite
+# on top of sid: for 3.4 whatever experimental lacks comes from sid.
 #
 # Idempotent: a version whose wrapper already runs and reports that version is not downloaded.
 # apt uses a private state directory and a temporary sources list (removed on exit); /etc/apt
 # and /var/lib/apt are never modified. The mirror host is taken from the machine's own sources
 # so the script works wherever `apt-get` works.
 #
-# Env (with one version only): HAPROXY_INSTALL_DIR, HAPROXY_INSTALL_BIN (override the paths
-# above). Any number of versions: HAPROXY_MIRROR (the Debian mirror URL), HAPROXY_FORCE=1
-# (reinstall even when present).
+# Env: HAPROXY_INSTALL_ROOT (install under this directory instead of /, e.g. to try the script
+# without replacing a working installation), DEBIAN_MIRROR (the Debian mirror URL),
+# HAPROXY_FORCE=1 (reinstall even when present).
 set -euo pipefail
 
 log() { printf 'install-haproxy: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib/debian-apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/debian-apt.sh"
 
 # The first line of `haproxy -v`, or nothing. (Captured rather than piped into `grep -q`, which
 # could SIGPIPE the writer and, under pipefail, turn a match into a failure.)
@@ -37,78 +42,39 @@ installed_version() {
     printf '%s\n' "${out%%$'\n'*}"
 }
 
-# The mirror: the first Debian (not -security) URI the system already uses, else deb.debian.org.
-debian_mirror() {
-    local mirror=${HAPROXY_MIRROR:-}
-    if [[ -z $mirror ]]; then
-        mirror=$(
-            {
-                grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{for (i = 2; i <= NF; i++) print $i}'
-                grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-                    sed -E 's/^deb +(\[[^]]*\] +)?//' | awk '{print $1}'
-            } | grep -E '/debian/?$' | head -n1 || true
-        )
-        mirror=${mirror:-http://deb.debian.org/debian}
-    fi
-    printf '%s\n' "${mirror%/}"
+# The Debian suite a version comes from, and the suites its index needs.
+suite_of() {
+    case $1 in
+        3.0) echo trixie ;;
+        3.2) echo sid ;;
+        3.4) echo experimental ;;
+        *) die "unsupported version $1 (3.0, 3.2 or 3.4)" ;;
+    esac
+}
+index_suites_of() {
+    case $1 in
+        3.4) echo sid experimental ;;
+        *) suite_of "$1" ;;
+    esac
 }
 
-# install VERSION DIR BIN: one version, from its suite(s).
+# True when BIN runs and reports VERSION.
+is_installed() { # version bin
+    local want_re="^HAProxy version ${1//./\\.}\\." current
+    [[ -x $2 ]] || return 1
+    current=$(installed_version "$2")
+    [[ $current =~ $want_re ]]
+}
+
+# install VERSION DIR BIN: one version, from its suite (the index is already fetched).
 install() {
     local version=$1 dir=$2 bin=$3
-    local suites default_release=""
-    case $version in
-        3.0) suites=(trixie) ;;
-        3.2) suites=(sid) ;;
-        3.4) suites=(sid experimental) default_release=experimental ;;
-        *) die "unsupported version $version (3.0, 3.2 or 3.4)" ;;
-    esac
-    local want_re="^HAProxy version ${version//./\\.}\\."
-    local current
-    if [[ ${HAPROXY_FORCE:-0} != 1 && -x $bin ]]; then
-        current=$(installed_version "$bin")
-        if [[ $current =~ $want_re ]]; then
-            log "$version already installed: $current"
-            return 0
-        fi
-    fi
-
-    local work
-    work=$(mktemp -d "/tmp/haproxy${version//./}.XXXXXX")
-    # shellcheck disable=SC2064 # expand now: $work is local
-    trap "rm -rf '$work'" EXIT
-    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$work/root"
-    : >"$work/status"
     local suite
-    for suite in "${suites[@]}"; do
-        printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$suite"
-    done >"$work/sources.list"
-
-    # A private apt: its own sources, lists, cache and (empty) dpkg status, so nothing of the
-    # system's apt state is read or written. Only the host architecture is considered.
-    local apt_opts=(
-        -o "Dir::Etc::SourceList=$work/sources.list"
-        -o "Dir::Etc::SourceParts=/dev/null"
-        -o "Dir::Etc::Preferences=/dev/null"
-        -o "Dir::Etc::PreferencesParts=/dev/null"
-        -o "Dir::State::Lists=$work/lists"
-        -o "Dir::State::status=$work/status"
-        -o "Dir::Cache=$work/cache"
-        -o "APT::Architectures=$arch"
-        -o "APT::Get::List-Cleanup=false"
-        -o "Acquire::Languages=none"
-        -o "Debug::NoLocking=true"
-    )
-    [[ -z $default_release ]] || apt_opts+=(-o "APT::Default-Release=$default_release")
-
-    log "$version: fetching the ${suites[*]} package index from $mirror"
-    apt-get "${apt_opts[@]}" -qq update >"$work/update.log" 2>&1 || {
-        cat "$work/update.log" >&2
-        die "apt-get update for ${suites[*]} failed"
-    }
+    suite=$(suite_of "$version")
+    local opts=("${apt_opts[@]}" -o "APT::Default-Release=$suite")
     local candidate
-    candidate=$(apt-cache "${apt_opts[@]}" policy haproxy | sed -nE 's/^ *Candidate: *//p')
-    [[ $candidate == "$version".* ]] || die "${suites[*]} offers haproxy ${candidate:-none}, not $version"
+    candidate=$(apt-cache "${opts[@]}" policy haproxy | sed -nE 's/^ *Candidate: *//p')
+    [[ $candidate == "$version".* ]] || die "Debian $suite offers haproxy ${candidate:-none}, not $version"
 
     # The runtime closure of haproxy, restricted to shared-library packages: a breadth-first
     # walk over Depends/PreDepends that only follows lib*/zlib* packages (maintainer-script
@@ -117,7 +83,7 @@ install() {
     local floor=(haproxy libc6 libssl3t64 liblua5.4-0 libjemalloc2 libpcre2-8-0 libcrypt1 libstdc++6
         libgcc-s1 zlib1g libzstd1)
     direct_lib_deps() {
-        apt-cache "${apt_opts[@]}" depends --no-recommends --no-suggests --no-conflicts --no-breaks \
+        apt-cache "${opts[@]}" depends --no-recommends --no-suggests --no-conflicts --no-breaks \
             --no-replaces --no-enhances "$1" 2>/dev/null |
             sed -nE 's/^ *\|?(Pre)?Depends: ([^ <>]+).*/\2/p' | grep -E '^(lib|zlib)' | sort -u || true
     }
@@ -136,34 +102,36 @@ install() {
     mapfile -t pkgs < <(printf '%s\n' "${floor[@]}" "${!seen[@]}" | sed '/^$/d' | sort -u)
     # Some names in the floor may not exist in every suite (t64 renames); keep those apt knows.
     for p in "${pkgs[@]}"; do
-        if apt-cache "${apt_opts[@]}" show "$p" >/dev/null 2>&1; then
+        if apt-cache "${opts[@]}" show "$p" >/dev/null 2>&1; then
             known+=("$p")
         else
-            log "note: $p not in ${suites[*]}, skipped"
+            log "note: $p not in $suite, skipped"
         fi
     done
 
-    log "$version: downloading ${#known[@]} packages (haproxy $candidate): ${known[*]}"
-    (cd "$work/debs" && apt-get "${apt_opts[@]}" -qq download "${known[@]}") >"$work/download.log" 2>&1 || {
+    log "$version: downloading ${#known[@]} packages (haproxy $candidate from $suite): ${known[*]}"
+    local unpack=$work/$version
+    mkdir -p "$unpack/debs" "$unpack/root"
+    (cd "$unpack/debs" && apt-get "${opts[@]}" -qq download "${known[@]}") >"$work/download.log" 2>&1 || {
         cat "$work/download.log" >&2
         die "apt-get download failed"
     }
 
     local deb
-    for deb in "$work"/debs/*.deb; do
-        dpkg-deb -x "$deb" "$work/root"
+    for deb in "$unpack"/debs/*.deb; do
+        dpkg-deb -x "$deb" "$unpack/root"
     done
 
     local libdir=usr/lib/$triplet loader
-    loader=$(find "$work/root/$libdir" "$work/root/lib64" "$work/root/usr/lib64" -maxdepth 1 -name 'ld-linux*.so*' 2>/dev/null | head -n1 || true)
+    loader=$(find "$unpack/root/$libdir" "$unpack/root/lib64" "$unpack/root/usr/lib64" -maxdepth 1 -name 'ld-linux*.so*' 2>/dev/null | head -n1 || true)
     [[ -n $loader ]] || die "no dynamic loader in the unpacked libc6"
-    [[ -x $work/root/usr/sbin/haproxy ]] || die "no usr/sbin/haproxy in the unpacked haproxy package"
-    local loader_rel=${loader#"$work/root/"}
+    [[ -x $unpack/root/usr/sbin/haproxy ]] || die "no usr/sbin/haproxy in the unpacked haproxy package"
+    local loader_rel=${loader#"$unpack/root/"}
 
     # Replace the installation atomically-enough: unpack next to it, then rename.
     mkdir -p "$(dirname "$dir")" "$(dirname "$bin")"
     rm -rf "$dir.new"
-    mv "$work/root" "$dir.new"
+    mv "$unpack/root" "$dir.new"
     rm -rf "$dir.old"
     if [[ -e $dir ]]; then mv "$dir" "$dir.old"; fi
     mv "$dir.new" "$dir"
@@ -171,25 +139,22 @@ install() {
 
     cat >"$bin.tmp" <<EOF
 #!/bin/sh
-# HAProxy $version from Debian ${suites[-1]}, run with its own glibc and libraries (installed by
+# HAProxy $version from Debian $suite, run with its own glibc and libraries (installed by
 # scripts/install-haproxy.sh). Arguments are passed to haproxy unchanged.
 exec "$dir/$loader_rel" --library-path "$dir/$libdir" "$dir/usr/sbin/haproxy" "\$@"
 EOF
     chmod 0755 "$bin.tmp"
     mv "$bin.tmp" "$bin"
 
-    current=$(installed_version "$bin")
-    [[ $current =~ $want_re ]] || die "installed binary reports: ${current:-nothing}"
-    log "$version installed: $current ($bin -> $dir)"
-    rm -rf "$work"
-    trap - EXIT
+    is_installed "$version" "$bin" || die "installed binary reports: $(installed_version "$bin")"
+    log "$version installed: $(installed_version "$bin") ($bin -> $dir)"
+    rm -rf "$unpack"
 }
 
 versions=("$@")
 ((${#versions[@]})) || versions=(3.0 3.2 3.4)
-if ((${#versions[@]} > 1)) && [[ -n ${HAPROXY_INSTALL_DIR:-}${HAPROXY_INSTALL_BIN:-} ]]; then
-    die "HAPROXY_INSTALL_DIR/HAPROXY_INSTALL_BIN need exactly one version"
-fi
+prefix=${HAPROXY_INSTALL_ROOT:-}
+prefix=${prefix%/}
 
 arch=$(dpkg --print-architecture 2>/dev/null || true)
 case $arch in
@@ -199,11 +164,29 @@ case $arch in
 esac
 command -v apt-get >/dev/null || die "apt-get not found (this script is for Debian)"
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found"
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-[[ -r $keyring ]] || die "$keyring missing (apt-get install debian-archive-keyring)"
-mirror=$(debian_mirror)
 
+# What is missing, and the suites their index needs.
+todo=() suites=()
 for v in "${versions[@]}"; do
     short=${v//./}
-    install "$v" "${HAPROXY_INSTALL_DIR:-/opt/haproxy$short}" "${HAPROXY_INSTALL_BIN:-/usr/local/bin/haproxy$short}"
+    dir=$prefix/opt/haproxy$short
+    bin=$prefix/usr/local/bin/haproxy$short
+    suite_of "$v" >/dev/null
+    if [[ ${HAPROXY_FORCE:-0} != 1 ]] && is_installed "$v" "$bin"; then
+        log "$v already installed: $(installed_version "$bin")"
+        continue
+    fi
+    todo+=("$v:$dir:$bin")
+    read -ra needed <<<"$(index_suites_of "$v")"
+    suites+=("${needed[@]}")
+done
+((${#todo[@]})) || exit 0
+
+work=$(mktemp -d /tmp/install-haproxy.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mapfile -t suites < <(printf '%s\n' "${suites[@]}" | sort -u)
+private_apt "$work" deb "${suites[@]}"
+for t in "${todo[@]}"; do
+    IFS=: read -r v dir bin <<<"$t"
+    install "$v" "$dir" "$bin"
 done
