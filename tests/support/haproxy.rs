@@ -10,9 +10,9 @@
 //! scripts/install-haproxy.sh). A test that needs a missing one FAILS, always: a broken install
 //! can never turn into a silently green run.
 //!
-//! Which tests run where (docs/haproxy-versions.md): the whole end-to-end suite on
-//! [`HaproxyVersion::FULL`] (2.6 and 3.4, the oldest and the newest, one of each agent-connection
-//! architecture); a compatibility subset on all four (see [`haproxy_tests!`]).
+//! Which tests run where (docs/haproxy-versions.md): the whole end-to-end suite on 2.6 and 3.4
+//! (the oldest and the newest, one of each agent-connection architecture); a compatibility subset
+//! on all four (see [`haproxy_tests!`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,10 +52,6 @@ impl HaproxyVersion {
         HaproxyVersion::V32,
         HaproxyVersion::V34,
     ];
-
-    /// The versions the whole end-to-end suite runs on: the oldest and the newest supported
-    /// line, one per agent-connection architecture (applets, multiplexer).
-    pub const FULL: [HaproxyVersion; 2] = [HaproxyVersion::V26, HaproxyVersion::V34];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -592,8 +588,9 @@ impl Drop for Haproxy {
 /// Defines a test target's per-version tests, one module per HAProxy version
 /// (`haproxy26::scenario`, ...), each test calling `scenario(version)` from the target's root.
 ///
-/// `full` scenarios run on [`HaproxyVersion::FULL`] (2.6 and 3.4); `compat` scenarios on all
-/// four versions. The compatibility subset is what can differ between HAProxy versions with the
+/// `full` scenarios run on 2.6 and 3.4, the oldest and the newest supported line, one per
+/// agent-connection architecture (SPOE applets, SPOP multiplexer) and per configuration file;
+/// `compat` scenarios on all four versions. The compatibility subset is what can differ between HAProxy versions with the
 /// same configuration: the SPOP handshake and health check, allow/deny/fail-closed, identity
 /// header stripping and request parsing, upstream credential injection, the agent's transports
 /// (docs/haproxy-versions.md lists the tests). The rest exercises idgate itself, which no
