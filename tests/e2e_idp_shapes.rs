@@ -1,4 +1,4 @@
-//! Each identity provider end to end, through HAProxy running the shipped configuration: tokens
+//! Each identity provider end to end, through HAProxy (2.6 and 3.4) running the shipped configuration: tokens
 //! shaped exactly as Entra ID (v1.0 and v2.0), Okta, Keycloak, Auth0, Google and GitHub Actions
 //! issue them (tests/support/idp_tokens.rs), judged by the real `idgate` binary with the
 //! `[[issuer]]` sections and rules an operator of each IdP writes (docs/idp/*.md).
@@ -396,16 +396,4 @@ fn each_idp_end_to_end(version: HaproxyVersion) {
     assert_eq!(s.echo.count(), 7, "refused requests reached the upstream");
 }
 
-mod haproxy26 {
-    #[test]
-    fn each_idp_end_to_end() {
-        super::each_idp_end_to_end(super::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn each_idp_end_to_end() {
-        super::each_idp_end_to_end(super::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [each_idp_end_to_end]);
