@@ -3,7 +3,7 @@
 # jwt_verify vs the null agents vs no authorization at all, driven by wrk.
 #
 #   benches/e2e.sh                       # HAProxy 2.6, hot and cold variants, 3 rounds of 10 s
-#   WITH_HAPROXY32=1 WITH_HAPROXY34=1 benches/e2e.sh      # also HAProxy 3.2 and 3.4
+#   WITH_HAPROXY30=1 WITH_HAPROXY32=1 WITH_HAPROXY34=1 benches/e2e.sh   # also HAProxy 3.0, 3.2, 3.4
 #   ROUNDS=5 DURATION=20s CONNS=64 benches/e2e.sh
 #
 # Frontends (benches/e2e/haproxy.cfg), each answering 200 itself so that only authorization
@@ -26,7 +26,8 @@
 #   >= 4 CPUs: HAProxy 0, agents 1, wrk 2-3
 #   2 CPUs:    HAProxy 0, agents 1, wrk 1 (wrk shares the agent's CPU: conservative for idgate)
 #   1 CPU:     no pinning
-# Agents run with TOKIO_WORKER_THREADS = number of CPUs in AGENT_CPUS.
+# Agents run with TOKIO_WORKER_THREADS = number of CPUs in AGENT_CPUS; the cold idgate on
+# COLD_AGENT_CPUS (default: all CPUs), with as many workers.
 #
 # CPU per request: utime+stime deltas from /proc/PID/stat (10 ms ticks) around each wrk run,
 # divided by the requests wrk completed.
@@ -47,6 +48,8 @@ VARIANTS=${VARIANTS:-hot cold}
 COLD_TOKENS=${COLD_TOKENS:-2000}
 PORT_BASE=${PORT_BASE:-19100}
 HAPROXY26=${HAPROXY26:-/usr/sbin/haproxy}
+HAPROXY30=${HAPROXY30:-/usr/local/bin/haproxy30}
+WITH_HAPROXY30=${WITH_HAPROXY30:-0}
 HAPROXY32=${HAPROXY32:-/usr/local/bin/haproxy32}
 WITH_HAPROXY32=${WITH_HAPROXY32:-0}
 HAPROXY34=${HAPROXY34:-/usr/local/bin/haproxy34}
@@ -74,6 +77,7 @@ LOG_TAG=e2e
 # shellcheck source=benches/e2e/common.sh
 source "$ROOT/benches/e2e/common.sh"
 AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
+: "${COLD_AGENT_CPUS:=$( ((NPROC >= 2)) && echo "0-$((NPROC - 1))")}"
 
 for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $PORT_SPOA $AGENT_NULL \
   $AGENT_IDGATE $AGENT_COLD $AGENT_SPOA $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS; do
@@ -82,6 +86,10 @@ done
 command -v wrk >/dev/null || die "wrk is not installed"
 [[ -x $HAPROXY26 ]] || die "no HAProxy 2.6 at $HAPROXY26"
 HAPROXIES=("2.6:$HAPROXY26")
+if [[ $WITH_HAPROXY30 == 1 ]]; then
+  [[ -x $HAPROXY30 ]] || die "no HAProxy 3.0 at $HAPROXY30"
+  HAPROXIES+=("3.0:$HAPROXY30")
+fi
 if [[ $WITH_HAPROXY32 == 1 ]]; then
   [[ -x $HAPROXY32 ]] || die "no HAProxy 3.2 at $HAPROXY32"
   HAPROXIES+=("3.2:$HAPROXY32")
@@ -130,7 +138,11 @@ spawn "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate.toml" --log-format text \
   >"$WORK/idgate.log" 2>&1
 IDGATE_PID=$!
 PIDS+=($IDGATE_PID)
-spawn "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-cold.toml" --log-format text \
+# The cold agent may use COLD_AGENT_CPUS (default: every CPU, as an unpinned agent would):
+# its signature checks spread over the runtime's workers, while jwt_verify is bound to
+# HAProxy's one thread. COLD_AGENT_CPUS=$AGENT_CPUS measures it on the agents' CPU alone.
+TOKIO_WORKER_THREADS=$(cpu_count "$COLD_AGENT_CPUS") \
+  spawn "$COLD_AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-cold.toml" --log-format text \
   >"$WORK/cold.log" 2>&1
 COLD_PID=$!
 PIDS+=($COLD_PID)
@@ -266,6 +278,7 @@ LOADED_RSS=$(rss_kib $IDGATE_PID)
   echo "- machine: $NPROC CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo);" \
     "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- placement: HAProxy CPUs '${HAPROXY_CPUS:-any}', agents '${AGENT_CPUS:-any}'" \
+    "(cold idgate '${COLD_AGENT_CPUS:-any}')" \
     "(TOKIO_WORKER_THREADS=$AGENT_THREADS), wrk '${WRK_CPUS:-any}'"
   echo "- wrk: $WRK_THREADS thread(s), $CONNS connections, $DURATION per run, $ROUNDS rounds" \
     "(medians shown); cold variant: $COLD_TOKENS distinct RS256 tokens"
