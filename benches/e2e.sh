@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end authorization benchmark: HAProxy (one thread) with idgate vs HAProxy's native
-# jwt_verify vs the null agent vs no authorization at all, driven by wrk.
+# jwt_verify vs the null agents vs no authorization at all, driven by wrk.
 #
 #   benches/e2e.sh                       # HAProxy 2.6, hot and cold variants, 3 rounds of 10 s
-#   WITH_HAPROXY32=1 benches/e2e.sh      # also HAProxy 3.2
+#   WITH_HAPROXY30=1 WITH_HAPROXY32=1 WITH_HAPROXY34=1 benches/e2e.sh   # also HAProxy 3.0, 3.2, 3.4
 #   ROUNDS=5 DURATION=20s CONNS=64 benches/e2e.sh
 #
 # Frontends (benches/e2e/haproxy.cfg), each answering 200 itself so that only authorization
 # is measured: noauth (a), jwt (b: alg/iss/aud/exp + jwt_verify RS256), null (c: SPOE to the
-# null agent), idgate (d: SPOE to idgate, token cache on), cold (d': idgate, token cache off).
+# Rust null agent, examples/null_agent.rs), spoa (c': SPOE to HAProxy's own C example agent,
+# spoa_example, built by scripts/build-spoa-example.sh), idgate (d: SPOE to idgate, token cache
+# on), cold (d': idgate, token cache off). Both null agents answer every NOTIFY at once.
 #
 # Variants:
 #   hot   every request carries the same RS256 token (wrk -H): idgate answers from its
@@ -24,7 +26,8 @@
 #   >= 4 CPUs: HAProxy 0, agents 1, wrk 2-3
 #   2 CPUs:    HAProxy 0, agents 1, wrk 1 (wrk shares the agent's CPU: conservative for idgate)
 #   1 CPU:     no pinning
-# Agents run with TOKIO_WORKER_THREADS = number of CPUs in AGENT_CPUS.
+# Agents run with TOKIO_WORKER_THREADS = number of CPUs in AGENT_CPUS; the cold idgate on
+# COLD_AGENT_CPUS (default: all CPUs), with as many workers.
 #
 # CPU per request: utime+stime deltas from /proc/PID/stat (10 ms ticks) around each wrk run,
 # divided by the requests wrk completed.
@@ -45,8 +48,12 @@ VARIANTS=${VARIANTS:-hot cold}
 COLD_TOKENS=${COLD_TOKENS:-2000}
 PORT_BASE=${PORT_BASE:-19100}
 HAPROXY26=${HAPROXY26:-/usr/sbin/haproxy}
+HAPROXY30=${HAPROXY30:-/usr/local/bin/haproxy30}
+WITH_HAPROXY30=${WITH_HAPROXY30:-0}
 HAPROXY32=${HAPROXY32:-/usr/local/bin/haproxy32}
 WITH_HAPROXY32=${WITH_HAPROXY32:-0}
+HAPROXY34=${HAPROXY34:-/usr/local/bin/haproxy34}
+WITH_HAPROXY34=${WITH_HAPROXY34:-0}
 OUT=${OUT:-$ROOT/target/bench-e2e}
 IDGATE_BENCH_AUDIT=${IDGATE_BENCH_AUDIT:-off}
 
@@ -60,8 +67,9 @@ else
 fi
 
 PORT_NOAUTH=$((PORT_BASE + 1)) PORT_JWT=$((PORT_BASE + 2)) PORT_NULL=$((PORT_BASE + 3))
-PORT_IDGATE=$((PORT_BASE + 4)) PORT_COLD=$((PORT_BASE + 5))
+PORT_IDGATE=$((PORT_BASE + 4)) PORT_COLD=$((PORT_BASE + 5)) PORT_SPOA=$((PORT_BASE + 6))
 AGENT_NULL=$((PORT_BASE + 11)) AGENT_IDGATE=$((PORT_BASE + 12)) AGENT_COLD=$((PORT_BASE + 13))
+AGENT_SPOA=$((PORT_BASE + 14))
 ADMIN_IDGATE=$((PORT_BASE + 21)) ADMIN_COLD=$((PORT_BASE + 22)) PORT_JWKS=$((PORT_BASE + 30))
 
 WORK=$(mktemp -d /tmp/idgate-e2e.XXXXXX)
@@ -69,22 +77,32 @@ LOG_TAG=e2e
 # shellcheck source=benches/e2e/common.sh
 source "$ROOT/benches/e2e/common.sh"
 AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
+: "${COLD_AGENT_CPUS:=$( ((NPROC >= 2)) && echo "0-$((NPROC - 1))")}"
 
-for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $AGENT_NULL $AGENT_IDGATE \
-  $AGENT_COLD $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS; do
+for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $PORT_SPOA $AGENT_NULL \
+  $AGENT_IDGATE $AGENT_COLD $AGENT_SPOA $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS; do
   port_free "$p" || die "port $p is in use (set PORT_BASE)"
 done
 command -v wrk >/dev/null || die "wrk is not installed"
 [[ -x $HAPROXY26 ]] || die "no HAProxy 2.6 at $HAPROXY26"
 HAPROXIES=("2.6:$HAPROXY26")
+if [[ $WITH_HAPROXY30 == 1 ]]; then
+  [[ -x $HAPROXY30 ]] || die "no HAProxy 3.0 at $HAPROXY30"
+  HAPROXIES+=("3.0:$HAPROXY30")
+fi
 if [[ $WITH_HAPROXY32 == 1 ]]; then
   [[ -x $HAPROXY32 ]] || die "no HAProxy 3.2 at $HAPROXY32"
   HAPROXIES+=("3.2:$HAPROXY32")
+fi
+if [[ $WITH_HAPROXY34 == 1 ]]; then
+  [[ -x $HAPROXY34 ]] || die "no HAProxy 3.4 at $HAPROXY34"
+  HAPROXIES+=("3.4:$HAPROXY34")
 fi
 
 log "building (release)"
 cargo build --release --quiet --bin idgate --example loadgen --example null_agent
 BIN=$ROOT/target/release
+SPOA=$(bash "$ROOT/scripts/build-spoa-example.sh")
 LOADGEN=$BIN/examples/loadgen
 
 # ---- tokens, keys, JWKS --------------------------------------------------------------------
@@ -112,16 +130,25 @@ export TOKIO_WORKER_THREADS=$AGENT_THREADS
 spawn "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$AGENT_NULL" >"$WORK/null.log" 2>&1
 NULL_PID=$!
 PIDS+=($NULL_PID)
+# HAProxy's C example agent: one worker thread per agent CPU, pipelining like the Rust one.
+spawn "$AGENT_CPUS" "$SPOA" -p "$AGENT_SPOA" -n "$AGENT_THREADS" -c pipelining >"$WORK/spoa.log" 2>&1
+SPOA_PID=$!
+PIDS+=($SPOA_PID)
 spawn "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate.toml" --log-format text \
   >"$WORK/idgate.log" 2>&1
 IDGATE_PID=$!
 PIDS+=($IDGATE_PID)
-spawn "$AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-cold.toml" --log-format text \
+# The cold agent may use COLD_AGENT_CPUS (default: every CPU, as an unpinned agent would):
+# its signature checks spread over the runtime's workers, while jwt_verify is bound to
+# HAProxy's one thread. COLD_AGENT_CPUS=$AGENT_CPUS measures it on the agents' CPU alone.
+TOKIO_WORKER_THREADS=$(cpu_count "$COLD_AGENT_CPUS") \
+  spawn "$COLD_AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-cold.toml" --log-format text \
   >"$WORK/cold.log" 2>&1
 COLD_PID=$!
 PIDS+=($COLD_PID)
 unset TOKIO_WORKER_THREADS
 wait_port "$AGENT_NULL" $NULL_PID null
+wait_port "$AGENT_SPOA" $SPOA_PID spoa
 wait_ready "$ADMIN_IDGATE" $IDGATE_PID idgate
 wait_ready "$ADMIN_COLD" $COLD_PID cold
 [[ $(cat "/proc/$IDGATE_PID/comm") == idgate ]] || die "PID $IDGATE_PID is not idgate"
@@ -130,20 +157,22 @@ IDLE_RSS=$(rss_kib $IDGATE_PID)
 # ---- HAProxy ---------------------------------------------------------------------------------
 export BENCH_BIND_NOAUTH=127.0.0.1:$PORT_NOAUTH BENCH_BIND_JWT=127.0.0.1:$PORT_JWT
 export BENCH_BIND_NULL=127.0.0.1:$PORT_NULL BENCH_BIND_IDGATE=127.0.0.1:$PORT_IDGATE
-export BENCH_BIND_COLD=127.0.0.1:$PORT_COLD
+export BENCH_BIND_COLD=127.0.0.1:$PORT_COLD BENCH_BIND_SPOA=127.0.0.1:$PORT_SPOA
 export BENCH_NULL_AGENT=127.0.0.1:$AGENT_NULL BENCH_IDGATE_AGENT=127.0.0.1:$AGENT_IDGATE
+export BENCH_SPOA_AGENT=127.0.0.1:$AGENT_SPOA
 export BENCH_COLD_AGENT=127.0.0.1:$AGENT_COLD
 export BENCH_SPOE_CONF=$ROOT/benches/e2e/spoe.conf BENCH_PUBKEY=$WORK/pubkey.pem
 export BENCH_ISSUER=$ISSUER BENCH_AUDIENCE=$AUDIENCE
 export BENCH_TOKENS=$WORK/tokens/distinct.txt
 
-declare -A FE_PORT=([noauth]=$PORT_NOAUTH [jwt]=$PORT_JWT [null]=$PORT_NULL
+declare -A FE_PORT=([noauth]=$PORT_NOAUTH [jwt]=$PORT_JWT [null]=$PORT_NULL [spoa]=$PORT_SPOA
   [idgate]=$PORT_IDGATE [cold]=$PORT_COLD)
-declare -A FE_AGENT=([noauth]= [jwt]= [null]=$NULL_PID [idgate]=$IDGATE_PID [cold]=$COLD_PID)
+declare -A FE_AGENT=([noauth]= [jwt]= [null]=$NULL_PID [spoa]=$SPOA_PID [idgate]=$IDGATE_PID
+  [cold]=$COLD_PID)
 frontends_of() { # variant
   case $1 in
-    hot) echo noauth jwt null idgate ;;
-    cold) echo noauth jwt null cold ;;
+    hot) echo noauth jwt null spoa idgate ;;
+    cold) echo noauth jwt null spoa cold ;;
   esac
 }
 
@@ -153,7 +182,7 @@ status_of() { # port token
 }
 sanity() { # checks each frontend answers 200 to a valid token and refuses what it should
   local fe want_bad got
-  for fe in noauth jwt null idgate cold; do
+  for fe in noauth jwt null spoa idgate cold; do
     got=$(status_of "${FE_PORT[$fe]}" "$HOT")
     [[ $got == 200 ]] || die "$fe answered $got to the valid token (logs in $WORK)"
     case $fe in jwt | idgate | cold) want_bad=401 ;; *) want_bad=200 ;; esac
@@ -249,6 +278,7 @@ LOADED_RSS=$(rss_kib $IDGATE_PID)
   echo "- machine: $NPROC CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo);" \
     "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- placement: HAProxy CPUs '${HAPROXY_CPUS:-any}', agents '${AGENT_CPUS:-any}'" \
+    "(cold idgate '${COLD_AGENT_CPUS:-any}')" \
     "(TOKIO_WORKER_THREADS=$AGENT_THREADS), wrk '${WRK_CPUS:-any}'"
   echo "- wrk: $WRK_THREADS thread(s), $CONNS connections, $DURATION per run, $ROUNDS rounds" \
     "(medians shown); cold variant: $COLD_TOKENS distinct RS256 tokens"
@@ -277,13 +307,13 @@ LOADED_RSS=$(rss_kib $IDGATE_PID)
         printf "| %s | %s | %s | %.0f | %.0f | %.1f | %s |\n", f[1], f[2], f[3], m, q, hus[k] / n[k], (k in noagent) ? "-" : sprintf("%.1f", aus[k] / n[k])
       }
       print ""
-      print "| HAProxy | variant | idgate / jwt_verify req/s | idgate / null req/s | idgate p99 / jwt_verify p99 |"
-      print "|---|---|---:|---:|---:|"
+      print "| HAProxy | variant | idgate / jwt_verify req/s | idgate / null req/s | idgate / spoa_example req/s | idgate p99 / jwt_verify p99 |"
+      print "|---|---|---:|---:|---:|---:|"
       for (i = 1; i <= nk; i++) {
         k = order[i]; split(k, f, SUBSEP)
         if (f[3] != "idgate" && f[3] != "cold") continue
-        j = f[1] SUBSEP f[2] SUBSEP "jwt"; nl = f[1] SUBSEP f[2] SUBSEP "null"
-        printf "| %s | %s (%s) | %.2f | %.2f | %.2f |\n", f[1], f[2], f[3], med_rps[k] / med_rps[j], med_rps[k] / med_rps[nl], med_p99[k] / med_p99[j]
+        j = f[1] SUBSEP f[2] SUBSEP "jwt"; nl = f[1] SUBSEP f[2] SUBSEP "null"; sp = f[1] SUBSEP f[2] SUBSEP "spoa"
+        printf "| %s | %s (%s) | %.2f | %.2f | %.2f | %.2f |\n", f[1], f[2], f[3], med_rps[k] / med_rps[j], med_rps[k] / med_rps[nl], med_rps[k] / med_rps[sp], med_p99[k] / med_p99[j]
       }
     }' "$RUNS"
   echo

@@ -470,6 +470,9 @@ struct Stats {
     measured: u64,
     per_class: [u64; 3],
     latency: Histogram<u64>,
+    /// The `hot` (cached) class alone: in a mixed load, whether cached decisions wait behind
+    /// signature checks.
+    hot_latency: Histogram<u64>,
 }
 
 impl Stats {
@@ -479,8 +482,8 @@ impl Stats {
             acked: 0,
             measured: 0,
             per_class: [0; 3],
-            // 1 ns .. 60 s at 3 significant digits.
-            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+            latency: latency_histogram(),
+            hot_latency: latency_histogram(),
         }
     }
 
@@ -492,7 +495,13 @@ impl Stats {
             self.per_class[i] += o.per_class[i];
         }
         self.latency.add(&o.latency).expect("same bounds");
+        self.hot_latency.add(&o.hot_latency).expect("same bounds");
     }
+}
+
+/// 1 ns .. 60 s at 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
 fn read_tokens(dir: &Path, name: &str) -> Res<Vec<String>> {
@@ -802,10 +811,11 @@ impl Conn {
             self.stats.measured += 1;
             self.stats.per_class[p.class as usize] += 1;
             let ns = now.saturating_duration_since(p.sent).as_nanos();
-            let _ = self
-                .stats
-                .latency
-                .record(u64::try_from(ns).unwrap_or(u64::MAX).max(1));
+            let ns = u64::try_from(ns).unwrap_or(u64::MAX).max(1);
+            let _ = self.stats.latency.record(ns);
+            if p.class == Class::Hot {
+                let _ = self.stats.hot_latency.record(ns);
+            }
         }
         Ok(())
     }
@@ -1048,6 +1058,7 @@ fn run(a: RunArgs) -> Res<bool> {
     let rate = total.measured as f64 / secs;
     let h = &total.latency;
     let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let hot_us = |q: f64| total.hot_latency.value_at_quantile(q) as f64 / 1000.0;
     let a = &ctx.args;
     let summary = json!({
         "target": a.target.to_string(),
@@ -1062,6 +1073,7 @@ fn run(a: RunArgs) -> Res<bool> {
         "seconds": secs, "decisions_per_sec": rate,
         "latency_us": {"p50": us(0.50), "p90": us(0.90), "p99": us(0.99), "p999": us(0.999),
                        "max": h.max() as f64 / 1000.0, "mean": h.mean() / 1000.0},
+        "hot_latency_us": {"p50": hot_us(0.50), "p99": hot_us(0.99), "p999": hot_us(0.999)},
         "agent_cpu_seconds": agent_cpu,
         "agent_cpu_us_per_decision": agent_cpu.map(|c| c * 1e6 / total.measured.max(1) as f64),
         "agent_rss_kib_before": mem_before.map(|m| m.0),
@@ -1111,6 +1123,13 @@ fn print_summary(s: &serde_json::Value) {
         f(&l["p999"]),
         f(&l["max"]),
         f(&l["mean"])
+    );
+    let hot = &s["hot_latency_us"];
+    println!(
+        "hot (cached) token latency us: p50 {}  p99 {}  p99.9 {}",
+        f(&hot["p50"]),
+        f(&hot["p99"]),
+        f(&hot["p999"])
     );
     if !s["agent_cpu_seconds"].is_null() {
         println!(

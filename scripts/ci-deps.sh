@@ -2,7 +2,8 @@
 # Install everything the test suite needs on a Debian bookworm machine (CI or a developer's).
 #
 #   - HAProxy 2.6 (Debian's `haproxy`, /usr/sbin/haproxy)
-#   - HAProxy 3.2 (Debian sid's, unpacked beside it by scripts/install-haproxy32.sh, `haproxy32`)
+#   - HAProxy 3.0 (trixie's), 3.2 (sid's) and 3.4 (experimental's), each unpacked beside it with
+#     its own libraries by scripts/install-haproxy.sh: `haproxy30`, `haproxy32`, `haproxy34`
 #   - Node.js >= 20.19 + npm for the test OIDC provider (tests/oidc): the node on PATH if it is
 #     new enough, else official Node.js builds from PyPI (scripts/ensure-node.sh; Debian
 #     bookworm's nodejs is 18, too old)
@@ -49,10 +50,15 @@ if ((${#missing[@]})); then
 fi
 
 if [[ $(id -u) == 0 ]]; then
-    bash "$root/scripts/install-haproxy32.sh"
-elif ! command -v "${IDGATE_HAPROXY32:-haproxy32}" >/dev/null 2>&1; then
-    log "haproxy32 missing (run scripts/install-haproxy32.sh as root)"
-    exit 1
+    bash "$root/scripts/install-haproxy.sh" 3.0 3.2 3.4
+else
+    for v in 30 32 34; do
+        var=IDGATE_HAPROXY$v
+        if ! command -v "${!var:-haproxy$v}" >/dev/null 2>&1; then
+            log "haproxy$v missing (run scripts/install-haproxy.sh as root, or set $var)"
+            exit 1
+        fi
+    done
 fi
 
 # Node.js for the test OIDC provider (on PATH afterwards: linked into /usr/local/bin as root).

@@ -3,18 +3,17 @@
 //! (`{tenantid}` + `tid`), Microsoft Graph tokens (a `nonce` in the header), Google's bare
 //! `accounts.google.com` issuer, and a JWKS publishing two keys under one kid.
 
-#[path = "support/auth_kit.rs"]
-mod kit;
+mod support;
 
 use idgate::auth::Authenticator;
 use idgate::config::Config;
-use kit::*;
 use serde_json::{json, Value};
+use support::auth_kit::*;
+use support::idp_tokens::{entra_v2, google_id_token, ENTRA_CLIENT_ID, ENTRA_TENANT};
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const TENANT: &str = ENTRA_TENANT;
 const OTHER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-/// The gateway's app registration (client id): the `aud` of Entra v2 access tokens for it.
-const CLIENT_ID: &str = "6e74172b-be56-4843-9ff4-e66a39bb12e3";
+const CLIENT_ID: &str = ENTRA_CLIENT_ID;
 
 fn cfg(text: &str) -> Config {
     Config::from_toml(text, "test").unwrap_or_else(|e| panic!("{e}\n{text}"))
@@ -28,34 +27,6 @@ fn entra_config(idp: &MockIdp, extra: &str) -> Config {
         idp.base,
         idp.jwks_uri()
     ))
-}
-
-/// An Entra ID v2.0 access token's header (typ JWT, RS256, kid) and claims, as Microsoft
-/// documents them ("Access token claims reference"), for tenant `tid` at the mock.
-fn entra_v2(signer: &Signer, base: &str, iss_tenant: &str, tid: &str) -> String {
-    let n = now();
-    let claims = json!({
-        "aud": CLIENT_ID,
-        "iss": format!("{base}/{iss_tenant}/v2.0"),
-        "iat": n, "nbf": n, "exp": n + 3600,
-        "aio": "AWQAm/8TAAAA",
-        "azp": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
-        "azpacr": "0",
-        "name": "Alice Example",
-        "oid": "00000000-0000-0000-66f3-3332eca7ea81",
-        "preferred_username": "alice@contoso.com",
-        "rh": "0.ARoAv4j5cvGGr0GRqy180BHbR.",
-        "roles": ["Gateway.Invoke"],
-        "scp": "access_as_user",
-        "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
-        "tid": tid,
-        "uti": "fqiBqXLPj0eQa82S-IYFAA",
-        "ver": "2.0"
-    });
-    signer.sign_with_header(
-        &json!({"typ": "JWT", "alg": "RS256", "kid": signer.kid}),
-        &claims,
-    )
 }
 
 #[tokio::test]
@@ -230,30 +201,6 @@ async fn graph_tokens_are_refused_as_unsupported_not_bad_signature() {
                 "sub": "s", "iat": n, "exp": n + 600, "ver": "1.0"}),
     );
     assert!(auth.authenticate(&ok).await.is_ok());
-}
-
-/// A Google ID token (header alg RS256, kid, typ JWT; claims per "OpenID Connect | Google for
-/// Developers"), with `iss` in the given form.
-fn google_id_token(signer: &Signer, iss: &str) -> String {
-    let n = now();
-    signer.sign_with_header(
-        &json!({"alg": "RS256", "kid": signer.kid, "typ": "JWT"}),
-        &json!({
-            "iss": iss,
-            "azp": "1234987819200.apps.googleusercontent.com",
-            "aud": "1234987819200.apps.googleusercontent.com",
-            "sub": "110169484474386276334",
-            "at_hash": "HK6E_P6Dh8Y93mRNtsDB1Q",
-            "hd": "example.com",
-            "email": "jsmith@example.com",
-            "email_verified": true,
-            "iat": n,
-            "exp": n + 3600,
-            "name": "J Smith",
-            "given_name": "J",
-            "family_name": "Smith"
-        }),
-    )
 }
 
 #[tokio::test]

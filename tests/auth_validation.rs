@@ -234,7 +234,46 @@ async fn algorithm_attacks() {
 
 #[tokio::test]
 async fn signature_failures() {
-    let e = env("v-sig", "").await;
+    signature_failures_in(&env("v-sig", "").await).await;
+}
+
+/// The agent's runtime is multi-threaded, where each signature check is a task of its own
+/// (spread over the workers): the same answers there, also for many checks at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_checks_as_tasks_of_their_own() {
+    let e = env("v-sig-mt", "").await;
+    signature_failures_in(&e).await;
+    let auth = &e.auth;
+    let mut checks = Vec::new();
+    for i in 0..32 {
+        let mut c = claims(&e.idp.base);
+        c["sub"] = json!(format!("user-{i}"));
+        let signer = [&e.rsa, &e.ec, &e.ed][i % 3];
+        let mut token = signer.token(&c);
+        if i % 4 == 3 {
+            // Tamper with the payload: the signature no longer covers it.
+            let (head, rest) = token.split_once('.').unwrap();
+            let (_, sig) = rest.rsplit_once('.').unwrap();
+            c["sub"] = json!("mallory");
+            token = format!("{head}.{}.{sig}", b64(c.to_string().as_bytes()));
+        }
+        checks.push(async move { (i, auth.authenticate(&token).await) });
+    }
+    for (i, got) in futures_util::future::join_all(checks).await {
+        match got {
+            Ok(id) => {
+                assert_ne!(i % 4, 3, "tampered token {i} accepted");
+                assert_eq!(id.sub, format!("user-{i}"));
+            }
+            Err(r) => {
+                assert_eq!(i % 4, 3, "token {i} refused: {r:?}");
+                assert_eq!(r.reason.as_str(), "bad_signature");
+            }
+        }
+    }
+}
+
+async fn signature_failures_in(e: &Env) {
     let c = claims(&e.idp.base);
     let good = e.rsa.token(&c);
     // Payload swapped after signing (sub changed).

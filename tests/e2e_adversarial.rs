@@ -1,5 +1,5 @@
 //! The adversarial suite: the shipped HAProxy configuration and the real `idgate` binary,
-//! attacked as an attacker would, on HAProxy 2.6 and 3.2. The upstream records the exact
+//! attacked as an attacker would, on HAProxy 2.6, 3.0, 3.2 and 3.4. The upstream records the exact
 //! bytes it receives and answers `101` to upgrades like an h2c-capable server
 //! (tests/support/raw_upstream.rs), so a tunnel, a smuggled field or a request that should
 //! never have been forwarded shows up in the record.
@@ -350,9 +350,10 @@ fn smuggling(t: &Target) {
         "POST {SERVING}?chunked-trailers HTTP/1.1\r\nHost: gateway.idgate.test\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\nX-Forwarded-User: forged-trailer\r\nAuthorization: Bearer forged-trailer\r\nX_Forwarded_Groups: forged-trailer\r\n\r\n"
     );
     let (status, _) = send_raw(t.front(), req.as_bytes());
-    match t.stack.version {
-        HaproxyVersion::V26 => assert_eq!(status, Some(411), "chunked on 2.6\n{}", t.logs()),
-        HaproxyVersion::V32 => assert_eq!(status, Some(200), "chunked on 3.x\n{}", t.logs()),
+    if t.stack.version.runs_haproxy_cfg() {
+        assert_eq!(status, Some(411), "chunked, haproxy.cfg\n{}", t.logs());
+    } else {
+        assert_eq!(status, Some(200), "chunked, haproxy-3.x.cfg\n{}", t.logs());
     }
     t.never_forwarded("forged-trailer", "HTTP/1 trailers");
 
@@ -394,32 +395,29 @@ fn smuggling(t: &Target) {
         None,
         &[],
     );
-    match t.stack.version {
-        HaproxyVersion::V26 => {
-            // HTTP/2 is off on 2.6's frontend (it cannot drop request trailers).
-            for o in [&out, &out_cl, &raw_path, &raw_query] {
-                assert!(
-                    matches!(o, H2Outcome::Refused(_)),
-                    "h2 on 2.6: {o:?}\n{}",
-                    t.logs()
-                );
-            }
-        }
-        HaproxyVersion::V32 => {
-            assert_eq!(out, H2Outcome::Status(200), "h2 trailers\n{}", t.logs());
-            assert_eq!(
-                out_cl,
-                H2Outcome::Status(200),
-                "h2 trailers + cl\n{}",
+    if t.stack.version.runs_haproxy_cfg() {
+        // HTTP/2 is off on haproxy.cfg's frontend (2.6 and 3.0 cannot drop request trailers).
+        for o in [&out, &out_cl, &raw_path, &raw_query] {
+            assert!(
+                matches!(o, H2Outcome::Refused(_)),
+                "h2 with haproxy.cfg: {o:?}\n{}",
                 t.logs()
             );
-            t.forwarded(
-                "h2-trailers-cl",
-                "h2 request with trailers (body forwarded)",
-            );
-            for o in [&raw_path, &raw_query] {
-                assert_eq!(o, &H2Outcome::Status(400), "raw :path bytes\n{}", t.logs());
-            }
+        }
+    } else {
+        assert_eq!(out, H2Outcome::Status(200), "h2 trailers\n{}", t.logs());
+        assert_eq!(
+            out_cl,
+            H2Outcome::Status(200),
+            "h2 trailers + cl\n{}",
+            t.logs()
+        );
+        t.forwarded(
+            "h2-trailers-cl",
+            "h2 request with trailers (body forwarded)",
+        );
+        for o in [&raw_path, &raw_query] {
+            assert_eq!(o, &H2Outcome::Status(400), "raw :path bytes\n{}", t.logs());
         }
     }
     t.never_forwarded("forged-h2-trailer", "HTTP/2 trailers");
@@ -835,7 +833,7 @@ fn upstream_down(mut t: Target) {
     );
 }
 
-fn run(version: HaproxyVersion) {
+fn adversarial(version: HaproxyVersion) {
     if version.require().is_none() {
         return;
     }
@@ -874,12 +872,4 @@ fn run(version: HaproxyVersion) {
     upstream_down(t);
 }
 
-#[test]
-fn adversarial_haproxy26() {
-    run(HaproxyVersion::V26);
-}
-
-#[test]
-fn adversarial_haproxy32() {
-    run(HaproxyVersion::V32);
-}
+haproxy_tests!(full: [], compat: [adversarial]);

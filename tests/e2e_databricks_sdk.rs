@@ -1,4 +1,4 @@
-//! Real Databricks clients through the gateway, for HAProxy 2.6 and 3.2: the Databricks SDK for
+//! Real Databricks clients through the gateway, for HAProxy 2.6 and 3.4: the Databricks SDK for
 //! Python (`WorkspaceClient(host=<gateway>, token=<IdP JWT>).serving_endpoints.query(...)`) and
 //! MLflow (`mlflow.deployments.get_deploy_client("databricks").predict(...)`), from PyPI
 //! (scripts/python-deps.sh), driven by tests/python/databricks_client.py. Behind the gateway:
@@ -546,21 +546,10 @@ fn route_optimized_endpoint_through_sdk_and_mlflow(version: HaproxyVersion) {
         .any(|r| r.path.contains("/lost/")),);
 }
 
-macro_rules! per_version {
-    ($($name:ident),*) => {
-        mod haproxy26 {
-            $(#[test] fn $name() { super::$name(super::HaproxyVersion::V26) })*
-        }
-        mod haproxy32 {
-            $(#[test] fn $name() { super::$name(super::HaproxyVersion::V32) })*
-        }
-    };
-}
-
-per_version!(
+haproxy_tests!(full: [
     classic_endpoint_through_sdk_and_mlflow,
     deny_reasons_map_to_sdk_exceptions,
     token_endpoint_failures_map_to_sdk_exceptions,
     haproxy_errors_parse_as_databricks_errors,
-    route_optimized_endpoint_through_sdk_and_mlflow
-);
+    route_optimized_endpoint_through_sdk_and_mlflow,
+]);

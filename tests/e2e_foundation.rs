@@ -1,4 +1,4 @@
-//! End to end, for HAProxy 2.6 and 3.2: a client talks to HAProxy running the shipped
+//! End to end, on HAProxy 2.6, 3.0, 3.2 and 3.4: a client talks to HAProxy running the shipped
 //! configuration, HAProxy asks the real `idgate` agent over SPOP, and allowed requests reach a
 //! TLS echo server standing in for Databricks.
 //!
@@ -255,24 +255,16 @@ fn upstream_certificate_is_verified(version: HaproxyVersion) {
     );
 }
 
-/// Runs each scenario once per HAProxy version, as separately named tests.
-macro_rules! per_version {
-    ($($scenario:ident),* $(,)?) => {
-        mod haproxy26 {
-            $(#[test] fn $scenario() { super::$scenario(super::HaproxyVersion::V26) })*
-        }
-        mod haproxy32 {
-            $(#[test] fn $scenario() { super::$scenario(super::HaproxyVersion::V32) })*
-        }
-    };
-}
-
-per_version!(
-    no_token_gets_401_challenge_and_nothing_is_forwarded,
-    invalid_bearer_token_gets_401,
-    allowed_request_reaches_upstream_with_only_gateway_identity_and_credential,
-    duplicate_authorization_is_refused_before_the_agent,
-    stopped_agent_fails_closed,
-    allowed_path_is_refused_when_the_agent_stops,
-    upstream_certificate_is_verified,
+haproxy_tests!(
+    full: [
+        invalid_bearer_token_gets_401,
+        duplicate_authorization_is_refused_before_the_agent,
+        allowed_path_is_refused_when_the_agent_stops,
+    ],
+    compat: [
+        no_token_gets_401_challenge_and_nothing_is_forwarded,
+        allowed_request_reaches_upstream_with_only_gateway_identity_and_credential,
+        stopped_agent_fails_closed,
+        upstream_certificate_is_verified,
+    ],
 );

@@ -1,4 +1,4 @@
-//! Identity end to end, for HAProxy 2.6 and 3.2: tokens from a real OIDC provider (npm
+//! Identity end to end, for HAProxy 2.6 and 3.4: tokens from a real OIDC provider (npm
 //! `oidc-provider`) and from a mock IdP with fixture keys (for tokens a real IdP will not
 //! mint, e.g. expired ones), judged by the real `idgate` binary behind HAProxy running the
 //! shipped configuration, with the TLS echo server as upstream.
@@ -277,16 +277,4 @@ fn identity_end_to_end(version: HaproxyVersion) {
     assert_eq!(s.echo.count(), forwarded + 2);
 }
 
-mod haproxy26 {
-    #[test]
-    fn identity_end_to_end() {
-        super::identity_end_to_end(super::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn identity_end_to_end() {
-        super::identity_end_to_end(super::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [identity_end_to_end]);

@@ -1,4 +1,4 @@
-//! End to end with real tokens, for HAProxy 2.6 and 3.2: a real OIDC provider (tests/oidc)
+//! End to end with real tokens, for HAProxy 2.6 and 3.4: a real OIDC provider (tests/oidc)
 //! issues access tokens, idgate validates them and applies group rules, HAProxy (the shipped
 //! configuration) enforces the decision, rewrites identity and credentials, rate-limits model
 //! serving per identity, and forwards to the TLS echo upstream standing in for Databricks.
@@ -308,22 +308,10 @@ fn serving_rate_limit_is_per_identity(version: HaproxyVersion) {
     );
 }
 
-/// Runs each scenario once per HAProxy version, as separately named tests.
-macro_rules! per_version {
-    ($($scenario:ident),* $(,)?) => {
-        mod haproxy26 {
-            $(#[test] fn $scenario() { super::$scenario(super::HaproxyVersion::V26) })*
-        }
-        mod haproxy32 {
-            $(#[test] fn $scenario() { super::$scenario(super::HaproxyVersion::V32) })*
-        }
-    };
-}
-
-per_version!(
+haproxy_tests!(full: [
     group_member_reaches_serving_with_gateway_identity_and_service_credential,
     identity_outside_the_group_is_forbidden,
     tampered_token_is_rejected,
     rule_without_upstream_forwards_no_credential,
     serving_rate_limit_is_per_identity,
-);
+]);

@@ -1,4 +1,4 @@
-//! Policy end to end, for HAProxy 2.6 and 3.2: a real OIDC provider (npm `oidc-provider`)
+//! Policy end to end, for HAProxy 2.6 and 3.4: a real OIDC provider (npm `oidc-provider`)
 //! issues the callers' tokens, the real `idgate` binary decides with a first-match policy,
 //! HAProxy runs the shipped configuration, and the TLS echo server records what reaches the
 //! upstream.
@@ -311,16 +311,4 @@ fn policy_end_to_end(version: HaproxyVersion) {
     );
 }
 
-mod haproxy26 {
-    #[test]
-    fn policy_end_to_end() {
-        super::policy_end_to_end(super::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn policy_end_to_end() {
-        super::policy_end_to_end(super::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [policy_end_to_end]);

@@ -1,5 +1,5 @@
-//! End to end over a Unix socket, for HAProxy 2.6 (`mode tcp` agent backend) and 3.2
-//! (`mode spop`): idgate listens on `unix:<path>`, the shipped haproxy.cfg gets
+//! End to end over a Unix socket, for HAProxy 2.6 and 3.0 (`mode tcp` agent backend) and 3.2
+//! and 3.4 (`mode spop`): idgate listens on `unix:<path>`, the shipped haproxy.cfg gets
 //! `IDGATE_AGENT_ADDR=unix@<path>` on its `server idgate1` line, and one allowed and one refused
 //! request reach the right verdict through HAProxy.
 //!
@@ -81,12 +81,4 @@ upstream = "pat"
     );
 }
 
-#[test]
-fn haproxy26_unix_socket_allow_and_deny() {
-    unix_socket_allow_and_deny(HaproxyVersion::V26);
-}
-
-#[test]
-fn haproxy32_unix_socket_allow_and_deny() {
-    unix_socket_allow_and_deny(HaproxyVersion::V32);
-}
+haproxy_tests!(full: [], compat: [unix_socket_allow_and_deny]);

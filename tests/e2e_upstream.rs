@@ -1,4 +1,4 @@
-//! Upstream credentials end to end, for HAProxy 2.6 and 3.2: the real `idgate` binary with
+//! Upstream credentials end to end, for HAProxy 2.6 and 3.4: the real `idgate` binary with
 //! `client_credentials` and `token_exchange` upstreams pointing at the fake Databricks token
 //! endpoint (tests/support/databricks.rs), behind HAProxy running the shipped configuration,
 //! with the TLS echo server as the workspace. Callers' tokens come from a mock IdP with fixture
@@ -320,16 +320,4 @@ fn default_upstream_budget_fits_the_shipped_spoe_processing_timeout() {
     assert!(up.timeout.0 <= up.total_budget.0);
 }
 
-mod haproxy26 {
-    #[test]
-    fn upstream_end_to_end() {
-        super::upstream_end_to_end(super::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn upstream_end_to_end() {
-        super::upstream_end_to_end(super::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [upstream_end_to_end]);

@@ -1,5 +1,5 @@
 //! idgate killed (SIGKILL: no drain, no DISCONNECT) in the middle of client load through
-//! HAProxy 2.6 and 3.2: from then on every request is refused (503), none is forwarded; once
+//! HAProxy 2.6 and 3.4: from then on every request is refused (503), none is forwarded; once
 //! the agent is restarted HAProxy reconnects on its own and traffic recovers within a bound.
 
 mod support;
@@ -42,7 +42,7 @@ fn killed_agent_fails_closed_and_recovers_after_restart(version: HaproxyVersion)
     s.agent.kill();
     let killed = Instant::now();
     // Every request is now refused by HAProxy itself: 503, good and bad alike; first after
-    // the SPOE processing timeout (2.6) or at once (3.2), then at once when the health check
+    // the SPOE processing timeout (2.6) or at once (3.4), then at once when the health check
     // has marked the agent DOWN.
     assert!(
         s.hap.wait_agent_up(false, SWITCH_BOUND),
@@ -104,16 +104,4 @@ fn killed_agent_fails_closed_and_recovers_after_restart(version: HaproxyVersion)
     );
 }
 
-mod haproxy26 {
-    #[test]
-    fn killed_agent_fails_closed_and_recovers_after_restart() {
-        super::killed_agent_fails_closed_and_recovers_after_restart(super::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn killed_agent_fails_closed_and_recovers_after_restart() {
-        super::killed_agent_fails_closed_and_recovers_after_restart(super::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [killed_agent_fails_closed_and_recovers_after_restart]);

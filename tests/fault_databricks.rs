@@ -1,5 +1,5 @@
 //! The Databricks token endpoint failing while callers use a rule with a `client_credentials`
-//! upstream, through HAProxy 2.6 and 3.2: answering 503, hanging past the upstream's budget,
+//! upstream, through HAProxy 2.6 and 3.4: answering 503, hanging past the upstream's budget,
 //! and unreachable (connection refused) all give the caller a 503 naming
 //! `upstream_unavailable` with `Retry-After`, well within HAProxy's SPOE processing timeout,
 //! and nothing is forwarded. Once the endpoint recovers, requests go upstream with the
@@ -151,16 +151,4 @@ fn token_endpoint_failures_deny_with_503_and_forward_nothing(version: HaproxyVer
     assert_eq!(fake.rejected(), 0, "{:?}", fake.last_rejection());
 }
 
-mod haproxy26 {
-    #[test]
-    fn token_endpoint_failures_deny_with_503_and_forward_nothing() {
-        super::token_endpoint_failures_deny_with_503_and_forward_nothing(super::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn token_endpoint_failures_deny_with_503_and_forward_nothing() {
-        super::token_endpoint_failures_deny_with_503_and_forward_nothing(super::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [token_endpoint_failures_deny_with_503_and_forward_nothing]);

@@ -1,5 +1,5 @@
 //! The IdP failing after the agent loaded its keys, with requests going through HAProxy 2.6
-//! and 3.2: down (HTTP 503), slow (longer than the issuer's `http_timeout`), garbage, an empty
+//! and 3.4: down (HTTP 503), slow (longer than the issuer's `http_timeout`), garbage, an empty
 //! key set, and finally gone (connection refused). Each fault is made visible by a token with
 //! an unknown `kid`, which makes the agent refetch: the refetch fails and is counted
 //! (`idgate_jwks_refresh_total{result="failure"}`), that token is refused, and fresh tokens
@@ -139,16 +139,4 @@ fn idp_faults_keep_cached_keys_working(version: HaproxyVersion) {
     );
 }
 
-mod haproxy26 {
-    #[test]
-    fn idp_faults_keep_cached_keys_working() {
-        super::idp_faults_keep_cached_keys_working(super::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn idp_faults_keep_cached_keys_working() {
-        super::idp_faults_keep_cached_keys_working(super::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [idp_faults_keep_cached_keys_working]);

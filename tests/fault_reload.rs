@@ -1,4 +1,4 @@
-//! Reloads under client load through HAProxy 2.6 and 3.2:
+//! Reloads under client load through HAProxy 2.6 and 3.4:
 //!
 //! - idgate SIGHUP, again and again, with configuration changes that do not change the
 //!   decisions (a new unrelated rule; an issuer setting, which rebuilds its key store and
@@ -94,7 +94,7 @@ fn idgate_sighup_under_load_changes_nothing_for_clients(version: HaproxyVersion)
 }
 
 /// HAProxy 2.6 (Debian bookworm's, run by systemd in master-worker mode) is reloaded with
-/// SIGUSR2 to its master; 3.2 by replacement with `-x`/`-sf` (see `Haproxy::reload_sf`).
+/// SIGUSR2 to its master; 3.4 (a loader wrapper, see scripts/install-haproxy.sh) by replacement with `-x`/`-sf` (see `Haproxy::reload_sf`).
 fn haproxy_reload_under_load_forwards_nothing_without_a_verdict(version: HaproxyVersion) {
     let master_worker = version == HaproxyVersion::V26;
     let Some(mut s) = IdpStack::start(version, master_worker, "", "") else {
@@ -143,18 +143,7 @@ fn haproxy_reload_under_load_forwards_nothing_without_a_verdict(version: Haproxy
     );
 }
 
-macro_rules! per_version {
-    ($($scenario:ident),* $(,)?) => {
-        mod haproxy26 {
-            $(#[test] fn $scenario() { super::$scenario(super::HaproxyVersion::V26) })*
-        }
-        mod haproxy32 {
-            $(#[test] fn $scenario() { super::$scenario(super::HaproxyVersion::V32) })*
-        }
-    };
-}
-
-per_version!(
+haproxy_tests!(full: [
     idgate_sighup_under_load_changes_nothing_for_clients,
     haproxy_reload_under_load_forwards_nothing_without_a_verdict,
-);
+]);

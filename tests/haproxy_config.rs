@@ -1,6 +1,8 @@
-//! The shipped HAProxy configuration (haproxy/): both HAProxy versions accept it without a
-//! single warning, the 2.6 and 3.x files cannot drift apart, and the properties the contract
-//! (§2, §7) requires are present in the text.
+//! The shipped HAProxy configuration (haproxy/): every supported HAProxy version (2.6, 3.0, 3.2,
+//! 3.4) accepts the file meant for it without a single warning (haproxy.cfg: 2.6 and 3.0;
+//! haproxy-3.x.cfg: 3.2 and later), the versions before 3.2 refuse the 3.x file with a clear
+//! message, the two files cannot drift apart, and the properties the contract (§2, §7) requires
+//! are present in the text.
 
 mod support;
 
@@ -68,21 +70,47 @@ fn assert_clean_check_with(
 
 #[test]
 fn haproxy26_accepts_haproxy_cfg_without_warnings() {
-    assert_clean_check(HaproxyVersion::V26, &HaproxyVersion::V26.config_file());
+    assert!(HaproxyVersion::V26.runs_haproxy_cfg());
+    assert_clean_check(HaproxyVersion::V26, &repo_path("haproxy/haproxy.cfg"));
+}
+
+/// 3.0 has neither `mode spop` nor `option http-drop-request-trailers`: it runs haproxy.cfg.
+#[test]
+fn haproxy30_accepts_haproxy_cfg_without_warnings() {
+    assert!(HaproxyVersion::V30.runs_haproxy_cfg());
+    assert_clean_check(HaproxyVersion::V30, &repo_path("haproxy/haproxy.cfg"));
 }
 
 #[test]
 fn haproxy32_accepts_haproxy_3x_cfg_without_warnings() {
-    assert_clean_check(HaproxyVersion::V32, &HaproxyVersion::V32.config_file());
+    assert!(!HaproxyVersion::V32.runs_haproxy_cfg());
+    assert_clean_check(HaproxyVersion::V32, &repo_path("haproxy/haproxy-3.x.cfg"));
+}
+
+#[test]
+fn haproxy34_accepts_haproxy_3x_cfg_without_warnings() {
+    assert!(!HaproxyVersion::V34.runs_haproxy_cfg());
+    assert_clean_check(HaproxyVersion::V34, &repo_path("haproxy/haproxy-3.x.cfg"));
+}
+
+/// Upgrading HAProxy before switching files does not break the gateway: 3.2 and later still load
+/// haproxy.cfg (its `mode tcp` agents backend is converted to `mode spop`) without a warning.
+/// It then keeps haproxy.cfg's HTTP/1.1-only frontend; haproxy-3.x.cfg is the file to move to.
+#[test]
+fn haproxy32_and_34_still_accept_haproxy_cfg_without_warnings() {
+    for version in [HaproxyVersion::V32, HaproxyVersion::V34] {
+        assert_clean_check(version, &repo_path("haproxy/haproxy.cfg"));
+    }
 }
 
 /// With a test DNS server (IDGATE_DNS_NAMESERVER) instead of /etc/resolv.conf, as the
 /// data-plane tests run it.
 #[test]
-fn both_versions_accept_a_dns_nameserver_override_without_warnings() {
+fn every_version_accepts_a_dns_nameserver_override_without_warnings() {
     let ns = [("IDGATE_DNS_NAMESERVER", free_addr().to_string())];
-    assert_clean_check_with(HaproxyVersion::V26, &HaproxyVersion::V26.config_file(), &ns);
-    assert_clean_check_with(HaproxyVersion::V32, &HaproxyVersion::V32.config_file(), &ns);
+    for version in HaproxyVersion::ALL {
+        assert_clean_check_with(version, &version.config_file(), &ns);
+    }
 }
 
 /// The data-plane backend: certificate verified against the data-plane host name (SNI), the
@@ -131,26 +159,32 @@ fn data_plane_backend_verifies_the_data_plane_name_and_shares_the_rate_limit() {
     }
 }
 
+/// 2.6 and 3.0 refuse haproxy-3.x.cfg with a message naming the file to use, not with a parse
+/// error about `mode spop` somewhere in the middle.
 #[test]
-fn haproxy26_refuses_the_3x_file_with_a_clear_message() {
-    let Some(bin) = HaproxyVersion::V26.require() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let out = check_config(
-        &bin,
-        &HaproxyVersion::V32.config_file(),
-        &test_params(dir.path()),
-    );
-    assert!(
-        !out.status.success(),
-        "HAProxy 2.6 accepted haproxy-3.x.cfg"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("needs HAProxy 3.2 or later"),
-        "no explanation in:\n{stderr}"
-    );
+fn haproxy26_and_30_refuse_the_3x_file_with_a_clear_message() {
+    for version in [HaproxyVersion::V26, HaproxyVersion::V30] {
+        let Some(bin) = version.require() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let out = check_config(
+            &bin,
+            &repo_path("haproxy/haproxy-3.x.cfg"),
+            &test_params(dir.path()),
+        );
+        assert!(
+            !out.status.success(),
+            "{} accepted haproxy-3.x.cfg",
+            version.label()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "haproxy-3.x.cfg needs HAProxy 3.2 or later; use haproxy.cfg for HAProxy 2.6 and 3.0"
+            ),
+            "{}: no explanation in:\n{stderr}",
+            version.label()
+        );
+    }
 }
 
 /// Removes the `# BEGIN VARIANT` .. `# END VARIANT` blocks, returning the rest and the blocks.

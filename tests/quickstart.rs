@@ -1,6 +1,6 @@
 //! `./quickstart.sh --check`, the README's first command in its non-interactive form: it brings
 //! up the whole local demo (OIDC provider, idgate, the shipped HAProxy configuration on 2.6 and
-//! on 3.2, the fake Databricks echo with the data plane of a route-optimized endpoint and a DNS
+//! on 3.4, the fake Databricks echo with the data plane of a route-optimized endpoint and a DNS
 //! server), runs the commands it prints for humans, and checks their results.
 //!
 //! Here it runs with the debug binary cargo built for the tests (IDGATE_BIN, so no release
@@ -8,7 +8,7 @@
 //! other tests or a demo someone is running. Afterwards nothing it started may be left: no
 //! listener on its ports, no process mentioning its run directory, no run directory.
 //!
-//! Needs HAProxy 2.6 and 3.2 (a test failure without them, as everywhere in the suite) and node
+//! Needs HAProxy 2.6 and 3.4 (a test failure without them, as everywhere in the suite) and node
 //! (as the other OIDC tests: IDGATE_SKIP_OIDC=1 skips them on machines without node).
 
 mod support;
@@ -152,10 +152,10 @@ fn quickstart_check_passes_every_step_and_leaves_nothing_running() {
     check_passes_every_step(HaproxyVersion::V26, "HAProxy 2.6, haproxy/haproxy.cfg");
 }
 
-/// The same on HAProxy 3.2, where the script picks haproxy-3.x.cfg.
+/// The same on HAProxy 3.4, where the script picks haproxy-3.x.cfg.
 #[test]
-fn quickstart_check_passes_on_haproxy32() {
-    check_passes_every_step(HaproxyVersion::V32, "HAProxy 3.2, haproxy/haproxy-3.x.cfg");
+fn quickstart_check_passes_on_haproxy34() {
+    check_passes_every_step(HaproxyVersion::V34, "HAProxy 3.4, haproxy/haproxy-3.x.cfg");
 }
 
 /// `--check` on `version`: every step passes, the script says which configuration it ran

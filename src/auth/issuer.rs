@@ -107,35 +107,8 @@ impl Issuer {
         // Signature over the exact bytes `header.payload` of the token we parsed (not a
         // re-serialisation), with the algorithm we allow-listed, never one jsonwebtoken picks.
         let (signing_input, signature) = parsed.signing_input_and_signature(raw);
-        // Every key of the token's kid that accepts `alg` (a rotation overlap can publish two
-        // under one kid; at most `jwks::MAX_KEYS_PER_KID`), in document order. `accepting` is
-        // the line that keeps an RSA key from ever verifying an HS*/ES* token (RFC 8725 §3.1):
-        // `select_key` found at least one such key.
-        let mut unusable = None;
-        for key in keys.accepting(h.alg) {
-            match jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.key, h.alg)
-            {
-                Ok(true) => return jose::check_claims(&self.rules, claims, now),
-                // A plain mismatch decides the answer, whatever the other keys say.
-                Ok(false) => {
-                    unusable = Some(Rejection::new(Reason::BadSignature, "invalid signature"))
-                }
-                Err(e) => {
-                    let r = map_jwt_error(e.kind());
-                    // The signature itself is unreadable: no other key will do better.
-                    if r.reason == Reason::MalformedToken {
-                        return Err(r);
-                    }
-                    if unusable.is_none() {
-                        unusable = Some(r);
-                    }
-                }
-            }
-        }
-        Err(unusable.unwrap_or(Rejection::new(
-            Reason::AlgNotAllowed,
-            "token alg does not match its signing key",
-        )))
+        verify_on_any_core(keys, h.alg, signing_input, signature).await?;
+        jose::check_claims(&self.rules, claims, now)
     }
 
     async fn select_key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Candidates, Rejection> {
@@ -197,4 +170,72 @@ pub(super) fn map_jwt_error(kind: &ErrorKind) -> Rejection {
         // Base64 (a signature that is not base64url) and anything else.
         _ => Rejection::new(Reason::MalformedToken, "token could not be decoded"),
     }
+}
+
+/// The signature check, the only costly step of a cold validation (tens of microseconds: see
+/// docs/performance.md), as a task of its own on the multi-threaded runtime, so that a burst of
+/// new tokens on one SPOP connection spreads over every core (idle workers steal the tasks)
+/// instead of running one after the other in that connection's task, and the connection keeps
+/// answering cached requests meanwhile. The token's signed bytes are copied (about 1 KiB, well
+/// under a microsecond against the check's tens). Outside a multi-threaded runtime (tests,
+/// `idgate explain`) the check runs inline.
+async fn verify_on_any_core(
+    keys: Candidates,
+    alg: Algorithm,
+    signing_input: &str,
+    signature: &str,
+) -> Result<(), Rejection> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if !multi_thread {
+        return verify_signature(&keys, alg, signing_input.as_bytes(), signature);
+    }
+    let split = signing_input.len();
+    let signed: Box<str> = [signing_input, signature].concat().into();
+    let task = tokio::spawn(async move {
+        let (input, signature) = signed.split_at(split);
+        verify_signature(&keys, alg, input.as_bytes(), signature)
+    });
+    task.await.unwrap_or_else(|e| {
+        tracing::error!("signature check failed to run: {e}");
+        Err(Rejection::new(
+            Reason::InternalError,
+            "signature check failed to run",
+        ))
+    })
+}
+
+/// Every key of the token's kid that accepts `alg` (a rotation overlap can publish two under
+/// one kid; at most `jwks::MAX_KEYS_PER_KID`), in document order. `accepting` is the line that
+/// keeps an RSA key from ever verifying an HS*/ES* token (RFC 8725 §3.1): `select_key` found at
+/// least one such key.
+fn verify_signature(
+    keys: &Candidates,
+    alg: Algorithm,
+    signing_input: &[u8],
+    signature: &str,
+) -> Result<(), Rejection> {
+    let mut unusable = None;
+    for key in keys.accepting(alg) {
+        match jsonwebtoken::crypto::verify(signature, signing_input, &key.key, alg) {
+            Ok(true) => return Ok(()),
+            // A plain mismatch decides the answer, whatever the other keys say.
+            Ok(false) => unusable = Some(Rejection::new(Reason::BadSignature, "invalid signature")),
+            Err(e) => {
+                let r = map_jwt_error(e.kind());
+                // The signature itself is unreadable: no other key will do better.
+                if r.reason == Reason::MalformedToken {
+                    return Err(r);
+                }
+                if unusable.is_none() {
+                    unusable = Some(r);
+                }
+            }
+        }
+    }
+    Err(unusable.unwrap_or(Rejection::new(
+        Reason::AlgNotAllowed,
+        "token alg does not match its signing key",
+    )))
 }

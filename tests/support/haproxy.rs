@@ -1,13 +1,18 @@
-//! HAProxy under test: both supported major versions, running the shipped configuration.
+//! HAProxy under test: the four supported versions, running the shipped configuration.
 //!
 //! The files in `haproxy/` take every deployment parameter from an environment variable with
 //! a default (`presetenv` in their `global` section). The harness runs them unchanged and sets
 //! those variables to loopback ports, the echo upstream and its test CA, so the tests exercise
 //! exactly what ships: rules, TLS re-encryption with verification, SPOE settings.
 //!
-//! Binaries: `IDGATE_HAPROXY26` (default `haproxy` on PATH) and `IDGATE_HAPROXY32` (default
-//! `haproxy32`, see scripts/install-haproxy32.sh). A test that needs a missing one FAILS,
-//! always: a broken install can never turn into a silently green run.
+//! Binaries: `IDGATE_HAPROXY26` (default `haproxy` on PATH), `IDGATE_HAPROXY30`,
+//! `IDGATE_HAPROXY32` and `IDGATE_HAPROXY34` (defaults `haproxy30`, `haproxy32`, `haproxy34`, see
+//! scripts/install-haproxy.sh). A test that needs a missing one FAILS, always: a broken install
+//! can never turn into a silently green run.
+//!
+//! Which tests run where (docs/haproxy-versions.md): the whole end-to-end suite on 2.6 and 3.4
+//! (the oldest and the newest, one of each agent-connection architecture); a compatibility subset
+//! on all four (see [`haproxy_tests!`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,19 +35,30 @@ const START_ATTEMPTS: usize = 3;
 /// The HAProxy versions idgate supports, each with its configuration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HaproxyVersion {
-    /// 2.6 (Debian bookworm): SPOE applets, `mode tcp` agent backend.
+    /// 2.6 (Debian bookworm): SPOE applets, `mode tcp` agent backend, haproxy.cfg.
     V26,
-    /// 3.2 (Debian sid): SPOP multiplexer, `mode spop` agent backend.
+    /// 3.0 (Debian trixie): still SPOE applets (no SPOP multiplexer), haproxy.cfg.
+    V30,
+    /// 3.2 (Debian sid): SPOP multiplexer, `mode spop` agent backend, haproxy-3.x.cfg.
     V32,
+    /// 3.4 (Debian experimental, the latest stable line): as 3.2, haproxy-3.x.cfg.
+    V34,
 }
 
 impl HaproxyVersion {
-    pub const ALL: [HaproxyVersion; 2] = [HaproxyVersion::V26, HaproxyVersion::V32];
+    pub const ALL: [HaproxyVersion; 4] = [
+        HaproxyVersion::V26,
+        HaproxyVersion::V30,
+        HaproxyVersion::V32,
+        HaproxyVersion::V34,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             HaproxyVersion::V26 => "HAProxy 2.6",
+            HaproxyVersion::V30 => "HAProxy 3.0",
             HaproxyVersion::V32 => "HAProxy 3.2",
+            HaproxyVersion::V34 => "HAProxy 3.4",
         }
     }
 
@@ -50,14 +66,18 @@ impl HaproxyVersion {
     pub fn env_var(self) -> &'static str {
         match self {
             HaproxyVersion::V26 => "IDGATE_HAPROXY26",
+            HaproxyVersion::V30 => "IDGATE_HAPROXY30",
             HaproxyVersion::V32 => "IDGATE_HAPROXY32",
+            HaproxyVersion::V34 => "IDGATE_HAPROXY34",
         }
     }
 
     fn default_binary(self) -> &'static str {
         match self {
             HaproxyVersion::V26 => "haproxy",
+            HaproxyVersion::V30 => "haproxy30",
             HaproxyVersion::V32 => "haproxy32",
+            HaproxyVersion::V34 => "haproxy34",
         }
     }
 
@@ -65,15 +85,25 @@ impl HaproxyVersion {
     fn version_prefix(self) -> &'static str {
         match self {
             HaproxyVersion::V26 => "HAProxy version 2.6.",
+            HaproxyVersion::V30 => "HAProxy version 3.0.",
             HaproxyVersion::V32 => "HAProxy version 3.2.",
+            HaproxyVersion::V34 => "HAProxy version 3.4.",
         }
+    }
+
+    /// True when this version runs haproxy.cfg (2.6 and 3.0: no SPOP multiplexer and no
+    /// `option http-drop-request-trailers`, so the gateway speaks HTTP/1.1 only and refuses
+    /// chunked request bodies), false for haproxy-3.x.cfg (3.2 and later).
+    pub fn runs_haproxy_cfg(self) -> bool {
+        matches!(self, HaproxyVersion::V26 | HaproxyVersion::V30)
     }
 
     /// The shipped haproxy.cfg for this version.
     pub fn config_file(self) -> PathBuf {
-        match self {
-            HaproxyVersion::V26 => repo_path("haproxy/haproxy.cfg"),
-            HaproxyVersion::V32 => repo_path("haproxy/haproxy-3.x.cfg"),
+        if self.runs_haproxy_cfg() {
+            repo_path("haproxy/haproxy.cfg")
+        } else {
+            repo_path("haproxy/haproxy-3.x.cfg")
         }
     }
 
@@ -101,15 +131,15 @@ impl HaproxyVersion {
     }
 
     /// The binary. A missing HAProxy is a test FAILURE, never a silent pass: the suite's one
-    /// policy (scripts/test.sh and CI install both versions; run scripts/ci-deps.sh as root,
-    /// or point `IDGATE_HAPROXY26`/`IDGATE_HAPROXY32` at the binaries). Returns `Option` so
+    /// policy (scripts/test.sh and CI install all four versions; run scripts/ci-deps.sh as
+    /// root, or point `IDGATE_HAPROXY26`/`30`/`32`/`34` at the binaries). Returns `Option` so
     /// callers read `let Some(bin) = version.require() else { return };`, but never `None`.
     pub fn require(self) -> Option<PathBuf> {
         if let Some(path) = self.locate() {
             return Some(path);
         }
         panic!(
-            "{} binary not found: set {} or run scripts/ci-deps.sh (installs HAProxy 2.6 and 3.2)",
+            "{} binary not found: set {} or run scripts/ci-deps.sh (installs HAProxy 2.6, 3.0, 3.2 and 3.4)",
             self.label(),
             self.env_var()
         );
@@ -368,7 +398,7 @@ impl Haproxy {
     /// process takes over the listening sockets from the running one through its stats socket
     /// (`-x`, which the shipped `expose-fd listeners` allows) and tells it to finish its
     /// requests and exit (`-sf <pid>`). Waits until the old process has exited and the new
-    /// one serves. (HAProxy 3.2 here is run through a loader wrapper, which its master could
+    /// one serves. (HAProxy 3.x here is run through a loader wrapper, which its master could
     /// not re-exec for a master-worker reload.)
     pub fn reload_sf(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -553,4 +583,38 @@ impl Drop for Haproxy {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Defines a test target's per-version tests, one module per HAProxy version
+/// (`haproxy26::scenario`, ...), each test calling `scenario(version)` from the target's root.
+///
+/// `full` scenarios run on 2.6 and 3.4, the oldest and the newest supported line, one per
+/// agent-connection architecture (SPOE applets, SPOP multiplexer) and per configuration file;
+/// `compat` scenarios on all four versions. The compatibility subset is what can differ between HAProxy versions with the
+/// same configuration: the SPOP handshake and health check, allow/deny/fail-closed, identity
+/// header stripping and request parsing, upstream credential injection, the agent's transports
+/// (docs/haproxy-versions.md lists the tests). The rest exercises idgate itself, which no
+/// HAProxy version changes, and runs on the oldest and the newest line only.
+#[macro_export]
+macro_rules! haproxy_tests {
+    (@module $module:ident, $version:ident, $($scenario:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario($crate::support::haproxy::HaproxyVersion::$version)
+                }
+            )*
+        }
+    };
+    (full: [$($full:ident),* $(,)?] $(,)?) => {
+        $crate::haproxy_tests!(@module haproxy26, V26, $($full),*);
+        $crate::haproxy_tests!(@module haproxy34, V34, $($full),*);
+    };
+    (full: [$($full:ident),* $(,)?], compat: [$($compat:ident),* $(,)?] $(,)?) => {
+        $crate::haproxy_tests!(@module haproxy26, V26, $($full,)* $($compat),*);
+        $crate::haproxy_tests!(@module haproxy30, V30, $($compat),*);
+        $crate::haproxy_tests!(@module haproxy32, V32, $($compat),*);
+        $crate::haproxy_tests!(@module haproxy34, V34, $($full,)* $($compat),*);
+    };
 }

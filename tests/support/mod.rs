@@ -9,6 +9,7 @@
 //! - [`dns`]: a fake DNS server for HAProxy's resolver (data-plane names to 127.0.0.1).
 //! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
+//! - [`idp_tokens`]: tokens shaped as Entra ID, Okta, Keycloak, Auth0, Google and GitHub issue them.
 //! - [`stack`]: the one stack builder: idgate + an upstream + HAProxy (e2e and fault tests).
 //! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
 //! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
@@ -31,6 +32,7 @@ pub mod fleet;
 pub mod forged;
 pub mod foundation;
 pub mod haproxy;
+pub mod idp_tokens;
 pub mod oidc;
 pub mod redis;
 pub mod spop_client;
