@@ -3,7 +3,7 @@
 //! each request gets a verdict, known revocations stay in force, `/ready` stays 200 and its
 //! body and `idgate_shared_store_up` say the store is unreachable; after it, the agents
 //! reconnect, write the revocations back, and new revocations propagate again. Through HAProxy
-//! 2.6 and 3.2 too: nothing reaches the upstream without an allow verdict.
+//! 2.6 and 3.4 too: nothing reaches the upstream without an allow verdict.
 
 mod support;
 
@@ -205,7 +205,7 @@ fn flushed_store_is_refilled_by_the_fleet() {
     }
 }
 
-/// Through HAProxy (2.6 and 3.2, the shipped configuration): with Redis stopped, then paused,
+/// Through HAProxy (2.6 and 3.4, the shipped configurations): with Redis stopped, then paused,
 /// then back, a revoked caller gets 401 and another caller 200, and nothing reaches the
 /// upstream without an allow verdict.
 fn through_haproxy(version: support::haproxy::HaproxyVersion) {
@@ -270,16 +270,4 @@ fn through_haproxy(version: support::haproxy::HaproxyVersion) {
     );
 }
 
-mod haproxy26 {
-    #[test]
-    fn redis_faults_through_haproxy() {
-        super::through_haproxy(super::support::haproxy::HaproxyVersion::V26)
-    }
-}
-
-mod haproxy32 {
-    #[test]
-    fn redis_faults_through_haproxy() {
-        super::through_haproxy(super::support::haproxy::HaproxyVersion::V32)
-    }
-}
+haproxy_tests!(full: [through_haproxy]);
