@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -163,87 +164,36 @@ fn revoke_refuses_bad_requests_clearly() {
     .unwrap();
     let without = dir.path().join("without.toml");
     std::fs::write(&without, config(&idp, "")).unwrap();
-    let w = with_store.to_str().unwrap();
-    for (args, want) in [
+    // (configuration, arguments after `--issuer`, what stderr says)
+    let cases: [(&Path, &str, &str); 8] = [
+        (&without, "corp --subject a", "no revocation store"),
+        (&with_store, "nope --subject a", "no issuer named \"nope\""),
+        (&with_store, "corp --issued-before yesterday", "RFC 3339"),
+        (&with_store, "corp --jti j --for soon", "--for"),
         (
-            vec![
-                "revoke",
-                "-c",
-                without.to_str().unwrap(),
-                "--issuer",
-                "corp",
-                "--subject",
-                "a",
-            ],
-            "no revocation store",
-        ),
-        (
-            vec!["revoke", "-c", w, "--issuer", "nope", "--subject", "a"],
-            "no issuer named \"nope\"",
-        ),
-        (
-            vec![
-                "revoke",
-                "-c",
-                w,
-                "--issuer",
-                "corp",
-                "--issued-before",
-                "yesterday",
-            ],
-            "RFC 3339",
-        ),
-        (
-            vec![
-                "revoke", "-c", w, "--issuer", "corp", "--jti", "j", "--for", "soon",
-            ],
-            "--for",
-        ),
-        (
-            vec![
-                "revoke",
-                "-c",
-                w,
-                "--issuer",
-                "corp",
-                "--subject",
-                "a",
-                "--jti",
-                "j",
-            ],
+            &with_store,
+            "corp --subject a --jti j",
             "cannot be used with",
         ),
         (
-            vec![
-                "revoke",
-                "-c",
-                w,
-                "--issuer",
-                "corp",
-                "--jti",
-                "j",
-                "--for",
-                "1h",
-                "--until",
-                "2030-01-01T00:00:00Z",
-            ],
+            &with_store,
+            "corp --jti j --for 1h --until 2030-01-01T00:00:00Z",
             "cannot be used with",
         ),
         (
-            vec![
-                "revoke",
-                "-c",
-                w,
-                "--issuer",
-                "corp",
-                "--jti",
-                "j",
-                "--until",
-                "2001-01-01T00:00:00Z",
-            ],
+            &with_store,
+            "corp --jti j --until 2001-01-01T00:00:00Z",
             "--until is in the past",
         ),
-    ] {
+        (
+            &with_store,
+            "corp --issued-before 2001-01-01T00:00:00Z",
+            "nothing to revoke",
+        ),
+    ];
+    for (cfg, rest, want) in cases {
+        let mut args = vec!["revoke", "-c", cfg.to_str().unwrap(), "--issuer"];
+        args.extend(rest.split(' '));
         let out = idgate(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
