@@ -119,6 +119,9 @@ fn stopped_then_restarted_empty() {
     let out = idgate(&["revoke", "-c", &cfg, "--issuer", "corp", "--subject", "bob"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("revocation not stored"));
+    let out = idgate(&["revocations", "-c", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the revocations"));
     // An agent started meanwhile serves, ready, saying the store is unreachable.
     let late = Agent::start(&f.cfg);
     assert!(late.wait_ready(READY_TIMEOUT), "{}", late.log());
