@@ -65,6 +65,12 @@ impl State {
             })?;
         let policy = Policy::compile(&config);
         let auth = Authenticator::new(&config, previous.map(|s| &s.auth), http);
+        if !auth.problems().is_empty() {
+            return Err(ConfigError {
+                source: source.to_string(),
+                problems: auth.problems().to_vec(),
+            });
+        }
         Ok(State {
             config: Arc::new(config),
             auth,

@@ -46,12 +46,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::claim_path::ClaimPath;
-use crate::config::{Config, IssuerConfig};
+use crate::config::{Config, IssuerConfig, Problem};
 use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
 
 mod cache;
 pub(crate) mod entra;
 mod identity;
+mod introspect;
 mod issuer;
 mod jose;
 mod jwks;
@@ -73,6 +74,7 @@ pub use identity::{
 };
 pub use keystore::IssuerStatus;
 
+use introspect::Introspector;
 use issuer::Issuer;
 
 /// At most a few `unknown_issuer` log lines per minute: the `iss` is the caller's text, and a
@@ -178,6 +180,20 @@ fn claims_read_by_rules(cfg: &Config) -> Vec<ClaimPath> {
         .collect()
 }
 
+/// A token accepted by a JWT issuer (then cached in the validated-token cache) or by an
+/// introspection issuer (cached by it).
+enum Validated {
+    Jwt(Identity),
+    Introspected(Arc<Identity>),
+}
+
+/// Whether `token` has the shape of a JWS or JWE (2 or 4 dots). Any other token is opaque: it
+/// goes to the introspection issuer with `opaque_tokens`, when one is configured.
+fn jwt_shaped(token: &str) -> bool {
+    let dots = token.bytes().filter(|&b| b == b'.').count();
+    dots == 2 || dots == 4
+}
+
 /// All configured issuers plus the validated-token cache.
 pub struct Authenticator {
     /// In configuration order.
@@ -188,6 +204,14 @@ pub struct Authenticator {
     /// `iss` matches.
     templated: Vec<Arc<Issuer>>,
     cache: Arc<cache::TokenCache>,
+    /// Issuers of `kind = "introspection"`, in configuration order (not in `issuers`).
+    introspectors: Vec<Arc<Introspector>>,
+    /// Exact `iss` -> introspection issuer: JWTs naming it are introspected.
+    introspect_by_iss: HashMap<String, Arc<Introspector>>,
+    /// The introspection issuer receiving tokens that are not JWTs.
+    opaque: Option<Arc<Introspector>>,
+    /// What cannot work although the configuration is valid (an unreadable secret file).
+    problems: Vec<Problem>,
     max_token_bytes: usize,
     /// What the payload parser keeps: every issuer's email/groups claim, and the claims an
     /// [`Identity`] keeps because rules read them (see [`claims_read_by_rules`]).
@@ -220,8 +244,34 @@ impl Authenticator {
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
         let mut templated = Vec::new();
-        let mut all_reused = previous.is_some_and(|p| p.issuers.len() == cfg.issuers.len());
-        for ic in &cfg.issuers {
+        let jwt_issuers = cfg.issuers.iter().filter(|i| i.introspection.is_none());
+        let mut all_reused =
+            previous.is_some_and(|p| p.issuers.len() == jwt_issuers.clone().count());
+        let mut introspectors = Vec::new();
+        let mut introspect_by_iss = HashMap::new();
+        let mut opaque = None;
+        let mut problems = Vec::new();
+        for (i, ic) in cfg.issuers.iter().enumerate() {
+            let Some(intro) = &ic.introspection else {
+                continue;
+            };
+            let before = previous.and_then(|p| {
+                p.introspectors
+                    .iter()
+                    .find(|old| old.cfg == *ic)
+                    .map(|old| &**old)
+            });
+            let x = Arc::new(Introspector::new(ic, http.clone(), before));
+            if let Some((field, why)) = x.problem() {
+                problems.push(Problem::new(format!("issuer[{i}].{field}"), why));
+            }
+            if intro.opaque_tokens {
+                opaque = Some(x.clone());
+            }
+            introspect_by_iss.insert(ic.issuer.as_str().to_string(), x.clone());
+            introspectors.push(x);
+        }
+        for ic in jwt_issuers {
             let reused = previous
                 .and_then(|p| p.issuers.iter().find(|old| old.cfg == *ic))
                 .cloned();
@@ -278,6 +328,10 @@ impl Authenticator {
             by_iss,
             templated,
             cache,
+            introspectors,
+            introspect_by_iss,
+            opaque,
+            problems,
             max_token_bytes: a.max_token_bytes,
             selection,
         }
@@ -306,12 +360,23 @@ impl Authenticator {
         if let Some(id) = self.cache.get(&key, now) {
             return Ok((id, key));
         }
-        let id = Arc::new(self.validate(token, now).await?);
-        self.cache.insert(key, id.clone(), now);
+        if let Some(x) = self.opaque.as_ref().filter(|_| !jwt_shaped(token)) {
+            // Not cached here: the introspector has its own cache and lifetimes.
+            let id = x.authenticate(token, key, &self.selection, None).await?;
+            return Ok((id, key));
+        }
+        let id = match self.validate(token, key, now).await? {
+            Validated::Jwt(id) => {
+                let id = Arc::new(id);
+                self.cache.insert(key, id.clone(), now);
+                id
+            }
+            Validated::Introspected(id) => id,
+        };
         Ok((id, key))
     }
 
-    async fn validate(&self, token: &str, now: u64) -> Result<Identity, Rejection> {
+    async fn validate(&self, token: &str, key: TokenKey, now: u64) -> Result<Validated, Rejection> {
         let parsed = jose::parse(token, self.max_token_bytes)?;
         let claims = parsed.claims(&self.selection)?;
         if parsed.header.nonce {
@@ -323,6 +388,13 @@ impl Authenticator {
                 "iss claim missing or not a string",
             ));
         };
+        if let Some(x) = self.introspect_by_iss.get(iss) {
+            let exp = claims.exp_hint();
+            return x
+                .authenticate(token, key, &self.selection, exp)
+                .await
+                .map(Validated::Introspected);
+        }
         let issuer = match self.issuer_for(iss, &claims) {
             Ok(issuer) => issuer,
             Err(rejection) => {
@@ -332,7 +404,24 @@ impl Authenticator {
                 return Err(rejection);
             }
         };
-        issuer.validate(token, &parsed, &claims, now).await
+        issuer
+            .validate(token, &parsed, &claims, now)
+            .await
+            .map(Validated::Jwt)
+    }
+
+    /// What cannot work although the configuration is valid (an introspection issuer's
+    /// unreadable client secret file): reported by check-config, at start and on reload.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// Introspection answers cached by issuer `name` (approximate; tests and diagnostics).
+    pub fn introspection_cached(&self, name: &str) -> Option<u64> {
+        self.introspectors
+            .iter()
+            .find(|x| x.cfg.name == name)
+            .map(|x| x.cached())
     }
 
     /// The issuer of a token with this `iss` and `tid`: the one configured with exactly this
@@ -362,7 +451,12 @@ impl Authenticator {
     /// The client's `description` stays a fixed text.
     fn log_unknown_issuer(&self, iss: &str) {
         if let Some(suppressed) = UNKNOWN_ISSUER_LOG.allow("unknown_issuer", "") {
-            let configured: Vec<&IssuerConfig> = self.issuers.iter().map(|i| &i.cfg).collect();
+            let configured: Vec<&IssuerConfig> = self
+                .issuers
+                .iter()
+                .map(|i| &i.cfg)
+                .chain(self.introspectors.iter().map(|x| &x.cfg))
+                .collect();
             let explained = unknown::explain(iss, &configured);
             tracing::info!(suppressed, "token refused (unknown_issuer): {explained}");
         }

@@ -29,6 +29,7 @@ mod cond;
 mod files;
 mod glob;
 mod host;
+mod introspection;
 mod issuer;
 mod issuer_id;
 mod log;
@@ -53,6 +54,7 @@ pub use cond::{
 pub use files::{SecretFile, CREDENTIALS_DIRECTORY_ENV};
 pub use glob::{GlobSeg, GlobShape, PathGlob};
 pub use host::{DataPlaneHost, DEFAULT_DATA_PLANE_HOSTS};
+pub use introspection::{IntrospectionAuth, IntrospectionConfig, IssuerSource};
 pub use issuer::{Algorithm, IssuerConfig};
 pub use issuer_id::{is_guid, IssuerId, IssuerKind, TenantId, TENANT_PLACEHOLDER};
 pub use log::LogConfig;

@@ -58,7 +58,9 @@ use client_credentials::ClientCredentials;
 pub use data_plane::serving_invocation;
 use data_plane::DataPlane;
 pub use failure::{Failure, Outcome, Side};
-use secret::Secret;
+pub(crate) use client_credentials::basic_auth;
+pub(crate) use failure::{sanitize_description, shown_url};
+pub(crate) use secret::{read_secret_file, Secret};
 use static_token::StaticToken;
 use token_exchange::TokenExchange;
 
