@@ -247,30 +247,6 @@ impl Authenticator {
         let jwt_issuers = cfg.issuers.iter().filter(|i| i.introspection.is_none());
         let mut all_reused =
             previous.is_some_and(|p| p.issuers.len() == jwt_issuers.clone().count());
-        let mut introspectors = Vec::new();
-        let mut introspect_by_iss = HashMap::new();
-        let mut opaque = None;
-        let mut problems = Vec::new();
-        for (i, ic) in cfg.issuers.iter().enumerate() {
-            let Some(intro) = &ic.introspection else {
-                continue;
-            };
-            let before = previous.and_then(|p| {
-                p.introspectors
-                    .iter()
-                    .find(|old| old.cfg == *ic)
-                    .map(|old| &**old)
-            });
-            let x = Arc::new(Introspector::new(ic, http.clone(), before));
-            if let Some((field, why)) = x.problem() {
-                problems.push(Problem::new(format!("issuer[{i}].{field}"), why));
-            }
-            if intro.opaque_tokens {
-                opaque = Some(x.clone());
-            }
-            introspect_by_iss.insert(ic.issuer.as_str().to_string(), x.clone());
-            introspectors.push(x);
-        }
         for ic in jwt_issuers {
             let reused = previous
                 .and_then(|p| p.issuers.iter().find(|old| old.cfg == *ic))
@@ -294,17 +270,49 @@ impl Authenticator {
         let a = &cfg.auth;
         // A templated issuer is picked by the token's `tid`, so that claim is read too.
         let tid = ClaimPath::parse(entra::TID).expect("tid is a claim name");
+        let introspected: Vec<jose::ClaimRules> = cfg
+            .issuers
+            .iter()
+            .filter(|i| i.introspection.is_some())
+            .map(issuer::claim_rules)
+            .collect();
         let selection = jose::ClaimSelection::new(
             issuers
                 .iter()
-                .flat_map(|i| {
-                    [&i.rules.email_claim, &i.rules.groups_claim]
+                .map(|i| &i.rules)
+                .chain(&introspected)
+                .flat_map(|r| {
+                    [&r.email_claim, &r.groups_claim]
                         .into_iter()
-                        .chain(i.rules.user_claim.as_ref())
+                        .chain(r.user_claim.as_ref())
                 })
                 .chain((!templated.is_empty()).then_some(&tid)),
             &claims_read_by_rules(cfg),
         );
+        let mut introspectors = Vec::new();
+        let mut introspect_by_iss = HashMap::new();
+        let mut opaque = None;
+        let mut problems = Vec::new();
+        for (i, ic) in cfg.issuers.iter().enumerate() {
+            let Some(intro) = &ic.introspection else {
+                continue;
+            };
+            // Cached answers are identities holding the claims the old selection kept: kept
+            // only when the issuer and the selection are unchanged (as the token cache).
+            let before = previous
+                .filter(|p| p.selection == selection)
+                .and_then(|p| p.introspectors.iter().find(|old| old.cfg == *ic))
+                .map(|old| &**old);
+            let x = Arc::new(Introspector::new(ic, http.clone(), before));
+            if let Some((field, why)) = x.problem() {
+                problems.push(Problem::new(format!("issuer[{i}].{field}"), why));
+            }
+            if intro.opaque_tokens {
+                opaque = Some(x.clone());
+            }
+            introspect_by_iss.insert(ic.issuer.as_str().to_string(), x.clone());
+            introspectors.push(x);
+        }
         let cache = match previous {
             // Cached identities hold only the claims the old rules read: a reload whose rules
             // read other claims must not be answered from them (a `claims` condition of a deny

@@ -165,3 +165,169 @@ impl IntrospectionConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// An Okta custom authorization server, as an operator configures it, with the secret in
+    /// `dir`; `extra` is appended.
+    fn okta(dir: &std::path::Path, extra: &str) -> String {
+        std::fs::write(dir.join("okta.secret"), "s3cr3t\n").unwrap();
+        format!(
+            "[[issuer]]\nname = \"okta\"\nkind = \"introspection\"\n\
+             issuer = \"https://dev-133337.okta.com/oauth2/default\"\n\
+             introspection_url = \"https://dev-133337.okta.com/oauth2/default/v1/introspect\"\n\
+             client_id = \"0oa1abcdEFGH2ijk3l4m\"\nclient_secret_file = \"okta.secret\"\n\
+             audiences = [\"api://default\"]\n{extra}"
+        )
+    }
+
+    fn shown(text: &str, dir: &std::path::Path) -> Vec<String> {
+        match Config::from_toml_in(text, "t", dir) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::from_toml_in(&okta(d.path(), ""), "t", d.path()).unwrap();
+        let i = &c.issuers[0];
+        assert_eq!(i.kind, IssuerSource::Introspection);
+        let ic = i.introspection.as_ref().unwrap();
+        assert_eq!(ic.client_auth, IntrospectionAuth::ClientSecretBasic);
+        assert_eq!(ic.cache_ttl, secs(60));
+        assert_eq!(ic.negative_ttl, secs(10));
+        assert_eq!(ic.cache_size, 10_000);
+        assert!(ic.opaque_tokens);
+        assert_eq!(ic.client_secret_file.path(), d.path().join("okta.secret"));
+    }
+
+    #[test]
+    fn mistakes_are_reported_by_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        // The JWT keys an operator copies from a JWT issuer.
+        let got = shown(
+            &okta(
+                p,
+                "jwks_uri = \"https://dev-133337.okta.com/oauth2/default/v1/keys\"\n",
+            ),
+            p,
+        );
+        assert_eq!(
+            got,
+            [
+                "issuer[0].jwks_uri: not used by kind = \"introspection\" (the IdP checks the \
+              token's signature)"
+            ]
+        );
+        // http:// to a non-loopback host, a query string, bounds.
+        let text = okta(p, "").replace(
+            "https://dev-133337.okta.com/oauth2/default/v1",
+            "http://idp.example.com",
+        );
+        assert_eq!(
+            shown(&text, p),
+            [
+                "issuer[0].introspection_url: \"http://idp.example.com/introspect\": http:// is \
+              only allowed for loopback hosts; use https://"
+            ]
+        );
+        let got = shown(
+            &okta(
+                p,
+                "introspection_cache_ttl = \"2h\"\nintrospection_negative_ttl = \"10m\"\n\
+                 introspection_cache_size = 0\nclient_auth = \"private_key_jwt\"\n",
+            ),
+            p,
+        );
+        let keys: Vec<&str> = got.iter().map(|s| s.split(':').next().unwrap()).collect();
+        assert_eq!(keys, ["issuer[0].client_auth"], "{got:?}");
+        let got = shown(
+            &okta(
+                p,
+                "introspection_cache_ttl = \"2h\"\nintrospection_negative_ttl = \"10m\"\n\
+                 introspection_cache_size = 0\n",
+            ),
+            p,
+        );
+        let keys: Vec<&str> = got.iter().map(|s| s.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "issuer[0].introspection_cache_ttl",
+                "issuer[0].introspection_negative_ttl",
+                "issuer[0].introspection_cache_size",
+            ]
+        );
+        // No secret file, no audiences.
+        let text = okta(p, "")
+            .replace("client_secret_file = \"okta.secret\"\n", "")
+            .replace("audiences = [\"api://default\"]\n", "audiences = []\n");
+        let got = shown(&text, p);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("issuer[0].client_secret_file: missing field"),
+            "{got:?}"
+        );
+        let text = okta(p, "").replace("[\"api://default\"]", "[]");
+        let got = shown(&text, p);
+        assert!(
+            got[0].starts_with("issuer[0].audiences: required")
+                && got[0].contains("api://default")
+                && got[0].contains("account"),
+            "{got:?}"
+        );
+        let text = okta(p, "").replace("okta.secret\"", "missing.secret\"");
+        let got = shown(&text, p);
+        assert!(
+            got[0].starts_with("issuer[0].client_secret_file: \"missing.secret\" not found"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn introspection_keys_on_a_jwt_issuer_and_two_opaque_receivers() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let got = shown(
+            "[[issuer]]\nname = \"kc\"\nissuer = \"https://kc.example.com/realms/corp\"\n\
+             audiences = [\"idgate\"]\nclient_id = \"idgate\"\n",
+            p,
+        );
+        assert_eq!(
+            got,
+            ["issuer[0].client_id: only for an issuer with kind = \"introspection\""]
+        );
+        let two = format!(
+            "{}{}",
+            okta(p, ""),
+            okta(p, "")
+                .replace("name = \"okta\"", "name = \"okta2\"")
+                .replace(
+                    "https://dev-133337.okta.com/oauth2/default\"\n",
+                    "https://dev-133337.okta.com\"\n"
+                )
+        );
+        let got = shown(&two, p);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("issuer[1].opaque_tokens: issuer[0] already receives"),
+            "{got:?}"
+        );
+        let fixed = two.replacen(
+            "name = \"okta2\"\n",
+            "name = \"okta2\"\nopaque_tokens = false\n",
+            1,
+        );
+        assert_eq!(shown(&fixed, p), Vec::<String>::new());
+    }
+}

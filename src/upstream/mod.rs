@@ -54,12 +54,12 @@ use crate::config::{
 use crate::decision::{Identity, Route};
 use crate::token_key::TokenKey;
 
+pub(crate) use client_credentials::basic_auth;
 use client_credentials::ClientCredentials;
 pub use data_plane::serving_invocation;
 use data_plane::DataPlane;
-pub use failure::{Failure, Outcome, Side};
-pub(crate) use client_credentials::basic_auth;
 pub(crate) use failure::{sanitize_description, shown_url};
+pub use failure::{Failure, Outcome, Side};
 pub(crate) use secret::{read_secret_file, Secret};
 use static_token::StaticToken;
 use token_exchange::TokenExchange;

@@ -7,6 +7,7 @@
 //! - [`databricks`]: a fake Databricks: token endpoint, serving-endpoint API, workspace and
 //!   data plane over TLS (async; needs a Tokio runtime).
 //! - [`dns`]: a fake DNS server for HAProxy's resolver (data-plane names to 127.0.0.1).
+//! - [`introspection`]: a fake RFC 7662 introspection endpoint with Okta and Keycloak faces (async).
 //! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //! - [`stack`]: the one stack builder: idgate + an upstream + HAProxy (e2e and fault tests).
@@ -28,6 +29,7 @@ pub mod echo;
 pub mod forged;
 pub mod foundation;
 pub mod haproxy;
+pub mod introspection;
 pub mod oidc;
 pub mod spop_client;
 pub mod stack;

@@ -97,8 +97,8 @@ pub(crate) fn judge(
         with_iss = serde_json::to_vec(&v).map_err(|_| "the answer cannot be read")?;
         &with_iss
     };
-    let claims = jose::read_claims(claims_json, selection)
-        .map_err(|_| "the answer is not a JSON object")?;
+    let claims =
+        jose::read_claims(claims_json, selection).map_err(|_| "the answer is not a JSON object")?;
     Ok(match jose::check_claims(rules, &claims, now) {
         Ok(id) => Answer::Active(Arc::new(id)),
         Err(r) => Answer::Refused(r),

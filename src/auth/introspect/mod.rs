@@ -115,14 +115,13 @@ impl Introspector {
             }),
             None => http,
         };
-        let auth = read_secret_file(ic.client_secret_file.path()).and_then(|s| {
-            match ic.client_auth {
+        let auth =
+            read_secret_file(ic.client_secret_file.path()).and_then(|s| match ic.client_auth {
                 IntrospectionAuth::ClientSecretBasic => {
                     basic_auth(&ic.client_id, &s).map(ClientAuth::Basic)
                 }
                 IntrospectionAuth::ClientSecretPost => Ok(ClientAuth::Post(s)),
-            }
-        });
+            });
         let m = crate::metrics::metrics();
         let name = cfg.name.as_str();
         Introspector {
@@ -270,7 +269,11 @@ impl Introspector {
         let mut resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                let what = if e.is_timeout() { "timed out" } else { "failed" };
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "failed"
+                };
                 let cause = crate::telemetry::error_chain(&e.without_url());
                 return Err(self.failed("unavailable", &format!("request {what}: {cause}")));
             }
@@ -295,9 +298,20 @@ impl Introspector {
         let code = status.as_u16();
         if status.is_success() && code == 200 {
             let now = unix_now();
-            return match answer::judge(&body, self.cfg.issuer.as_str(), &self.rules, selection, now, exp_hint) {
+            return match answer::judge(
+                &body,
+                self.cfg.issuer.as_str(),
+                &self.rules,
+                selection,
+                now,
+                exp_hint,
+            ) {
                 Ok(a) => {
-                    self.count(if matches!(a, Answer::Active(_)) { "active" } else { "inactive" });
+                    self.count(if matches!(a, Answer::Active(_)) {
+                        "active"
+                    } else {
+                        "inactive"
+                    });
                     Ok(a)
                 }
                 Err(why) => Err(self.failed("invalid", &format!("HTTP 200: {why}"))),
@@ -331,7 +345,11 @@ fn error_detail(body: &[u8]) -> String {
     if let Some(code) = e.error.as_deref().and_then(sanitize_description) {
         out.push_str(&format!(", error={code}"));
     }
-    if let Some(d) = e.error_description.as_deref().and_then(sanitize_description) {
+    if let Some(d) = e
+        .error_description
+        .as_deref()
+        .and_then(sanitize_description)
+    {
         out.push_str(&format!(", error_description={d:?}"));
     }
     out
