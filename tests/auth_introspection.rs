@@ -347,3 +347,50 @@ fn unreadable_client_secret_fails_check_config() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("issuer[0].client_secret_file"), "{stderr}");
 }
+
+/// `idgate explain` with an opaque token: the introspection outcome, never the token.
+#[test]
+fn explain_reports_the_introspection_outcome() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeIntrospection::start());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idgate.toml");
+    std::fs::write(&path, config(&fake, dir.path(), "")).unwrap();
+    let explain = |token: &str| {
+        let out = std::process::Command::new(Agent::binary())
+            .args(["explain", "-c"])
+            .arg(&path)
+            .args(["--method", "POST", "--path", INVOKE, "--token", token])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!text.contains(token), "the token is never printed: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        v
+    };
+    let t = fake.mint_okta(
+        "alice@example.com",
+        &["ml-engineers"],
+        Duration::from_secs(3600),
+    );
+    let r = explain(&t);
+    assert_eq!(r["introspection"]["issuer"], "okta", "{r:#}");
+    assert_eq!(
+        r["introspection"]["endpoint"],
+        fake.okta_url().as_str(),
+        "{r:#}"
+    );
+    let outcome = r["introspection"]["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("active"), "{r:#}");
+    assert_eq!(r["variables"]["sub"], "alice@example.com", "{r:#}");
+    let r = explain("2YotnFZFEjr1zCsicMWpAA");
+    let outcome = r["introspection"]["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("inactive"), "{r:#}");
+    assert_eq!(r["variables"]["reason"], "bad_signature", "{r:#}");
+    fake.expect_secret("okta", "other");
+    let r = explain(&t);
+    let outcome = r["introspection"]["outcome"].as_str().unwrap();
+    assert!(outcome.contains("client_secret_file"), "{r:#}");
+    assert_eq!(r["variables"]["status"], 502, "{r:#}");
+}

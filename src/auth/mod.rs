@@ -424,6 +424,17 @@ impl Authenticator {
         &self.problems
     }
 
+    /// For `idgate explain`: the introspection issuer `token` goes to (its name and endpoint
+    /// as logged), given the token's unverified `iss`; `None` when a JWT issuer (or none)
+    /// judges it.
+    pub fn introspection_for(&self, token: &str, iss: Option<&str>) -> Option<(&str, &str)> {
+        let x = match (&self.opaque, jwt_shaped(token)) {
+            (Some(x), false) => x,
+            _ => self.introspect_by_iss.get(iss?)?,
+        };
+        Some((x.cfg.name.as_str(), x.shown_url()))
+    }
+
     /// Introspection answers cached by issuer `name` (approximate; tests and diagnostics).
     pub fn introspection_cached(&self, name: &str) -> Option<u64> {
         self.introspectors

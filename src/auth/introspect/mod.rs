@@ -166,6 +166,11 @@ impl Introspector {
         })
     }
 
+    /// The endpoint as logged (`scheme://host:port/path`).
+    pub(super) fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+
     /// Answers currently cached (approximate; tests and diagnostics).
     pub(super) fn cached(&self) -> u64 {
         self.cache.entry_count()
