@@ -394,3 +394,42 @@ fn explain_reports_the_introspection_outcome() {
     assert!(outcome.contains("client_secret_file"), "{r:#}");
     assert_eq!(r["variables"]["status"], 502, "{r:#}");
 }
+
+/// SIGHUP with the issuer unchanged keeps the cached answers (no new call); a rotated secret
+/// file is read again (the fake then expects the new one).
+#[test]
+fn reload_keeps_cached_answers_and_rereads_the_secret() {
+    let s = setup("");
+    let t = s.fake.mint_okta(
+        "ivy@example.com",
+        &["ml-engineers"],
+        Duration::from_secs(3600),
+    );
+    assert!(invoke(&s, &t).allow());
+    let secret_file = s._dir.path().join("okta.secret");
+    support::write_secret(&secret_file, "rotated-secret");
+    s.fake.expect_secret("okta", "rotated-secret");
+    s.agent.signal("HUP");
+    let reloaded = support::poll_until(Duration::from_secs(10), || {
+        (s.agent
+            .metric("idgate_config_reloads_total", &[("result", "success")])
+            .unwrap_or(0.0)
+            >= 1.0)
+            .then_some(())
+    });
+    assert!(reloaded.is_some(), "{}", s.agent.log());
+    assert!(invoke(&s, &t).allow());
+    assert_eq!(s.fake.calls("okta"), 1, "answered from the kept cache");
+    let other = s.fake.mint_okta(
+        "jay@example.com",
+        &["ml-engineers"],
+        Duration::from_secs(3600),
+    );
+    let v = invoke(&s, &other);
+    assert!(
+        v.allow(),
+        "the new secret is used: {v:?}\n{}",
+        s.agent.log()
+    );
+    assert_eq!(s.fake.calls("okta"), 2);
+}
