@@ -63,8 +63,8 @@ pub use rule::{Effect, RuleConfig, MAX_RULE_NAME};
 pub use spop::{ListenAddr, SocketMode, SocketPerms, SpopConfig, MAX_UNIX_PATH, UNIX_PREFIX};
 pub(crate) use upstream::MAX_UPSTREAM_NAME;
 pub use upstream::{
-    is_entra_token_url, ClientAuth, Credential, DataPlaneMode, UpstreamConfig, UpstreamKind,
-    DEFAULT_IMDS_URL,
+    is_entra_token_url, AssertionAlgorithm, ClientAuth, Credential, DataPlaneMode, UpstreamConfig,
+    UpstreamKind, DEFAULT_IMDS_URL,
 };
 pub(crate) use value::check_url;
 pub use value::{Dur, HttpsUrl};
