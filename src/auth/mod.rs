@@ -244,6 +244,18 @@ impl Authenticator {
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
         let mut templated = Vec::new();
+        // Per-IdP hints (config::issuer_hints), once per new or changed issuer.
+        for ic in &cfg.issuers {
+            let unchanged = previous.is_some_and(|p| {
+                p.issuers.iter().any(|o| o.cfg == *ic)
+                    || p.introspectors.iter().any(|o| o.cfg == *ic)
+            });
+            if !unchanged {
+                for hint in crate::config::issuer_hints(ic) {
+                    tracing::warn!(issuer = %ic.name, "{hint}");
+                }
+            }
+        }
         let jwt_issuers = cfg.issuers.iter().filter(|i| i.introspection.is_none());
         let mut all_reused =
             previous.is_some_and(|p| p.issuers.len() == jwt_issuers.clone().count());

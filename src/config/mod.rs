@@ -28,6 +28,7 @@ mod claim_glob;
 mod cond;
 mod files;
 mod glob;
+mod hints;
 mod host;
 mod introspection;
 mod issuer;
@@ -53,6 +54,7 @@ pub use cond::{
 };
 pub use files::{SecretFile, CREDENTIALS_DIRECTORY_ENV};
 pub use glob::{GlobSeg, GlobShape, PathGlob};
+pub use hints::issuer_hints;
 pub use host::{DataPlaneHost, DEFAULT_DATA_PLANE_HOSTS};
 pub use introspection::{IntrospectionAuth, IntrospectionConfig, IssuerSource};
 pub use issuer::{Algorithm, IssuerConfig};
