@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use support::haproxy::HaproxyVersion;
-use support::introspection::{FakeIntrospection, OKTA_CLIENT_ID, OKTA_SECRET};
+use support::introspection::{FakeIntrospection, OKTA_SECRET};
 
 const SERVING_CREDENTIAL: &str = "dapi-e2e-introspection-sp";
 const INVOKE: &str = "/serving-endpoints/churn/invocations";
@@ -28,16 +28,7 @@ fn scenario(version: HaproxyVersion) {
 [log]
 audit = "{audit}"
 
-[[issuer]]
-name = "okta"
-kind = "introspection"
-issuer = "{iss}"
-introspection_url = "{url}"
-client_id = "{OKTA_CLIENT_ID}"
-client_secret_file = "{d}/okta.secret"
-audiences = ["api://default"]
-user_claim = "uid"
-
+{okta}
 [[rule]]
 name = "serving"
 methods = ["POST"]
@@ -50,8 +41,7 @@ upstream = "serving-sp"
 kind = "static"
 token_file = "{d}/sp.token"
 "#,
-        iss = fake.okta_issuer(),
-        url = fake.okta_url(),
+        okta = fake.okta_issuer_toml(&dir.path().join("okta.secret"), ""),
         d = dir.path().display(),
         audit = support::stack::AUDIT_PLACEHOLDER,
     );

@@ -22,7 +22,6 @@
 //! expects.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,12 +86,7 @@ impl FakeIntrospection {
                 post(keycloak),
             )
             .with_state(Arc::clone(&st));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        let base_url = format!("http://{addr}");
+        let (base_url, task) = super::serve_local(app).await;
         *st.base.lock().unwrap() = base_url.clone();
         FakeIntrospection { base_url, st, task }
     }
@@ -168,6 +162,20 @@ impl FakeIntrospection {
             .unwrap()
             .insert(token.clone(), ("keycloak", answer));
         token
+    }
+
+    /// The `[[issuer]]` table of an Okta custom authorization server introspected by idgate,
+    /// as its operator writes it: the secret in `secret_file`, `extra` lines appended.
+    pub fn okta_issuer_toml(&self, secret_file: &std::path::Path, extra: &str) -> String {
+        format!(
+            "[[issuer]]\nname = \"okta\"\nkind = \"introspection\"\nissuer = \"{}\"\n\
+             introspection_url = \"{}\"\nclient_id = \"{OKTA_CLIENT_ID}\"\n\
+             client_secret_file = \"{}\"\naudiences = [\"api://default\"]\n\
+             user_claim = \"uid\"\n{extra}\n",
+            self.okta_issuer(),
+            self.okta_url(),
+            secret_file.display()
+        )
     }
 
     /// The token is answered inactive from now on.

@@ -133,6 +133,17 @@ pub fn tcp_accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// Serves `app` over plain HTTP on `127.0.0.1:<free port>` in the current Tokio runtime:
+/// `http://127.0.0.1:<port>` and the server task (abort it to stop; the fakes do on drop).
+pub async fn serve_local(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), task)
+}
+
 /// Polls `probe` until it returns `Some`, or gives up after `timeout` with `None`.
 pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
