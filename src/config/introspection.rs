@@ -207,6 +207,7 @@ mod tests {
         assert_eq!(ic.negative_ttl, secs(10));
         assert_eq!(ic.cache_size, 10_000);
         assert!(ic.opaque_tokens);
+        assert_eq!(i.http_timeout, secs(2), "a call on the request's path");
         assert_eq!(ic.client_secret_file.path(), d.path().join("okta.secret"));
     }
 

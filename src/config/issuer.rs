@@ -138,7 +138,8 @@ pub struct IssuerConfig {
     /// idgate answers `unknown_key` itself instead of HAProxy giving up, with room left for an
     /// upstream credential fetch. Between 1ms and 10s.
     pub unknown_kid_wait: Dur,
-    /// Timeout of every HTTP call to this IdP. Default 5s.
+    /// Timeout of every HTTP call to this IdP. Default 5s (2s for `kind = "introspection"`,
+    /// whose call is on the request's path).
     pub http_timeout: Dur,
     /// Allowed `typ` header values (case-insensitive) when present. Default `["JWT", "at+jwt"]`.
     pub allowed_typ: Vec<String>,
@@ -192,7 +193,13 @@ impl IssuerConfig {
             jwks_refresh: jwks_refresh.unwrap_or(secs(600)),
             unknown_kid_refetch_interval: refetch.unwrap_or(secs(30)),
             unknown_kid_wait: kid_wait.unwrap_or(secs(1)),
-            http_timeout: http_timeout.unwrap_or(secs(5)),
+            // An introspection call is on the request's path: keep it inside the shipped SPOE
+            // `timeout processing` (3s), with room for an upstream credential.
+            http_timeout: http_timeout.unwrap_or(if kind == IssuerSource::Introspection {
+                secs(2)
+            } else {
+                secs(5)
+            }),
             allowed_typ: allowed_typ.unwrap_or_else(|| vec!["JWT".into(), "at+jwt".into()]),
             ca_file,
             kind,
