@@ -423,3 +423,36 @@ fn reload_keeps_cached_answers_and_rereads_the_secret() {
     );
     assert_eq!(s.fake.calls("okta"), 2);
 }
+
+/// A JWT issuer next to an introspection issuer receiving opaque tokens: a signed JWT of the
+/// JWT issuer is validated locally (no call), an opaque token goes to introspection, and a
+/// JWT of an unknown issuer is not sent anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_issuers_and_an_introspection_issuer_side_by_side() {
+    use support::auth_kit::{self, MockIdp, Signer};
+    let fake = FakeIntrospection::start().await;
+    let signer = Signer::rsa("k1");
+    let idp = MockIdp::start(&[&signer]).await;
+    let dir = tempfile::tempdir().unwrap();
+    support::write_secret(&dir.path().join("okta.secret"), OKTA_SECRET);
+    let text = format!(
+        "[[issuer]]\nname = \"corp\"\nissuer = \"{}\"\njwks_uri = \"{}\"\naudiences = [\"api\"]\n\n{}",
+        idp.base,
+        idp.jwks_uri(),
+        fake.okta_issuer_toml(&dir.path().join("okta.secret"), ""),
+    );
+    let cfg = idgate::config::Config::from_toml_in(&text, "t", dir.path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = auth_kit::ready_auth(&cfg).await;
+    let jwt = signer.token(&auth_kit::claims(&idp.base));
+    assert_eq!(&*a.authenticate(&jwt).await.unwrap().issuer, "corp");
+    let opaque = fake.mint_okta("kim@example.com", &[], Duration::from_secs(600));
+    assert_eq!(&*a.authenticate(&opaque).await.unwrap().issuer, "okta");
+    let stranger = signer.token(&auth_kit::claims("https://elsewhere.example.com"));
+    assert_eq!(auth_kit::reason(&a, &stranger).await, "unknown_issuer");
+    assert_eq!(
+        fake.calls("okta"),
+        1,
+        "only the opaque token was introspected"
+    );
+}
