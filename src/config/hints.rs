@@ -87,6 +87,33 @@ pub fn issuer_hints(ic: &IssuerConfig) -> Vec<String> {
             iss.trim_end_matches('/')
         ));
     }
+    if let Some(i) = &ic.introspection {
+        let expected = if okta && (path.is_empty() || path == "/") {
+            // The org authorization server's endpoints are under /oauth2/v1.
+            Some(format!(
+                "{}/oauth2/v1/introspect",
+                iss.trim_end_matches('/')
+            ))
+        } else if okta {
+            Some(format!("{}/v1/introspect", iss.trim_end_matches('/')))
+        } else if realm.is_some() {
+            Some(format!(
+                "{}/protocol/openid-connect/token/introspect",
+                iss.trim_end_matches('/')
+            ))
+        } else {
+            None
+        };
+        if let Some(expected) = expected.filter(|e| e != i.url.as_str()) {
+            out.push(format!(
+                "introspection_url {:?} is not the endpoint of issuer {iss:?} ({expected:?}): \
+                 an authorization server answers active: false for another server's tokens \
+                 (Okta: the org server's /oauth2/v1/introspect does not know the tokens of \
+                 /oauth2/default)",
+                i.url.as_str()
+            ));
+        }
+    }
     if host.ends_with(".auth0.com") && !iss.ends_with('/') {
         out.push(format!(
             "issuer {iss:?}: Auth0's iss ends with a slash (\"{iss}/\"); without it every \
@@ -168,6 +195,56 @@ mod tests {
         assert!(
             hints("issuer = \"https://kc.example.com/realms/corp\"\naudiences = [\"gw\"]\n")
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn introspection_endpoint_of_another_server() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("s"), "x").unwrap();
+        let intro = |iss: &str, url: &str| {
+            let text = format!(
+                "[[issuer]]\nname = \"i\"\nkind = \"introspection\"\nissuer = \"{iss}\"\n\
+                 introspection_url = \"{url}\"\nclient_id = \"c\"\nclient_secret_file = \"s\"\n\
+                 audiences = [\"a\"]\n"
+            );
+            let c = Config::from_toml_in(&text, "t", d.path()).unwrap_or_else(|e| panic!("{e}"));
+            issuer_hints(&c.issuers[0])
+        };
+        let okta = "https://example.okta.com/oauth2/default";
+        let h = intro(okta, "https://example.okta.com/oauth2/v1/introspect");
+        assert!(
+            h.len() == 1 && h[0].contains("/oauth2/default/v1/introspect"),
+            "{h:?}"
+        );
+        assert!(intro(okta, &format!("{okta}/v1/introspect")).is_empty());
+        let kc = "https://kc.example.com/realms/corp";
+        let h = intro(
+            kc,
+            "https://kc.example.com/realms/master/protocol/openid-connect/token/introspect",
+        );
+        assert!(
+            h.len() == 1 && h[0].contains("realms/corp/protocol"),
+            "{h:?}"
+        );
+        assert!(intro(
+            kc,
+            &format!("{kc}/protocol/openid-connect/token/introspect")
+        )
+        .is_empty());
+        // The org server itself, introspected: no org-server hint, its own endpoint.
+        assert!(intro(
+            "https://example.okta.com",
+            "https://example.okta.com/oauth2/v1/introspect"
+        )
+        .is_empty());
+        let h = intro(
+            "https://example.okta.com",
+            "https://example.okta.com/oauth2/default/v1/introspect",
+        );
+        assert!(
+            h.len() == 1 && h[0].contains("\"https://example.okta.com/oauth2/v1/introspect\""),
+            "{h:?}"
         );
     }
 
