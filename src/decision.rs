@@ -308,7 +308,15 @@ impl Verdict {
 
     /// A 401 with its RFC 6750 challenge. `missing_token` gets the bare challenge (RFC 6750
     /// §3.1: no error code when the request had no credentials); the others `invalid_token`.
+    /// A rejection whose reason is no 401 (the IdP's token introspection failed:
+    /// `upstream_unavailable`, `upstream_refused`) is that refusal, without a challenge.
     pub fn unauthorized(realm: &str, rejection: &Rejection) -> Self {
+        if rejection.reason.status() != 401 {
+            return Verdict {
+                description: Some(rejection.description),
+                ..Verdict::deny(rejection.reason)
+            };
+        }
         let challenge = if rejection.reason == Reason::MissingToken {
             format!("Bearer realm=\"{realm}\"")
         } else {

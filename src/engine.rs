@@ -69,6 +69,12 @@ impl State {
             })?;
         let policy = Policy::compile(&config);
         let auth = Authenticator::new(&config, previous.map(|s| &s.auth), http);
+        if !auth.problems().is_empty() {
+            return Err(ConfigError {
+                source: source.to_string(),
+                problems: auth.problems().to_vec(),
+            });
+        }
         let revocations = previous.map_or_else(Revocations::new, |s| s.revocations.clone());
         Ok(State {
             config: Arc::new(config),

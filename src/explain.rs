@@ -106,10 +106,18 @@ pub async fn explain(
         (crate::decision::Reason::UnknownIssuer, Some(iss)) => Some(issuer_check(&state, &iss)),
         _ => None,
     };
+    let introspection = req.token.as_deref().and_then(|t| {
+        let iss = unverified_iss(t);
+        let (name, url) = state.auth.introspection_for(t.trim(), iss.as_deref())?;
+        Some(introspection_report(name, url, &verdict))
+    });
     let answer = contract::render(verdict, max_frame_size);
     let mut report = report(&answer);
     if !closest.is_empty() {
         report["closest_rules"] = Value::Array(closest);
+    }
+    if let Some(i) = introspection {
+        report["introspection"] = i;
     }
     if let Some(check) = issuer_check {
         report["issuer_check"] = check;
@@ -181,6 +189,26 @@ fn issuer_check(state: &State, iss: &str) -> Value {
         check["did_you_mean"] = json!({"issuer": ic.name, "iss": ic.issuer.as_str()});
     }
     check
+}
+
+/// What the IdP's introspection endpoint said about the token (never the token itself): the
+/// issuer asked, its endpoint, and the outcome.
+fn introspection_report(issuer: &str, url: &str, verdict: &Verdict) -> Value {
+    use crate::decision::Reason;
+    let outcome = match (&verdict.identity, verdict.reason) {
+        (Some(_), _) => "active: the answer's claims passed the issuer's checks",
+        (None, Reason::UpstreamUnavailable) => {
+            "no answer: the endpoint is unreachable, timed out or failed (see the log)"
+        }
+        (None, Reason::UpstreamRefused) => {
+            "refused: the endpoint refused idgate's client (check client_id, \
+             client_secret_file and client_auth; see the log)"
+        }
+        (None, Reason::BadSignature) => "inactive: the IdP does not vouch for this token",
+        (None, Reason::Expired) => "expired: the token's exp has passed",
+        (None, _) => "active, but the answer's claims were refused (see reason)",
+    };
+    json!({"issuer": issuer, "endpoint": url, "outcome": outcome})
 }
 
 /// The `iss` of a JWT, read without verifying anything (to choose which keys to wait for).

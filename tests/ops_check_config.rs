@@ -872,3 +872,47 @@ groups = ["admins"]
     let (_, r, _) = explain(&config, &["--method", "GET", "--path", "/api/2.0/x"]);
     assert_eq!(r["closest_rules"][0]["failed"], "token", "{r:#}");
 }
+
+/// Per-IdP hints: a valid configuration with the mistake an operator of each IdP is likely to
+/// make passes (exit 0), and check-config says what is probably wrong, naming the issuer.
+#[test]
+fn per_idp_hints_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "okta-org",
+            "issuer = \"https://example.okta.com\"\naudiences = [\"api://default\"]",
+            "Okta's org authorization server",
+        ),
+        (
+            "entra-v2",
+            "issuer = \"https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0\"\naudiences = [\"api://databricks-gateway\"]",
+            "v2.0 issuer",
+        ),
+        (
+            "kc-no-realm",
+            "issuer = \"https://kc.example.com\"\naudiences = [\"gw\"]\njwks_uri = \"https://kc.example.com/realms/corp/protocol/openid-connect/certs\"",
+            "without its realm",
+        ),
+        (
+            "auth0",
+            "issuer = \"https://example.us.auth0.com\"\naudiences = [\"https://api.example.com\"]",
+            "Auth0's iss ends with a slash",
+        ),
+    ];
+    for (name, issuer, hint) in cases {
+        let path = write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!("[[issuer]]\nname = \"{name}\"\n{issuer}\n"),
+        );
+        let out = check_config(&path);
+        assert!(out.status.success(), "{name}: {}", describe(&out));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(hint) && stderr.contains(name),
+            "{name}: {}",
+            describe(&out)
+        );
+    }
+}

@@ -209,6 +209,46 @@ async fn certificate_credential_signs_a_fresh_assertion_per_request() {
     assert_eq!(fake.assertions(), 3, "each attempt had its own jti");
 }
 
+/// `assertion_algorithm`: PS256 by default, RS256 on request (Entra accepts both; Okta and
+/// Keycloak expect RS256).
+#[tokio::test]
+async fn assertion_algorithm_is_configurable() {
+    let fake = FakeEntra::start().await;
+    let d = tempfile::tempdir().unwrap();
+    let c = make_cert(d.path(), "alg");
+    fake.register_certificate(c.registered.clone());
+    let b = broker(&assertion_config("az-ps", &fake.token_url, &c), d.path());
+    b.credential("az-ps", None, None).await.unwrap();
+    let rs = assertion_config("az-rs", &fake.token_url, &c) + "assertion_algorithm = \"RS256\"\n";
+    let b = broker(&rs, d.path());
+    b.credential("az-rs", None, None).await.unwrap();
+    assert!(fake.rejections().is_empty(), "{:?}", fake.rejections());
+    assert_eq!(fake.assertion_algorithms(), ["PS256", "RS256"]);
+    // Only PS256 and RS256; only with a client assertion.
+    let bad = assertion_config("az-es", &fake.token_url, &c) + "assertion_algorithm = \"ES256\"\n";
+    let e = Config::from_toml_in(&bad, "t", d.path()).unwrap_err();
+    assert_eq!(
+        e.problems[0].key, "upstream.az-es.assertion_algorithm",
+        "{e}"
+    );
+    std::fs::write(d.path().join("s"), "secret\n").unwrap();
+    let secret = format!(
+        "[upstream.x]\nkind = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"a\"\n\
+         client_secret_file = \"s\"\nassertion_algorithm = \"RS256\"\n",
+        fake.token_url
+    );
+    let e = Config::from_toml_in(&secret, "t", d.path()).unwrap_err();
+    let shown: Vec<String> = e
+        .problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect();
+    assert_eq!(
+        shown,
+        ["upstream.x.assertion_algorithm: only with client_assertion_key_file (private_key_jwt)"]
+    );
+}
+
 #[tokio::test]
 async fn a_certificate_entra_does_not_know_is_refused() {
     let fake = FakeEntra::start().await;

@@ -53,16 +53,6 @@ impl Issuer {
             None => http,
         };
         let store = Arc::new(KeyStore::new(cfg, http));
-        let default_path = |p: &str| ClaimPath::parse(p).expect("the default claim names parse");
-        let email_claim = cfg
-            .email_claim
-            .clone()
-            .unwrap_or_else(|| default_path(DEFAULT_EMAIL_CLAIM));
-        let groups_claim = cfg
-            .groups_claim
-            .clone()
-            .unwrap_or_else(|| default_path(DEFAULT_GROUPS_CLAIM));
-        let leeway = cfg.leeway.0.as_secs();
         if cfg.issuer.template_parts().is_some() && cfg.tenants.is_none() {
             tracing::warn!(
                 issuer = %cfg.name,
@@ -77,16 +67,7 @@ impl Issuer {
         }
         let refresher = store.spawn_refresher();
         Issuer {
-            rules: ClaimRules {
-                name: Arc::from(cfg.name.as_str()),
-                iss: IssMatch::from_config(cfg),
-                audiences: cfg.audiences.iter().cloned().collect(),
-                leeway,
-                max_lifetime: cfg.max_token_lifetime.0.as_secs(),
-                email_claim,
-                groups_claim,
-                user_claim: cfg.user_claim.clone(),
-            },
+            rules: claim_rules(cfg),
             cfg: cfg.clone(),
             algorithms,
             store,
@@ -146,6 +127,27 @@ impl Issuer {
                 )
             });
         }
+    }
+}
+
+/// The claim rules of an issuer (JWT or introspection: the claims are checked alike).
+pub(super) fn claim_rules(cfg: &IssuerConfig) -> ClaimRules {
+    let default_path = |p: &str| ClaimPath::parse(p).expect("the default claim names parse");
+    ClaimRules {
+        name: Arc::from(cfg.name.as_str()),
+        iss: IssMatch::from_config(cfg),
+        audiences: cfg.audiences.iter().cloned().collect(),
+        leeway: cfg.leeway.0.as_secs(),
+        max_lifetime: cfg.max_token_lifetime.0.as_secs(),
+        email_claim: cfg
+            .email_claim
+            .clone()
+            .unwrap_or_else(|| default_path(DEFAULT_EMAIL_CLAIM)),
+        groups_claim: cfg
+            .groups_claim
+            .clone()
+            .unwrap_or_else(|| default_path(DEFAULT_GROUPS_CLAIM)),
+        user_claim: cfg.user_claim.clone(),
     }
 }
 

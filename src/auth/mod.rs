@@ -46,12 +46,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::claim_path::ClaimPath;
-use crate::config::{Config, IssuerConfig};
+use crate::config::{Config, IssuerConfig, Problem};
 use crate::decision::{AuthzRequest, Identity, Reason, Rejection};
 
 mod cache;
 pub(crate) mod entra;
 mod identity;
+mod introspect;
 mod issuer;
 mod jose;
 mod jwks;
@@ -73,6 +74,7 @@ pub use identity::{
 };
 pub use keystore::IssuerStatus;
 
+use introspect::Introspector;
 use issuer::Issuer;
 
 /// At most a few `unknown_issuer` log lines per minute: the `iss` is the caller's text, and a
@@ -178,6 +180,20 @@ fn claims_read_by_rules(cfg: &Config) -> Vec<ClaimPath> {
         .collect()
 }
 
+/// A token accepted by a JWT issuer (then cached in the validated-token cache) or by an
+/// introspection issuer (cached by it).
+enum Validated {
+    Jwt(Identity),
+    Introspected(Arc<Identity>),
+}
+
+/// Whether `token` has the shape of a JWS or JWE (2 or 4 dots). Any other token is opaque: it
+/// goes to the introspection issuer with `opaque_tokens`, when one is configured.
+fn jwt_shaped(token: &str) -> bool {
+    let dots = token.bytes().filter(|&b| b == b'.').count();
+    dots == 2 || dots == 4
+}
+
 /// All configured issuers plus the validated-token cache.
 pub struct Authenticator {
     /// In configuration order.
@@ -188,6 +204,14 @@ pub struct Authenticator {
     /// `iss` matches.
     templated: Vec<Arc<Issuer>>,
     cache: Arc<cache::TokenCache>,
+    /// Issuers of `kind = "introspection"`, in configuration order (not in `issuers`).
+    introspectors: Vec<Arc<Introspector>>,
+    /// Exact `iss` -> introspection issuer: JWTs naming it are introspected.
+    introspect_by_iss: HashMap<String, Arc<Introspector>>,
+    /// The introspection issuer receiving tokens that are not JWTs.
+    opaque: Option<Arc<Introspector>>,
+    /// What cannot work although the configuration is valid (an unreadable secret file).
+    problems: Vec<Problem>,
     max_token_bytes: usize,
     /// What the payload parser keeps: every issuer's email/groups claim, and the claims an
     /// [`Identity`] keeps because rules read them (see [`claims_read_by_rules`]).
@@ -220,8 +244,22 @@ impl Authenticator {
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         let mut by_iss = HashMap::with_capacity(cfg.issuers.len());
         let mut templated = Vec::new();
-        let mut all_reused = previous.is_some_and(|p| p.issuers.len() == cfg.issuers.len());
+        // Per-IdP hints (config::issuer_hints), once per new or changed issuer.
         for ic in &cfg.issuers {
+            let unchanged = previous.is_some_and(|p| {
+                p.issuers.iter().any(|o| o.cfg == *ic)
+                    || p.introspectors.iter().any(|o| o.cfg == *ic)
+            });
+            if !unchanged {
+                for hint in crate::config::issuer_hints(ic) {
+                    tracing::warn!(issuer = %ic.name, "{hint}");
+                }
+            }
+        }
+        let jwt_issuers = cfg.issuers.iter().filter(|i| i.introspection.is_none());
+        let mut all_reused =
+            previous.is_some_and(|p| p.issuers.len() == jwt_issuers.clone().count());
+        for ic in jwt_issuers {
             let reused = previous
                 .and_then(|p| p.issuers.iter().find(|old| old.cfg == *ic))
                 .cloned();
@@ -244,17 +282,49 @@ impl Authenticator {
         let a = &cfg.auth;
         // A templated issuer is picked by the token's `tid`, so that claim is read too.
         let tid = ClaimPath::parse(entra::TID).expect("tid is a claim name");
+        let introspected: Vec<jose::ClaimRules> = cfg
+            .issuers
+            .iter()
+            .filter(|i| i.introspection.is_some())
+            .map(issuer::claim_rules)
+            .collect();
         let selection = jose::ClaimSelection::new(
             issuers
                 .iter()
-                .flat_map(|i| {
-                    [&i.rules.email_claim, &i.rules.groups_claim]
+                .map(|i| &i.rules)
+                .chain(&introspected)
+                .flat_map(|r| {
+                    [&r.email_claim, &r.groups_claim]
                         .into_iter()
-                        .chain(i.rules.user_claim.as_ref())
+                        .chain(r.user_claim.as_ref())
                 })
                 .chain((!templated.is_empty()).then_some(&tid)),
             &claims_read_by_rules(cfg),
         );
+        let mut introspectors = Vec::new();
+        let mut introspect_by_iss = HashMap::new();
+        let mut opaque = None;
+        let mut problems = Vec::new();
+        for (i, ic) in cfg.issuers.iter().enumerate() {
+            let Some(intro) = &ic.introspection else {
+                continue;
+            };
+            // Cached answers are identities holding the claims the old selection kept: kept
+            // only when the issuer and the selection are unchanged (as the token cache).
+            let before = previous
+                .filter(|p| p.selection == selection)
+                .and_then(|p| p.introspectors.iter().find(|old| old.cfg == *ic))
+                .map(|old| &**old);
+            let x = Arc::new(Introspector::new(ic, http.clone(), before));
+            if let Some((field, why)) = x.problem() {
+                problems.push(Problem::new(format!("issuer[{i}].{field}"), why));
+            }
+            if intro.opaque_tokens {
+                opaque = Some(x.clone());
+            }
+            introspect_by_iss.insert(ic.issuer.as_str().to_string(), x.clone());
+            introspectors.push(x);
+        }
         let cache = match previous {
             // Cached identities hold only the claims the old rules read: a reload whose rules
             // read other claims must not be answered from them (a `claims` condition of a deny
@@ -278,6 +348,10 @@ impl Authenticator {
             by_iss,
             templated,
             cache,
+            introspectors,
+            introspect_by_iss,
+            opaque,
+            problems,
             max_token_bytes: a.max_token_bytes,
             selection,
         }
@@ -306,12 +380,23 @@ impl Authenticator {
         if let Some(id) = self.cache.get(&key, now) {
             return Ok((id, key));
         }
-        let id = Arc::new(self.validate(token, now).await?);
-        self.cache.insert(key, id.clone(), now);
+        if let Some(x) = self.opaque.as_ref().filter(|_| !jwt_shaped(token)) {
+            // Not cached here: the introspector has its own cache and lifetimes.
+            let id = x.authenticate(token, key, &self.selection, None).await?;
+            return Ok((id, key));
+        }
+        let id = match self.validate(token, key, now).await? {
+            Validated::Jwt(id) => {
+                let id = Arc::new(id);
+                self.cache.insert(key, id.clone(), now);
+                id
+            }
+            Validated::Introspected(id) => id,
+        };
         Ok((id, key))
     }
 
-    async fn validate(&self, token: &str, now: u64) -> Result<Identity, Rejection> {
+    async fn validate(&self, token: &str, key: TokenKey, now: u64) -> Result<Validated, Rejection> {
         let parsed = jose::parse(token, self.max_token_bytes)?;
         let claims = parsed.claims(&self.selection)?;
         if parsed.header.nonce {
@@ -323,6 +408,13 @@ impl Authenticator {
                 "iss claim missing or not a string",
             ));
         };
+        if let Some(x) = self.introspect_by_iss.get(iss) {
+            let exp = claims.exp_hint();
+            return x
+                .authenticate(token, key, &self.selection, exp)
+                .await
+                .map(Validated::Introspected);
+        }
         let issuer = match self.issuer_for(iss, &claims) {
             Ok(issuer) => issuer,
             Err(rejection) => {
@@ -332,7 +424,35 @@ impl Authenticator {
                 return Err(rejection);
             }
         };
-        issuer.validate(token, &parsed, &claims, now).await
+        issuer
+            .validate(token, &parsed, &claims, now)
+            .await
+            .map(Validated::Jwt)
+    }
+
+    /// What cannot work although the configuration is valid (an introspection issuer's
+    /// unreadable client secret file): reported by check-config, at start and on reload.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// For `idgate explain`: the introspection issuer `token` goes to (its name and endpoint
+    /// as logged), given the token's unverified `iss`; `None` when a JWT issuer (or none)
+    /// judges it.
+    pub fn introspection_for(&self, token: &str, iss: Option<&str>) -> Option<(&str, &str)> {
+        let x = match (&self.opaque, jwt_shaped(token)) {
+            (Some(x), false) => x,
+            _ => self.introspect_by_iss.get(iss?)?,
+        };
+        Some((x.cfg.name.as_str(), x.shown_url()))
+    }
+
+    /// Introspection answers cached by issuer `name` (approximate; tests and diagnostics).
+    pub fn introspection_cached(&self, name: &str) -> Option<u64> {
+        self.introspectors
+            .iter()
+            .find(|x| x.cfg.name == name)
+            .map(|x| x.cached())
     }
 
     /// The issuer of a token with this `iss` and `tid`: the one configured with exactly this
@@ -362,7 +482,12 @@ impl Authenticator {
     /// The client's `description` stays a fixed text.
     fn log_unknown_issuer(&self, iss: &str) {
         if let Some(suppressed) = UNKNOWN_ISSUER_LOG.allow("unknown_issuer", "") {
-            let configured: Vec<&IssuerConfig> = self.issuers.iter().map(|i| &i.cfg).collect();
+            let configured: Vec<&IssuerConfig> = self
+                .issuers
+                .iter()
+                .map(|i| &i.cfg)
+                .chain(self.introspectors.iter().map(|x| &x.cfg))
+                .collect();
             let explained = unknown::explain(iss, &configured);
             tracing::info!(suppressed, "token refused (unknown_issuer): {explained}");
         }
@@ -431,167 +556,4 @@ impl Authenticator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytestring::ByteString;
-
-    fn req(auth: Option<&str>, cookie: Option<&str>) -> AuthzRequest {
-        AuthzRequest {
-            authorization: auth.map(ByteString::from),
-            cookie: cookie.map(ByteString::from),
-            ..AuthzRequest::default()
-        }
-    }
-
-    fn ex(auth: Option<&str>, cookie: Option<&str>) -> Result<Option<String>, Reason> {
-        extract_token(&req(auth, cookie), Some("at"))
-            .map(|t| t.map(str::to_owned))
-            .map_err(|r| r.reason)
-    }
-
-    #[tokio::test]
-    async fn refresh_task_stops_when_the_issuer_is_dropped() {
-        // Nothing listens on port 1: the refresher keeps retrying until it is stopped.
-        let cfg = Config::from_toml(
-            "[[issuer]]\nname = \"drop-test\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n",
-            "t",
-        )
-        .unwrap();
-        let a = Authenticator::new(&cfg, None, reqwest::Client::new());
-        let handle = a.issuers[0]
-            .refresher
-            .clone()
-            .expect("spawned inside a runtime");
-        let b = Authenticator::new(&cfg, Some(&a), reqwest::Client::new());
-        drop(a);
-        tokio::task::yield_now().await;
-        assert!(
-            !handle.is_finished(),
-            "still used by the reloaded authenticator"
-        );
-        drop(b);
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while !handle.is_finished() && std::time::Instant::now() < deadline {
-            tokio::task::yield_now().await;
-        }
-        assert!(handle.is_finished());
-    }
-
-    #[test]
-    fn no_runtime_no_task() {
-        let cfg = Config::from_toml(
-            "[[issuer]]\nname = \"nort\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n",
-            "t",
-        )
-        .unwrap();
-        let a = Authenticator::new(&cfg, None, reqwest::Client::new());
-        assert!(a.issuers[0].refresher.is_none());
-        assert!(!a.ready());
-    }
-
-    #[test]
-    fn kept_claims_are_those_the_rules_read() {
-        let cfg = Config::from_toml(
-            r#"
-[[rule]]
-name = "a"
-claims = { "realm_access.roles" = "admin", "https://example.com/tenant" = "t1", email_verified = true }
-[[rule]]
-name = "b"
-principal = "claim:preferred_username"
-[[rule]]
-name = "c"
-principal = "email"
-[[rule]]
-name = "d"
-claims = { 'resource_access."gw.example.com".roles' = "admin" }
-claims_match = { ref = "refs/tags/v*" }
-"#,
-            "t",
-        )
-        .unwrap();
-        let read = claims_read_by_rules(&cfg);
-        let selection = jose::ClaimSelection::new([], &read);
-        assert_eq!(
-            selection.kept(),
-            [
-                "email_verified",
-                "https://example",
-                "https://example.com/tenant",
-                "preferred_username",
-                "realm_access",
-                "realm_access.roles",
-                "ref",
-                "resource_access",
-            ]
-        );
-        let none = Config::from_toml("[[rule]]\nname = \"x\"\npaths = [\"/a\"]\n", "t").unwrap();
-        assert!(claims_read_by_rules(&none).is_empty());
-    }
-
-    #[tokio::test]
-    async fn cache_is_not_kept_when_the_rules_read_other_claims() {
-        let base =
-            "[[issuer]]\nname = \"kc\"\nissuer = \"http://127.0.0.1:1\"\naudiences = [\"a\"]\n";
-        let cfg = |rules: &str| Config::from_toml(&format!("{base}{rules}"), "t").unwrap();
-        let plain = cfg("[[rule]]\nname = \"r\"\npaths = [\"/a\"]\n");
-        let a = Authenticator::new(&plain, None, reqwest::Client::new());
-        let b = Authenticator::new(&plain, Some(&a), reqwest::Client::new());
-        assert!(b.shares_cache_with(&a), "same rules: the cache is kept");
-        let reads = cfg("[[rule]]\nname = \"r\"\nclaims = { tenant = \"t1\" }\n");
-        let c = Authenticator::new(&reads, Some(&b), reqwest::Client::new());
-        assert!(
-            !c.shares_cache_with(&b),
-            "rules read another claim: a new cache"
-        );
-    }
-
-    #[test]
-    fn ascii_whitespace_scan() {
-        for ws in [" ", "\t", "\n", "\r", "\x0c"] {
-            assert!(
-                has_ascii_whitespace(format!("eyJ{ws}x.y.z").as_bytes()),
-                "{ws:?}"
-            );
-            assert!(has_ascii_whitespace(
-                format!("{}{ws}", "a".repeat(1000)).as_bytes()
-            ));
-        }
-        assert!(!has_ascii_whitespace(b""));
-        assert!(!has_ascii_whitespace("eyJ.\u{a0}\u{2003}é.sig".as_bytes()));
-        assert!(!has_ascii_whitespace("x".repeat(8192).as_bytes()));
-        // Vertical tab is not ASCII whitespace for Rust (nor for RFC 6750's b64token).
-        assert!(!has_ascii_whitespace(b"a\x0bb"));
-    }
-
-    #[test]
-    fn token_extraction() {
-        assert_eq!(ex(Some("Bearer abc"), None), Ok(Some("abc".into())));
-        assert_eq!(ex(Some("bEaReR   abc "), None), Ok(Some("abc".into())));
-        assert_eq!(ex(Some("Bearer\tabc"), None), Ok(Some("abc".into())));
-        assert_eq!(ex(Some("Bearer"), None), Err(Reason::MalformedToken));
-        assert_eq!(ex(Some("Bearer   "), None), Err(Reason::MalformedToken));
-        assert_eq!(ex(Some("Bearer a b"), None), Err(Reason::MalformedToken));
-        assert_eq!(
-            ex(Some("Basic dXNlcjpwdw=="), None),
-            Err(Reason::UnsupportedToken)
-        );
-        assert_eq!(
-            ex(Some("eyJhbGciOi.x.y"), None),
-            Err(Reason::UnsupportedToken)
-        );
-        assert_eq!(ex(Some("Bearerabc"), None), Err(Reason::UnsupportedToken));
-        // Authorization wins over the cookie; an empty header falls through to it.
-        assert_eq!(ex(Some("Bearer h"), Some("at=c")), Ok(Some("h".into())));
-        assert_eq!(ex(Some(""), Some("at=c")), Ok(Some("c".into())));
-        assert_eq!(
-            ex(None, Some("x=1; at=\"tok\"; at=2")),
-            Ok(Some("tok".into()))
-        );
-        assert_eq!(ex(None, Some("xat=1;at2=2")), Ok(None));
-        assert_eq!(ex(None, Some("at=")), Ok(None));
-        assert_eq!(ex(None, None), Ok(None));
-        // No cookie configured: the cookie header is ignored.
-        assert_eq!(extract_token(&req(None, Some("at=c")), None), Ok(None));
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::cond::ClaimPath;
 use super::files::SecretFile;
+use super::introspection::{IntrospectionConfig, IssuerSource};
 use super::issuer_id::{IssuerId, IssuerKind, TenantId};
 use super::read::{Cx, Table};
 use super::value::{first_seen, is_name_byte, secs, string_value, Dur, HttpsUrl};
@@ -137,19 +138,26 @@ pub struct IssuerConfig {
     /// idgate answers `unknown_key` itself instead of HAProxy giving up, with room left for an
     /// upstream credential fetch. Between 1ms and 10s.
     pub unknown_kid_wait: Dur,
-    /// Timeout of every HTTP call to this IdP. Default 5s.
+    /// Timeout of every HTTP call to this IdP. Default 5s (2s for `kind = "introspection"`,
+    /// whose call is on the request's path).
     pub http_timeout: Dur,
     /// Allowed `typ` header values (case-insensitive) when present. Default `["JWT", "at+jwt"]`.
     pub allowed_typ: Vec<String>,
     /// Extra CA certificates (PEM) trusted for this issuer's HTTPS (discovery, JWKS), besides
     /// the system store and the bundled roots ([`crate::outbound`]).
     pub ca_file: Option<SecretFile>,
+    /// `kind`: `"jwt"` (default) or `"introspection"`.
+    pub kind: IssuerSource,
+    /// The introspection settings; `Some` exactly when `kind = "introspection"`.
+    pub introspection: Option<IntrospectionConfig>,
 }
 
 impl IssuerConfig {
     /// `None` when a required key is missing (reported). Every key is read either way.
     pub(crate) fn read(t: &mut Table<'_, '_>) -> Option<IssuerConfig> {
         let name = t.required::<IssuerName>("name").map(|n| n.0);
+        let kind = t.get::<IssuerSource>("kind");
+        let introspection = IntrospectionConfig::read(t, kind.unwrap_or_default());
         let issuer = t.required("issuer");
         let tenants = t.list("tenants");
         let jwks_uri = t.get("jwks_uri");
@@ -166,6 +174,10 @@ impl IssuerConfig {
         let http_timeout = t.get("http_timeout");
         let allowed_typ = t.get("allowed_typ");
         let ca_file = t.get::<PathBuf>("ca_file").map(SecretFile::unresolved);
+        let kind = kind.unwrap_or_default();
+        if kind == IssuerSource::Introspection && introspection.is_none() {
+            return None;
+        }
         Some(IssuerConfig {
             name: name?,
             issuer: issuer?,
@@ -181,9 +193,17 @@ impl IssuerConfig {
             jwks_refresh: jwks_refresh.unwrap_or(secs(600)),
             unknown_kid_refetch_interval: refetch.unwrap_or(secs(30)),
             unknown_kid_wait: kid_wait.unwrap_or(secs(1)),
-            http_timeout: http_timeout.unwrap_or(secs(5)),
+            // An introspection call is on the request's path: keep it inside the shipped SPOE
+            // `timeout processing` (3s), with room for an upstream credential.
+            http_timeout: http_timeout.unwrap_or(if kind == IssuerSource::Introspection {
+                secs(2)
+            } else {
+                secs(5)
+            }),
             allowed_typ: allowed_typ.unwrap_or_else(|| vec!["JWT".into(), "at+jwt".into()]),
             ca_file,
+            kind,
+            introspection,
         })
     }
 
@@ -210,7 +230,9 @@ impl IssuerConfig {
                 ),
             );
         }
+        let jwks = self.introspection.is_none();
         match (self.issuer.kind(), &self.jwks_uri, &self.tenants) {
+            _ if !jwks => {}
             (IssuerKind::BareHost, None, _) => cx.push(
                 k("jwks_uri"),
                 format!(
@@ -235,8 +257,42 @@ impl IssuerConfig {
             ),
             _ => {}
         }
+        if let Some(intro) = &mut self.introspection {
+            if self.issuer.template_parts().is_some() {
+                cx.push(
+                    k("issuer"),
+                    "an introspection issuer needs one exact iss value, not a {tenantid} template",
+                );
+            }
+            if intro.opaque_tokens {
+                if let Some(first) = seen.opaque.replace(i) {
+                    cx.push(
+                        k("opaque_tokens"),
+                        format!(
+                            "issuer[{first}] already receives the tokens that are not JWTs (an \
+                             opaque token names no issuer, and idgate sends it to exactly one); \
+                             set opaque_tokens = false here: this issuer then introspects only \
+                             JWTs whose iss is {:?}",
+                            self.issuer.as_str()
+                        ),
+                    );
+                    seen.opaque = Some(first);
+                }
+            }
+            intro.check(i, cx);
+        }
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
-            cx.push(k("audiences"), "required: at least one non-empty audience");
+            cx.push(
+                k("audiences"),
+                if jwks {
+                    "required: at least one non-empty audience"
+                } else {
+                    "required: at least one non-empty audience, the aud the introspection \
+                     answer must name (Okta: your authorization server's audience, e.g. \
+                     \"api://default\"; Keycloak: the client an audience mapper adds, not \
+                     only \"account\")"
+                },
+            );
         }
         if self.algorithms.is_empty() {
             cx.push(k("algorithms"), "must list at least one algorithm");
@@ -296,6 +352,8 @@ string_value!(IssuerName, "an issuer name");
 pub(crate) struct Seen {
     names: HashMap<String, usize>,
     issuers: HashMap<String, usize>,
+    /// The introspection issuer receiving opaque tokens.
+    opaque: Option<usize>,
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ mod claim_glob;
 mod cond;
 mod files;
 mod glob;
+mod hints;
 mod host;
+mod introspection;
 mod issuer;
 mod issuer_id;
 mod log;
@@ -53,7 +55,9 @@ pub use cond::{
 };
 pub use files::{SecretFile, CREDENTIALS_DIRECTORY_ENV};
 pub use glob::{GlobSeg, GlobShape, PathGlob};
+pub use hints::issuer_hints;
 pub use host::{DataPlaneHost, DEFAULT_DATA_PLANE_HOSTS};
+pub use introspection::{IntrospectionAuth, IntrospectionConfig, IssuerSource};
 pub use issuer::{Algorithm, IssuerConfig};
 pub use issuer_id::{is_guid, IssuerId, IssuerKind, TenantId, TENANT_PLACEHOLDER};
 pub use log::LogConfig;
@@ -63,8 +67,8 @@ pub use shared::{RevocationStore, SharedConfig};
 pub use spop::{ListenAddr, SocketMode, SocketPerms, SpopConfig, MAX_UNIX_PATH, UNIX_PREFIX};
 pub(crate) use upstream::MAX_UPSTREAM_NAME;
 pub use upstream::{
-    is_entra_token_url, ClientAuth, Credential, DataPlaneMode, UpstreamConfig, UpstreamKind,
-    DEFAULT_IMDS_URL,
+    is_entra_token_url, AssertionAlgorithm, ClientAuth, Credential, DataPlaneMode, UpstreamConfig,
+    UpstreamKind, DEFAULT_IMDS_URL,
 };
 pub(crate) use value::check_url;
 pub use value::{Dur, HttpsUrl};

@@ -175,6 +175,14 @@ impl<'c, 'i> Table<'c, 'i> {
         self.value(self.key(key), v)
     }
 
+    /// Report `key`, when present, as meaningless here (`message` says why), at its value.
+    pub(crate) fn refuse(&mut self, key: &'static str, message: &str) {
+        if let Some(v) = self.take(key) {
+            let at = v.span().start;
+            self.invalid(self.key(key), at, message);
+        }
+    }
+
     /// Overwrite the default in `slot` with the value of `key`, if present and well-formed.
     pub(crate) fn set<T: DeserializeOwned>(&mut self, key: &'static str, slot: &mut T) {
         if let Some(v) = self.get(key) {

@@ -105,7 +105,40 @@ pub enum ClientAuth {
     Secret(SecretFile),
     /// `client_assertion_key_file` + `client_assertion_cert_file`: a JWT signed with the key
     /// (RFC 7523 `private_key_jwt`), its certificate's thumbprints in the header (Entra ID).
-    PrivateKeyJwt { key: SecretFile, cert: SecretFile },
+    PrivateKeyJwt {
+        key: SecretFile,
+        cert: SecretFile,
+        /// `assertion_algorithm`: how the assertion is signed. Default PS256.
+        algorithm: AssertionAlgorithm,
+    },
+}
+
+/// `assertion_algorithm`: the JWS algorithm of a client assertion. Entra ID accepts both
+/// (its current documentation shows PS256, older pages RS256); Okta's `private_key_jwt`,
+/// Keycloak's "Signed JWT" and most others accept RS256, not always PS256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AssertionAlgorithm {
+    RS256,
+    #[default]
+    PS256,
+}
+
+impl AssertionAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssertionAlgorithm::RS256 => "RS256",
+            AssertionAlgorithm::PS256 => "PS256",
+        }
+    }
+}
+
+impl From<AssertionAlgorithm> for jsonwebtoken::Algorithm {
+    fn from(a: AssertionAlgorithm) -> jsonwebtoken::Algorithm {
+        match a {
+            AssertionAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+            AssertionAlgorithm::PS256 => jsonwebtoken::Algorithm::PS256,
+        }
+    }
 }
 
 /// The Azure Instance Metadata Service's token endpoint.
@@ -169,6 +202,7 @@ pub(crate) struct RawUpstream {
     client_secret_file: Option<SecretFile>,
     client_assertion_key_file: Option<SecretFile>,
     client_assertion_cert_file: Option<SecretFile>,
+    assertion_algorithm: Option<AssertionAlgorithm>,
     token_file: Option<SecretFile>,
     scope: Option<String>,
     resource: Option<String>,
@@ -195,6 +229,7 @@ impl RawUpstream {
             client_secret_file: file(t, "client_secret_file"),
             client_assertion_key_file: file(t, "client_assertion_key_file"),
             client_assertion_cert_file: file(t, "client_assertion_cert_file"),
+            assertion_algorithm: t.get("assertion_algorithm"),
             token_file: file(t, "token_file"),
             scope: t.get("scope"),
             resource: t.get("resource"),
@@ -259,7 +294,11 @@ impl RawUpstream {
             self.client_assertion_cert_file,
         ) {
             (Some(f), None, None) => Some(ClientAuth::Secret(f)),
-            (None, Some(key), Some(cert)) => Some(ClientAuth::PrivateKeyJwt { key, cert }),
+            (None, Some(key), Some(cert)) => Some(ClientAuth::PrivateKeyJwt {
+                key,
+                cert,
+                algorithm: self.assertion_algorithm.unwrap_or_default(),
+            }),
             _ => None,
         };
         let credential = match self.kind {
@@ -315,7 +354,11 @@ impl RawUpstream {
             );
         }
         let kind = self.kind.as_str();
-        const ASSERTION: [&str; 2] = ["client_assertion_key_file", "client_assertion_cert_file"];
+        const ASSERTION: [&str; 3] = [
+            "client_assertion_key_file",
+            "client_assertion_cert_file",
+            "assertion_algorithm",
+        ];
         const AZURE_MI: [&str; 2] = ["resource", "imds_url"];
         let (needs, forbids): (&[&str], Vec<&str>) = match self.kind {
             UpstreamKind::ClientCredentials => (
@@ -386,6 +429,7 @@ impl RawUpstream {
             "client_secret_file" => self.client_secret_file.is_some(),
             "client_assertion_key_file" => self.client_assertion_key_file.is_some(),
             "client_assertion_cert_file" => self.client_assertion_cert_file.is_some(),
+            "assertion_algorithm" => self.assertion_algorithm.is_some(),
             "token_file" => self.token_file.is_some(),
             "scope" => self.scope.is_some(),
             "resource" => self.resource.is_some(),
@@ -448,6 +492,12 @@ impl RawUpstream {
                     k("client_assertion_key_file"),
                     "required with client_assertion_cert_file",
                 ),
+            }
+            if self.assertion_algorithm.is_some() && self.client_assertion_key_file.is_none() {
+                cx.push(
+                    k("assertion_algorithm"),
+                    "only with client_assertion_key_file (private_key_jwt)",
+                );
             }
             if self.data_plane == Some(DataPlaneMode::Auto)
                 && self

@@ -48,6 +48,11 @@ pub struct Metrics {
     pub token_cache_requests: IntCounterVec,
     /// `idgate_jwks_refresh_total{issuer,result="success|failure|not_modified"}`
     pub jwks_refresh: IntCounterVec,
+    /// `idgate_introspection_requests_total{issuer,result}`: calls to an introspection
+    /// endpoint (RFC 7662), by result (`active|inactive|refused|unavailable|invalid`)
+    pub introspection_requests: IntCounterVec,
+    /// `idgate_introspection_cache_requests_total{issuer,result="hit|miss"}`
+    pub introspection_cache_requests: IntCounterVec,
     /// `idgate_jwks_keys{issuer}`: keys currently usable
     pub jwks_keys: IntGaugeVec,
     /// `idgate_jwks_last_success_timestamp_seconds{issuer}`
@@ -137,6 +142,22 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
+        let introspection_requests = IntCounterVec::new(
+            Opts::new(
+                "idgate_introspection_requests_total",
+                "Calls to an issuer's token introspection endpoint, by result",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("metric");
+        let introspection_cache_requests = IntCounterVec::new(
+            Opts::new(
+                "idgate_introspection_cache_requests_total",
+                "Introspection cache lookups (one per token of an introspection issuer), by result",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("metric");
         let jwks_refresh = IntCounterVec::new(
             Opts::new(
                 "idgate_jwks_refresh_total",
@@ -219,6 +240,8 @@ impl Metrics {
             Box::new(admin_connections_evicted.clone()),
             Box::new(token_cache_requests.clone()),
             Box::new(jwks_refresh.clone()),
+            Box::new(introspection_requests.clone()),
+            Box::new(introspection_cache_requests.clone()),
             Box::new(jwks_keys.clone()),
             Box::new(jwks_last_success.clone()),
             Box::new(upstream_token_requests.clone()),
@@ -261,6 +284,8 @@ impl Metrics {
             admin_connections_evicted,
             token_cache_requests,
             jwks_refresh,
+            introspection_requests,
+            introspection_cache_requests,
             jwks_keys,
             jwks_last_success,
             upstream_token_requests,

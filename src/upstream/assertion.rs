@@ -2,7 +2,7 @@
 //! Microsoft Entra ID documents it ("Microsoft identity platform application authentication
 //! certificate credentials"):
 //!
-//! - header: `alg` `PS256`, `typ` `JWT`, `x5t#S256` (base64url SHA-256 thumbprint of the
+//! - header: `alg` `PS256` (or `RS256`: `assertion_algorithm`), `typ` `JWT`, `x5t#S256` (base64url SHA-256 thumbprint of the
 //!   certificate's DER) and `x5t` (the SHA-1 one, which older Entra documentation asks for with
 //!   RS256; sending both lets the endpoint pick);
 //! - claims: `aud` = the token endpoint URL, `iss` = `sub` = the client ID, a unique `jti`,
@@ -55,12 +55,14 @@ struct Claims<'a> {
 impl ClientAssertion {
     /// `key_pem`: an RSA private key (PKCS#1 or PKCS#8 PEM); `cert_pem`: its certificate (the
     /// first `CERTIFICATE` block is used); `aud`: the token endpoint URL. Errors name the
-    /// problem, never the content; `Err((field, message))` with the key it concerns.
+    /// problem, never the content; `Err((field, message))` with the key it concerns. `alg`:
+    /// PS256 or RS256 (`assertion_algorithm`).
     pub(crate) fn new(
         key_pem: &Secret,
         cert_pem: &[u8],
         aud: &str,
         client_id: &str,
+        alg: Algorithm,
     ) -> Result<ClientAssertion, (&'static str, String)> {
         crate::auth::install_crypto_provider();
         let key = EncodingKey::from_rsa_pem(key_pem.expose().as_bytes()).map_err(|_| {
@@ -76,7 +78,7 @@ impl ClientAssertion {
         let b64 = |d: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
         let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
         let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
-        let mut header = Header::new(Algorithm::PS256);
+        let mut header = Header::new(alg);
         header.typ = Some("JWT".into());
         header.x5t_s256 = Some(b64(sha256.as_ref()));
         header.x5t = Some(b64(sha1.as_ref()));
@@ -161,9 +163,15 @@ mod tests {
             None
         );
         assert_eq!(first_certificate(b"no pem"), None);
-        let e = ClientAssertion::new(&Secret::new("not a key".into()), pem, "a", "b")
-            .err()
-            .unwrap();
+        let e = ClientAssertion::new(
+            &Secret::new("not a key".into()),
+            pem,
+            "a",
+            "b",
+            Algorithm::PS256,
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.0, "client_assertion_key_file");
         assert!(!e.1.contains("not a key"), "{}", e.1);
     }

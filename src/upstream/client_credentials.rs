@@ -241,7 +241,7 @@ impl ClientCredentials {
 /// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1, as the
 /// Databricks SDK sends it). Built once per upstream; marked sensitive so HTTP tooling never
 /// prints it.
-fn basic_auth(client_id: &str, secret: &Secret) -> Result<HeaderValue, String> {
+pub(crate) fn basic_auth(client_id: &str, secret: &Secret) -> Result<HeaderValue, String> {
     let enc = |s: &str| -> Zeroizing<String> {
         Zeroizing::new(url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
     };

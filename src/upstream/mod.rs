@@ -55,11 +55,13 @@ use crate::config::{
 use crate::decision::{Identity, Route};
 use crate::token_key::TokenKey;
 
+pub(crate) use client_credentials::basic_auth;
 use client_credentials::ClientCredentials;
 pub use data_plane::serving_invocation;
 use data_plane::DataPlane;
+pub(crate) use failure::{sanitize_description, shown_url};
 pub use failure::{Failure, Outcome, Side};
-use secret::Secret;
+pub(crate) use secret::{read_secret_file, Secret};
 use static_token::StaticToken;
 use token_exchange::TokenExchange;
 
@@ -447,11 +449,11 @@ fn read_secret(name: &str, c: &UpstreamConfig) -> Result<Option<Secret>, Problem
             ..
         } => ("client_secret_file", f),
         Credential::ClientCredentials {
-            auth: ClientAuth::PrivateKeyJwt { key, cert },
+            auth: ClientAuth::PrivateKeyJwt { key, cert, .. },
             ..
         }
         | Credential::OnBehalfOf {
-            auth: ClientAuth::PrivateKeyJwt { key, cert },
+            auth: ClientAuth::PrivateKeyJwt { key, cert, .. },
             ..
         } => {
             let key = assertion::read_pem_file(key.path(), true)
@@ -486,13 +488,14 @@ fn client_auth(
     match auth {
         ClientAuth::Secret(_) => client_credentials::Auth::basic(client_id, secret)
             .map_err(|e| Problem::new(format!("upstream.{name}.client_secret_file"), e)),
-        ClientAuth::PrivateKeyJwt { .. } => {
+        ClientAuth::PrivateKeyJwt { algorithm, .. } => {
             let (key, cert) = secret.expose().split_once('\0').unwrap_or_default();
             assertion::ClientAssertion::new(
                 &Secret::new(key.to_string()),
                 cert.as_bytes(),
                 token_url.as_str(),
                 client_id,
+                (*algorithm).into(),
             )
             .map(client_credentials::Auth::assertion)
             .map_err(|(field, e)| Problem::new(format!("upstream.{name}.{field}"), e))

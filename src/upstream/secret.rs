@@ -21,15 +21,15 @@ pub(super) const MAX_SECRET_BYTES: usize = 8192;
 
 /// A secret string: zeroed when dropped, redacted in `Debug`, no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub(super) struct Secret(Zeroizing<String>);
+pub(crate) struct Secret(Zeroizing<String>);
 
 impl Secret {
-    pub(super) fn new(s: String) -> Secret {
+    pub(crate) fn new(s: String) -> Secret {
         Secret(Zeroizing::new(s))
     }
 
     /// The secret itself. Call sites are few and greppable on purpose.
-    pub(super) fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -44,7 +44,7 @@ impl fmt::Debug for Secret {
 /// remains must be one non-empty line of visible ASCII (0x21..=0x7E), at most
 /// [`MAX_SECRET_BYTES`]. The error message names the path and the problem, never
 /// the content.
-pub(super) fn read_secret_file(path: &Path) -> Result<Secret, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let shown = path.display();
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     warn_if_world_readable(&file, path);

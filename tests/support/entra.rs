@@ -67,6 +67,8 @@ struct St {
     rejections: Mutex<Vec<String>>,
     /// On-behalf-of requests per user token.
     obo_assertions: Mutex<std::collections::HashMap<String, u64>>,
+    /// The `alg` of every client assertion checked, in order.
+    assertion_algs: Mutex<Vec<String>>,
     /// How the last accepted client authenticated: "basic", "post", "assertion", "imds".
     last_auth: Mutex<Option<&'static str>>,
 }
@@ -144,6 +146,10 @@ impl FakeEntra {
             .get(user_token)
             .copied()
             .unwrap_or(0)
+    }
+    /// The `alg` of every client assertion checked, in order ("PS256", "RS256").
+    pub fn assertion_algorithms(&self) -> Vec<String> {
+        self.st.assertion_algs.lock().unwrap().clone()
     }
     /// Distinct assertion `jti`s seen (each checked assertion's, failed requests' too).
     pub fn assertions(&self) -> usize {
@@ -377,6 +383,10 @@ fn check_assertion(
     token_url: &str,
 ) -> Result<(), &'static str> {
     let header = jsonwebtoken::decode_header(jwt).map_err(|_| "assertion is not a JWT")?;
+    st.assertion_algs
+        .lock()
+        .unwrap()
+        .push(format!("{:?}", header.alg));
     if !matches!(
         header.alg,
         jsonwebtoken::Algorithm::PS256 | jsonwebtoken::Algorithm::RS256

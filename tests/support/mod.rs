@@ -7,6 +7,7 @@
 //! - [`databricks`]: a fake Databricks: token endpoint, serving-endpoint API, workspace and
 //!   data plane over TLS (async; needs a Tokio runtime).
 //! - [`dns`]: a fake DNS server for HAProxy's resolver (data-plane names to 127.0.0.1).
+//! - [`introspection`]: a fake RFC 7662 introspection endpoint with Okta and Keycloak faces (async).
 //! - [`oidc`]: the real `oidc-provider` test IdP of tests/oidc (async).
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //! - [`idp_tokens`]: tokens shaped as Entra ID, Okta, Keycloak, Auth0, Google and GitHub issue them.
@@ -33,6 +34,7 @@ pub mod forged;
 pub mod foundation;
 pub mod haproxy;
 pub mod idp_tokens;
+pub mod introspection;
 pub mod oidc;
 pub mod redis;
 pub mod spop_client;
@@ -135,6 +137,17 @@ impl From<&AgentAddr> for AgentAddr {
 /// True if something accepts TCP connections at `addr` right now.
 pub fn tcp_accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Serves `app` over plain HTTP on `127.0.0.1:<free port>` in the current Tokio runtime:
+/// `http://127.0.0.1:<port>` and the server task (abort it to stop; the fakes do on drop).
+pub async fn serve_local(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), task)
 }
 
 /// Polls `probe` until it returns `Some`, or gives up after `timeout` with `None`.

@@ -362,6 +362,15 @@ impl<'a> Claims<'a> {
         }
     }
 
+    /// The `exp` claim when it is a whole non-negative number (read unverified: only to say
+    /// `expired` about a token the IdP reports inactive).
+    pub(crate) fn exp_hint(&self) -> Option<u64> {
+        match self.registered(Registered::Exp) {
+            Some(ClaimValue::Num(n)) => n.as_u64(),
+            _ => None,
+        }
+    }
+
     /// The unverified `iss`, when it is a string.
     pub fn iss(&self) -> Option<&str> {
         match self.registered(Registered::Iss) {

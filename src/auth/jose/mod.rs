@@ -70,6 +70,15 @@ impl Parsed {
     }
 }
 
+/// A JSON object read as claims, as strictly as a token's payload (duplicate names refused at
+/// any depth): an introspection answer (RFC 7662).
+pub(crate) fn read_claims<'a>(
+    json: &'a [u8],
+    selection: &'a ClaimSelection,
+) -> Result<Claims<'a>, Rejection> {
+    claims::read(json, selection)
+}
+
 /// Structural checks, the header, and the payload's base64url. `max_bytes` is checked before
 /// anything is decoded. The payload JSON is read by [`Parsed::claims`].
 pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed, Rejection> {
