@@ -1,0 +1,106 @@
+//! Revocation propagation across a fleet (issue #19): how long after `idgate revoke` returns
+//! every agent refuses the revoked subject's token, from its validated-token cache.
+//!
+//! ```text
+//! cargo bench --bench revocation                  # 200 revocations, two agents, one Redis
+//! REVOCATIONS=500 cargo bench --bench revocation
+//! ```
+//!
+//! Real parts: Debian's `redis-server` (IDGATE_REDIS_SERVER to use another, e.g. valkey-server)
+//! and two `idgate` agent processes of this build sharing it (`[shared] redis_url`), a local
+//! JWKS, and the same helpers the fleet tests use (tests/support/fleet.rs). Per sample: one
+//! subject's token is validated by both agents (so it is in both caches), `idgate revoke
+//! --subject` runs against agent 1's configuration, and from the moment the command returns
+//! (the entry is stored and published) each agent is asked again and again over SPOP until it
+//! answers `revoked`. The figure of a sample is the later of the two agents. The command's own
+//! run time (a process start, a Redis round trip) is reported apart.
+//!
+//! Output: median, p90, p99 and max over the samples, as one Markdown table.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::agent::Agent;
+use support::auth_kit::{MockIdp, Signer};
+use support::fleet::{assert_allowed, config, decide, revoke, token};
+use support::redis::Redis;
+use support::{background_runtime, READY_TIMEOUT};
+
+/// A revocation not applied by then is a failure, not a slow sample.
+const GIVE_UP: Duration = Duration::from_secs(5);
+
+fn main() {
+    let samples: usize = std::env::var("REVOCATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rt = background_runtime();
+    let signer = Signer::rsa("k1");
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let redis = Redis::start();
+    let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
+    let agents = [Agent::start(&cfg), Agent::start(&cfg)];
+    for a in &agents {
+        assert!(a.wait_ready(READY_TIMEOUT), "{}", a.log());
+    }
+
+    let mut propagation = Vec::with_capacity(samples);
+    let mut command = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let sub = format!("user-{i}");
+        let t = token(&signer, &idp, json!({ "sub": sub }));
+        for a in &agents {
+            assert_allowed(&decide(a, &t));
+        }
+        let started = Instant::now();
+        revoke(&agents[0], &["--subject", &sub, "--for", "10m"]);
+        let returned = Instant::now();
+        command.push(returned - started);
+        let mut slowest = Duration::ZERO;
+        for a in &agents {
+            loop {
+                let v = decide(a, &t);
+                if v.reason() == "revoked" {
+                    break;
+                }
+                assert!(
+                    returned.elapsed() < GIVE_UP,
+                    "revocation {i} not applied within {GIVE_UP:?}: {v:?}"
+                );
+            }
+            slowest = slowest.max(returned.elapsed());
+        }
+        propagation.push(slowest);
+    }
+
+    println!("## Revocation propagation ({samples} revocations, 2 agents, 1 Redis)\n");
+    println!("| | median | p90 | p99 | max |\n|---|---:|---:|---:|---:|");
+    for (what, v) in [
+        (
+            "every agent refuses the token, after `idgate revoke` returned",
+            &mut propagation,
+        ),
+        (
+            "`idgate revoke` itself (process start, store, publish)",
+            &mut command,
+        ),
+    ] {
+        v.sort_unstable();
+        let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "| {what} | {} | {} | {} | {} |",
+            ms(q(0.5)),
+            ms(q(0.9)),
+            ms(q(0.99)),
+            ms(v[v.len() - 1])
+        );
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
