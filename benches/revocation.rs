@@ -18,7 +18,6 @@
 //! Output: median, p90, p99 and max over the samples, as one Markdown table.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};
