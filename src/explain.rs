@@ -70,6 +70,7 @@ pub async fn explain(
         cookie: None,
         src: req.src,
         unique_id: None,
+        ..AuthzRequest::default()
     };
     let upstreams = if req.policy_only {
         Upstreams::Skip

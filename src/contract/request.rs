@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use bytestring::ByteString;
 
-use super::{arg, MESSAGE_NAME};
+use super::{arg, MESSAGE_NAME, SERVING_MESSAGE_NAME};
 use crate::decision::AuthzRequest;
 use crate::spop::{Message, TypedData};
 
@@ -29,15 +29,34 @@ fn ip_arg(v: &TypedData) -> Option<IpAddr> {
     }
 }
 
-/// Build the request from a NOTIFY's messages (the first `authorize` message; for an
-/// argument given twice, the first valid value).
+/// Build the request from a NOTIFY's messages (the first `authorize` or `authorize-serving`
+/// message; for an argument given twice, the first valid value).
 pub fn request_from_messages(messages: &[Message]) -> AuthzRequest {
     let mut r = AuthzRequest::default();
-    let Some(m) = messages.iter().find(|m| m.name == MESSAGE_NAME.as_bytes()) else {
+    let Some(m) = messages
+        .iter()
+        .find(|m| m.name == MESSAGE_NAME.as_bytes() || m.name == SERVING_MESSAGE_NAME.as_bytes())
+    else {
         return r;
     };
     for a in &m.args {
         let slot = match &a.name[..] {
+            arg::BODY => {
+                if r.body.is_none() {
+                    r.body = match &a.value {
+                        TypedData::Binary(b) | TypedData::String(b) => Some(b.clone()),
+                        _ => None,
+                    };
+                }
+                continue;
+            }
+            arg::BODY_SIZE => {
+                if r.body_size.is_none() {
+                    r.body_size = a.value.as_i64().and_then(|n| u64::try_from(n).ok());
+                }
+                continue;
+            }
+            arg::CONTENT_TYPE => &mut r.content_type,
             arg::METHOD => &mut r.method,
             arg::PATH => &mut r.path,
             arg::HOST => &mut r.host,

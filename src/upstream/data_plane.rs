@@ -87,12 +87,13 @@ enum Lookup {
 }
 
 /// A cached answer with its end of life.
-struct Timed<T> {
-    value: T,
-    until: Instant,
+pub(super) struct Timed<T> {
+    pub(super) value: T,
+    pub(super) until: Instant,
 }
 
-struct TimedExpiry;
+/// Expires a [`Timed`] entry at its `until`.
+pub(super) struct TimedExpiry;
 
 impl<K, T: Send + Sync> moka::Expiry<K, Arc<Timed<T>>> for TimedExpiry {
     fn expire_after_create(&self, _: &K, v: &Arc<Timed<T>>, at: Instant) -> Option<Duration> {
@@ -263,7 +264,8 @@ impl DataPlane {
                 .await
                 .map_err(oauth::classify)?;
             let status = resp.status().as_u16();
-            let body = read_capped(resp).await?;
+            let body =
+                read_capped(resp, MAX_LOOKUP_BYTES, "endpoint description too large").await?;
             Ok::<_, Failure>((status, body))
         })
         .await
@@ -444,12 +446,16 @@ impl DataPlane {
     }
 }
 
-/// The body, at most [`MAX_LOOKUP_BYTES`].
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
+/// The body, at most `cap` bytes (else `Failure::invalid` with `too_large`).
+pub(super) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+    too_large: &'static str,
+) -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(oauth::classify)? {
-        if body.len() + chunk.len() > MAX_LOOKUP_BYTES {
-            return Err(Failure::invalid(None, "endpoint description too large"));
+        if body.len() + chunk.len() > cap {
+            return Err(Failure::invalid(None, too_large));
         }
         body.extend_from_slice(&chunk);
     }
