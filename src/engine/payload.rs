@@ -8,7 +8,12 @@ use std::time::Instant;
 
 use crate::decision::{AuthzRequest, Reason, Verdict};
 use crate::metrics::metrics;
-use crate::payload::{self, Body, Outcome, Parsed, SchemaSource};
+use crate::payload::{self, Body, Outcome, Parsed, Problem, SchemaSource};
+
+/// The refusal of a POST whose body HAProxy did not send to a rule that checks it.
+const NOT_SENT: &str = "the gateway did not receive this request's body to check it \
+    (HAProxy sends it with the authorize-serving message for POST \
+    /serving-endpoints/{name}/invocations only)";
 use crate::policy::Rule;
 use crate::upstream::Broker;
 
@@ -26,7 +31,12 @@ pub(super) fn precheck(rule: &Rule, req: &AuthzRequest) -> Result<Pending, Verdi
         return Ok(Pending::Done);
     };
     // Only a message that carries the body (`authorize-serving`) is checked (contract §8).
+    // A POST this rule allows that came without its body (HAProxy's idea of a serving
+    // invocation differs from the rule's paths) is refused: unchecked, it would pass by.
     if req.body.is_none() && req.body_size.is_none() {
+        if req.method.as_deref() == Some("POST") {
+            return settle(rule, &Outcome::Invalid(Problem::body(NOT_SENT)));
+        }
         return Ok(Pending::Done);
     }
     let body = Body {
