@@ -11,6 +11,7 @@
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //! - [`stack`]: the one stack builder: idgate + an upstream + HAProxy (e2e and fault tests).
 //! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
+//! - [`sdk`]: the Databricks SDK for Python and MLflow as clients (tests/python).
 //! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
 //! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
 //!
@@ -29,6 +30,7 @@ pub mod forged;
 pub mod foundation;
 pub mod haproxy;
 pub mod oidc;
+pub mod sdk;
 pub mod spop_client;
 pub mod stack;
 pub mod traffic;
