@@ -150,6 +150,15 @@ mod tests {
         );
     }
 
+    /// Python's `json.loads` accepts a lone surrogate escape (`"\ud800"`); jiter refuses it
+    /// (it decodes to UTF-8, which cannot hold one). Documented in docs/payload.md.
+    #[test]
+    fn lone_surrogates_are_refused() {
+        let e = err(r#"{"inputs": "\ud800"}"#);
+        assert!(e.starts_with("inputs: the body is not valid JSON"), "{e}");
+        assert_eq!(ok(r#""\ud83d\ude00""#), serde_json::json!("😀"));
+    }
+
     #[test]
     fn duplicate_keys_are_refused_at_their_path() {
         assert_eq!(err(r#"{"a": 1, "a": 2}"#), "a: duplicate key");
