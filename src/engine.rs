@@ -12,10 +12,10 @@
 //! 4. Token validation — else 401 with the precise reason and an RFC 6750 challenge.
 //! 5. Rules, first match — `no_matching_rule` / `denied_by_rule` (403) or allow; an allow
 //!    rule whose `claim:` principal cannot be passed on faithfully — 401 `claim_invalid`.
-//! 5b. Payload checks when the allow rule has `payload` and HAProxy sent the body
-//!    (`engine/payload.rs`, docs/payload.md) — else 400 `invalid_payload` / 413
-//!    `payload_too_large`, before any credential is obtained (the endpoint's own schema,
-//!    `payload_schema = "endpoint"`, is applied once the credential is in hand).
+//!    Then the payload checks when the allow rule has `payload` (`engine/payload.rs`,
+//!    docs/payload.md) — else 400 `invalid_payload` / 413 `payload_too_large`, before any
+//!    credential is obtained (the endpoint's own schema, `payload_schema = "endpoint"`, is
+//!    applied once the credential is in hand).
 //! 6. Upstream credential when the matched rule names one (and, for a route-optimized serving
 //!    endpoint, its data-plane route and token) — else 503 `upstream_unavailable`, or
 //!    `upstream_refused` (403 / 502) when the token endpoint refused for good.
@@ -118,7 +118,7 @@ impl State {
         if let Some(rule) = self.policy.match_public(&view) {
             let pending = match payload::precheck(rule, req) {
                 Ok(p) => p,
-                Err(refusal) => return refusal,
+                Err(refusal) => return *refusal,
             };
             let mut v = Verdict::allow(Reason::Public);
             v.rule = Some(rule.name.clone());
@@ -143,7 +143,7 @@ impl State {
                             now,
                         );
                         if let Err(refusal) = Box::pin(check).await {
-                            return refusal;
+                            return *refusal;
                         }
                     }
                 }
@@ -207,7 +207,7 @@ impl State {
         let pending = match rule.map(|r| (r, payload::precheck(r, req))) {
             Some((_, Err(mut refusal))) => {
                 refusal.identity = Some(identity);
-                return refusal;
+                return *refusal;
             }
             Some((r, Ok(payload::Pending::EndpointSchema(parsed)))) => Some((r, parsed)),
             _ => None,
@@ -227,7 +227,7 @@ impl State {
                     payload::endpoint_schema(r, parsed, &self.upstreams, up, serving, c, now);
                 if let Err(mut refusal) = Box::pin(check).await {
                     refusal.identity = Some(identity);
-                    return refusal;
+                    return *refusal;
                 }
             }
             let grant = match (cred, serving) {

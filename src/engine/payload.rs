@@ -26,7 +26,7 @@ pub(super) enum Pending {
 }
 
 /// The checks that need nothing from the network. `Err`: the refusal.
-pub(super) fn precheck(rule: &Rule, req: &AuthzRequest) -> Result<Pending, Verdict> {
+pub(super) fn precheck(rule: &Rule, req: &AuthzRequest) -> Result<Pending, Box<Verdict>> {
     let Some(settings) = &rule.payload else {
         return Ok(Pending::Done);
     };
@@ -67,7 +67,7 @@ pub(super) async fn endpoint_schema(
     endpoint: Option<&str>,
     authorization: &str,
     now: Instant,
-) -> Result<(), Verdict> {
+) -> Result<(), Box<Verdict>> {
     let schema = match endpoint {
         Some(name) => upstreams
             .endpoint_schema(upstream, name, authorization, now)
@@ -85,8 +85,9 @@ pub(super) async fn endpoint_schema(
     settle(rule, &parsed.finish(Some(&schema))).map(drop)
 }
 
-/// Count the outcome; a refusal as a verdict naming the rule.
-fn settle(rule: &Rule, outcome: &Outcome) -> Result<Pending, Verdict> {
+/// Count the outcome; a refusal as a verdict naming the rule (boxed: refusals are rare, and
+/// the `Ok` path stays small).
+fn settle(rule: &Rule, outcome: &Outcome) -> Result<Pending, Box<Verdict>> {
     metrics()
         .payload_checks
         .with_label_values(&[outcome.label()])
@@ -96,9 +97,9 @@ fn settle(rule: &Rule, outcome: &Outcome) -> Result<Pending, Verdict> {
         Outcome::Invalid(_) => Reason::InvalidPayload,
         Outcome::TooLarge(_) => Reason::PayloadTooLarge,
     };
-    Err(Verdict {
+    Err(Box::new(Verdict {
         rule: Some(Arc::clone(&rule.name)),
         description: outcome.message().map(Into::into),
         ..Verdict::deny(reason)
-    })
+    }))
 }

@@ -79,7 +79,7 @@ pub struct Body<'a> {
 
 impl Body<'_> {
     /// The body's length as the client sent it (the larger of the announced and the received).
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         let got = self.bytes.len() as u64;
         self.announced.map_or(got, |a| a.max(got))
     }
@@ -134,10 +134,10 @@ impl Parsed {
 /// content type, strict JSON and the input format. `Err`: the outcome is already known.
 pub fn precheck(settings: &Settings, body: &Body<'_>) -> Result<Parsed, Outcome> {
     if let Some(max) = settings.max_bytes {
-        if body.len() > max {
+        if body.size() > max {
             return Err(Outcome::TooLarge(format!(
                 "the body has {} bytes; this endpoint accepts at most {max}",
-                body.len()
+                body.size()
             )));
         }
     }
@@ -146,7 +146,7 @@ pub fn precheck(settings: &Settings, body: &Body<'_>) -> Result<Parsed, Outcome>
             Oversize::Forward => Outcome::Unchecked,
             Oversize::Refuse => Outcome::TooLarge(format!(
                 "the body has {} bytes, more than the gateway can check ({} arrived)",
-                body.len(),
+                body.size(),
                 body.bytes.len()
             )),
         });
