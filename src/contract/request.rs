@@ -176,6 +176,43 @@ mod tests {
         assert!(request_from_messages(&[]).method.is_none());
     }
 
+    /// `authorize-serving` is `authorize` plus the body: BINARY (as `req.body` is) or STRING,
+    /// its announced size as any integer type, the content type.
+    #[test]
+    fn authorize_serving_carries_the_body() {
+        let m = msg(
+            "authorize-serving",
+            vec![
+                arg("method", s("POST")),
+                arg("path", s("/serving-endpoints/x/invocations")),
+                arg(
+                    "body",
+                    TypedData::Binary(Bytes::from_static(b"{\"inputs\": [1]}")),
+                ),
+                arg("body_size", TypedData::Uint32(15)),
+                arg("content_type", s("application/json")),
+            ],
+        );
+        let r = request_from_messages(&[m]);
+        assert_eq!(r.method.as_deref(), Some("POST"));
+        assert_eq!(r.body.as_deref(), Some(&b"{\"inputs\": [1]}"[..]));
+        assert_eq!(r.body_size, Some(15));
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        let r = request_from_messages(&[msg(
+            "authorize",
+            vec![
+                arg("body", s("x")),
+                arg("body_size", TypedData::Int64(-1)),
+                arg("content_type", TypedData::Null),
+            ],
+        )]);
+        assert_eq!(r.body.as_deref(), Some(&b"x"[..]));
+        assert_eq!(r.body_size, None, "a negative size is absent");
+        assert!(r.content_type.is_none());
+        let r = request_from_messages(&[msg("authorize", vec![arg("body", TypedData::Int32(1))])]);
+        assert!(r.body.is_none());
+    }
+
     /// The bearer token in the request is a slice of the NOTIFY frame, not a copy.
     #[test]
     fn strings_share_the_frame_buffer() {
