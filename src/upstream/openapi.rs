@@ -11,10 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 
-use super::data_plane::{read_capped, Timed, TimedExpiry};
-use super::oauth;
+use super::data_plane::{get_capped, Timed, TimedExpiry};
 use crate::payload::{schema_from_openapi, Schema};
 
 /// How long a fetched schema is used before it is fetched again.
@@ -118,25 +117,20 @@ impl EndpointSchemas {
         let mut auth = HeaderValue::from_str(authorization)
             .map_err(|_| Arc::<str>::from("the upstream credential is not header-safe"))?;
         auth.set_sensitive(true);
-        let got = tokio::time::timeout(per_try, async {
-            let resp = http
-                .get(url)
-                .timeout(per_try)
-                .header(AUTHORIZATION, auth)
-                .header(ACCEPT, HeaderValue::from_static("application/json"))
-                .send()
-                .await
-                .map_err(|e| oauth::classify(e).to_string())?;
-            let status = resp.status().as_u16();
-            if status != 200 {
-                return Err(format!("the workspace answered HTTP {status}"));
-            }
-            read_capped(resp, MAX_DOCUMENT_BYTES, "OpenAPI document too large")
-                .await
-                .map_err(|f| f.to_string())
-        })
+        let got = get_capped(
+            http,
+            url,
+            auth,
+            per_try,
+            MAX_DOCUMENT_BYTES,
+            "OpenAPI document too large",
+        )
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {per_try:?}")));
+        .map_err(|f| f.to_string())
+        .and_then(|(status, body)| match status {
+            200 => Ok(body),
+            _ => Err(format!("the workspace answered HTTP {status}")),
+        });
         let result = got.and_then(|body| {
             let doc: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| format!("the OpenAPI document is not JSON: {e}"))?;

@@ -73,7 +73,7 @@ def describe(e):
     return d
 
 
-def run_sdk(spec):
+def workspace_client(spec):
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.core import Config
 
@@ -83,7 +83,11 @@ def run_sdk(spec):
         auth_type="pat",
         retry_timeout_seconds=spec.get("retry_timeout_seconds", 5),
     )
-    w = WorkspaceClient(config=cfg)
+    return WorkspaceClient(config=cfg)
+
+
+def run_sdk(spec):
+    w = workspace_client(spec)
     r = w.serving_endpoints.query(spec["endpoint"], **query_arguments(spec))
     return r.as_dict()
 
@@ -103,16 +107,7 @@ def query_arguments(spec):
 
 
 def run_sdk_raw(spec):
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.core import Config
-
-    cfg = Config(
-        host=spec["host"],
-        token=spec["token"],
-        auth_type="pat",
-        retry_timeout_seconds=spec.get("retry_timeout_seconds", 5),
-    )
-    w = WorkspaceClient(config=cfg)
+    w = workspace_client(spec)
     return w.api_client.do(
         "POST",
         f"/serving-endpoints/{spec['endpoint']}/invocations",
