@@ -18,13 +18,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::auth_kit::{claims, MockIdp, Signer};
-use support::databricks::{
-    Fail, FakeDatabricks, Plane, TokenKind, CLIENT_ID, CLIENT_SECRET, GRANT_JWT_BEARER,
-};
+use support::databricks::{Fail, FakeDatabricks, Plane, TokenKind, GRANT_JWT_BEARER};
 use support::dns::FakeDns;
 use support::haproxy::{HaproxyVersion, Upstream};
-use support::sdk::client;
+use support::sdk::{client, Workspace};
 use support::stack::{self, Stack};
 
 /// The SDK's retry budget in the tests that make it retry.
@@ -34,37 +31,30 @@ const SDK_RETRY_SECS: u64 = 3;
 const RATE_LIMIT: usize = 4;
 
 struct World {
-    _rt: tokio::runtime::Runtime,
-    key: Signer,
-    mock: MockIdp,
-    fake: FakeDatabricks,
+    ws: Workspace,
     /// Token endpoint that answers 503 (upstream `flaky-sp`).
     flaky: FakeDatabricks,
     /// Token endpoint that refuses the gateway's client (401 invalid_client, `refused-sp`).
     refused: FakeDatabricks,
-    _secret: tempfile::TempDir,
     config: String,
 }
 
+impl std::ops::Deref for World {
+    type Target = Workspace;
+
+    fn deref(&self) -> &Workspace {
+        &self.ws
+    }
+}
+
 fn world() -> World {
-    let rt = stack::runtime();
-    let key = Signer::ec("fixture-ec-1");
-    let mock = rt.block_on(MockIdp::start(&[&key]));
-    let fake = rt.block_on(FakeDatabricks::start_workspace());
-    let flaky = rt.block_on(FakeDatabricks::start());
+    let ws = Workspace::start();
+    let flaky = ws.rt.block_on(FakeDatabricks::start());
     flaky.fail_always(Some(Fail::Unavailable));
-    let refused = rt.block_on(FakeDatabricks::start());
+    let refused = ws.rt.block_on(FakeDatabricks::start());
     refused.fail_always(Some(Fail::Status(401, "invalid_client")));
-    let secret_dir = tempfile::tempdir().unwrap();
-    let secret = secret_dir.path().join("sp.secret");
-    support::write_secret(&secret, CLIENT_SECRET);
     let sp = |name: &str, url: &str| {
-        format!(
-            "[upstream.{name}]\nkind = \"client_credentials\"\ntoken_url = \"{url}\"\n\
-             client_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\nscope = \"all-apis\"\n\
-             timeout = \"500ms\"\ntotal_budget = \"1s\"\n",
-            secret.display()
-        )
+        ws.upstream(name, url, "timeout = \"500ms\"\ntotal_budget = \"1s\"\n")
     };
     let config = format!(
         r#"
@@ -72,14 +62,7 @@ fn world() -> World {
 level = "info"
 audit = "{audit}"
 
-[[issuer]]
-name = "fixture"
-issuer = "{iss}"
-jwks_uri = "{jwks}"
-audiences = ["api"]
-groups_claim = "groups"
-email_claim = "email"
-
+{issuer}
 {serving}
 {flaky}
 {refused}
@@ -122,20 +105,15 @@ effect = "allow"
 upstream = "serving-sp"
 "#,
         audit = stack::AUDIT_PLACEHOLDER,
-        iss = mock.base,
-        jwks = mock.jwks_uri(),
-        serving = sp("serving-sp", &fake.token_url),
+        issuer = ws.issuer("groups_claim = \"groups\"\nemail_claim = \"email\"\n"),
+        serving = sp("serving-sp", &ws.fake.token_url),
         flaky = sp("flaky-sp", &flaky.token_url),
         refused = sp("refused-sp", &refused.token_url),
     );
     World {
-        _rt: rt,
-        key,
-        mock,
-        fake,
+        ws,
         flaky,
         refused,
-        _secret: secret_dir,
         config,
     }
 }
@@ -143,15 +121,11 @@ upstream = "serving-sp"
 impl World {
     /// A caller token; `ml`: member of the group the serving rule wants.
     fn token(&self, sub: &str, ml: bool) -> String {
-        let mut c = claims(&self.mock.base);
-        c["sub"] = json!(sub);
-        c["email"] = json!(format!("{sub}@example.com"));
-        c["groups"] = if ml {
-            json!(["ml-engineers"])
-        } else {
-            json!(["sales"])
-        };
-        self.key.token(&c)
+        let groups = if ml { "ml-engineers" } else { "sales" };
+        self.ws.token(
+            sub,
+            json!({"email": format!("{sub}@example.com"), "groups": [groups]}),
+        )
     }
 
     fn stack(&self, version: HaproxyVersion, extra_env: &[(&'static str, &str)]) -> Stack {

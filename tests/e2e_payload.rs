@@ -13,33 +13,25 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::auth_kit::{claims, MockIdp, Signer};
-use support::databricks::{FakeDatabricks, Plane, CLIENT_ID, CLIENT_SECRET};
+use support::databricks::Plane;
 use support::haproxy::HaproxyVersion;
-use support::sdk::client;
+use support::sdk::{client, Workspace};
 use support::stack::{self, Stack};
 
-/// A body larger than the 12288 bytes idgate.spoe.conf sends (and than HAProxy's buffer).
+/// A body larger than HAProxy buffers (about 14 KB by default, docs/payload.md).
 const LARGE: usize = 20_000;
 
 struct World {
-    _rt: tokio::runtime::Runtime,
-    key: Signer,
-    mock: MockIdp,
-    fake: FakeDatabricks,
-    _secret: tempfile::TempDir,
+    ws: Workspace,
     config: String,
 }
 
 fn world() -> World {
-    let rt = stack::runtime();
-    let key = Signer::ec("fixture-ec-1");
-    let mock = rt.block_on(MockIdp::start(&[&key]));
-    let fake = rt.block_on(FakeDatabricks::start_workspace());
+    let ws = Workspace::start();
     for name in ["churn", "typed", "big", "small", "unschemed"] {
-        fake.add_endpoint(name);
+        ws.fake.add_endpoint(name);
     }
-    fake.set_request_schema(
+    ws.fake.set_request_schema(
         "typed",
         json!({
             "type": "object",
@@ -49,28 +41,14 @@ fn world() -> World {
             }}}
         }),
     );
-    let secret_dir = tempfile::tempdir().unwrap();
-    let secret = secret_dir.path().join("sp.secret");
-    support::write_secret(&secret, CLIENT_SECRET);
     let config = format!(
         r#"
 [log]
 level = "info"
 audit = "{audit}"
 
-[[issuer]]
-name = "fixture"
-issuer = "{iss}"
-jwks_uri = "{jwks}"
-audiences = ["api"]
-
-[upstream.serving-sp]
-kind = "client_credentials"
-token_url = "{token_url}"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{secret}"
-scope = "all-apis"
-
+{issuer}
+{upstream}
 [[rule]]
 name = "databricks-config"
 methods = ["GET"]
@@ -115,30 +93,19 @@ paths = ["/api/2.0/**"]
 upstream = "serving-sp"
 "#,
         audit = stack::AUDIT_PLACEHOLDER,
-        iss = mock.base,
-        jwks = mock.jwks_uri(),
-        token_url = fake.token_url,
-        secret = secret.display(),
+        issuer = ws.issuer(""),
+        upstream = ws.upstream("serving-sp", &ws.fake.token_url, ""),
     );
-    World {
-        _rt: rt,
-        key,
-        mock,
-        fake,
-        _secret: secret_dir,
-        config,
-    }
+    World { ws, config }
 }
 
 impl World {
     fn token(&self) -> String {
-        let mut c = claims(&self.mock.base);
-        c["sub"] = json!("alice");
-        self.key.token(&c)
+        self.ws.token("alice", json!({}))
     }
 
     fn stack(&self, version: HaproxyVersion) -> Stack {
-        Stack::start_with(version, &self.config, Some(self.fake.upstream()), &[])
+        Stack::start_with(version, &self.config, Some(self.ws.fake.upstream()), &[])
             .expect("require() never returns None")
     }
 
@@ -174,7 +141,8 @@ impl World {
     /// The bodies the workspace received for `endpoint`'s invocations, in order.
     fn received(&self, endpoint: &str) -> Vec<String> {
         let path = format!("/serving-endpoints/{endpoint}/invocations");
-        self.fake
+        self.ws
+            .fake
             .requests_on(Plane::Workspace)
             .into_iter()
             .filter(|r| r.path == path)
@@ -342,12 +310,12 @@ fn large_bodies_per_rule_and_the_endpoint_schema(version: HaproxyVersion) {
     assert_ok(&r[7], &s);
     assert_refused(&r[8], 400, "inputs: must not be null", &s);
     // The document was fetched once for "typed" (then cached), with the upstream's token.
-    let fetches: Vec<_> = w
-        .fake
-        .rest_requests()
-        .into_iter()
-        .filter(|q| q.path.ends_with("/openapi"))
-        .collect();
+    let fetches: Vec<_> =
+        w.ws.fake
+            .rest_requests()
+            .into_iter()
+            .filter(|q| q.path.ends_with("/openapi"))
+            .collect();
     let typed: Vec<_> = fetches
         .iter()
         .filter(|q| q.path.contains("/typed/"))
@@ -388,12 +356,12 @@ fn other_requests_are_unchanged(version: HaproxyVersion) {
         "the fake answers unknown APIs 404\n{}",
         s.logs()
     );
-    let got: Vec<_> = w
-        .fake
-        .requests_on(Plane::Workspace)
-        .into_iter()
-        .filter(|r| r.path == "/api/2.0/jobs/create")
-        .collect();
+    let got: Vec<_> =
+        w.ws.fake
+            .requests_on(Plane::Workspace)
+            .into_iter()
+            .filter(|r| r.path == "/api/2.0/jobs/create")
+            .collect();
     assert_eq!(got.len(), 1, "{}", s.logs());
     assert_eq!(got[0].body, body);
     let m = s.agent.metrics();

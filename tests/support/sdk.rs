@@ -79,3 +79,67 @@ pub fn client(spec: Value) -> Value {
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("python client output {out:?}: {e}\nstderr: {err}"))
 }
+
+/// What the SDK tests run against: the mock IdP with one EC signing key, the fake Databricks
+/// workspace (token endpoint, REST API, data plane), and the file holding the service
+/// principal's client secret. Dropped, everything stops.
+pub struct Workspace {
+    pub rt: tokio::runtime::Runtime,
+    pub key: super::auth_kit::Signer,
+    pub mock: super::auth_kit::MockIdp,
+    pub fake: super::databricks::FakeDatabricks,
+    /// The client secret file for `[upstream.*]` sections ([`Workspace::upstream`]).
+    pub secret: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn start() -> Workspace {
+        let rt = super::stack::runtime();
+        let key = super::auth_kit::Signer::ec("fixture-ec-1");
+        let mock = rt.block_on(super::auth_kit::MockIdp::start(&[&key]));
+        let fake = rt.block_on(super::databricks::FakeDatabricks::start_workspace());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("sp.secret");
+        super::write_secret(&secret, super::databricks::CLIENT_SECRET);
+        Workspace {
+            rt,
+            key,
+            mock,
+            fake,
+            secret,
+            _dir: dir,
+        }
+    }
+
+    /// A `client_credentials` `[upstream.NAME]` section for the token endpoint at `token_url`
+    /// with the fake's client and this secret; `extra`: more keys, one per line.
+    pub fn upstream(&self, name: &str, token_url: &str, extra: &str) -> String {
+        format!(
+            "[upstream.{name}]\nkind = \"client_credentials\"\ntoken_url = \"{token_url}\"\n\
+             client_id = \"{}\"\nclient_secret_file = \"{}\"\nscope = \"all-apis\"\n{extra}",
+            super::databricks::CLIENT_ID,
+            self.secret.display()
+        )
+    }
+
+    /// The `[[issuer]]` section `fixture` of the mock IdP (audience `api`); `extra`: more keys.
+    pub fn issuer(&self, extra: &str) -> String {
+        format!(
+            "[[issuer]]\nname = \"fixture\"\nissuer = \"{}\"\njwks_uri = \"{}\"\n\
+             audiences = [\"api\"]\n{extra}",
+            self.mock.base,
+            self.mock.jwks_uri()
+        )
+    }
+
+    /// A caller token for `sub` with these extra claims.
+    pub fn token(&self, sub: &str, extra: serde_json::Value) -> String {
+        let mut c = super::auth_kit::claims(&self.mock.base);
+        c["sub"] = sub.into();
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        self.key.token(&c)
+    }
+}
