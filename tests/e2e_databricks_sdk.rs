@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use support::databricks::{Fail, FakeDatabricks, Plane, TokenKind, GRANT_JWT_BEARER};
 use support::dns::FakeDns;
 use support::haproxy::{HaproxyVersion, Upstream};
-use support::sdk::{client, Workspace};
+use support::sdk::{client, Workspace, HOST_METADATA_RULE};
 use support::stack::{self, Stack};
 
 /// The SDK's retry budget in the tests that make it retry.
@@ -67,15 +67,7 @@ audit = "{audit}"
 {flaky}
 {refused}
 
-# The SDK reads the workspace's host metadata when a client is created (WorkspaceClient()):
-# public, as Databricks serves it (shipped in demo/idgate.toml and haproxy/idgate.toml too).
-[[rule]]
-name = "databricks-config"
-methods = ["GET"]
-paths = ["/.well-known/databricks-config"]
-effect = "allow"
-public = true
-
+{host_metadata}
 [[rule]]
 name = "forbidden"
 methods = ["POST"]
@@ -105,6 +97,7 @@ effect = "allow"
 upstream = "serving-sp"
 "#,
         audit = stack::AUDIT_PLACEHOLDER,
+        host_metadata = HOST_METADATA_RULE,
         issuer = ws.issuer("groups_claim = \"groups\"\nemail_claim = \"email\"\n"),
         serving = sp("serving-sp", &ws.fake.token_url),
         flaky = sp("flaky-sp", &flaky.token_url),

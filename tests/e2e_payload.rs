@@ -15,7 +15,7 @@ mod support;
 use serde_json::{json, Value};
 use support::databricks::Plane;
 use support::haproxy::HaproxyVersion;
-use support::sdk::{client, Workspace};
+use support::sdk::{client, Workspace, HOST_METADATA_RULE};
 use support::stack::{self, Stack};
 
 /// A body larger than HAProxy buffers (about 14 KB by default, docs/payload.md).
@@ -49,13 +49,7 @@ audit = "{audit}"
 
 {issuer}
 {upstream}
-[[rule]]
-name = "databricks-config"
-methods = ["GET"]
-paths = ["/.well-known/databricks-config"]
-effect = "allow"
-public = true
-
+{host_metadata}
 [[rule]]
 name = "typed"
 methods = ["POST"]
@@ -93,6 +87,7 @@ paths = ["/api/2.0/**"]
 upstream = "serving-sp"
 "#,
         audit = stack::AUDIT_PLACEHOLDER,
+        host_metadata = HOST_METADATA_RULE,
         issuer = ws.issuer(""),
         upstream = ws.upstream("serving-sp", &ws.fake.token_url, ""),
     );

@@ -80,6 +80,17 @@ pub fn client(spec: Value) -> Value {
         .unwrap_or_else(|e| panic!("python client output {out:?}: {e}\nstderr: {err}"))
 }
 
+/// The rule every SDK test configuration needs: the SDK reads the workspace's host metadata
+/// when a client is created (`WorkspaceClient()`), public as Databricks serves it (shipped in
+/// demo/idgate.toml and haproxy/idgate.toml too).
+pub const HOST_METADATA_RULE: &str = r#"[[rule]]
+name = "databricks-config"
+methods = ["GET"]
+paths = ["/.well-known/databricks-config"]
+effect = "allow"
+public = true
+"#;
+
 /// What the SDK tests run against: the mock IdP with one EC signing key, the fake Databricks
 /// workspace (token endpoint, REST API, data plane), and the file holding the service
 /// principal's client secret. Dropped, everything stops.
