@@ -109,7 +109,17 @@ impl Parser<'_> {
 fn number(n: NumberAny) -> Value {
     let f = match n {
         NumberAny::Int(NumberInt::Int(i)) => return Value::Number(i.into()),
-        NumberAny::Int(NumberInt::BigInt(b)) => b.to_string().parse::<f64>().unwrap_or(f64::MAX),
+        // jiter reads integers of 19 digits and more as big integers: exact when they fit
+        // 64 bits, else as the nearest float (as Python would hand them to numpy).
+        NumberAny::Int(NumberInt::BigInt(b)) => {
+            if let Ok(i) = i64::try_from(&b) {
+                return Value::Number(i.into());
+            }
+            if let Ok(u) = u64::try_from(&b) {
+                return Value::Number(u.into());
+            }
+            b.to_string().parse::<f64>().unwrap_or(f64::MAX)
+        }
         NumberAny::Float(f) => f,
     };
     let finite = if f.is_nan() {
@@ -204,5 +214,45 @@ mod tests {
             "{e}"
         );
         assert!(parse(b"\xff", MAX_DEPTH).is_err());
+    }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| Value::Number(i.into())),
+            any::<u64>().prop_map(|u| Value::Number(u.into())),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map("\\PC{0,8}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever serde_json writes (finite numbers, no duplicate keys) parses back to the
+        /// same value, compact or pretty.
+        #[test]
+        fn serde_json_output_round_trips(v in arb_json()) {
+            proptest::prop_assert_eq!(parse(v.to_string().as_bytes(), MAX_DEPTH).unwrap(), v.clone());
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            proptest::prop_assert_eq!(parse(pretty.as_bytes(), MAX_DEPTH).unwrap(), v);
+        }
+
+        /// Arbitrary bytes never panic, and a refusal always says where and why.
+        #[test]
+        fn arbitrary_bytes_are_judged(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Err(p) = parse(&b, MAX_DEPTH) {
+                proptest::prop_assert!(!p.message.is_empty());
+            }
+        }
     }
 }
