@@ -212,3 +212,49 @@ payload_schema = "endpoint"
         );
     }
 }
+
+/// `idgate explain --body-file` judges a body as the agent does.
+#[test]
+fn explain_judges_a_body_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("idgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[rule]]\nname = \"serving\"\nmethods = [\"POST\"]\npaths = [\"{INVOKE}\"]\n\
+             public = true\npayload = \"serving\"\n"
+        ),
+    )
+    .unwrap();
+    let explain = |body: Option<&str>| {
+        let mut cmd = std::process::Command::new(Agent::binary());
+        cmd.args(["explain", "--method", "POST", "--path", INVOKE, "-c"])
+            .arg(&cfg);
+        if let Some(b) = body {
+            let f = dir.path().join("body.json");
+            std::fs::write(&f, b).unwrap();
+            cmd.arg("--body-file").arg(f);
+        }
+        let out = cmd.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code(), report)
+    };
+    let (code, r) = explain(Some(r#"{"prompt": "hi"}"#));
+    assert_eq!(code, Some(0), "{r}");
+    let (code, r) = explain(Some(r#"{"prompt": 1}"#));
+    assert_eq!(code, Some(1), "{r}");
+    let text = r.to_string();
+    assert!(text.contains("invalid_payload"), "{r}");
+    assert!(
+        text.contains("prompt: must be a string or an array of strings"),
+        "{r}"
+    );
+    let (code, r) = explain(None);
+    assert_eq!(code, Some(1), "{r}");
+    assert!(
+        r.to_string()
+            .contains("did not receive this request's body"),
+        "{r}"
+    );
+}
