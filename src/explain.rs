@@ -79,7 +79,6 @@ pub async fn explain(
             .as_ref()
             .map(|_| ByteString::from_static("application/json")),
         body: req.body.clone().map(bytes::Bytes::from),
-        ..AuthzRequest::default()
     };
     let upstreams = if req.policy_only {
         Upstreams::Skip
