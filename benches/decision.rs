@@ -55,6 +55,7 @@ fn request(path: &str, token: &str) -> AuthzRequest {
         unique_id: Some(ByteString::from_static(
             "7F000001:C350_7F000001:1F90_6650A1B2_0001:1A2B",
         )),
+        ..AuthzRequest::default()
     }
 }
 

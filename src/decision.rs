@@ -23,6 +23,14 @@ pub struct AuthzRequest {
     pub cookie: Option<ByteString>,
     pub src: Option<IpAddr>,
     pub unique_id: Option<ByteString>,
+    /// `body` (`req.body`): sent for model-serving invocations only (`authorize-serving`),
+    /// for the payload checks (contract §8). Shares the frame's buffer.
+    pub body: Option<bytes::Bytes>,
+    /// `body_size` (`req.body_size`): the body length the request announced, to tell a body
+    /// that did not fit the SPOE frame from a complete one (an idgate extension of §2).
+    pub body_size: Option<u64>,
+    /// `content_type` (`req.hdr(content-type)`).
+    pub content_type: Option<ByteString>,
 }
 
 /// A verified caller. Built once per distinct token and shared (via `Arc`) by the
@@ -112,10 +120,12 @@ pub enum Reason {
     UpstreamRefused,
     BadRequest,
     InternalError,
+    InvalidPayload,
+    PayloadTooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Ok,
         Reason::Public,
         Reason::MissingToken,
@@ -136,6 +146,8 @@ impl Reason {
         Reason::UpstreamRefused,
         Reason::BadRequest,
         Reason::InternalError,
+        Reason::InvalidPayload,
+        Reason::PayloadTooLarge,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -160,6 +172,8 @@ impl Reason {
             Reason::UpstreamRefused => "upstream_refused",
             Reason::BadRequest => "bad_request",
             Reason::InternalError => "internal_error",
+            Reason::InvalidPayload => "invalid_payload",
+            Reason::PayloadTooLarge => "payload_too_large",
         }
     }
 
@@ -183,7 +197,8 @@ impl Reason {
             Reason::UpstreamUnavailable => 503,
             // 403 when the refusal concerns the caller (the engine sets it on the verdict).
             Reason::UpstreamRefused => 502,
-            Reason::BadRequest => 400,
+            Reason::BadRequest | Reason::InvalidPayload => 400,
+            Reason::PayloadTooLarge => 413,
             Reason::InternalError => 500,
         }
     }
@@ -216,6 +231,8 @@ impl Reason {
             Reason::UpstreamRefused => "Databricks refused to issue the credential",
             Reason::BadRequest => "the request's path or method cannot be judged",
             Reason::InternalError => "the gateway could not decide this request",
+            Reason::InvalidPayload => "the request body is not a valid model serving input",
+            Reason::PayloadTooLarge => "the request body is too large",
         }
     }
 }
@@ -270,8 +287,9 @@ pub struct Verdict {
     /// serving endpoint's data plane): `host[:port]` and the path to send there.
     pub upstream_route: Option<Arc<Route>>,
     /// What the refusal means, more precisely than its reason (`description` variable);
-    /// `None`: the reason's own [`Reason::description`].
-    pub description: Option<&'static str>,
+    /// `None`: the reason's own [`Reason::description`]. Owned only for the payload checks,
+    /// whose message names a field of the body.
+    pub description: Option<std::borrow::Cow<'static, str>>,
 }
 
 /// Another host and path for an allowed request (contract §3 `upstream_host`,
@@ -302,8 +320,10 @@ impl Verdict {
     }
 
     /// The `description` of a refusal: the precise one, else the reason's.
-    pub fn description(&self) -> &'static str {
-        self.description.unwrap_or(self.reason.description())
+    pub fn description(&self) -> &str {
+        self.description
+            .as_deref()
+            .unwrap_or(self.reason.description())
     }
 
     /// A 401 with its RFC 6750 challenge. `missing_token` gets the bare challenge (RFC 6750
@@ -313,7 +333,7 @@ impl Verdict {
     pub fn unauthorized(realm: &str, rejection: &Rejection) -> Self {
         if rejection.reason.status() != 401 {
             return Verdict {
-                description: Some(rejection.description),
+                description: Some(rejection.description.into()),
                 ..Verdict::deny(rejection.reason)
             };
         }
@@ -327,7 +347,7 @@ impl Verdict {
         };
         Verdict {
             www_authenticate: Some(challenge),
-            description: Some(rejection.description),
+            description: Some(rejection.description.into()),
             ..Verdict::deny(rejection.reason)
         }
     }

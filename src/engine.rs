@@ -13,9 +13,15 @@
 //!    revocation (validated-token cache hits included) — else 401 `revoked`.
 //! 5. Rules, first match — `no_matching_rule` / `denied_by_rule` (403) or allow; an allow
 //!    rule whose `claim:` principal cannot be passed on faithfully — 401 `claim_invalid`.
+//!    Then the payload checks when the allow rule has `payload` (`engine/payload.rs`,
+//!    docs/payload.md) — else 400 `invalid_payload` / 413 `payload_too_large`, before any
+//!    credential is obtained (the endpoint's own schema, `payload_schema = "endpoint"`, is
+//!    applied once the credential is in hand).
 //! 6. Upstream credential when the matched rule names one (and, for a route-optimized serving
 //!    endpoint, its data-plane route and token) — else 503 `upstream_unavailable`, or
 //!    `upstream_refused` (403 / 502) when the token endpoint refused for good.
+
+mod payload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,6 +128,10 @@ impl State {
         };
 
         if let Some(rule) = self.policy.match_public(&view) {
+            let pending = match payload::precheck(rule, req) {
+                Ok(p) => p,
+                Err(refusal) => return *refusal,
+            };
             let mut v = Verdict::allow(Reason::Public);
             v.rule = Some(rule.name.clone());
             v.principal = rule.principal_for(None);
@@ -129,6 +139,26 @@ impl State {
                 // No caller token: the policy compiler refuses a public rule naming a
                 // token_exchange upstream, and the broker refuses such a request regardless.
                 let serving = upstream::serving_invocation(method, &path);
+                if let payload::Pending::EndpointSchema(parsed) = pending {
+                    let cred = self
+                        .upstreams
+                        .credential_for(up, Caller::ANONYMOUS, now)
+                        .await;
+                    if let Ok(c) = cred {
+                        let check = payload::endpoint_schema(
+                            rule,
+                            parsed,
+                            &self.upstreams,
+                            up,
+                            serving,
+                            &c,
+                            now,
+                        );
+                        if let Err(refusal) = Box::pin(check).await {
+                            return *refusal;
+                        }
+                    }
+                }
                 match self
                     .upstreams
                     .grant_for(up, Caller::ANONYMOUS, now, serving)
@@ -192,6 +222,14 @@ impl State {
                 (v, Some(rule))
             }
         };
+        let pending = match rule.map(|r| (r, payload::precheck(r, req))) {
+            Some((_, Err(mut refusal))) => {
+                refusal.identity = Some(identity);
+                return *refusal;
+            }
+            Some((r, Ok(payload::Pending::EndpointSchema(parsed)))) => Some((r, parsed)),
+            _ => None,
+        };
         if let (Some(up), Upstreams::Fetch) = (rule.and_then(|r| r.upstream.as_ref()), upstreams) {
             let caller = Caller {
                 token: Some(token),
@@ -201,7 +239,16 @@ impl State {
             // Awaited in two halves: a request that is no serving invocation (nearly all)
             // awaits only the credential, and its future stays as small as before.
             let cred = self.upstreams.credential_for(up, caller, now).await;
-            let grant = match (cred, upstream::serving_invocation(method, &path)) {
+            let serving = upstream::serving_invocation(method, &path);
+            if let (Ok(c), Some((r, parsed))) = (&cred, pending) {
+                let check =
+                    payload::endpoint_schema(r, parsed, &self.upstreams, up, serving, c, now);
+                if let Err(mut refusal) = Box::pin(check).await {
+                    refusal.identity = Some(identity);
+                    return *refusal;
+                }
+            }
+            let grant = match (cred, serving) {
                 (Ok(c), Some(name)) => {
                     Box::pin(self.upstreams.with_data_plane(up, name, c, now)).await
                 }
@@ -277,7 +324,7 @@ fn upstream_failed(allowed: Verdict, e: &UpstreamError) -> Verdict {
         identity: allowed.identity,
         rule: allowed.rule,
         status,
-        description: Some(e.description()),
+        description: Some(e.description().into()),
         ..Verdict::deny(reason)
     }
 }

@@ -38,6 +38,9 @@ pub struct ExplainRequest {
     /// Decide policy only: do not contact upstream token endpoints (the rule's upstream is
     /// named in the report instead of its credential).
     pub policy_only: bool,
+    /// The body, sent as `authorize-serving` sends it (`body`, its length as `body_size`,
+    /// `application/json`).
+    pub body: Option<Vec<u8>>,
 }
 
 /// Build the state from `config_path` (or the embedded default), decide, and return the JSON
@@ -80,6 +83,12 @@ pub async fn explain(
         cookie: None,
         src: req.src,
         unique_id: None,
+        body_size: req.body.as_ref().map(|b| b.len() as u64),
+        content_type: req
+            .body
+            .as_ref()
+            .map(|_| ByteString::from_static("application/json")),
+        body: req.body.clone().map(bytes::Bytes::from),
     };
     let upstreams = if req.policy_only {
         Upstreams::Skip

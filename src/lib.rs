@@ -39,6 +39,7 @@ pub mod engine;
 pub mod explain;
 pub mod metrics;
 pub mod outbound;
+pub mod payload;
 pub mod policy;
 pub mod reload;
 pub mod revocation;

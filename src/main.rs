@@ -69,6 +69,11 @@ enum Command {
         /// allowed rule's upstream is named instead of its credential.
         #[arg(long)]
         policy_only: bool,
+        /// The request body (JSON), sent as HAProxy sends a serving invocation's body, for
+        /// rules with `payload` (docs/payload.md). Without it, a POST such a rule allows is
+        /// refused as the agent refuses one whose body did not reach it.
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<PathBuf>,
     },
     /// Revoke a subject, one token, or everything an issuer issued before a time, on every
     /// agent that shares the `[shared]` store (or, on one node, its revocations_file).
@@ -153,7 +158,15 @@ fn main() -> ExitCode {
             token_file,
             src,
             policy_only,
+            body_file,
         } => {
+            let body = match body_file.map(std::fs::read).transpose() {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("idgate: cannot read the body file: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let token = match (token, token_file) {
                 (Some(t), _) => Some(t),
                 (None, Some(f)) => match std::fs::read_to_string(&f) {
@@ -178,6 +191,7 @@ fn main() -> ExitCode {
                     token,
                     src,
                     policy_only,
+                    body,
                 },
             )
         }

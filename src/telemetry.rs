@@ -849,6 +849,7 @@ mod tests {
             cookie: Some("session=cookie-secret-value".into()),
             src: Some("192.0.2.7".parse::<IpAddr>().unwrap()),
             unique_id: Some("abc-123".into()),
+            ..AuthzRequest::default()
         };
         let identity = Identity {
             issuer: "corp".into(),

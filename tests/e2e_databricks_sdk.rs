@@ -15,22 +15,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::auth_kit::{claims, MockIdp, Signer};
-use support::databricks::{
-    Fail, FakeDatabricks, Plane, TokenKind, CLIENT_ID, CLIENT_SECRET, GRANT_JWT_BEARER,
-};
+use support::databricks::{Fail, FakeDatabricks, Plane, TokenKind, GRANT_JWT_BEARER};
 use support::dns::FakeDns;
 use support::haproxy::{HaproxyVersion, Upstream};
+use support::sdk::{client, Workspace, HOST_METADATA_RULE};
 use support::stack::{self, Stack};
-
-/// Bound on one client run (interpreter start, imports, the call, the SDK's retries).
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The SDK's retry budget in the tests that make it retry.
 const SDK_RETRY_SECS: u64 = 3;
@@ -38,105 +30,31 @@ const SDK_RETRY_SECS: u64 = 3;
 /// The per-identity serving limit of the deny-reason stack (IDGATE_SERVING_RATE_LIMIT).
 const RATE_LIMIT: usize = 4;
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("IDGATE_TEST_PYTHON")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/idgate-test-venv/bin/python3"));
-    assert!(
-        p.is_file(),
-        "Python with the Databricks SDK not found at {} (IDGATE_TEST_PYTHON): run scripts/python-deps.sh",
-        p.display()
-    );
-    p
-}
-
-/// Runs tests/python/databricks_client.py with `spec` and returns its JSON result.
-fn client(spec: Value) -> Value {
-    let mut child = Command::new(python())
-        .arg(support::repo_path("tests/python/databricks_client.py"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        // No proxy from the environment: every request goes to 127.0.0.1.
-        .env("NO_PROXY", "*")
-        .env_remove("DATABRICKS_CONFIG_PROFILE")
-        .env("DATABRICKS_CONFIG_FILE", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the Python client");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the Python client ran longer than {CLIENT_TIMEOUT:?}: {spec}");
-        }
-        std::thread::sleep(support::POLL_INTERVAL);
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(
-        status.success(),
-        "python client failed ({status}): {err}\n{out}"
-    );
-    let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("python client output {out:?}: {e}\nstderr: {err}"))
-}
-
 struct World {
-    _rt: tokio::runtime::Runtime,
-    key: Signer,
-    mock: MockIdp,
-    fake: FakeDatabricks,
+    ws: Workspace,
     /// Token endpoint that answers 503 (upstream `flaky-sp`).
     flaky: FakeDatabricks,
     /// Token endpoint that refuses the gateway's client (401 invalid_client, `refused-sp`).
     refused: FakeDatabricks,
-    _secret: tempfile::TempDir,
     config: String,
 }
 
+impl std::ops::Deref for World {
+    type Target = Workspace;
+
+    fn deref(&self) -> &Workspace {
+        &self.ws
+    }
+}
+
 fn world() -> World {
-    let rt = stack::runtime();
-    let key = Signer::ec("fixture-ec-1");
-    let mock = rt.block_on(MockIdp::start(&[&key]));
-    let fake = rt.block_on(FakeDatabricks::start_workspace());
-    let flaky = rt.block_on(FakeDatabricks::start());
+    let ws = Workspace::start();
+    let flaky = ws.rt.block_on(FakeDatabricks::start());
     flaky.fail_always(Some(Fail::Unavailable));
-    let refused = rt.block_on(FakeDatabricks::start());
+    let refused = ws.rt.block_on(FakeDatabricks::start());
     refused.fail_always(Some(Fail::Status(401, "invalid_client")));
-    let secret_dir = tempfile::tempdir().unwrap();
-    let secret = secret_dir.path().join("sp.secret");
-    support::write_secret(&secret, CLIENT_SECRET);
     let sp = |name: &str, url: &str| {
-        format!(
-            "[upstream.{name}]\nkind = \"client_credentials\"\ntoken_url = \"{url}\"\n\
-             client_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\nscope = \"all-apis\"\n\
-             timeout = \"500ms\"\ntotal_budget = \"1s\"\n",
-            secret.display()
-        )
+        ws.upstream(name, url, "timeout = \"500ms\"\ntotal_budget = \"1s\"\n")
     };
     let config = format!(
         r#"
@@ -144,27 +62,12 @@ fn world() -> World {
 level = "info"
 audit = "{audit}"
 
-[[issuer]]
-name = "fixture"
-issuer = "{iss}"
-jwks_uri = "{jwks}"
-audiences = ["api"]
-groups_claim = "groups"
-email_claim = "email"
-
+{issuer}
 {serving}
 {flaky}
 {refused}
 
-# The SDK reads the workspace's host metadata when a client is created (WorkspaceClient()):
-# public, as Databricks serves it (shipped in demo/idgate.toml and haproxy/idgate.toml too).
-[[rule]]
-name = "databricks-config"
-methods = ["GET"]
-paths = ["/.well-known/databricks-config"]
-effect = "allow"
-public = true
-
+{host_metadata}
 [[rule]]
 name = "forbidden"
 methods = ["POST"]
@@ -194,20 +97,16 @@ effect = "allow"
 upstream = "serving-sp"
 "#,
         audit = stack::AUDIT_PLACEHOLDER,
-        iss = mock.base,
-        jwks = mock.jwks_uri(),
-        serving = sp("serving-sp", &fake.token_url),
+        host_metadata = HOST_METADATA_RULE,
+        issuer = ws.issuer("groups_claim = \"groups\"\nemail_claim = \"email\"\n"),
+        serving = sp("serving-sp", &ws.fake.token_url),
         flaky = sp("flaky-sp", &flaky.token_url),
         refused = sp("refused-sp", &refused.token_url),
     );
     World {
-        _rt: rt,
-        key,
-        mock,
-        fake,
+        ws,
         flaky,
         refused,
-        _secret: secret_dir,
         config,
     }
 }
@@ -215,15 +114,11 @@ upstream = "serving-sp"
 impl World {
     /// A caller token; `ml`: member of the group the serving rule wants.
     fn token(&self, sub: &str, ml: bool) -> String {
-        let mut c = claims(&self.mock.base);
-        c["sub"] = json!(sub);
-        c["email"] = json!(format!("{sub}@example.com"));
-        c["groups"] = if ml {
-            json!(["ml-engineers"])
-        } else {
-            json!(["sales"])
-        };
-        self.key.token(&c)
+        let groups = if ml { "ml-engineers" } else { "sales" };
+        self.ws.token(
+            sub,
+            json!({"email": format!("{sub}@example.com"), "groups": [groups]}),
+        )
     }
 
     fn stack(&self, version: HaproxyVersion, extra_env: &[(&'static str, &str)]) -> Stack {

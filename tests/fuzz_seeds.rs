@@ -140,3 +140,28 @@ fn path_match_seeds_behave_as_named() {
     assert_eq!(run("dot_encoded"), None);
     assert_eq!(run("semicolon"), None);
 }
+
+#[test]
+fn payload_check_inputs_run_cleanly() {
+    let inputs = inputs("payload_check");
+    assert!(inputs.len() >= 8, "seed corpus missing");
+    for (_, data) in inputs {
+        let _ = targets::payload_check(&data);
+    }
+}
+
+#[test]
+fn payload_check_seeds_behave_as_named() {
+    let run = |n: &str| targets::payload_check(&seed("payload_check", n));
+    assert_eq!(run("dataframe_split_nan"), Ok("dataframe_split"));
+    assert_eq!(run("dataframe_records"), Ok("dataframe_records"));
+    assert_eq!(run("messages"), Ok("messages"));
+    assert_eq!(run("prompt"), Ok("prompt"));
+    assert_eq!(run("duplicate_key"), Err("inputs: duplicate key".into()));
+    let err = |n: &str| run(n).unwrap_err();
+    assert!(err("two_formats").contains("exactly one input field"));
+    assert!(err("too_deep").contains("nested deeper than 64 levels"));
+    assert!(err("trailing_comma").contains("not valid JSON"));
+    // Python's json.loads accepts a lone surrogate escape; jiter does not (docs/payload.md).
+    assert!(err("lone_surrogate").contains("not valid JSON"));
+}

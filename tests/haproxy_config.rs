@@ -351,21 +351,95 @@ fn access_log_never_records_credentials() {
     }
 }
 
-#[test]
-fn spoe_message_matches_the_contract() {
-    let spoe = read("haproxy/idgate.spoe.conf");
+/// The `name=sample` arguments of SPOE message `message` in `spoe`.
+fn message_args<'s>(spoe: &'s str, message: &str) -> BTreeMap<&'s str, &'s str> {
+    let header = format!("spoe-message {message}");
     let mut lines = spoe.lines().map(str::trim);
     lines
-        .find(|l| *l == "spoe-message authorize")
-        .expect("no `spoe-message authorize`");
-    let args = lines
+        .find(|l| *l == header)
+        .unwrap_or_else(|| panic!("no `{header}`"));
+    lines
         .find(|l| l.starts_with("args "))
-        .expect("`authorize` has no args");
-    let args: BTreeMap<&str, &str> = args
+        .unwrap_or_else(|| panic!("`{message}` has no args"))
         .trim_start_matches("args ")
         .split_whitespace()
         .map(|kv| kv.split_once('=').expect("args are name=sample"))
-        .collect();
+        .collect()
+}
+
+/// `authorize-serving` (contract §2, §8) is `authorize` plus the body, its announced size and
+/// its content type, and the gateway sends it for serving invocations only, after buffering
+/// the body; every other request sends `authorize`.
+#[test]
+fn serving_invocations_send_their_body() {
+    let spoe = read("haproxy/idgate.spoe.conf");
+    let mut expected = message_args(&spoe, "authorize");
+    expected.extend([
+        ("body", "req.body"),
+        ("body_size", "req.body_size"),
+        ("content_type", "req.fhdr(content-type)"),
+    ]);
+    assert_eq!(message_args(&spoe, "authorize-serving"), expected);
+    for (group, message) in [
+        ("authorize-group", "authorize"),
+        ("authorize-serving-group", "authorize-serving"),
+    ] {
+        let lines: Vec<&str> = spoe.lines().map(str::trim).collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == format!("spoe-group {group}"))
+            .unwrap_or_else(|| panic!("no `spoe-group {group}`"));
+        assert_eq!(
+            lines.get(at + 1).copied(),
+            Some(format!("messages {message}").as_str()),
+            "idgate.spoe.conf: group {group} must send exactly {message}"
+        );
+    }
+    for file in ["haproxy/haproxy.cfg", "haproxy/haproxy-3.x.cfg"] {
+        let rules = gateway_rules(&read(file));
+        let serving = "{ var(txn.serving_body) -m bool }";
+        let sends: Vec<&String> = rules
+            .iter()
+            .filter(|r| r.starts_with("http-request send-spoe-group"))
+            .collect();
+        assert_eq!(
+            sends,
+            [
+                &format!(
+                    "http-request send-spoe-group idgate authorize-serving-group if {serving}"
+                ),
+                &format!("http-request send-spoe-group idgate authorize-group unless {serving}"),
+            ],
+            "{file}"
+        );
+        let setters: Vec<&String> = rules
+            .iter()
+            .filter(|r| r.contains("set-var(txn.serving_body)"))
+            .collect();
+        assert_eq!(
+            setters,
+            ["http-request set-var(txn.serving_body) bool(true) if METH_POST { path,url_dec -m reg ^/serving-endpoints/[^/]+/invocations$ }"],
+            "{file}"
+        );
+        let wait = rules
+            .iter()
+            .position(|r| r == &format!("http-request wait-for-body time 10s if {serving}"))
+            .unwrap_or_else(|| panic!("{file}: the body is not buffered for serving invocations"));
+        let send = rules
+            .iter()
+            .position(|r| r.starts_with("http-request send-spoe-group"))
+            .unwrap();
+        assert!(
+            wait < send,
+            "{file}: the body is buffered after the SPOE call"
+        );
+    }
+}
+
+#[test]
+fn spoe_message_matches_the_contract() {
+    let spoe = read("haproxy/idgate.spoe.conf");
+    let args = message_args(&spoe, "authorize");
     let expected: BTreeMap<&str, &str> = [
         ("method", "method"),
         ("path", "path"),

@@ -468,3 +468,47 @@ pub fn path_match(data: &[u8]) -> Option<(String, PathDecision)> {
     }
     Some((p.to_owned(), d))
 }
+
+/// Serving request bodies (`idgate::payload`, docs/payload.md) on arbitrary bytes. Returns the
+/// input format found, or the refusal's message. Invariants:
+/// - the refusal message is header-safe (no control characters) and capped;
+/// - an accepted body names one of the input formats, and is a JSON object holding that key;
+/// - strict JSON agrees with serde_json on bodies without non-finite numbers: whatever
+///   serde_json accepts is accepted too unless it has a duplicate key or nests deeper than the
+///   bound, and whatever is accepted without `NaN`/`Infinity` serde_json accepts.
+pub fn payload_check(data: &[u8]) -> Result<&'static str, String> {
+    use idgate::payload::{check_json, formats, json, Outcome, Problem};
+
+    let result = check_json(data, None);
+    if let Err(p) = &result {
+        let msg = Outcome::Invalid(p.clone())
+            .message()
+            .expect("a refusal has a message");
+        assert!(!msg.is_empty() && msg.len() <= 1024, "{msg:?}");
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+    let strict = json::parse(data, json::MAX_DEPTH);
+    let loose = serde_json::from_slice::<serde_json::Value>(data);
+    let non_finite =
+        data.windows(3).any(|w| w == b"NaN") || data.windows(8).any(|w| w == b"Infinity");
+    match (&strict, &loose) {
+        (Err(Problem { message, .. }), Ok(_)) => assert!(
+            message == "duplicate key" || message.starts_with("nested deeper than"),
+            "serde_json accepts what strict JSON refused: {message}"
+        ),
+        (Ok(_), Err(e)) => assert!(
+            non_finite || e.is_eof(),
+            "strict JSON accepted what serde_json refuses: {e}"
+        ),
+        _ => {}
+    }
+    match result {
+        Ok(format) => {
+            assert!(formats::FORMATS.contains(&format));
+            let v = strict.expect("an accepted body parses");
+            assert!(v.get(format).is_some(), "{format} missing");
+            Ok(format)
+        }
+        Err(p) => Err(p.to_string()),
+    }
+}

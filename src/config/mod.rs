@@ -35,6 +35,7 @@ mod issuer;
 mod issuer_id;
 mod log;
 mod paths;
+mod payload;
 mod read;
 mod rule;
 mod shared;

@@ -141,6 +141,17 @@ impl<'c, 'i> Table<'c, 'i> {
         self.cx.push_at(key, offset, message);
     }
 
+    /// A problem with the value of `key` found after reading it (the table stays usable).
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let k = self.key(key);
+        self.cx.push(k, message);
+    }
+
+    /// Where relative file names are looked up.
+    pub(crate) fn dirs(&self) -> &super::files::FileDirs {
+        &self.cx.dirs
+    }
+
     fn take(&mut self, key: &'static str) -> Option<Spanned<DeValue<'i>>> {
         self.known.push(key);
         let v = self.entries.remove(key)?;

@@ -57,6 +57,8 @@ pub struct RuleConfig {
     pub public: bool,
     /// Default: the email if present, else `sub`.
     pub principal: Option<Principal>,
+    /// `payload = "serving"` and its keys (docs/payload.md).
+    pub payload: Option<crate::payload::Settings>,
 }
 
 /// What the rule checks need from the other sections.
@@ -122,6 +124,7 @@ impl RuleConfig {
             upstream: t.get("upstream"),
             public: false,
             principal: t.get("principal"),
+            payload: super::payload::read(t),
         };
         t.set("effect", &mut r.effect);
         t.set("public", &mut r.public);
@@ -211,6 +214,15 @@ impl RuleConfig {
             );
         }
         self.check_forwarding(&k, ctx, cx);
+        if let Some(p) = &self.payload {
+            super::payload::check(
+                p,
+                &k,
+                self.effect == Effect::Allow,
+                self.upstream.as_deref(),
+                cx,
+            );
+        }
         if self.public {
             self.check_public(&k, cx);
         }

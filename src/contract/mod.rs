@@ -41,6 +41,10 @@ pub use request::request_from_messages;
 /// The SPOE message name HAProxy sends (contract §2).
 pub(crate) const MESSAGE_NAME: &str = "authorize";
 
+/// The same message carrying the body of a model-serving invocation (contract §2, §8): its
+/// own name so that HAProxy sends `body` only for those requests.
+pub(crate) const SERVING_MESSAGE_NAME: &str = "authorize-serving";
+
 /// The arguments of the `authorize` message (contract §2), by name.
 pub(crate) mod arg {
     pub(crate) const METHOD: &[u8] = b"method";
@@ -50,6 +54,11 @@ pub(crate) mod arg {
     pub(crate) const COOKIE: &[u8] = b"cookie";
     pub(crate) const SRC: &[u8] = b"src";
     pub(crate) const UNIQUE_ID: &[u8] = b"unique_id";
+    pub(crate) const BODY: &[u8] = b"body";
+    pub(crate) const CONTENT_TYPE: &[u8] = b"content_type";
+    /// Not in the contract (unknown arguments are ignored): `req.body_size`, the length the
+    /// request announced, so a body cut to fit the frame is known to be incomplete.
+    pub(crate) const BODY_SIZE: &[u8] = b"body_size";
 }
 
 /// The variables (contract §3), in the order the ACK sets them: most important first, so that

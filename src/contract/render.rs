@@ -249,7 +249,7 @@ impl<V: Borrow<Verdict>> Answer<V> {
     }
 
     /// `description` as sent: the refusal's own when rendering refused an allowed verdict.
-    pub fn description(&self) -> &'static str {
+    pub fn description(&self) -> &str {
         match self.refused {
             Some(r) => r.description(),
             None => self.verdict().description(),

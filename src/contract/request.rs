@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use bytestring::ByteString;
 
-use super::{arg, MESSAGE_NAME};
+use super::{arg, MESSAGE_NAME, SERVING_MESSAGE_NAME};
 use crate::decision::AuthzRequest;
 use crate::spop::{Message, TypedData};
 
@@ -29,15 +29,34 @@ fn ip_arg(v: &TypedData) -> Option<IpAddr> {
     }
 }
 
-/// Build the request from a NOTIFY's messages (the first `authorize` message; for an
-/// argument given twice, the first valid value).
+/// Build the request from a NOTIFY's messages (the first `authorize` or `authorize-serving`
+/// message; for an argument given twice, the first valid value).
 pub fn request_from_messages(messages: &[Message]) -> AuthzRequest {
     let mut r = AuthzRequest::default();
-    let Some(m) = messages.iter().find(|m| m.name == MESSAGE_NAME.as_bytes()) else {
+    let Some(m) = messages
+        .iter()
+        .find(|m| m.name == MESSAGE_NAME.as_bytes() || m.name == SERVING_MESSAGE_NAME.as_bytes())
+    else {
         return r;
     };
     for a in &m.args {
         let slot = match &a.name[..] {
+            arg::BODY => {
+                if r.body.is_none() {
+                    r.body = match &a.value {
+                        TypedData::Binary(b) | TypedData::String(b) => Some(b.clone()),
+                        _ => None,
+                    };
+                }
+                continue;
+            }
+            arg::BODY_SIZE => {
+                if r.body_size.is_none() {
+                    r.body_size = a.value.as_i64().and_then(|n| u64::try_from(n).ok());
+                }
+                continue;
+            }
+            arg::CONTENT_TYPE => &mut r.content_type,
             arg::METHOD => &mut r.method,
             arg::PATH => &mut r.path,
             arg::HOST => &mut r.host,
@@ -155,6 +174,43 @@ mod tests {
         let r = request_from_messages(&[other]);
         assert!(r.method.is_none(), "no authorize message: no arguments");
         assert!(request_from_messages(&[]).method.is_none());
+    }
+
+    /// `authorize-serving` is `authorize` plus the body: BINARY (as `req.body` is) or STRING,
+    /// its announced size as any integer type, the content type.
+    #[test]
+    fn authorize_serving_carries_the_body() {
+        let m = msg(
+            "authorize-serving",
+            vec![
+                arg("method", s("POST")),
+                arg("path", s("/serving-endpoints/x/invocations")),
+                arg(
+                    "body",
+                    TypedData::Binary(Bytes::from_static(b"{\"inputs\": [1]}")),
+                ),
+                arg("body_size", TypedData::Uint32(15)),
+                arg("content_type", s("application/json")),
+            ],
+        );
+        let r = request_from_messages(&[m]);
+        assert_eq!(r.method.as_deref(), Some("POST"));
+        assert_eq!(r.body.as_deref(), Some(&b"{\"inputs\": [1]}"[..]));
+        assert_eq!(r.body_size, Some(15));
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        let r = request_from_messages(&[msg(
+            "authorize",
+            vec![
+                arg("body", s("x")),
+                arg("body_size", TypedData::Int64(-1)),
+                arg("content_type", TypedData::Null),
+            ],
+        )]);
+        assert_eq!(r.body.as_deref(), Some(&b"x"[..]));
+        assert_eq!(r.body_size, None, "a negative size is absent");
+        assert!(r.content_type.is_none());
+        let r = request_from_messages(&[msg("authorize", vec![arg("body", TypedData::Int32(1))])]);
+        assert!(r.body.is_none());
     }
 
     /// The bearer token in the request is a slice of the NOTIFY frame, not a copy.

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub upstream_token_duration: HistogramVec,
     /// `idgate_config_reloads_total{result="success|failure"}`
     pub config_reloads: IntCounterVec,
+    /// `idgate_payload_checks_total{result="valid|invalid|too_large|unchecked|schema_unavailable"}`:
+    /// request bodies checked by rules with `payload` (docs/payload.md)
+    pub payload_checks: IntCounterVec,
     /// `idgate_build_info{version}` = 1
     pub build_info: IntGaugeVec,
     /// `idgate_log_lines_dropped_total{stream="log|audit"}`: lines a full log buffer dropped
@@ -223,6 +226,14 @@ impl Metrics {
         for stream in ["log", "audit"] {
             log_lines_dropped.with_label_values(&[stream]);
         }
+        let payload_checks = IntCounterVec::new(
+            Opts::new(
+                "idgate_payload_checks_total",
+                "Request bodies checked by payload rules, by result",
+            ),
+            &["result"],
+        )
+        .expect("metric");
         let ready = IntGauge::new(
             "idgate_ready",
             "1 when the agent is ready (SPOP listener up, every issuer's keys loaded), else 0",
@@ -247,6 +258,7 @@ impl Metrics {
             Box::new(upstream_token_requests.clone()),
             Box::new(upstream_token_duration.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(payload_checks.clone()),
             Box::new(build_info.clone()),
             Box::new(log_lines_dropped.clone()),
             Box::new(ready.clone()),
@@ -271,6 +283,9 @@ impl Metrics {
         for r in ["success", "failure"] {
             config_reloads.with_label_values(&[r]);
         }
+        for r in PAYLOAD_RESULTS {
+            payload_checks.with_label_values(&[r]);
+        }
 
         Metrics {
             registry,
@@ -291,6 +306,7 @@ impl Metrics {
             upstream_token_requests,
             upstream_token_duration,
             config_reloads,
+            payload_checks,
             build_info,
             log_lines_dropped,
             decision_children,
@@ -319,6 +335,15 @@ impl Metrics {
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }
+
+/// The `result` labels of `idgate_payload_checks_total`.
+pub const PAYLOAD_RESULTS: [&str; 5] = [
+    "valid",
+    "invalid",
+    "too_large",
+    "unchecked",
+    "schema_unavailable",
+];
 
 /// The `decision` label a reason always comes with.
 fn decision_label(r: crate::decision::Reason) -> &'static str {

@@ -99,6 +99,8 @@ pub struct Rule {
     /// Name of the `[upstream.*]` credential to inject (allow rules only).
     pub upstream: Option<Arc<str>>,
     pub public: bool,
+    /// `payload = "serving"`: check the body of what this rule allows (docs/payload.md).
+    pub payload: Option<crate::payload::Settings>,
     cond: Conditions,
     principal: Principal,
 }
@@ -442,6 +444,7 @@ impl Rule {
             effect: rc.effect,
             upstream: rc.upstream.as_deref().map(Arc::from),
             public: rc.public,
+            payload: rc.payload.clone(),
             cond,
             principal: Principal::new(rc.principal.as_ref()),
         }

@@ -88,12 +88,13 @@ enum Lookup {
 }
 
 /// A cached answer with its end of life.
-struct Timed<T> {
-    value: T,
-    until: Instant,
+pub(super) struct Timed<T> {
+    pub(super) value: T,
+    pub(super) until: Instant,
 }
 
-struct TimedExpiry;
+/// Expires a [`Timed`] entry at its `until`.
+pub(super) struct TimedExpiry;
 
 impl<K, T: Send + Sync> moka::Expiry<K, Arc<Timed<T>>> for TimedExpiry {
     fn expire_after_create(&self, _: &K, v: &Arc<Timed<T>>, at: Instant) -> Option<Duration> {
@@ -266,26 +267,15 @@ impl DataPlane {
             ))
         })?;
         auth.set_sensitive(true);
-        let sent = tokio::time::timeout(per_try, async {
-            let resp = http
-                .get(url)
-                .timeout(per_try)
-                .header(AUTHORIZATION, auth)
-                .header(ACCEPT, HeaderValue::from_static("application/json"))
-                .send()
-                .await
-                .map_err(oauth::classify)?;
-            let status = resp.status().as_u16();
-            let body = read_capped(resp).await?;
-            Ok::<_, Failure>((status, body))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(Failure {
-                cause: Some(format!("no response within the timeout of {per_try:?}")),
-                ..Failure::new(Outcome::Timeout)
-            })
-        });
+        let sent = get_capped(
+            http,
+            url,
+            auth,
+            per_try,
+            MAX_LOOKUP_BYTES,
+            "endpoint description too large",
+        )
+        .await;
         let (status, body) = sent.map_err(|f| self.lookup_failed(f))?;
         let (value, ttl) = match status {
             200 => (self.describe(name, &body), LOOKUP_TTL),
@@ -474,12 +464,48 @@ impl DataPlane {
     }
 }
 
-/// The body, at most [`MAX_LOOKUP_BYTES`].
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
+/// `GET url` with `Authorization: auth`, accepting JSON, within `per_try`: the status and the
+/// body (at most `cap` bytes, else `Failure::invalid` with `too_large`).
+pub(super) async fn get_capped(
+    http: &reqwest::Client,
+    url: url::Url,
+    auth: HeaderValue,
+    per_try: Duration,
+    cap: usize,
+    too_large: &'static str,
+) -> Result<(u16, Vec<u8>), Failure> {
+    tokio::time::timeout(per_try, async {
+        let resp = http
+            .get(url)
+            .timeout(per_try)
+            .header(AUTHORIZATION, auth)
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .send()
+            .await
+            .map_err(oauth::classify)?;
+        let status = resp.status().as_u16();
+        let body = read_capped(resp, cap, too_large).await?;
+        Ok((status, body))
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(Failure {
+            cause: Some(format!("no response within the timeout of {per_try:?}")),
+            ..Failure::new(Outcome::Timeout)
+        })
+    })
+}
+
+/// The body, at most `cap` bytes (else `Failure::invalid` with `too_large`).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+    too_large: &'static str,
+) -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(oauth::classify)? {
-        if body.len() + chunk.len() > MAX_LOOKUP_BYTES {
-            return Err(Failure::invalid(None, "endpoint description too large"));
+        if body.len() + chunk.len() > cap {
+            return Err(Failure::invalid(None, too_large));
         }
         body.extend_from_slice(&chunk);
     }

@@ -39,6 +39,7 @@ mod client_credentials;
 mod data_plane;
 mod failure;
 mod oauth;
+mod openapi;
 mod secret;
 mod shared;
 mod static_token;
@@ -227,6 +228,9 @@ struct Upstream {
     http: Option<reqwest::Client>,
     /// Route-optimized serving (`data_plane = "auto"` on an OAuth kind).
     data_plane: Option<DataPlane>,
+    /// Serving endpoints' request schemas (`payload_schema = "endpoint"`), when the
+    /// workspace is known.
+    schemas: Option<openapi::EndpointSchemas>,
 }
 
 /// What an allowed request is forwarded with: the `Authorization` value and, for a
@@ -396,6 +400,29 @@ impl Broker {
             }),
             None => classic(control),
         }
+    }
+
+    /// The request schema of serving endpoint `endpoint`, from its OpenAPI document, fetched
+    /// with `authorization` (the upstream's credential for this caller) and cached
+    /// (`upstream/openapi.rs`); or why there is none.
+    pub async fn endpoint_schema(
+        &self,
+        upstream: &str,
+        endpoint: &str,
+        authorization: &str,
+        now: Instant,
+    ) -> Result<Arc<crate::payload::Schema>, Arc<str>> {
+        let up = self
+            .upstreams
+            .get(upstream)
+            .ok_or_else(|| Arc::<str>::from("no such upstream"))?;
+        let schemas = up
+            .schemas
+            .as_ref()
+            .ok_or_else(|| Arc::<str>::from("the upstream has no workspace_url"))?;
+        let http = up.http.as_ref().unwrap_or(&self.http);
+        let deadline = now + up.cfg.total_budget.0;
+        Box::pin(schemas.schema(http, endpoint, authorization, deadline)).await
     }
 
     /// Whether an upstream of this name is configured.
@@ -622,6 +649,10 @@ impl Upstream {
             ),
             _ => None,
         };
+        let schemas = c
+            .workspace_url
+            .as_ref()
+            .map(|w| openapi::EndpointSchemas::new(w, c.timeout.0, c.cache_size));
         let http = match &c.ca_file {
             Some(f) => Some(
                 crate::outbound::client_trusting(f.path())
@@ -635,6 +666,7 @@ impl Upstream {
             source,
             http,
             data_plane,
+            schemas,
         })
     }
 }

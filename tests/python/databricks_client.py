@@ -3,16 +3,26 @@
 Reads one JSON spec on stdin, prints one JSON result on stdout (the last line), exits 0 unless
 the script itself is broken. Spec:
 
-    {"client": "sdk" | "mlflow" | "sdk_parse",
+    {"client": "sdk" | "mlflow" | "sdk_parse" | "sdk_raw",
      "host": "http://127.0.0.1:PORT",        # the gateway
      "token": "<IdP JWT>",                    # the caller's token (a PAT as far as the SDK knows)
      "endpoint": "<serving endpoint name>",
      "inputs": <any JSON>,                    # sent as {"inputs": ...}
+     "query": {<keyword arguments>},          # sdk: serving_endpoints.query(endpoint, **query)
+                                              #   instead of inputs= (messages and
+                                              #   dataframe_split become the SDK's classes)
+     "body": "<text>",                        # sdk_raw: the request body as is
      "retry_timeout_seconds": 5}              # SDK only
+
+"sdk_raw" posts `body` verbatim (application/json) through the SDK's own API client
+(`ApiClient.do(..., data=...)`): for bodies the SDK's typed `query` cannot produce (NaN,
+duplicate keys, malformed JSON, oversized).
 
 "sdk_parse" sends one POST with `requests` and turns the answer into an exception with the
 SDK's own error parser (`databricks.sdk.errors.parser._Parser`, what the API client uses), without
 the SDK's retry loop: for answers the SDK would retry for a long time (429 with Retry-After 10).
+
+{"batch": [spec, ...]} runs each spec in turn and prints the list of their results.
 
 Result: {"ok": true, "response": <the client's answer as a dict>, "elapsed": seconds,
 "warnings": [log messages at WARNING or above]} or {"ok": false, "exception": <class name>,
@@ -63,7 +73,7 @@ def describe(e):
     return d
 
 
-def run_sdk(spec):
+def workspace_client(spec):
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.core import Config
 
@@ -73,9 +83,37 @@ def run_sdk(spec):
         auth_type="pat",
         retry_timeout_seconds=spec.get("retry_timeout_seconds", 5),
     )
-    w = WorkspaceClient(config=cfg)
-    r = w.serving_endpoints.query(spec["endpoint"], inputs=spec["inputs"])
+    return WorkspaceClient(config=cfg)
+
+
+def run_sdk(spec):
+    w = workspace_client(spec)
+    r = w.serving_endpoints.query(spec["endpoint"], **query_arguments(spec))
     return r.as_dict()
+
+
+def query_arguments(spec):
+    from databricks.sdk.service.serving import ChatMessage, ChatMessageRole, DataframeSplitInput
+
+    q = dict(spec.get("query") or {"inputs": spec["inputs"]})
+    if "messages" in q:
+        q["messages"] = [
+            ChatMessage(role=ChatMessageRole(m["role"]), content=m.get("content"))
+            for m in q["messages"]
+        ]
+    if "dataframe_split" in q:
+        q["dataframe_split"] = DataframeSplitInput(**q["dataframe_split"])
+    return q
+
+
+def run_sdk_raw(spec):
+    w = workspace_client(spec)
+    return w.api_client.do(
+        "POST",
+        f"/serving-endpoints/{spec['endpoint']}/invocations",
+        headers={"Accept": "application/json", "Content-Type": "application/json"},
+        data=spec["body"].encode(),
+    )
 
 
 def run_sdk_parse(spec):
@@ -110,19 +148,33 @@ def run_mlflow(spec):
 
 def main():
     spec = json.load(sys.stdin)
+    if "batch" in spec:
+        # One interpreter for many calls: {"batch": [spec, ...]} -> [result, ...].
+        print(json.dumps([run_one(s) for s in spec["batch"]], default=str))
+    else:
+        print(json.dumps(run_one(spec), default=str))
+
+
+def run_one(spec):
     collect = Collect()
     logging.getLogger().addHandler(collect)
     logging.getLogger().setLevel(logging.INFO)
     start = time.monotonic()
     out = {}
     try:
-        run = {"sdk": run_sdk, "mlflow": run_mlflow, "sdk_parse": run_sdk_parse}[spec["client"]]
+        run = {
+            "sdk": run_sdk,
+            "mlflow": run_mlflow,
+            "sdk_parse": run_sdk_parse,
+            "sdk_raw": run_sdk_raw,
+        }[spec["client"]]
         out = {"ok": True, "response": run(spec)}
     except Exception as e:  # the exception is the result
         out = {"ok": False, **describe(e)}
     out["elapsed"] = time.monotonic() - start
     out["warnings"] = collect.messages
-    print(json.dumps(out, default=str))
+    logging.getLogger().removeHandler(collect)
+    return out
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 //! - [`idp_tokens`]: tokens shaped as Entra ID, Okta, Keycloak, Auth0, Google and GitHub issue them.
 //! - [`stack`]: the one stack builder: idgate + an upstream + HAProxy (e2e and fault tests).
 //! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
+//! - [`sdk`]: the Databricks SDK for Python and MLflow as clients (tests/python).
 //! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
 //! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
 //! - [`fleet`]: agents sharing a revocation store, tokens, `idgate revoke`.
@@ -37,6 +38,7 @@ pub mod idp_tokens;
 pub mod introspection;
 pub mod oidc;
 pub mod redis;
+pub mod sdk;
 pub mod spop_client;
 pub mod stack;
 pub mod traffic;

@@ -57,6 +57,11 @@ pub struct Request {
     /// Send an absent `authorization`/`cookie` as NULL (as HAProxy does) instead of leaving
     /// the argument out.
     pub absent_as_null: bool,
+    /// The `authorize-serving` message's `body` (BINARY, as `req.body`), `body_size` and
+    /// `content_type`; with a body, the message is `authorize-serving`.
+    pub body: Option<Bytes>,
+    pub body_size: Option<u64>,
+    pub content_type: Option<String>,
 }
 
 impl Default for Request {
@@ -70,6 +75,9 @@ impl Default for Request {
             src: IpAddr::V4(Ipv4Addr::LOCALHOST),
             unique_id: None,
             absent_as_null: false,
+            body: None,
+            body_size: None,
+            content_type: None,
         }
     }
 }
@@ -115,13 +123,22 @@ impl Request {
         self
     }
 
+    /// As `authorize-serving` with this JSON body, its length as `body_size` and
+    /// `application/json`, as the shipped configuration sends a serving invocation.
+    pub fn serving_body(mut self, body: &[u8]) -> Request {
+        self.body = Some(Bytes::copy_from_slice(body));
+        self.body_size = Some(body.len() as u64);
+        self.content_type = Some("application/json".into());
+        self
+    }
+
     /// Absent `authorization`/`cookie` sent as NULL, as HAProxy does.
     pub fn absent_as_null(mut self) -> Request {
         self.absent_as_null = true;
         self
     }
 
-    /// The `authorize` message.
+    /// The `authorize` message (`authorize-serving` with a body).
     pub fn message(&self) -> Message {
         let s = |v: &str| TypedData::String(Bytes::copy_from_slice(v.as_bytes()));
         let mut args = Vec::new();
@@ -160,8 +177,22 @@ impl Request {
         if let Some(id) = &self.unique_id {
             push("unique_id", s(id));
         }
+        if let Some(b) = &self.body {
+            push("body", TypedData::Binary(b.clone()));
+        }
+        if let Some(n) = self.body_size {
+            push("body_size", TypedData::Int64(n as i64));
+        }
+        if let Some(ct) = &self.content_type {
+            push("content_type", s(ct));
+        }
+        let name: &'static [u8] = if self.body.is_some() {
+            b"authorize-serving"
+        } else {
+            b"authorize"
+        };
         Message {
-            name: Bytes::from_static(b"authorize"),
+            name: Bytes::from_static(name),
             args,
         }
     }

@@ -544,7 +544,7 @@ fn a_data_plane_route_is_sent_whole_with_its_credential_or_refused() {
 fn a_refused_upstream_says_why() {
     let v = Verdict {
         status: 403,
-        description: Some("Databricks refused a credential for this caller"),
+        description: Some("Databricks refused a credential for this caller".into()),
         ..Verdict::deny(Reason::UpstreamRefused)
     };
     let a = vars(&v, 16380);

@@ -33,6 +33,8 @@
 //! - `GET /api/2.0/serving-endpoints/{name}` (Bearer workspace token): `ServingEndpointDetailed`,
 //!   with `route_optimized`, `endpoint_url` and `data_plane_info.query_info` for route-optimized
 //!   endpoints; 404 `RESOURCE_DOES_NOT_EXIST` for unknown names; counted per name.
+//! - `GET /api/2.0/serving-endpoints/{name}/openapi` (Bearer workspace token): the endpoint's
+//!   OpenAPI document when the test gave it a request schema (`set_request_schema`), else 404.
 //! - `POST /serving-endpoints/{name}/invocations` (Bearer workspace token) for classic
 //!   endpoints: `{"predictions": [...]}` naming the endpoint and echoing the request body.
 //!   A route-optimized endpoint refuses it (400, see [`rest`]).
@@ -203,6 +205,8 @@ impl Endpoint {
 #[derive(Default)]
 struct Workspace {
     endpoints: BTreeMap<String, Endpoint>,
+    /// Request body schemas of endpoints, served in their OpenAPI documents.
+    request_schemas: HashMap<String, serde_json::Value>,
     lookups: HashMap<String, u64>,
     requests: Vec<Recorded>,
     /// The data-plane listener's port, once started.
@@ -537,6 +541,12 @@ impl FakeDatabricks {
         ep
     }
 
+    /// Gives endpoint `name` an OpenAPI document (`GET /api/2.0/serving-endpoints/{name}/openapi`)
+    /// whose invocation request body has this JSON Schema ([`openapi_document`]).
+    pub fn set_request_schema(&self, name: &str, schema: serde_json::Value) {
+        self.ws().request_schemas.insert(name.to_string(), schema);
+    }
+
     /// Removes an endpoint (later lookups answer 404).
     pub fn remove_endpoint(&self, name: &str) {
         self.ws().endpoints.remove(name);
@@ -566,6 +576,29 @@ impl FakeDatabricks {
             .cloned()
             .collect()
     }
+}
+
+/// An OpenAPI 3.1 document for endpoint `name` shaped as Databricks serves it: the invocation
+/// path with a `post` operation whose JSON request body is `schema`, referenced from
+/// `components.schemas` as generated documents do.
+pub fn openapi_document(name: &str, schema: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": format!("Serving endpoint {name}"), "version": "1"},
+        "paths": {
+            format!("/serving-endpoints/{name}/invocations"): {
+                "post": {
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Request"
+                        }}}
+                    },
+                    "responses": {"200": {"description": "Successful response"}}
+                }
+            }
+        },
+        "components": {"schemas": {"Request": schema}}
+    })
 }
 
 fn endpoint_id(n: u64) -> String {

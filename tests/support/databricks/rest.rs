@@ -121,6 +121,10 @@ fn router(ctx: Ctx) -> Router {
             .route("/oidc/v1/token", any(super::token::token))
             .route("/api/2.0/serving-endpoints/{name}", get(get_endpoint))
             .route(
+                "/api/2.0/serving-endpoints/{name}/openapi",
+                get(get_openapi),
+            )
+            .route(
                 "/serving-endpoints/{name}/invocations",
                 post(invoke_workspace),
             )
@@ -318,6 +322,43 @@ async fn get_endpoint(
                 json(body)
             }
         },
+    };
+    record(
+        &ctx,
+        &conn,
+        &method,
+        &uri,
+        &headers,
+        &[],
+        resp.status().as_u16(),
+    );
+    resp
+}
+
+/// `GET /api/2.0/serving-endpoints/{name}/openapi`: the endpoint's OpenAPI document, as
+/// Databricks derives it from the model signature (set with `set_request_schema`; 404 for an
+/// endpoint without one).
+async fn get_openapi(
+    State(ctx): State<Ctx>,
+    ConnectInfo(conn): ConnectInfo<Conn>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let resp = match workspace_auth(&ctx.st, &headers) {
+        Err(why) => unauthenticated(why),
+        Ok(_) => {
+            let ws = ctx.st.ws.lock().unwrap();
+            match (ws.endpoints.get(&name), ws.request_schemas.get(&name)) {
+                (Some(_), Some(schema)) => json(super::openapi_document(&name, schema)),
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    &format!("No OpenAPI schema for endpoint '{name}'."),
+                ),
+            }
+        }
     };
     record(
         &ctx,
