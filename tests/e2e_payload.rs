@@ -1,6 +1,7 @@
 //! Payload checks of model-serving invocations (contract §2 `authorize-serving`, §3
 //! `invalid_payload`/`payload_too_large`, §8; docs/payload.md) end to end, for HAProxy 2.6 and
-//! 3.4 (the oversize scenario also on 3.0 and 3.2): the Databricks SDK for Python's `serving_endpoints.query` (and its API client for bodies
+//! 3.4 (the oversize scenario also on 3.0 and 3.2): the Databricks SDK for Python's
+//! `serving_endpoints.query` (and its API client for bodies
 //! the typed call cannot produce) through HAProxy running the shipped configuration, idgate,
 //! and the fake Databricks workspace (which also serves an endpoint's OpenAPI document).
 //!
