@@ -113,6 +113,19 @@ fn every_version_accepts_a_dns_nameserver_override_without_warnings() {
     }
 }
 
+/// A fleet (docs/fleet.md): three agents, and three nodes sharing the serving rate limit
+/// through `peers`, as each version's file declares them.
+#[test]
+fn every_version_accepts_the_fleet_variables_without_warnings() {
+    let peers = [free_addr(), free_addr(), free_addr()];
+    let mut env = support::fleet::peer_env(1, &peers);
+    env.push(("IDGATE_AGENT2_ADDR", free_addr().to_string()));
+    env.push(("IDGATE_AGENT3_ADDR", free_addr().to_string()));
+    for version in HaproxyVersion::ALL {
+        assert_clean_check_with(version, &version.config_file(), &env);
+    }
+}
+
 /// The data-plane backend: certificate verified against the data-plane host name (SNI), the
 /// per-identity limit shared with databricks_serving, an unresolvable host answered 503 before
 /// any connection; and idgate's 502 (upstream_refused) carries no Retry-After.

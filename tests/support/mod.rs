@@ -11,6 +11,7 @@
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //! - [`idp_tokens`]: tokens shaped as Entra ID, Okta, Keycloak, Auth0, Google and GitHub issue them.
 //! - [`stack`]: the one stack builder: idgate + an upstream + HAProxy (e2e and fault tests).
+//! - [`fleet`]: several agents behind one HAProxy, several HAProxy nodes sharing limits (peers).
 //! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
 //! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
 //! - [`foundation`]: a stand-in decision that never allows (tests of the SPOP shell, fuzzing).
@@ -26,6 +27,7 @@ pub mod auth_kit;
 pub mod databricks;
 pub mod dns;
 pub mod echo;
+pub mod fleet;
 pub mod forged;
 pub mod foundation;
 pub mod haproxy;
