@@ -31,32 +31,48 @@ pub fn peer_env(me: usize, addrs: &[SocketAddr]) -> Vec<(&'static str, String)> 
 }
 
 /// True when `show peers` lists at least one remote peer and every remote peer has an
-/// established session (`state=EST`, on 2.6 to 3.4) in which the remote side has declared the
-/// serving table (`remote_table:... id=databricks_serving`): updates flow both ways. Before
-/// that, a node counts alone.
+/// established session (`state=EST`, on 2.6 to 3.4) in which the remote side has declared
+/// each shared table (a `remote_id=N`, not 0, for every table): updates flow both ways.
+/// Before that, a node counts alone.
 fn peers_established(show_peers: &str) -> bool {
+    /// Per remote peer: session established, tables seen, tables the remote has declared.
+    #[derive(Default)]
+    struct Remote {
+        established: bool,
+        tables: usize,
+        declared: usize,
+    }
     // One block per peer: it starts at the line naming it, `id=<name>(remote|local,...)`.
-    let mut remotes = Vec::new();
+    let mut peers: Vec<Option<Remote>> = Vec::new();
     for line in show_peers.lines() {
         let tokens: Vec<&str> = line.split_whitespace().collect();
-        if tokens
-            .iter()
-            .any(|t| t.starts_with("id=") && t.contains("(local"))
-        {
-            remotes.push(None);
-        } else if tokens
-            .iter()
-            .any(|t| t.starts_with("id=") && t.contains("(remote"))
-        {
-            remotes.push(Some((false, false)));
-        } else if let Some(Some((est, table))) = remotes.last_mut() {
-            *est |= tokens.contains(&"state=EST");
-            *table |= tokens.iter().any(|t| t.starts_with("remote_table:"))
-                && tokens.contains(&"id=databricks_serving");
+        let names = |kind: &str| {
+            tokens
+                .iter()
+                .any(|t| t.starts_with("id=") && t.contains(kind))
+        };
+        if names("(local") {
+            peers.push(None);
+        } else if names("(remote") {
+            peers.push(Some(Remote::default()));
+        } else if let Some(Some(r)) = peers.last_mut() {
+            r.established |= tokens.contains(&"state=EST");
+            // A shared-table entry: `0x... local_id=N remote_id=M flags=...`.
+            if tokens.get(1).is_some_and(|t| t.starts_with("local_id=")) {
+                r.tables += 1;
+                r.declared += usize::from(
+                    tokens
+                        .iter()
+                        .any(|t| t.strip_prefix("remote_id=").is_some_and(|id| id != "0")),
+                );
+            }
         }
     }
-    let remotes: Vec<(bool, bool)> = remotes.into_iter().flatten().collect();
-    !remotes.is_empty() && remotes.iter().all(|(est, table)| *est && *table)
+    let remotes: Vec<Remote> = peers.into_iter().flatten().collect();
+    !remotes.is_empty()
+        && remotes
+            .iter()
+            .all(|r| r.established && r.tables > 0 && r.declared == r.tables)
 }
 
 impl Haproxy {
