@@ -26,6 +26,10 @@ HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 SKIP_BUILD=${SKIP_BUILD:-0}
 BIN_DIR=${BIN_DIR:-$ROOT/target/release}
 
+# A model-serving invocation: counted in the per-identity rate limit (a limit no run reaches),
+# which the fleet's nodes share through peers.
+BENCH_PATH=/serving-endpoints/bench/invocations
+
 WORK=$(mktemp -d /tmp/idgate-fleet.XXXXXX)
 LOG_TAG=fleet
 # shellcheck source=benches/e2e/common.sh
@@ -67,6 +71,10 @@ for i in 1 2; do
   spop_var=AGENT$i admin_var=ADMIN$i
   idgate_config "${!spop_var}" "${!admin_var}" 100000 "$ISSUER" "$AUDIENCE" off "$PORT_JWKS" \
     >"$WORK/idgate$i.toml"
+  # The model-serving path, so that every request is counted in the per-identity rate limit
+  # (and, in the fleet, sent to the peer).
+  printf '\n[[rule]]\nname = "serving"\npaths = ["/serving-endpoints/*/invocations"]\ngroups = ["bench"]\n' \
+    >>"$WORK/idgate$i.toml"
   "$BIN_DIR/idgate" run -c "$WORK/idgate$i.toml" --log-format text >"$WORK/idgate$i.log" 2>&1 &
   PIDS+=($!)
   wait_ready "${!admin_var}" $! "idgate$i"
@@ -103,23 +111,28 @@ node() {
     IDGATE_STATS_SOCKET="$WORK/admin$n.sock" IDGATE_SPOE_CONF="$ROOT/haproxy/idgate.spoe.conf" \
     IDGATE_AGENT_ADDR="127.0.0.1:$AGENT1" IDGATE_DATABRICKS_HOST=bench.local \
     IDGATE_DATABRICKS_ADDR="127.0.0.1:$PORT_UPSTREAM" IDGATE_DATABRICKS_CA_FILE="$WORK/up.crt" \
+    IDGATE_SERVING_RATE_LIMIT=1000000000 \
     "$@" "$HAPROXY" -db -f "$CFG" >"$WORK/node$n.log" 2>&1 &
   NODE_PID=$!
   PIDS+=($NODE_PID)
   wait_ready "${!stats}" $NODE_PID "node$n"
 }
-peers_up() { # admin socket: every remote peer's session established
-  python3 - "$1" <<'EOF'
+runtime_api() { # admin-socket command: HAProxy's answer on stdout
+  python3 - "$1" "$2" <<'EOF'
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b"show peers\n")
+s.sendall(sys.argv[2].encode() + b"\n")
 out = b""
 while chunk := s.recv(65536):
     out += chunk
-remote = [l for l in out.decode().splitlines() if "(remote" in l]
-sys.exit(0 if remote and all("last_status=ESTA" in l for l in remote) else 1)
+print(out.decode())
 EOF
+}
+peers_up() { # admin socket: every remote peer's session established
+  local remote
+  remote=$(runtime_api "$1" "show peers" | grep '(remote') || return 1
+  ! grep -qv 'last_status=ESTA' <<<"$remote"
 }
 stop_nodes() {
   local p
@@ -128,12 +141,12 @@ stop_nodes() {
 check_200() { # port
   local got
   got=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: bench.local" \
-    -H "Authorization: Bearer $HOT" "http://127.0.0.1:$1/bench/resource")
+    -H "Authorization: Bearer $HOT" "http://127.0.0.1:$1$BENCH_PATH")
   [[ $got == 200 ]] || die "port $1 answered $got to the valid token (logs in $WORK)"
 }
 wrk_on() { # port out-file
   wrk -t "$WRK_THREADS" -c "$CONNS" -d "$DURATION" -H "Host: bench.local" \
-    -H "Authorization: Bearer $HOT" "http://127.0.0.1:$1/bench/resource" >"$2" 2>&1
+    -H "Authorization: Bearer $HOT" "http://127.0.0.1:$1$BENCH_PATH" >"$2" 2>&1
 }
 req_s() { # wrk output file; dies on errors
   grep -q "Non-2xx\|Socket errors" "$1" && die "errors in $(basename "$1"): $(cat "$1")"
@@ -175,6 +188,9 @@ W2=$!
 wait $W1 $W2
 F1=$(req_s "$WORK/fleet1.txt")
 F2=$(req_s "$WORK/fleet2.txt")
+# node1 holds node2's counts (peers at work): the caller's entry, with a rate.
+runtime_api "$WORK/admin1.sock" "show table idgate_peers/rate_node2" | grep -q 'http_req_rate(10000)=[1-9]' ||
+  die "node1 never received node2's counts: $(runtime_api "$WORK/admin1.sock" "show table idgate_peers/rate_node2")"
 stop_nodes "$N1" "$N2"
 for i in 1 2; do
   decided=$(($(decisions $i) - ${BEFORE[$i]}))
