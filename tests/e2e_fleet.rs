@@ -24,8 +24,9 @@ use support::{free_addr, metric_sum, READY_TIMEOUT};
 /// most this many requests can be in flight on the agent that is killed.
 const LOAD_THREADS: usize = 4;
 
-/// The least share of the decisions each of two agents must take while both are up.
-const MIN_SHARE: f64 = 0.2;
+/// The least share of the decisions each of two agents must take while both are up (measured:
+/// 0.24 to 0.5; leastconn on 2.6 gave 0.0003).
+const MIN_SHARE: f64 = 0.1;
 
 /// Consecutive right answers that show traffic flows after the killed agent is DOWN.
 const RECOVERED_RUN: usize = 50;
@@ -45,7 +46,7 @@ const SEQUENTIAL_SLACK: usize = 2;
 /// An instantaneous burst (all BURST requests sent at once, half to each node) is limited
 /// only as fast as the peers propagate: a node decides on the counts it has received so far,
 /// so up to every node's own LIMIT can pass before the others' counts arrive. Measured on
-/// this harness: 10 to 20 allowed, from run to run, on every version. What must hold is that
+/// this harness: 10 to 20 allowed over 22 runs, median 15, alike on every version. What must hold is that
 /// no count is ever lost: never more than the nodes counting alone would allow (2 x LIMIT). A single table shared by all nodes failed this (up to 23):
 /// a peer update carries the counter's value, which overwrites the receiver's.
 const PARALLEL_MAX: usize = 2 * LIMIT;
