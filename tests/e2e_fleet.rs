@@ -46,9 +46,10 @@ const SEQUENTIAL_SLACK: usize = 2;
 /// An instantaneous burst (all BURST requests sent at once, half to each node) is limited
 /// only as fast as the peers propagate: a node decides on the counts it has received so far,
 /// so up to every node's own LIMIT can pass before the others' counts arrive. Measured on
-/// this harness: 10 to 20 allowed over 22 runs, median 15, alike on every version. What must hold is that
-/// no count is ever lost: never more than the nodes counting alone would allow (2 x LIMIT). A single table shared by all nodes failed this (up to 23):
-/// a peer update carries the counter's value, which overwrites the receiver's.
+/// this harness: 10 to 20 allowed over 22 runs, median 15, alike on every version. What must
+/// hold is that no count is ever lost: never more than the nodes counting alone would allow
+/// (2 x LIMIT). A single table shared by all nodes failed this (up to 23): a peer update
+/// carries the counter's value, which overwrites the receiver's.
 const PARALLEL_MAX: usize = 2 * LIMIT;
 
 const INVOKE: &str = "/serving-endpoints/churn/invocations";
