@@ -113,6 +113,19 @@ fn every_version_accepts_a_dns_nameserver_override_without_warnings() {
     }
 }
 
+/// A fleet (docs/fleet.md): three agents, and three nodes sharing the serving rate limit
+/// through `peers`, as each version's file declares them.
+#[test]
+fn every_version_accepts_the_fleet_variables_without_warnings() {
+    let peers = [free_addr(), free_addr(), free_addr()];
+    let mut env = support::peers::peer_env(1, &peers);
+    env.push(("IDGATE_AGENT2_ADDR", free_addr().to_string()));
+    env.push(("IDGATE_AGENT3_ADDR", free_addr().to_string()));
+    for version in HaproxyVersion::ALL {
+        assert_clean_check_with(version, &version.config_file(), &env);
+    }
+}
+
 /// The data-plane backend: certificate verified against the data-plane host name (SNI), the
 /// per-identity limit shared with databricks_serving, an unresolvable host answered 503 before
 /// any connection; and idgate's 502 (upstream_refused) carries no Retry-After.
@@ -124,9 +137,9 @@ fn data_plane_backend_verifies_the_data_plane_name_and_shares_the_rate_limit() {
             .lines()
             .skip_while(|l| *l != "backend databricks_dataplane")
             .skip(1)
-            .take_while(|l| l.starts_with(' ') || l.is_empty())
+            .take_while(|l| l.starts_with(' ') || l.starts_with('.') || l.is_empty())
             .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('.'))
             .collect();
         let server = backend
             .iter()
@@ -142,7 +155,15 @@ fn data_plane_backend_verifies_the_data_plane_name_and_shares_the_rate_limit() {
                 .position(|l| l.starts_with(prefix))
                 .unwrap_or_else(|| panic!("{file}: no {prefix} in databricks_dataplane"))
         };
-        assert!(backend[pos("http-request track-sc0")].contains("table databricks_serving"));
+        // Counted where databricks_serving counts: its table, or with peers this node's table
+        // of the fleet (docs/fleet.md).
+        let tracks: Vec<&&str> = backend
+            .iter()
+            .filter(|l| l.starts_with("http-request track-sc0"))
+            .collect();
+        assert_eq!(tracks.len(), 2, "{file}: {tracks:?}");
+        assert!(tracks[0].contains(r#"table "idgate_peers/rate_${IDGATE_PEER_NAME-unset}""#));
+        assert!(tracks[1].contains("table databricks_serving"));
         let resolve = pos("http-request do-resolve(txn.dp_addr,sys,ipv4)");
         let unresolved = pos("http-request deny deny_status 503");
         assert!(backend[unresolved].ends_with("unless { var(txn.dp_addr) -m found }"));

@@ -12,6 +12,7 @@
 //! - [`auth_kit`]: JWT signing keys and a local JWKS server for token-level tests.
 //! - [`idp_tokens`]: tokens shaped as Entra ID, Okta, Keycloak, Auth0, Google and GitHub issue them.
 //! - [`stack`]: the one stack builder: idgate + an upstream + HAProxy (e2e and fault tests).
+//! - [`peers`]: several agents behind one HAProxy, several HAProxy nodes sharing limits (peers).
 //! - [`forged`]: forged identity headers and the assertions that none reaches the upstream.
 //! - [`sdk`]: the Databricks SDK for Python and MLflow as clients (tests/python).
 //! - [`spop_client`]: the one SPOP client (HAProxy's side), blocking and async.
@@ -37,6 +38,7 @@ pub mod haproxy;
 pub mod idp_tokens;
 pub mod introspection;
 pub mod oidc;
+pub mod peers;
 pub mod redis;
 pub mod sdk;
 pub mod spop_client;

@@ -35,6 +35,9 @@ use super::{background_runtime, http_client, poll_until, READY_TIMEOUT};
 /// Placeholder in agent configurations for the audit log file of the stack.
 pub const AUDIT_PLACEHOLDER: &str = "@AUDIT@";
 
+/// The shipped configuration's variables for more agents (haproxy.cfg, backend idgate_agents).
+const EXTRA_AGENT_VARS: [&str; 2] = ["IDGATE_AGENT2_ADDR", "IDGATE_AGENT3_ADDR"];
+
 /// Bound on one raw HTTP exchange (connect, write, read to EOF).
 const RAW_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -69,6 +72,9 @@ pub struct Options<'a> {
     /// The stack's scratch directory ([`Stack::dir`]), when the caller made it first (to write
     /// files the agent configuration names, e.g. a credential); `None`: a new one.
     pub dir: Option<TempDir>,
+    /// More idgate agents behind the same HAProxy, with the same configuration
+    /// (`IDGATE_AGENT2_ADDR`, `IDGATE_AGENT3_ADDR`: at most 2; [`Stack::more_agents`]).
+    pub extra_agents: usize,
 }
 
 /// One HTTP response, fully read.
@@ -95,6 +101,8 @@ pub struct Stack {
     pub version: HaproxyVersion,
     pub hap: Haproxy,
     pub agent: Agent,
+    /// The agents [`Options::extra_agents`] asked for (idgate2, idgate3 in HAProxy).
+    pub more_agents: Vec<Agent>,
     pub echo: EchoServer,
     /// One blocking client for the whole stack: building a `reqwest::blocking::Client` starts
     /// a thread and a runtime, which would dominate a loop of a hundred requests. It still opens
@@ -142,28 +150,46 @@ impl Stack {
             .dir
             .unwrap_or_else(|| tempfile::tempdir().expect("creating a temp dir"));
         let audit_path = dir.path().join("audit.jsonl");
-        let config = config.replace(AUDIT_PLACEHOLDER, &audit_path.display().to_string());
-        let agent = Agent::start(&config);
+        let start_agent = |audit: &Path| {
+            let agent =
+                Agent::start(&config.replace(AUDIT_PLACEHOLDER, &audit.display().to_string()));
+            assert!(
+                agent.wait_ready(READY_TIMEOUT),
+                "idgate never became ready (issuer keys not loaded?)\n--- idgate log ---\n{}",
+                agent.log()
+            );
+            agent
+        };
+        let agent = start_agent(&audit_path);
         assert!(
-            agent.wait_ready(READY_TIMEOUT),
-            "idgate never became ready (issuer keys not loaded?)\n--- idgate log ---\n{}",
-            agent.log()
+            options.extra_agents <= EXTRA_AGENT_VARS.len(),
+            "the shipped configuration has at most {} more agents",
+            EXTRA_AGENT_VARS.len()
         );
+        let more_agents: Vec<Agent> = (0..options.extra_agents)
+            .map(|i| start_agent(&dir.path().join(format!("audit-{}.jsonl", i + 2))))
+            .collect();
+        let mut env: Vec<(&'static str, String)> = options
+            .extra_env
+            .iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
+        env.extend(
+            EXTRA_AGENT_VARS
+                .iter()
+                .zip(&more_agents)
+                .map(|(var, a)| (*var, a.spop_addr().haproxy_server())),
+        );
+        let env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let echo = EchoServer::start();
         let upstream = options.upstream.unwrap_or_else(|| echo.upstream());
         let args: &[&str] = if options.master_worker { &["-W"] } else { &[] };
-        let hap = Haproxy::start_with_env_args(
-            version,
-            &bin,
-            agent.spop,
-            &upstream,
-            options.extra_env,
-            args,
-        );
+        let hap = Haproxy::start_with_env_args(version, &bin, agent.spop, &upstream, &env, args);
         Some(Stack {
             version,
             hap,
             agent,
+            more_agents,
             echo,
             client: http_client(),
             audit_path,
@@ -337,18 +363,30 @@ impl IdpStack {
         issuer_extra: &str,
         extra: &str,
     ) -> Option<IdpStack> {
-        version.require()?;
-        let rt = background_runtime();
-        let signer = Signer::ec("k1");
-        let idp = rt.block_on(MockIdp::start(&[&signer]));
-        let stack = Stack::launch(
+        Self::launch(
             version,
-            &agent_config(&idp, issuer_extra, extra),
+            issuer_extra,
+            extra,
             Options {
                 master_worker,
                 ..Options::default()
             },
-        )?;
+        )
+    }
+
+    /// [`IdpStack::start`] with the stack started as `options` say (more agents, HAProxy
+    /// variables; `options.upstream` and `options.dir` as in [`Stack::launch`]).
+    pub fn launch(
+        version: HaproxyVersion,
+        issuer_extra: &str,
+        extra: &str,
+        options: Options<'_>,
+    ) -> Option<IdpStack> {
+        version.require()?;
+        let rt = background_runtime();
+        let signer = Signer::ec("k1");
+        let idp = rt.block_on(MockIdp::start(&[&signer]));
+        let stack = Stack::launch(version, &agent_config(&idp, issuer_extra, extra), options)?;
         Some(IdpStack {
             stack,
             idp,
