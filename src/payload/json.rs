@@ -158,6 +158,9 @@ mod tests {
             ok("123456789012345678901234567890"),
             serde_json::json!(1.2345678901234568e29)
         );
+        // Beyond f64's range: valid JSON that Python reads as infinity (serde_json refuses it);
+        // accepted, as MLflow accepts it (fuzz/regressions/payload_check/huge-exponent-number).
+        assert!(parse(b"[1e999, -1e999]", MAX_DEPTH).is_ok());
     }
 
     /// Python's `json.loads` accepts a lone surrogate escape (`"\ud800"`); jiter refuses it
