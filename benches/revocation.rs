@@ -23,11 +23,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::agent::Agent;
-use support::auth_kit::{MockIdp, Signer};
-use support::fleet::{assert_allowed, config, decide, revoke, token};
-use support::redis::Redis;
-use support::{background_runtime, READY_TIMEOUT};
+use support::auth_kit::Signer;
+use support::fleet::{assert_allowed, decide, revoke, token, RedisFleet};
 
 /// A revocation not applied by then is a failure, not a slow sample.
 const GIVE_UP: Duration = Duration::from_secs(5);
@@ -37,22 +34,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let rt = background_runtime();
     let signer = Signer::rsa("k1");
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
-    let redis = Redis::start();
-    let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
-    let agents = [Agent::start(&cfg), Agent::start(&cfg)];
-    for a in &agents {
-        assert!(a.wait_ready(READY_TIMEOUT), "{}", a.log());
-    }
+    let fleet = RedisFleet::start(&signer);
+    let (agents, idp) = (&fleet.agents, &fleet.idp);
 
     let mut propagation = Vec::with_capacity(samples);
     let mut command = Vec::with_capacity(samples);
     for i in 0..samples {
         let sub = format!("user-{i}");
-        let t = token(&signer, &idp, json!({ "sub": sub }));
-        for a in &agents {
+        let t = token(&signer, idp, json!({ "sub": sub }));
+        for a in agents {
             assert_allowed(&decide(a, &t));
         }
         let started = Instant::now();
@@ -60,7 +51,7 @@ fn main() {
         let returned = Instant::now();
         command.push(returned - started);
         let mut slowest = Duration::ZERO;
-        for a in &agents {
+        for a in agents {
             loop {
                 let v = decide(a, &t);
                 if v.reason() == "revoked" {

@@ -15,21 +15,16 @@ use support::agent::Agent;
 use support::auth_kit::{now, MockIdp, Signer};
 use support::fleet::{
     assert_allowed, assert_revoked, config, decide, idgate, revoke, rfc3339, token, wait_revoked,
-    PROPAGATION,
+    RedisFleet, PROPAGATION,
 };
-use support::redis::Redis;
 use support::{background_runtime, poll_until, READY_TIMEOUT};
 
 #[test]
 fn a_fleet_applies_revocations_within_a_second() {
-    let rt = background_runtime();
     let signer = Signer::rsa("k1");
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
-    let redis = Redis::start();
-    let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
-    let agents = [Agent::start(&cfg), Agent::start(&cfg)];
-    for a in &agents {
-        assert!(a.wait_ready(READY_TIMEOUT), "{}", a.log());
+    let fleet = RedisFleet::start(&signer);
+    let (agents, idp, redis, cfg) = (&fleet.agents, &fleet.idp, &fleet.redis, &fleet.cfg);
+    for a in agents {
         assert_eq!(
             a.metric("idgate_shared_store_up", &[]),
             Some(1.0),
@@ -39,14 +34,14 @@ fn a_fleet_applies_revocations_within_a_second() {
     }
 
     let n = now();
-    let alice = token(&signer, &idp, json!({"sub": "alice"}));
-    let bob_1 = token(&signer, &idp, json!({"sub": "bob", "jti": "bob-1"}));
-    let bob_2 = token(&signer, &idp, json!({"sub": "bob", "jti": "bob-2"}));
-    let old = token(&signer, &idp, json!({"sub": "carol", "iat": n - 120}));
-    let no_iat = token(&signer, &idp, json!({"sub": "dave", "iat": null}));
-    let fresh = token(&signer, &idp, json!({"sub": "erin", "iat": n}));
+    let alice = token(&signer, idp, json!({"sub": "alice"}));
+    let bob_1 = token(&signer, idp, json!({"sub": "bob", "jti": "bob-1"}));
+    let bob_2 = token(&signer, idp, json!({"sub": "bob", "jti": "bob-2"}));
+    let old = token(&signer, idp, json!({"sub": "carol", "iat": n - 120}));
+    let no_iat = token(&signer, idp, json!({"sub": "dave", "iat": null}));
+    let fresh = token(&signer, idp, json!({"sub": "erin", "iat": n}));
     // Every token validated once: later decisions are validated-token cache hits.
-    for a in &agents {
+    for a in agents {
         for t in [&alice, &bob_1, &bob_2, &old, &no_iat, &fresh] {
             assert_allowed(&decide(a, t));
         }
@@ -55,7 +50,7 @@ fn a_fleet_applies_revocations_within_a_second() {
     // By subject: both agents, within a second of the command's return, cached token or not.
     revoke(&agents[0], &["--subject", "alice"]);
     let stored = Instant::now();
-    for a in &agents {
+    for a in agents {
         wait_revoked(a, &alice, PROPAGATION);
     }
     assert!(stored.elapsed() < PROPAGATION, "{:?}", stored.elapsed());
@@ -64,7 +59,7 @@ fn a_fleet_applies_revocations_within_a_second() {
     // By jti: only that token.
     revoke(&agents[1], &["--jti", "bob-1"]);
     let stored = Instant::now();
-    for a in &agents {
+    for a in agents {
         wait_revoked(a, &bob_1, PROPAGATION);
         assert_allowed(&decide(a, &bob_2));
     }
@@ -76,7 +71,7 @@ fn a_fleet_applies_revocations_within_a_second() {
         &["--issued-before", &rfc3339(n - 60), "--for", "10m"],
     );
     let stored = Instant::now();
-    for a in &agents {
+    for a in agents {
         wait_revoked(a, &old, PROPAGATION);
         wait_revoked(a, &no_iat, PROPAGATION);
         assert_allowed(&decide(a, &fresh));
@@ -84,7 +79,7 @@ fn a_fleet_applies_revocations_within_a_second() {
     assert!(stored.elapsed() < PROPAGATION, "{:?}", stored.elapsed());
 
     // An agent started later has them all from its first read of the store.
-    let late = Agent::start(&cfg);
+    let late = Agent::start(cfg);
     assert!(late.wait_ready(READY_TIMEOUT), "{}", late.log());
     for t in [&alice, &bob_1, &old, &no_iat] {
         wait_revoked(&late, t, Duration::from_secs(3));
@@ -125,7 +120,7 @@ fn a_fleet_applies_revocations_within_a_second() {
         "{text}"
     );
 
-    for a in &agents {
+    for a in agents {
         assert_eq!(a.metric("idgate_revocations", &[]), Some(3.0));
         assert!(
             a.metric("idgate_decisions_total", &[("reason", "revoked")])

@@ -9,8 +9,40 @@ use serde_json::Value;
 
 use super::agent::Agent;
 use super::auth_kit::{claims, MockIdp, Signer};
-use super::poll_until;
+use super::redis::Redis;
 use super::spop_client::{Request, SpopClient, Vars};
+use super::{background_runtime, poll_until, READY_TIMEOUT};
+
+/// Two agents sharing one real redis-server (`[shared] redis_url`), both ready, with a mock IdP
+/// whose key is `signer`'s: the setup of the fleet tests and of benches/revocation.rs. Fields
+/// drop in order: the agents stop before Redis, the IdP's runtime last.
+pub struct RedisFleet {
+    pub agents: [Agent; 2],
+    pub cfg: String,
+    pub redis: Redis,
+    pub idp: MockIdp,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl RedisFleet {
+    pub fn start(signer: &Signer) -> RedisFleet {
+        let rt = background_runtime();
+        let idp = rt.block_on(MockIdp::start(&[signer]));
+        let redis = Redis::start();
+        let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
+        let agents = [Agent::start(&cfg), Agent::start(&cfg)];
+        for a in &agents {
+            assert!(a.wait_ready(READY_TIMEOUT), "{}", a.log());
+        }
+        RedisFleet {
+            agents,
+            cfg,
+            redis,
+            idp,
+            rt,
+        }
+    }
+}
 
 /// The propagation bound the issue sets.
 pub const PROPAGATION: Duration = Duration::from_secs(1);
