@@ -35,6 +35,8 @@ use axum::Router;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::auth_kit::now;
+
 pub const OKTA_CLIENT_ID: &str = "0oa8f5j3ecb5w3dF35d7";
 pub const OKTA_SECRET: &str = "Ew2bUh_9P+GvLR3hmb7Ku&X=";
 pub const KEYCLOAK_CLIENT_ID: &str = "idgate";
@@ -67,13 +69,6 @@ impl Drop for FakeIntrospection {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 impl FakeIntrospection {
