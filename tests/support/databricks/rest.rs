@@ -206,6 +206,7 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// Record the request and the status of `resp`, and return `resp`: the last step of every handler.
 fn record(
     ctx: &Ctx,
     conn: &Conn,
@@ -213,8 +214,9 @@ fn record(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    status: u16,
-) {
+    resp: Response,
+) -> Response {
+    let status = resp.status().as_u16();
     let rec = Recorded {
         plane: ctx.plane,
         method: method.to_string(),
@@ -225,6 +227,7 @@ fn record(
         status,
     };
     ctx.st.ws.lock().unwrap().requests.push(rec);
+    resp
 }
 
 /// The workspace token of the request: a `dbx-cc-`/`dbx-tx-` token this fake issued and that
@@ -323,16 +326,7 @@ async fn get_endpoint(
             }
         },
     };
-    record(
-        &ctx,
-        &conn,
-        &method,
-        &uri,
-        &headers,
-        &[],
-        resp.status().as_u16(),
-    );
-    resp
+    record(&ctx, &conn, &method, &uri, &headers, &[], resp)
 }
 
 /// `GET /api/2.0/serving-endpoints/{name}/openapi`: the endpoint's OpenAPI document, as
@@ -360,16 +354,7 @@ async fn get_openapi(
             }
         }
     };
-    record(
-        &ctx,
-        &conn,
-        &method,
-        &uri,
-        &headers,
-        &[],
-        resp.status().as_u16(),
-    );
-    resp
+    record(&ctx, &conn, &method, &uri, &headers, &[], resp)
 }
 
 /// `POST /serving-endpoints/{name}/invocations` on the workspace host.
@@ -398,16 +383,7 @@ async fn invoke_workspace(
             Some(_) => predictions(&name, "workspace", &body),
         },
     };
-    record(
-        &ctx,
-        &conn,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        resp.status().as_u16(),
-    );
-    resp
+    record(&ctx, &conn, &method, &uri, &headers, &body, resp)
 }
 
 /// `POST /{workspace}/serving-endpoints/{name}/invocations` on the data plane.
@@ -421,16 +397,7 @@ async fn invoke_data_plane(
     body: Bytes,
 ) -> Response {
     let resp = data_plane_answer(&ctx, &workspace, &name, &headers, &body);
-    record(
-        &ctx,
-        &conn,
-        &method,
-        &uri,
-        &headers,
-        &body,
-        resp.status().as_u16(),
-    );
-    resp
+    record(&ctx, &conn, &method, &uri, &headers, &body, resp)
 }
 
 fn data_plane_answer(
@@ -524,8 +491,7 @@ async fn well_known(
         "account_id": ACCOUNT_ID,
         "cloud": "aws",
     }));
-    record(&ctx, &conn, &method, &uri, &headers, &[], 200);
-    resp
+    record(&ctx, &conn, &method, &uri, &headers, &[], resp)
 }
 
 async fn not_found(
@@ -536,10 +502,10 @@ async fn not_found(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    record(&ctx, &conn, &method, &uri, &headers, &body, 404);
-    error(
+    let resp = error(
         StatusCode::NOT_FOUND,
         "ENDPOINT_NOT_FOUND",
         &format!("No API found for '{method} {}'", uri.path()),
-    )
+    );
+    record(&ctx, &conn, &method, &uri, &headers, &body, resp)
 }
