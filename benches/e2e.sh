@@ -8,9 +8,15 @@
 #
 # Frontends (benches/e2e/haproxy.cfg), each answering 200 itself so that only authorization
 # is measured: noauth (a), jwt (b: alg/iss/aud/exp + jwt_verify RS256), null (c: SPOE to the
-# Rust null agent, examples/null_agent.rs), spoa (c': SPOE to HAProxy's own C example agent,
-# spoa_example, built by scripts/build-spoa-example.sh), idgate (d: SPOE to idgate, token cache
-# on), cold (d': idgate, token cache off). Both null agents answer every NOTIFY at once.
+# Rust null agent, examples/null_agent.rs, answering allow/status/reason), nullid (c'': the same
+# null agent answering every variable idgate answers for the hot token: sub, email, groups,
+# issuer, rule, principal), spoa (c': SPOE to HAProxy's own C example agent, spoa_example, built
+# by scripts/build-spoa-example.sh), idgate (d: SPOE to idgate, token cache on), cold (d':
+# idgate, token cache off). The null agents answer every NOTIFY at once.
+#
+# Why nullid: HAProxy's cost per request grows with the variables the answer sets (each is a
+# name lookup and an allocation in HAProxy). idgate / nullid is idgate's own overhead at the
+# same answer; idgate / null adds HAProxy's cost of applying the identity variables.
 #
 # Variants:
 #   hot   every request carries the same RS256 token (wrk -H): idgate answers from its
@@ -18,6 +24,12 @@
 #   cold  every request carries the next of COLD_TOKENS distinct tokens (wrk + tokens.lua);
 #         the idgate frontend is replaced by `cold` (cache off): a full RS256 check per request
 #         on both sides.
+#   mix   two wrk at once on the same frontend: CONNS - MIX_COLD_CONNS connections send the
+#         hot token, MIX_COLD_CONNS (default 5) tokens with a broken signature (a full RS256
+#         check each, never cached, answered 401). Frontends: jwt and `mix` (idgate with its cache on, on
+#         COLD_AGENT_CPUS like the cold one). Each round first runs the hot half alone, so the
+#         report shows whether cached answers wait behind the signature checks HAProxy sends
+#         on the same agent connections: hot p99 alone, hot p99 in the mix, cold p99 in the mix.
 #
 # Rounds interleave the frontends (round 1: a b c d, round 2: a b c d, ...) so that a change of
 # background load hits all of them alike; the report gives the median over rounds.
@@ -46,6 +58,8 @@ CONNS=${CONNS:-50}
 WRK_THREADS=${WRK_THREADS:-1}
 VARIANTS=${VARIANTS:-hot cold}
 COLD_TOKENS=${COLD_TOKENS:-2000}
+MIX_TOKENS=${MIX_TOKENS:-500}
+MIX_COLD_CONNS=${MIX_COLD_CONNS:-5}
 PORT_BASE=${PORT_BASE:-19100}
 HAPROXY26=${HAPROXY26:-/usr/sbin/haproxy}
 HAPROXY30=${HAPROXY30:-/usr/local/bin/haproxy30}
@@ -68,6 +82,8 @@ fi
 
 PORT_NOAUTH=$((PORT_BASE + 1)) PORT_JWT=$((PORT_BASE + 2)) PORT_NULL=$((PORT_BASE + 3))
 PORT_IDGATE=$((PORT_BASE + 4)) PORT_COLD=$((PORT_BASE + 5)) PORT_SPOA=$((PORT_BASE + 6))
+PORT_NULLID=$((PORT_BASE + 7)) AGENT_NULLID=$((PORT_BASE + 15))
+PORT_MIX=$((PORT_BASE + 8)) AGENT_MIX=$((PORT_BASE + 16)) ADMIN_MIX=$((PORT_BASE + 23))
 AGENT_NULL=$((PORT_BASE + 11)) AGENT_IDGATE=$((PORT_BASE + 12)) AGENT_COLD=$((PORT_BASE + 13))
 AGENT_SPOA=$((PORT_BASE + 14))
 ADMIN_IDGATE=$((PORT_BASE + 21)) ADMIN_COLD=$((PORT_BASE + 22)) PORT_JWKS=$((PORT_BASE + 30))
@@ -80,7 +96,8 @@ AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
 : "${COLD_AGENT_CPUS:=$( ((NPROC >= 2)) && echo "0-$((NPROC - 1))")}"
 
 for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $PORT_SPOA $AGENT_NULL \
-  $AGENT_IDGATE $AGENT_COLD $AGENT_SPOA $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS; do
+  $AGENT_IDGATE $AGENT_COLD $AGENT_SPOA $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS $PORT_NULLID \
+  $AGENT_NULLID $PORT_MIX $AGENT_MIX $ADMIN_MIX; do
   port_free "$p" || die "port $p is in use (set PORT_BASE)"
 done
 command -v wrk >/dev/null || die "wrk is not installed"
@@ -109,7 +126,7 @@ LOADGEN=$BIN/examples/loadgen
 ISSUER=https://idp.bench.invalid
 AUDIENCE=idgate-bench
 "$LOADGEN" mint --out "$WORK/tokens" --alg RS256 --issuer "$ISSUER" --audience "$AUDIENCE" \
-  --distinct "$COLD_TOKENS" --invalid 10 2>>"$WORK/mint.log"
+  --distinct "$COLD_TOKENS" --invalid "$MIX_TOKENS" 2>>"$WORK/mint.log"
 openssl pkey -in "$ROOT/tests/fixtures/keys/rsa1.pem" -pubout -out "$WORK/pubkey.pem" 2>/dev/null
 HOT=$(cat "$WORK/tokens/hot.jwt")
 BAD=$(head -1 "$WORK/tokens/invalid.txt")
@@ -123,6 +140,8 @@ idgate_config "$AGENT_IDGATE" "$ADMIN_IDGATE" 100000 "$ISSUER" "$AUDIENCE" "$IDG
   "$PORT_JWKS" >"$WORK/idgate.toml"
 idgate_config "$AGENT_COLD" "$ADMIN_COLD" 0 "$ISSUER" "$AUDIENCE" "$IDGATE_BENCH_AUDIT" \
   "$PORT_JWKS" >"$WORK/idgate-cold.toml"
+idgate_config "$AGENT_MIX" "$ADMIN_MIX" 100000 "$ISSUER" "$AUDIENCE" "$IDGATE_BENCH_AUDIT" \
+  "$PORT_JWKS" >"$WORK/idgate-mix.toml"
 "$BIN/idgate" check-config -c "$WORK/idgate.toml" >/dev/null
 
 # ---- agents --------------------------------------------------------------------------------
@@ -130,6 +149,10 @@ export TOKIO_WORKER_THREADS=$AGENT_THREADS
 spawn "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$AGENT_NULL" >"$WORK/null.log" 2>&1
 NULL_PID=$!
 PIDS+=($NULL_PID)
+NULL_AGENT_IDENTITY=1 spawn "$AGENT_CPUS" "$BIN/examples/null_agent" "127.0.0.1:$AGENT_NULLID" \
+  >"$WORK/nullid.log" 2>&1
+NULLID_PID=$!
+PIDS+=($NULLID_PID)
 # HAProxy's C example agent: one worker thread per agent CPU, pipelining like the Rust one.
 spawn "$AGENT_CPUS" "$SPOA" -p "$AGENT_SPOA" -n "$AGENT_THREADS" -c pipelining >"$WORK/spoa.log" 2>&1
 SPOA_PID=$!
@@ -146,11 +169,18 @@ TOKIO_WORKER_THREADS=$(cpu_count "$COLD_AGENT_CPUS") \
   >"$WORK/cold.log" 2>&1
 COLD_PID=$!
 PIDS+=($COLD_PID)
+TOKIO_WORKER_THREADS=$(cpu_count "$COLD_AGENT_CPUS") \
+  spawn "$COLD_AGENT_CPUS" "$BIN/idgate" run -c "$WORK/idgate-mix.toml" --log-format text \
+  >"$WORK/mix.log" 2>&1
+MIX_PID=$!
+PIDS+=($MIX_PID)
 unset TOKIO_WORKER_THREADS
 wait_port "$AGENT_NULL" $NULL_PID null
+wait_port "$AGENT_NULLID" $NULLID_PID nullid
 wait_port "$AGENT_SPOA" $SPOA_PID spoa
 wait_ready "$ADMIN_IDGATE" $IDGATE_PID idgate
 wait_ready "$ADMIN_COLD" $COLD_PID cold
+wait_ready "$ADMIN_MIX" $MIX_PID mix
 [[ $(cat "/proc/$IDGATE_PID/comm") == idgate ]] || die "PID $IDGATE_PID is not idgate"
 IDLE_RSS=$(rss_kib $IDGATE_PID)
 
@@ -158,6 +188,8 @@ IDLE_RSS=$(rss_kib $IDGATE_PID)
 export BENCH_BIND_NOAUTH=127.0.0.1:$PORT_NOAUTH BENCH_BIND_JWT=127.0.0.1:$PORT_JWT
 export BENCH_BIND_NULL=127.0.0.1:$PORT_NULL BENCH_BIND_IDGATE=127.0.0.1:$PORT_IDGATE
 export BENCH_BIND_COLD=127.0.0.1:$PORT_COLD BENCH_BIND_SPOA=127.0.0.1:$PORT_SPOA
+export BENCH_BIND_NULLID=127.0.0.1:$PORT_NULLID BENCH_NULLID_AGENT=127.0.0.1:$AGENT_NULLID
+export BENCH_BIND_MIX=127.0.0.1:$PORT_MIX BENCH_MIX_AGENT=127.0.0.1:$AGENT_MIX
 export BENCH_NULL_AGENT=127.0.0.1:$AGENT_NULL BENCH_IDGATE_AGENT=127.0.0.1:$AGENT_IDGATE
 export BENCH_SPOA_AGENT=127.0.0.1:$AGENT_SPOA
 export BENCH_COLD_AGENT=127.0.0.1:$AGENT_COLD
@@ -166,13 +198,14 @@ export BENCH_ISSUER=$ISSUER BENCH_AUDIENCE=$AUDIENCE
 export BENCH_TOKENS=$WORK/tokens/distinct.txt
 
 declare -A FE_PORT=([noauth]=$PORT_NOAUTH [jwt]=$PORT_JWT [null]=$PORT_NULL [spoa]=$PORT_SPOA
-  [idgate]=$PORT_IDGATE [cold]=$PORT_COLD)
+  [idgate]=$PORT_IDGATE [cold]=$PORT_COLD [nullid]=$PORT_NULLID [mix]=$PORT_MIX)
 declare -A FE_AGENT=([noauth]= [jwt]= [null]=$NULL_PID [spoa]=$SPOA_PID [idgate]=$IDGATE_PID
-  [cold]=$COLD_PID)
+  [cold]=$COLD_PID [nullid]=$NULLID_PID [mix]=$MIX_PID)
 frontends_of() { # variant
   case $1 in
-    hot) echo noauth jwt null spoa idgate ;;
-    cold) echo noauth jwt null spoa cold ;;
+    hot) echo "${HOT_FRONTENDS:-noauth jwt null nullid spoa idgate}" ;;
+    cold) echo "${COLD_FRONTENDS:-noauth jwt null spoa cold}" ;;
+    mix) echo "${MIX_FRONTENDS:-jwt mix}" ;;
   esac
 }
 
@@ -182,10 +215,10 @@ status_of() { # port token
 }
 sanity() { # checks each frontend answers 200 to a valid token and refuses what it should
   local fe want_bad got
-  for fe in noauth jwt null spoa idgate cold; do
+  for fe in noauth jwt null nullid spoa idgate cold mix; do
     got=$(status_of "${FE_PORT[$fe]}" "$HOT")
     [[ $got == 200 ]] || die "$fe answered $got to the valid token (logs in $WORK)"
-    case $fe in jwt | idgate | cold) want_bad=401 ;; *) want_bad=200 ;; esac
+    case $fe in jwt | idgate | cold | mix) want_bad=401 ;; *) want_bad=200 ;; esac
     got=$(status_of "${FE_PORT[$fe]}" "$BAD")
     [[ $got == "$want_bad" ]] || die "$fe answered $got to a bad signature, want $want_bad"
     if [[ $want_bad == 401 ]]; then
@@ -208,20 +241,24 @@ mkdir -p "$OUT"
 printf 'haproxy\tvariant\tround\tfrontend\treq_s\tp50_us\tp99_us\trequests\tnon2xx\tsock_err\thaproxy_us_req\tagent_us_req\n' >"$RUNS"
 FAILED=0
 
-run_wrk() { # version variant round frontend haproxy-pid
-  local v=$1 variant=$2 round=$3 fe=$4 hp=$5 port=${FE_PORT[$4]} agent=${FE_AGENT[$4]}
-  local args=(-t "$WRK_THREADS" -c "$CONNS" -d "$DURATION" --latency -H "Host: bench.local")
-  if [[ $variant == hot ]]; then
+# wrk_run MODE CONNS DURATION PORT: wrk's output on stdout. MODE: hot (the one token), cold
+# (the distinct valid tokens), bad (the tokens with a broken signature).
+wrk_run() {
+  local tokens=$WORK/tokens/distinct.txt
+  [[ $1 == bad ]] && tokens=$WORK/tokens/invalid.txt
+  local args=(-t "$WRK_THREADS" -c "$2" -d "$3" --latency -H "Host: bench.local")
+  if [[ $1 == hot ]]; then
     args+=(-H "Authorization: Bearer $HOT")
   else
     args+=(-s "$ROOT/benches/e2e/tokens.lua")
   fi
-  local h0 a0 h1 a1 out
-  h0=$(cpu_ticks "$hp")
-  [[ -n $agent ]] && a0=$(cpu_ticks "$agent")
-  out=$(pin "$WRK_CPUS" wrk "${args[@]}" "http://127.0.0.1:$port/bench/resource")
-  h1=$(cpu_ticks "$hp")
-  [[ -n $agent ]] && a1=$(cpu_ticks "$agent")
+  BENCH_TOKENS=$tokens pin "$WRK_CPUS" wrk "${args[@]}" "http://127.0.0.1:$4/bench/resource"
+}
+# record VERSION VARIANT ROUND FRONTEND WRK-OUTPUT HAPROXY-TICKS AGENT-TICKS CPU-REQUESTS WANT
+# One row of runs.tsv from wrk's output. CPU ticks are divided by CPU-REQUESTS (all requests
+# the processes served meanwhile); WANT is 2xx (every answer 2xx) or 401 (every answer 401).
+record() {
+  local v=$1 variant=$2 round=$3 fe=$4 out=$5 ht=$6 at=$7 creqs=$8 want=$9
   local rps p50 p99 reqs non2xx sockerr
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -231,15 +268,58 @@ run_wrk() { # version variant round frontend haproxy-pid
   sockerr=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' <<<"$out")
   non2xx=${non2xx:-0} sockerr=${sockerr:-0}
   local hus aus=""
-  hus=$(awk -v t=$((h1 - h0)) -v r="$reqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
-  [[ -n $agent ]] && aus=$(awk -v t=$((a1 - a0)) -v r="$reqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
+  hus=$(awk -v t="$ht" -v r="$creqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
+  [[ -n $at ]] && aus=$(awk -v t="$at" -v r="$creqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$variant" "$round" "$fe" \
     "$rps" "$p50" "$p99" "$reqs" "$non2xx" "$sockerr" "$hus" "$aus" >>"$RUNS"
-  log "$v $variant round $round $fe: $rps req/s, p99 ${p99}us, haproxy ${hus}us/req${aus:+, agent ${aus}us/req}${non2xx:+, non-2xx $non2xx}"
-  if [[ $non2xx != 0 || $sockerr != 0 ]]; then
-    log "  ^ $non2xx non-2xx responses, $sockerr socket errors"
+  log "$v $variant round $round $fe: $rps req/s, p99 ${p99}us, haproxy ${hus}us/req${aus:+, agent ${aus}us/req}, non-2xx $non2xx"
+  local bad=$non2xx
+  [[ $want == 401 ]] && bad=$((reqs - non2xx))
+  if [[ $bad != 0 || $sockerr != 0 ]]; then
+    log "  ^ $bad answers other than $want, $sockerr socket errors"
     FAILED=1
   fi
+}
+wrk_requests() { awk '/requests in/ { print $1 }' <<<"$1"; }
+
+run_wrk() { # version variant round frontend haproxy-pid
+  local v=$1 variant=$2 round=$3 fe=$4 hp=$5 port=${FE_PORT[$4]} agent=${FE_AGENT[$4]}
+  local h0 a0="" h1 a1="" out
+  h0=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a0=$(cpu_ticks "$agent")
+  out=$(wrk_run "$variant" "$CONNS" "$DURATION" "$port")
+  h1=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a1=$(cpu_ticks "$agent")
+  record "$v" "$variant" "$round" "$fe" "$out" $((h1 - h0)) "${agent:+$((a1 - a0))}" \
+    "$(wrk_requests "$out")" 2xx
+}
+
+# run_mix: the hot part alone (fe:hot-alone), then hot and broken-signature halves at once
+# (fe:hot, fe:cold). CPU per request of the mixed run is over both parts' requests.
+run_mix() { # version round frontend haproxy-pid
+  local v=$1 round=$2 fe=$3 hp=$4 port=${FE_PORT[$3]} agent=${FE_AGENT[$3]}
+  local hot_conns=$((CONNS - MIX_COLD_CONNS))
+  local h0 a0="" h1 a1="" out cold_out cold_pid
+  h0=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a0=$(cpu_ticks "$agent")
+  out=$(wrk_run hot "$hot_conns" "$DURATION" "$port")
+  h1=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a1=$(cpu_ticks "$agent")
+  record "$v" mix "$round" "$fe:hot-alone" "$out" $((h1 - h0)) "${agent:+$((a1 - a0))}" \
+    "$(wrk_requests "$out")" 2xx
+  h0=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a0=$(cpu_ticks "$agent")
+  wrk_run bad "$MIX_COLD_CONNS" "$DURATION" "$port" >"$WORK/mix-cold.out" &
+  cold_pid=$!
+  out=$(wrk_run hot "$hot_conns" "$DURATION" "$port")
+  wait "$cold_pid" || die "the broken-signature wrk failed"
+  h1=$(cpu_ticks "$hp")
+  [[ -n $agent ]] && a1=$(cpu_ticks "$agent")
+  cold_out=$(cat "$WORK/mix-cold.out")
+  local total=$(($(wrk_requests "$out") + $(wrk_requests "$cold_out")))
+  record "$v" mix "$round" "$fe:hot" "$out" $((h1 - h0)) "${agent:+$((a1 - a0))}" "$total" 2xx
+  record "$v" mix "$round" "$fe:cold" "$cold_out" $((h1 - h0)) "${agent:+$((a1 - a0))}" \
+    "$total" 401
 }
 
 for hv in "${HAPROXIES[@]}"; do
@@ -253,16 +333,19 @@ for hv in "${HAPROXIES[@]}"; do
   log "HAProxy $version: sanity checks passed; warming up"
   for variant in $VARIANTS; do
     for fe in $(frontends_of "$variant"); do
-      args=(-H "Authorization: Bearer $HOT")
-      [[ $variant == cold ]] && args=(-s "$ROOT/benches/e2e/tokens.lua")
-      pin "$WRK_CPUS" wrk -t "$WRK_THREADS" -c "$CONNS" -d "$WARMUP" -H "Host: bench.local" \
-        "${args[@]}" "http://127.0.0.1:${FE_PORT[$fe]}/bench/resource" >/dev/null
+      mode=$variant
+      [[ $variant == mix ]] && mode=hot
+      wrk_run "$mode" "$CONNS" "$WARMUP" "${FE_PORT[$fe]}" >/dev/null
     done
   done
   for ((round = 1; round <= ROUNDS; round++)); do
     for variant in $VARIANTS; do
       for fe in $(frontends_of "$variant"); do
-        run_wrk "$version" "$variant" "$round" "$fe" "$HP"
+        if [[ $variant == mix ]]; then
+          run_mix "$version" "$round" "$fe" "$HP"
+        else
+          run_wrk "$version" "$variant" "$round" "$fe" "$HP"
+        fi
       done
     done
   done
@@ -284,7 +367,7 @@ LOADED_RSS=$(rss_kib $IDGATE_PID)
     "(medians shown); cold variant: $COLD_TOKENS distinct RS256 tokens"
   echo "- idgate RSS: ${IDLE_RSS} KiB idle after start, ${LOADED_RSS} KiB after the runs"
   echo
-  awk -F'\t' '
+  awk -F'\t' -v conns="$CONNS" -v cold="$MIX_COLD_CONNS" '
     NR == 1 { next }
     {
       k = $1 SUBSEP $2 SUBSEP $4
@@ -292,6 +375,7 @@ LOADED_RSS=$(rss_kib $IDGATE_PID)
       n[k]++; rps[k, n[k]] = $5; p99[k, n[k]] = $7; hus[k] += $11; aus[k] += $12
       if ($12 == "") noagent[k] = 1
     }
+    function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
     function median(arr, k, cnt,   i, j, t, v) {
       for (i = 1; i <= cnt; i++) v[i] = arr[k, i] + 0
       for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
@@ -307,13 +391,25 @@ LOADED_RSS=$(rss_kib $IDGATE_PID)
         printf "| %s | %s | %s | %.0f | %.0f | %.1f | %s |\n", f[1], f[2], f[3], m, q, hus[k] / n[k], (k in noagent) ? "-" : sprintf("%.1f", aus[k] / n[k])
       }
       print ""
-      print "| HAProxy | variant | idgate / jwt_verify req/s | idgate / null req/s | idgate / spoa_example req/s | idgate p99 / jwt_verify p99 |"
-      print "|---|---|---:|---:|---:|---:|"
+      print "| HAProxy | variant | idgate / jwt_verify req/s | idgate / null req/s | idgate / null (same answer) req/s | idgate / spoa_example req/s | idgate p99 / jwt_verify p99 |"
+      print "|---|---|---:|---:|---:|---:|---:|"
       for (i = 1; i <= nk; i++) {
         k = order[i]; split(k, f, SUBSEP)
-        if (f[3] != "idgate" && f[3] != "cold") continue
+        if (f[3] != "idgate" && f[3] != "cold") { if (f[3] ~ /:hot$/) mixed[++nm] = k; continue }
         j = f[1] SUBSEP f[2] SUBSEP "jwt"; nl = f[1] SUBSEP f[2] SUBSEP "null"; sp = f[1] SUBSEP f[2] SUBSEP "spoa"
-        printf "| %s | %s (%s) | %.2f | %.2f | %.2f | %.2f |\n", f[1], f[2], f[3], med_rps[k] / med_rps[j], med_rps[k] / med_rps[nl], med_rps[k] / med_rps[sp], med_p99[k] / med_p99[j]
+        ni = f[1] SUBSEP f[2] SUBSEP "nullid"
+        printf "| %s | %s (%s) | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], ratio(med_rps[k], med_rps[j]), ratio(med_rps[k], med_rps[nl]), ratio(med_rps[k], med_rps[ni]), ratio(med_rps[k], med_rps[sp]), ratio(med_p99[k], med_p99[j])
+      }
+      if (nm == 0) exit
+      print ""
+      printf "Mixed load (%d connections with the hot token, %d at once with broken signatures):\n", conns - cold, cold
+      print ""
+      print "| HAProxy | frontend | hot req/s alone | hot p99 µs alone | hot req/s in mix | hot p99 µs in mix | cold req/s in mix | cold p99 µs in mix |"
+      print "|---|---|---:|---:|---:|---:|---:|---:|"
+      for (i = 1; i <= nm; i++) {
+        k = mixed[i]; split(k, f, SUBSEP); fe = substr(f[3], 1, length(f[3]) - 4)
+        a = f[1] SUBSEP f[2] SUBSEP fe ":hot-alone"; c = f[1] SUBSEP f[2] SUBSEP fe ":cold"
+        printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", f[1], fe, med_rps[a], med_p99[a], med_rps[k], med_p99[k], med_rps[c], med_p99[c]
       }
     }' "$RUNS"
   echo

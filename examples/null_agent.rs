@@ -13,12 +13,41 @@ use idgate::decision::{Authorizer, AuthzRequest, Reason, Verdict};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:12346";
 
-/// Allows every request without looking at it.
-struct Null;
+/// Allows every request without looking at it. With `NULL_AGENT_IDENTITY=1` the answer also
+/// carries the identity variables idgate sends for a benchmark token (`sub`, `email`, `groups`,
+/// `issuer`, `rule`, `principal`): a null agent whose answer costs HAProxy as much to apply as
+/// idgate's, so that the difference left between the two is idgate's own.
+struct Null(Option<Verdict>);
 
 impl Authorizer for Null {
     async fn authorize(&self, _req: &AuthzRequest, _now: std::time::Instant) -> Verdict {
-        Verdict::allow(Reason::Ok)
+        match &self.0 {
+            Some(v) => v.clone(),
+            None => Verdict::allow(Reason::Ok),
+        }
+    }
+}
+
+/// The verdict idgate reaches for the benchmark's hot token (benches/e2e/idgate.toml.in,
+/// `loadgen mint`): same variables, same lengths.
+fn identity_verdict() -> Verdict {
+    let sub = "hot-user".to_owned();
+    Verdict {
+        identity: Some(Arc::new(idgate::decision::Identity {
+            issuer: Arc::from("bench"),
+            sub: sub.clone(),
+            user: None,
+            email: Some(format!("{sub}@bench.example")),
+            groups: vec!["bench".to_owned()],
+            scopes: vec!["read".to_owned(), "write".to_owned()],
+            expires_at: u64::MAX,
+            issued_at: None,
+            jti: None,
+            claims: serde_json::Map::new(),
+        })),
+        rule: Some(Arc::from("bench")),
+        principal: Some(sub),
+        ..Verdict::allow(Reason::Ok)
     }
 }
 
@@ -42,6 +71,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = idgate::server::bind(listen, cfg.backlog)?;
     eprintln!("null agent listening on {}", listener.local_addr()?);
-    idgate::server::serve(listener, cfg, Arc::new(Null), idgate::signal::shutdown()).await;
+    let answer =
+        (std::env::var("NULL_AGENT_IDENTITY").as_deref() == Ok("1")).then(identity_verdict);
+    idgate::server::serve(
+        listener,
+        cfg,
+        Arc::new(Null(answer)),
+        idgate::signal::shutdown(),
+    )
+    .await;
     Ok(())
 }
