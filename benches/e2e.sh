@@ -30,6 +30,14 @@
 #         COLD_AGENT_CPUS like the cold one). Each round first runs the hot half alone, so the
 #         report shows whether cached answers wait behind the signature checks HAProxy sends
 #         on the same agent connections: hot p99 alone, hot p99 in the mix, cold p99 in the mix.
+#   serving  the payload checks (docs/payload.md) and what they cost everything else, all
+#         with the hot token on the cached idgate: GET /bench/resource through bench_idgate
+#         (`idgate`) and through bench_serving (`srvget`), a frontend with the shipped
+#         haproxy.cfg's serving branch (path regex, wait-for-body, authorize-serving); a POST of
+#         a SERVING_BODY_BYTES dataframe_split body to a serving path sent without its body
+#         (`nobody`, bench_idgate), with its body to a rule without payload checks (`srvpost`),
+#         with `payload = "serving"` (`srvformat`), and with a JSON Schema file too
+#         (`srvschema`).
 #
 # Rounds interleave the frontends (round 1: a b c d, round 2: a b c d, ...) so that a change of
 # background load hits all of them alike; the report gives the median over rounds.
@@ -60,6 +68,7 @@ VARIANTS=${VARIANTS:-hot cold}
 COLD_TOKENS=${COLD_TOKENS:-2000}
 MIX_TOKENS=${MIX_TOKENS:-500}
 MIX_COLD_CONNS=${MIX_COLD_CONNS:-5}
+SERVING_BODY_BYTES=${SERVING_BODY_BYTES:-2048}
 PORT_BASE=${PORT_BASE:-19100}
 HAPROXY26=${HAPROXY26:-/usr/sbin/haproxy}
 HAPROXY30=${HAPROXY30:-/usr/local/bin/haproxy30}
@@ -84,6 +93,7 @@ PORT_NOAUTH=$((PORT_BASE + 1)) PORT_JWT=$((PORT_BASE + 2)) PORT_NULL=$((PORT_BAS
 PORT_IDGATE=$((PORT_BASE + 4)) PORT_COLD=$((PORT_BASE + 5)) PORT_SPOA=$((PORT_BASE + 6))
 PORT_NULLID=$((PORT_BASE + 7)) AGENT_NULLID=$((PORT_BASE + 15))
 PORT_MIX=$((PORT_BASE + 8)) AGENT_MIX=$((PORT_BASE + 16)) ADMIN_MIX=$((PORT_BASE + 23))
+PORT_SERVING=$((PORT_BASE + 9))
 AGENT_NULL=$((PORT_BASE + 11)) AGENT_IDGATE=$((PORT_BASE + 12)) AGENT_COLD=$((PORT_BASE + 13))
 AGENT_SPOA=$((PORT_BASE + 14))
 ADMIN_IDGATE=$((PORT_BASE + 21)) ADMIN_COLD=$((PORT_BASE + 22)) PORT_JWKS=$((PORT_BASE + 30))
@@ -97,7 +107,7 @@ AGENT_THREADS=$(cpu_count "$AGENT_CPUS")
 
 for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $PORT_SPOA $AGENT_NULL \
   $AGENT_IDGATE $AGENT_COLD $AGENT_SPOA $ADMIN_IDGATE $ADMIN_COLD $PORT_JWKS $PORT_NULLID \
-  $AGENT_NULLID $PORT_MIX $AGENT_MIX $ADMIN_MIX; do
+  $AGENT_NULLID $PORT_MIX $AGENT_MIX $ADMIN_MIX $PORT_SERVING; do
   port_free "$p" || die "port $p is in use (set PORT_BASE)"
 done
 command -v wrk >/dev/null || die "wrk is not installed"
@@ -142,6 +152,34 @@ idgate_config "$AGENT_COLD" "$ADMIN_COLD" 0 "$ISSUER" "$AUDIENCE" "$IDGATE_BENCH
   "$PORT_JWKS" >"$WORK/idgate-cold.toml"
 idgate_config "$AGENT_MIX" "$ADMIN_MIX" 100000 "$ISSUER" "$AUDIENCE" "$IDGATE_BENCH_AUDIT" \
   "$PORT_JWKS" >"$WORK/idgate-mix.toml"
+# The serving variant's body, schema and rules (on the cached idgate, after the bench rule).
+python3 - "$SERVING_BODY_BYTES" "$WORK" <<'PY'
+import json, sys
+want, work = int(sys.argv[1]), sys.argv[2]
+cols = [f"f{i}" for i in range(8)]
+rows = []
+while len(json.dumps({"dataframe_split": {"columns": cols, "data": rows}})) < want:
+    rows.append([round(0.125 * (len(rows) + i), 3) for i in range(8)])
+json.dump({"dataframe_split": {"columns": cols, "data": rows}}, open(f"{work}/body.json", "w"))
+json.dump({"dataframe_split": {"columns": cols, "data": [["x"] * 8]}}, open(f"{work}/body-schema-bad.json", "w"))
+open(f"{work}/body-bad.json", "w").write('{"dataframe_split": {"data": [[1]], "data": [[2]]}}')
+json.dump({"type": "object", "required": ["dataframe_split"], "properties": {"dataframe_split": {
+    "type": "object", "required": ["data"], "properties": {
+        "columns": {"type": "array", "items": {"enum": cols}},
+        "data": {"type": "array", "items": {"type": "array", "minItems": 8, "maxItems": 8,
+                                            "items": {"type": "number"}}}}}}},
+          open(f"{work}/schema.json", "w"))
+PY
+for name in plain format schema; do
+  echo "[[rule]]"
+  echo "name = \"serving-$name\""
+  echo 'methods = ["POST"]'
+  echo "paths = [\"/serving-endpoints/$name/invocations\"]"
+  echo 'groups = ["bench"]'
+  [[ $name != plain ]] && echo 'payload = "serving"'
+  [[ $name == schema ]] && echo "payload_schema = \"$WORK/schema.json\""
+  echo
+done >>"$WORK/idgate.toml"
 "$BIN/idgate" check-config -c "$WORK/idgate.toml" >/dev/null
 
 # ---- agents --------------------------------------------------------------------------------
@@ -190,6 +228,7 @@ export BENCH_BIND_NULL=127.0.0.1:$PORT_NULL BENCH_BIND_IDGATE=127.0.0.1:$PORT_ID
 export BENCH_BIND_COLD=127.0.0.1:$PORT_COLD BENCH_BIND_SPOA=127.0.0.1:$PORT_SPOA
 export BENCH_BIND_NULLID=127.0.0.1:$PORT_NULLID BENCH_NULLID_AGENT=127.0.0.1:$AGENT_NULLID
 export BENCH_BIND_MIX=127.0.0.1:$PORT_MIX BENCH_MIX_AGENT=127.0.0.1:$AGENT_MIX
+export BENCH_BIND_SERVING=127.0.0.1:$PORT_SERVING
 export BENCH_NULL_AGENT=127.0.0.1:$AGENT_NULL BENCH_IDGATE_AGENT=127.0.0.1:$AGENT_IDGATE
 export BENCH_SPOA_AGENT=127.0.0.1:$AGENT_SPOA
 export BENCH_COLD_AGENT=127.0.0.1:$AGENT_COLD
@@ -198,20 +237,33 @@ export BENCH_ISSUER=$ISSUER BENCH_AUDIENCE=$AUDIENCE
 export BENCH_TOKENS=$WORK/tokens/distinct.txt
 
 declare -A FE_PORT=([noauth]=$PORT_NOAUTH [jwt]=$PORT_JWT [null]=$PORT_NULL [spoa]=$PORT_SPOA
-  [idgate]=$PORT_IDGATE [cold]=$PORT_COLD [nullid]=$PORT_NULLID [mix]=$PORT_MIX)
+  [idgate]=$PORT_IDGATE [cold]=$PORT_COLD [nullid]=$PORT_NULLID [mix]=$PORT_MIX
+  [srvget]=$PORT_SERVING [nobody]=$PORT_IDGATE [srvpost]=$PORT_SERVING [srvformat]=$PORT_SERVING
+  [srvschema]=$PORT_SERVING)
 declare -A FE_AGENT=([noauth]= [jwt]= [null]=$NULL_PID [spoa]=$SPOA_PID [idgate]=$IDGATE_PID
-  [cold]=$COLD_PID [nullid]=$NULLID_PID [mix]=$MIX_PID)
+  [cold]=$COLD_PID [nullid]=$NULLID_PID [mix]=$MIX_PID [srvget]=$IDGATE_PID [nobody]=$IDGATE_PID
+  [srvpost]=$IDGATE_PID [srvformat]=$IDGATE_PID [srvschema]=$IDGATE_PID)
+# The serving variant's POSTs (every other frontend: GET /bench/resource).
+declare -A FE_POST=([nobody]=/serving-endpoints/plain/invocations
+  [srvpost]=/serving-endpoints/plain/invocations [srvformat]=/serving-endpoints/format/invocations
+  [srvschema]=/serving-endpoints/schema/invocations)
 frontends_of() { # variant
   case $1 in
     hot) echo "${HOT_FRONTENDS:-noauth jwt null nullid spoa idgate}" ;;
     cold) echo "${COLD_FRONTENDS:-noauth jwt null spoa cold}" ;;
     mix) echo "${MIX_FRONTENDS:-jwt mix}" ;;
+    serving) echo "${SERVING_FRONTENDS:-idgate srvget nobody srvpost srvformat srvschema}" ;;
   esac
 }
 
 status_of() { # port token
   curl -s -o /dev/null -w '%{http_code}' -H "Host: bench.local" \
     ${2:+-H "Authorization: Bearer $2"} "http://127.0.0.1:$1/bench/resource"
+}
+post_status() { # frontend body-file
+  curl -s -o /dev/null -w '%{http_code}' -H "Host: bench.local" -H "Authorization: Bearer $HOT" \
+    -H "Content-Type: application/json" --data-binary "@$2" \
+    "http://127.0.0.1:${FE_PORT[$1]}${FE_POST[$1]}"
 }
 sanity() { # checks each frontend answers 200 to a valid token and refuses what it should
   local fe want_bad got
@@ -228,6 +280,19 @@ sanity() { # checks each frontend answers 200 to a valid token and refuses what 
   done
   got=$(status_of "$PORT_COLD" "$(sed -n 7p "$BENCH_TOKENS")")
   [[ $got == 200 ]] || die "cold answered $got to a distinct token"
+  # The payload checks run where the serving variant says: a duplicate key passes the rule
+  # without checks and is refused by the others; a row of strings only by the schema.
+  local want
+  for fe in nobody srvpost srvformat srvschema; do
+    got=$(post_status "$fe" "$WORK/body.json")
+    [[ $got == 200 ]] || die "$fe answered $got to the serving body, want 200"
+    want=401 && [[ $fe == nobody || $fe == srvpost ]] && want=200
+    got=$(post_status "$fe" "$WORK/body-bad.json")
+    [[ $got == "$want" ]] || die "$fe answered $got to a duplicate key, want $want"
+    want=401 && [[ $fe != srvschema ]] && want=200
+    got=$(post_status "$fe" "$WORK/body-schema-bad.json")
+    [[ $got == "$want" ]] || die "$fe answered $got to a body against the schema, want $want"
+  done
 }
 
 # to_us VALUE-WITH-UNIT (wrk prints us, ms or s)
@@ -241,18 +306,28 @@ mkdir -p "$OUT"
 printf 'haproxy\tvariant\tround\tfrontend\treq_s\tp50_us\tp99_us\trequests\tnon2xx\tsock_err\thaproxy_us_req\tagent_us_req\n' >"$RUNS"
 FAILED=0
 
-# wrk_run MODE CONNS DURATION PORT: wrk's output on stdout. MODE: hot (the one token), cold
-# (the distinct valid tokens), bad (the tokens with a broken signature).
+# wrk_run MODE CONNS DURATION PORT [PATH]: wrk's output on stdout. MODE: hot (the one token),
+# cold (the distinct valid tokens), bad (the tokens with a broken signature), post (the hot
+# token, POST of the serving body to PATH).
 wrk_run() {
-  local tokens=$WORK/tokens/distinct.txt
+  local tokens=$WORK/tokens/distinct.txt path=/bench/resource
   [[ $1 == bad ]] && tokens=$WORK/tokens/invalid.txt
   local args=(-t "$WRK_THREADS" -c "$2" -d "$3" --latency -H "Host: bench.local")
-  if [[ $1 == hot ]]; then
-    args+=(-H "Authorization: Bearer $HOT")
-  else
-    args+=(-s "$ROOT/benches/e2e/tokens.lua")
-  fi
-  BENCH_TOKENS=$tokens pin "$WRK_CPUS" wrk "${args[@]}" "http://127.0.0.1:$4/bench/resource"
+  case $1 in
+    hot) args+=(-H "Authorization: Bearer $HOT") ;;
+    post) args+=(-H "Authorization: Bearer $HOT" -s "$ROOT/benches/e2e/serving.lua") path=$5 ;;
+    *) args+=(-s "$ROOT/benches/e2e/tokens.lua") ;;
+  esac
+  BENCH_TOKENS=$tokens BENCH_BODY=$WORK/body.json pin "$WRK_CPUS" wrk "${args[@]}" \
+    "http://127.0.0.1:$4$path"
+}
+# The wrk mode of a frontend in a variant.
+mode_of() { # variant frontend
+  case $1 in
+    mix) echo hot ;;
+    serving) if [[ -n ${FE_POST[$2]:-} ]]; then echo post; else echo hot; fi ;;
+    *) echo "$1" ;;
+  esac
 }
 # record VERSION VARIANT ROUND FRONTEND WRK-OUTPUT HAPROXY-TICKS AGENT-TICKS CPU-REQUESTS WANT
 # One row of runs.tsv from wrk's output. CPU ticks are divided by CPU-REQUESTS (all requests
@@ -287,7 +362,7 @@ run_wrk() { # version variant round frontend haproxy-pid
   local h0 a0="" h1 a1="" out
   h0=$(cpu_ticks "$hp")
   [[ -n $agent ]] && a0=$(cpu_ticks "$agent")
-  out=$(wrk_run "$variant" "$CONNS" "$DURATION" "$port")
+  out=$(wrk_run "$(mode_of "$variant" "$fe")" "$CONNS" "$DURATION" "$port" "${FE_POST[$fe]:-}")
   h1=$(cpu_ticks "$hp")
   [[ -n $agent ]] && a1=$(cpu_ticks "$agent")
   record "$v" "$variant" "$round" "$fe" "$out" $((h1 - h0)) "${agent:+$((a1 - a0))}" \
@@ -333,9 +408,8 @@ for hv in "${HAPROXIES[@]}"; do
   log "HAProxy $version: sanity checks passed; warming up"
   for variant in $VARIANTS; do
     for fe in $(frontends_of "$variant"); do
-      mode=$variant
-      [[ $variant == mix ]] && mode=hot
-      wrk_run "$mode" "$CONNS" "$WARMUP" "${FE_PORT[$fe]}" >/dev/null
+      wrk_run "$(mode_of "$variant" "$fe")" "$CONNS" "$WARMUP" "${FE_PORT[$fe]}" \
+        "${FE_POST[$fe]:-}" >/dev/null
     done
   done
   for ((round = 1; round <= ROUNDS; round++)); do
@@ -367,51 +441,8 @@ LOADED_RSS=$(rss_kib $IDGATE_PID)
     "(medians shown); cold variant: $COLD_TOKENS distinct RS256 tokens"
   echo "- idgate RSS: ${IDLE_RSS} KiB idle after start, ${LOADED_RSS} KiB after the runs"
   echo
-  awk -F'\t' -v conns="$CONNS" -v cold="$MIX_COLD_CONNS" '
-    NR == 1 { next }
-    {
-      k = $1 SUBSEP $2 SUBSEP $4
-      if (!(k in n)) { order[++nk] = k }
-      n[k]++; rps[k, n[k]] = $5; p99[k, n[k]] = $7; hus[k] += $11; aus[k] += $12
-      if ($12 == "") noagent[k] = 1
-    }
-    function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
-    function median(arr, k, cnt,   i, j, t, v) {
-      for (i = 1; i <= cnt; i++) v[i] = arr[k, i] + 0
-      for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-      return cnt % 2 ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
-    }
-    END {
-      print "| HAProxy | variant | frontend | req/s (median) | p99 µs (median) | HAProxy CPU µs/req | agent CPU µs/req |"
-      print "|---|---|---|---:|---:|---:|---:|"
-      for (i = 1; i <= nk; i++) {
-        k = order[i]; split(k, f, SUBSEP)
-        m = median(rps, k, n[k]); q = median(p99, k, n[k])
-        med_rps[k] = m; med_p99[k] = q
-        printf "| %s | %s | %s | %.0f | %.0f | %.1f | %s |\n", f[1], f[2], f[3], m, q, hus[k] / n[k], (k in noagent) ? "-" : sprintf("%.1f", aus[k] / n[k])
-      }
-      print ""
-      print "| HAProxy | variant | idgate / jwt_verify req/s | idgate / null req/s | idgate / null (same answer) req/s | idgate / spoa_example req/s | idgate p99 / jwt_verify p99 |"
-      print "|---|---|---:|---:|---:|---:|---:|"
-      for (i = 1; i <= nk; i++) {
-        k = order[i]; split(k, f, SUBSEP)
-        if (f[3] != "idgate" && f[3] != "cold") { if (f[3] ~ /:hot$/) mixed[++nm] = k; continue }
-        j = f[1] SUBSEP f[2] SUBSEP "jwt"; nl = f[1] SUBSEP f[2] SUBSEP "null"; sp = f[1] SUBSEP f[2] SUBSEP "spoa"
-        ni = f[1] SUBSEP f[2] SUBSEP "nullid"
-        printf "| %s | %s (%s) | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], ratio(med_rps[k], med_rps[j]), ratio(med_rps[k], med_rps[nl]), ratio(med_rps[k], med_rps[ni]), ratio(med_rps[k], med_rps[sp]), ratio(med_p99[k], med_p99[j])
-      }
-      if (nm == 0) exit
-      print ""
-      printf "Mixed load (%d connections with the hot token, %d at once with broken signatures):\n", conns - cold, cold
-      print ""
-      print "| HAProxy | frontend | hot req/s alone | hot p99 µs alone | hot req/s in mix | hot p99 µs in mix | cold req/s in mix | cold p99 µs in mix |"
-      print "|---|---|---:|---:|---:|---:|---:|---:|"
-      for (i = 1; i <= nm; i++) {
-        k = mixed[i]; split(k, f, SUBSEP); fe = substr(f[3], 1, length(f[3]) - 4)
-        a = f[1] SUBSEP f[2] SUBSEP fe ":hot-alone"; c = f[1] SUBSEP f[2] SUBSEP fe ":cold"
-        printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", f[1], fe, med_rps[a], med_p99[a], med_rps[k], med_p99[k], med_rps[c], med_p99[c]
-      }
-    }' "$RUNS"
+  awk -F'\t' -v conns="$CONNS" -v cold="$MIX_COLD_CONNS" -v body="$(wc -c <"$WORK/body.json")" \
+    -f "$ROOT/benches/e2e/report.awk" "$RUNS"
   echo
   echo "Raw runs: $RUNS"
 } | tee "$OUT/report.md"
