@@ -50,7 +50,9 @@
 # COLD_AGENT_CPUS (default: all CPUs), with as many workers.
 #
 # CPU per request: utime+stime deltas from /proc/PID/stat (10 ms ticks) around each wrk run,
-# divided by the requests wrk completed.
+# divided by the requests wrk completed. SYSCALLS=1 also counts system calls per request of
+# HAProxy and of the agent (`perf stat -e raw_syscalls:sys_enter`, all threads; needs perf and
+# root or perf_event_paranoid <= 1): how well reads and writes are batched.
 #
 # Output: a Markdown report on stdout and in $OUT/report.md, raw rows in $OUT/runs.tsv.
 # Exit status 1 if any run had non-2xx responses or socket errors, or a sanity check failed.
@@ -79,6 +81,7 @@ HAPROXY34=${HAPROXY34:-/usr/local/bin/haproxy34}
 WITH_HAPROXY34=${WITH_HAPROXY34:-0}
 OUT=${OUT:-$ROOT/target/bench-e2e}
 IDGATE_BENCH_AUDIT=${IDGATE_BENCH_AUDIT:-off}
+SYSCALLS=${SYSCALLS:-0}
 
 NPROC=$(nproc)
 if ((NPROC >= 4)); then
@@ -111,6 +114,10 @@ for p in $PORT_NOAUTH $PORT_JWT $PORT_NULL $PORT_IDGATE $PORT_COLD $PORT_SPOA $A
   port_free "$p" || die "port $p is in use (set PORT_BASE)"
 done
 command -v wrk >/dev/null || die "wrk is not installed"
+if [[ $SYSCALLS == 1 ]]; then
+  perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1 ||
+    die "SYSCALLS=1 needs perf with access to the raw_syscalls tracepoints"
+fi
 [[ -x $HAPROXY26 ]] || die "no HAProxy 2.6 at $HAPROXY26"
 HAPROXIES=("2.6:$HAPROXY26")
 if [[ $WITH_HAPROXY30 == 1 ]]; then
@@ -303,7 +310,7 @@ to_us() {
 
 RUNS=$OUT/runs.tsv
 mkdir -p "$OUT"
-printf 'haproxy\tvariant\tround\tfrontend\treq_s\tp50_us\tp99_us\trequests\tnon2xx\tsock_err\thaproxy_us_req\tagent_us_req\n' >"$RUNS"
+printf 'haproxy\tvariant\tround\tfrontend\treq_s\tp50_us\tp99_us\trequests\tnon2xx\tsock_err\thaproxy_us_req\tagent_us_req\thaproxy_sys_req\tagent_sys_req\n' >"$RUNS"
 FAILED=0
 
 # wrk_run MODE CONNS DURATION PORT [PATH]: wrk's output on stdout. MODE: hot (the one token),
@@ -333,7 +340,7 @@ mode_of() { # variant frontend
 # One row of runs.tsv from wrk's output. CPU ticks are divided by CPU-REQUESTS (all requests
 # the processes served meanwhile); WANT is 2xx (every answer 2xx) or 401 (every answer 401).
 record() {
-  local v=$1 variant=$2 round=$3 fe=$4 out=$5 ht=$6 at=$7 creqs=$8 want=$9
+  local v=$1 variant=$2 round=$3 fe=$4 out=$5 ht=$6 at=$7 creqs=$8 want=$9 hsys=${10:-} asys=${11:-}
   local rps p50 p99 reqs non2xx sockerr
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -345,8 +352,10 @@ record() {
   local hus aus=""
   hus=$(awk -v t="$ht" -v r="$creqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
   [[ -n $at ]] && aus=$(awk -v t="$at" -v r="$creqs" 'BEGIN { printf "%.2f", t * 10000 / r }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$variant" "$round" "$fe" \
-    "$rps" "$p50" "$p99" "$reqs" "$non2xx" "$sockerr" "$hus" "$aus" >>"$RUNS"
+  [[ -n $hsys ]] && hsys=$(awk -v c="$hsys" -v r="$creqs" 'BEGIN { printf "%.2f", c / r }')
+  [[ -n $asys ]] && asys=$(awk -v c="$asys" -v r="$creqs" 'BEGIN { printf "%.2f", c / r }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$variant" "$round" \
+    "$fe" "$rps" "$p50" "$p99" "$reqs" "$non2xx" "$sockerr" "$hus" "$aus" "$hsys" "$asys" >>"$RUNS"
   log "$v $variant round $round $fe: $rps req/s, p99 ${p99}us, haproxy ${hus}us/req${aus:+, agent ${aus}us/req}, non-2xx $non2xx"
   local bad=$non2xx
   [[ $want == 401 ]] && bad=$((reqs - non2xx))
@@ -357,16 +366,37 @@ record() {
 }
 wrk_requests() { awk '/requests in/ { print $1 }' <<<"$1"; }
 
+# Count system calls of PID until count_stop (SYSCALLS=1); count_read prints the count.
+count_start() { # pid name
+  [[ $SYSCALLS == 1 && -n $1 ]] || return 0
+  perf stat -x, -e raw_syscalls:sys_enter -o "$WORK/perf-$2.csv" -p "$1" &
+  COUNTERS+=($!)
+}
+count_stop() {
+  local p
+  for p in "${COUNTERS[@]}"; do kill -INT "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+  COUNTERS=()
+}
+count_read() { # name
+  [[ -f $WORK/perf-$1.csv ]] || return 0
+  awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$WORK/perf-$1.csv"
+  rm -f "$WORK/perf-$1.csv"
+}
+COUNTERS=()
+
 run_wrk() { # version variant round frontend haproxy-pid
   local v=$1 variant=$2 round=$3 fe=$4 hp=$5 port=${FE_PORT[$4]} agent=${FE_AGENT[$4]}
   local h0 a0="" h1 a1="" out
+  count_start "$hp" haproxy
+  count_start "$agent" agent
   h0=$(cpu_ticks "$hp")
   [[ -n $agent ]] && a0=$(cpu_ticks "$agent")
   out=$(wrk_run "$(mode_of "$variant" "$fe")" "$CONNS" "$DURATION" "$port" "${FE_POST[$fe]:-}")
   h1=$(cpu_ticks "$hp")
   [[ -n $agent ]] && a1=$(cpu_ticks "$agent")
+  count_stop
   record "$v" "$variant" "$round" "$fe" "$out" $((h1 - h0)) "${agent:+$((a1 - a0))}" \
-    "$(wrk_requests "$out")" 2xx
+    "$(wrk_requests "$out")" 2xx "$(count_read haproxy)" "$(count_read agent)"
 }
 
 # run_mix: the hot part alone (fe:hot-alone), then hot and broken-signature halves at once

@@ -7,6 +7,8 @@ NR == 1 { next }
   if (!(k in n)) { order[++nk] = k }
   n[k]++; rps[k, n[k]] = $5; p99[k, n[k]] = $7; hus[k] += $11; aus[k] += $12
   if ($12 == "") noagent[k] = 1
+  if ($13 != "") { hsys[k] += $13; nsys[k]++; syscalls = 1 }
+  if ($14 != "") asys[k] += $14
 }
 function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
 function median(arr, k, cnt,   i, j, t, v) {
@@ -15,13 +17,15 @@ function median(arr, k, cnt,   i, j, t, v) {
   return cnt % 2 ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
 }
 END {
-  print "| HAProxy | variant | frontend | req/s (median) | p99 µs (median) | HAProxy CPU µs/req | agent CPU µs/req |"
-  print "|---|---|---|---:|---:|---:|---:|"
+  printf "| HAProxy | variant | frontend | req/s (median) | p99 µs (median) | HAProxy CPU µs/req | agent CPU µs/req |%s\n", syscalls ? " HAProxy syscalls/req | agent syscalls/req |" : ""
+  printf "|---|---|---|---:|---:|---:|---:|%s\n", syscalls ? "---:|---:|" : ""
   for (i = 1; i <= nk; i++) {
     k = order[i]; split(k, f, SUBSEP)
     m = median(rps, k, n[k]); q = median(p99, k, n[k])
     med_rps[k] = m; med_p99[k] = q
-    printf "| %s | %s | %s | %.0f | %.0f | %.1f | %s |\n", f[1], f[2], f[3], m, q, hus[k] / n[k], (k in noagent) ? "-" : sprintf("%.1f", aus[k] / n[k])
+    sys = ""
+    if (syscalls) sys = sprintf(" %s | %s |", (k in nsys) ? sprintf("%.2f", hsys[k] / nsys[k]) : "-", (k in nsys) && !(k in noagent) ? sprintf("%.2f", asys[k] / nsys[k]) : "-")
+    printf "| %s | %s | %s | %.0f | %.0f | %.1f | %s |%s\n", f[1], f[2], f[3], m, q, hus[k] / n[k], (k in noagent) ? "-" : sprintf("%.1f", aus[k] / n[k]), sys
   }
   for (i = 1; i <= nk; i++) {
     k = order[i]; split(k, f, SUBSEP)
