@@ -14,7 +14,7 @@ use support::agent::Agent;
 use support::auth_kit::{MockIdp, Signer};
 use support::fleet::{
     assert_allowed, assert_revoked, config, decide, idgate, revoke, token, wait_revoked,
-    PROPAGATION,
+    wait_store, PROPAGATION,
 };
 use support::redis::Redis;
 use support::{background_runtime, http_client, poll_until, READY_TIMEOUT};
@@ -57,16 +57,6 @@ impl Fleet {
     fn token(&self, sub: &str) -> String {
         token(&self.signer, &self.idp, json!({ "sub": sub }))
     }
-}
-
-fn store_up(a: &Agent) -> Option<f64> {
-    a.metric("idgate_shared_store_up", &[])
-}
-
-fn wait_store(a: &Agent, up: bool, within: Duration) {
-    let want = if up { 1.0 } else { 0.0 };
-    poll_until(within, || (store_up(a) == Some(want)).then_some(()))
-        .unwrap_or_else(|| panic!("idgate_shared_store_up never {want}:\n{}", a.log()));
 }
 
 /// `/ready`: 200, and whether its body says the store is unreachable.

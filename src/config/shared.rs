@@ -12,6 +12,12 @@ pub struct SharedConfig {
     /// `redis_url`: `redis://host:port/db` (Redis or Valkey). Revocations and upstream
     /// credentials are shared there.
     pub redis_url: Option<String>,
+    /// `redis_username`: the ACL user idgate logs in as (Redis 6+); without it, `AUTH` with
+    /// the password alone (`requirepass`, the `default` user).
+    pub redis_username: Option<String>,
+    /// `redis_password_file`: the file holding the password (one line), read at start and on
+    /// reload; never inline, never logged.
+    pub redis_password_file: Option<SecretFile>,
     /// `key_file`: 32 random bytes that encrypt the credentials stored in Redis.
     pub key_file: Option<SecretFile>,
     /// `revocations_file`: without Redis, the local file `idgate revoke` writes and the agent
@@ -22,14 +28,27 @@ pub struct SharedConfig {
 /// Where revocations are kept, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationStore {
-    Redis(String),
+    Redis(RedisTarget),
     File(PathBuf),
+}
+
+/// The fleet's Redis and how idgate logs in to it: `redis_url`, `redis_username`,
+/// `redis_password_file` (`crate::revocation::redis_client` makes the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub url: String,
+    pub username: Option<String>,
+    pub password_file: Option<SecretFile>,
 }
 
 impl SharedConfig {
     pub(crate) fn read(t: &mut Table<'_, '_>) -> SharedConfig {
         SharedConfig {
             redis_url: t.get("redis_url"),
+            redis_username: t.get("redis_username"),
+            redis_password_file: t
+                .get::<PathBuf>("redis_password_file")
+                .map(SecretFile::unresolved),
             key_file: t.get::<PathBuf>("key_file").map(SecretFile::unresolved),
             revocations_file: t.get("revocations_file"),
         }
@@ -39,6 +58,25 @@ impl SharedConfig {
         if let Some(u) = &self.redis_url {
             if let Err(why) = check_redis_url(u) {
                 cx.push("shared.redis_url", why);
+            }
+        }
+        if let Some(f) = &mut self.redis_password_file {
+            if let Err(e) = f.resolve(&cx.dirs) {
+                cx.push("shared.redis_password_file", e);
+            }
+            if self.redis_url.is_none() {
+                cx.push("shared.redis_password_file", "needs shared.redis_url");
+            }
+        }
+        if let Some(u) = &self.redis_username {
+            if u.is_empty() || !u.bytes().all(|b| b.is_ascii_graphic()) {
+                cx.push(
+                    "shared.redis_username",
+                    "must be a non-empty name without spaces or control characters",
+                );
+            }
+            if self.redis_password_file.is_none() {
+                cx.push("shared.redis_username", "needs shared.redis_password_file");
             }
         }
         if let Some(f) = &mut self.key_file {
@@ -65,16 +103,25 @@ impl SharedConfig {
     /// Where `idgate revoke` writes and the agent reads revocations; `None` when revocation
     /// is not configured.
     pub fn revocation_store(&self) -> Option<RevocationStore> {
-        match (&self.redis_url, &self.revocations_file) {
-            (Some(u), _) => Some(RevocationStore::Redis(u.clone())),
+        match (&self.redis_target(), &self.revocations_file) {
+            (Some(r), _) => Some(RevocationStore::Redis(r.clone())),
             (None, Some(p)) => Some(RevocationStore::File(p.clone())),
             (None, None) => None,
         }
     }
+
+    /// The fleet's Redis, when `redis_url` is set.
+    pub fn redis_target(&self) -> Option<RedisTarget> {
+        Some(RedisTarget {
+            url: self.redis_url.clone()?,
+            username: self.redis_username.clone(),
+            password_file: self.redis_password_file.clone(),
+        })
+    }
 }
 
 /// `redis://host[:port][/db]`. No password in the URL: secrets never appear inline (and the URL
-/// is logged); TLS (`rediss://`) is not built in.
+/// is logged; the password comes from `redis_password_file`); TLS (`rediss://`) is not built in.
 fn check_redis_url(u: &str) -> Result<(), String> {
     let url = url::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
     match url.scheme() {
@@ -87,7 +134,11 @@ fn check_redis_url(u: &str) -> Result<(), String> {
         s => return Err(format!("scheme {s:?}: use redis://host:port/db")),
     }
     if url.password().is_some() || !url.username().is_empty() {
-        return Err("credentials in the URL are not accepted (secrets are never inline)".into());
+        return Err(
+            "credentials in the URL are not accepted (secrets are never inline): \
+             use redis_username and redis_password_file"
+                .into(),
+        );
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("no host".into());
@@ -107,7 +158,7 @@ mod tests {
     use crate::config::tests::problems;
     use crate::config::Config;
 
-    use super::RevocationStore;
+    use super::{RedisTarget, RevocationStore};
 
     #[test]
     fn stores() {
@@ -115,7 +166,11 @@ mod tests {
             Config::from_toml("[shared]\nredis_url = \"redis://127.0.0.1:6379/2\"\n", "t").unwrap();
         assert_eq!(
             c.shared.revocation_store(),
-            Some(RevocationStore::Redis("redis://127.0.0.1:6379/2".into()))
+            Some(RevocationStore::Redis(RedisTarget {
+                url: "redis://127.0.0.1:6379/2".into(),
+                username: None,
+                password_file: None,
+            }))
         );
         let c =
             Config::from_toml("[shared]\nrevocations_file = \"/var/lib/idgate/r\"\n", "t").unwrap();
@@ -145,6 +200,15 @@ mod tests {
                 "not both",
             ),
             ("key_file = \"/k\"", "needs shared.redis_url"),
+            ("redis_password_file = \"/p\"", "needs shared.redis_url"),
+            (
+                "redis_url = \"redis://h/0\"\nredis_username = \"idgate\"",
+                "needs shared.redis_password_file",
+            ),
+            (
+                "redis_url = \"redis://h/0\"\nredis_username = \"a b\"\nredis_password_file = \"/p\"",
+                "without spaces",
+            ),
         ] {
             let p = problems(&format!("[shared]\n{toml}\n"));
             assert!(p.iter().any(|p| p.message.contains(want)), "{toml}: {p:?}");

@@ -300,7 +300,7 @@ impl Revocations {
 /// is unreachable) the agent serves with what it knows.
 pub fn follow(store: &RevocationStore, revocations: Arc<Revocations>) {
     match store {
-        RevocationStore::Redis(url) => redis::spawn_follower(url.clone(), revocations),
+        RevocationStore::Redis(r) => redis::spawn_follower(r.clone(), revocations),
         RevocationStore::File(path) => file::spawn_follower(path.clone(), revocations),
     }
 }
@@ -308,7 +308,7 @@ pub fn follow(store: &RevocationStore, revocations: Arc<Revocations>) {
 /// `idgate revoke`: record `entry` in the configured store.
 pub async fn revoke(store: &RevocationStore, entry: &Entry) -> Result<(), String> {
     match store {
-        RevocationStore::Redis(url) => redis::add(url, entry).await,
+        RevocationStore::Redis(r) => redis::add(r, entry).await,
         RevocationStore::File(path) => file::add(path, entry),
     }
 }
@@ -317,7 +317,7 @@ pub async fn revoke(store: &RevocationStore, entry: &Entry) -> Result<(), String
 pub async fn list(store: &RevocationStore) -> Result<Vec<Entry>, String> {
     let now = crate::auth::unix_now();
     let mut entries = match store {
-        RevocationStore::Redis(url) => redis::list(url, now).await?,
+        RevocationStore::Redis(r) => redis::list(r, now).await?,
         RevocationStore::File(path) => file::read(path)?,
     };
     entries.retain(|e| e.live(now));

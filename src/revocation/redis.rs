@@ -1,4 +1,6 @@
-//! The fleet's store: Redis (or Valkey) at `[shared] redis_url`.
+//! The fleet's store: Redis (or Valkey) at `[shared] redis_url`, logged in to with
+//! `redis_username`/`redis_password_file` when set ([`redis_client`], also used for the shared
+//! upstream credentials).
 //!
 //! Layout: the sorted set [`KEY`] holds every entry (its JSON as the member, `until` as the
 //! score); [`CHANNEL`] carries each new entry's JSON. `idgate revoke` adds the member, drops
@@ -21,6 +23,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
 use super::{Entry, Revocations, Source};
+use crate::config::RedisTarget;
 
 /// The sorted set of entries.
 pub const KEY: &str = "idgate:revocations";
@@ -36,8 +39,59 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-fn client(url: &str) -> Result<redis::Client, String> {
-    redis::Client::open(url).map_err(|e| format!("redis_url: {e}"))
+/// Largest password file read.
+const PASSWORD_FILE_CAP: u64 = 1024;
+
+/// A client for the fleet's Redis: its URL and, with `redis_password_file`, `AUTH` with the
+/// file's password (as `redis_username` when set). The file is read on every call: a rotated
+/// password is used from the next connection on.
+pub fn redis_client(target: &RedisTarget) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo as _;
+    let info = target
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| format!("redis_url: {e}"))?;
+    let info = match &target.password_file {
+        None => info,
+        Some(file) => {
+            let password = read_password(file.path())?;
+            let mut settings = info.redis_settings().clone().set_password(&*password);
+            if let Some(user) = &target.username {
+                settings = settings.set_username(user);
+            }
+            info.set_redis_settings(settings)
+        }
+    };
+    redis::Client::open(info).map_err(|e| format!("redis_url: {e}"))
+}
+
+/// The password in `path`: its one line, without the line end. Errors name the file, never
+/// what it holds.
+fn read_password(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut raw = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(PASSWORD_FILE_CAP + 1).read_to_end(&mut raw))
+        .map_err(|e| format!("redis_password_file {shown}: {e}"))?;
+    if raw.len() as u64 > PASSWORD_FILE_CAP {
+        return Err(format!(
+            "redis_password_file {shown}: larger than {PASSWORD_FILE_CAP} bytes"
+        ));
+    }
+    let text =
+        std::str::from_utf8(&raw).map_err(|_| format!("redis_password_file {shown}: not UTF-8"))?;
+    let line = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    if line.is_empty() || line.chars().any(char::is_control) {
+        return Err(format!(
+            "redis_password_file {shown}: must hold one non-empty line without control characters"
+        ));
+    }
+    Ok(zeroize::Zeroizing::new(line.to_owned()))
 }
 
 async fn bounded<T>(
@@ -63,8 +117,8 @@ async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String
 }
 
 /// `idgate revoke`: add `entry` and tell every agent.
-pub async fn add(url: &str, entry: &Entry) -> Result<(), String> {
-    let client = client(url)?;
+pub async fn add(target: &RedisTarget, entry: &Entry) -> Result<(), String> {
+    let client = redis_client(target)?;
     let mut conn = connect(&client).await?;
     let json = entry.to_json();
     let now = crate::auth::unix_now();
@@ -89,8 +143,8 @@ pub async fn add(url: &str, entry: &Entry) -> Result<(), String> {
 
 /// The live entries in the set (entries that do not parse are logged and skipped: they were
 /// not written by idgate).
-pub async fn list(url: &str, now: u64) -> Result<Vec<Entry>, String> {
-    let client = client(url)?;
+pub async fn list(target: &RedisTarget, now: u64) -> Result<Vec<Entry>, String> {
+    let client = redis_client(target)?;
     let mut conn = connect(&client).await?;
     read_set(&mut conn, now).await
 }
@@ -210,22 +264,18 @@ async fn session(client: &redis::Client, revocations: &Revocations) -> String {
 }
 
 /// Follow the store for the life of the process.
-pub(super) fn spawn_follower(url: String, revocations: Arc<Revocations>) {
+pub(super) fn spawn_follower(target: RedisTarget, revocations: Arc<Revocations>) {
     revocations.set_store_problem(Some("shared store (redis): not connected yet".into()));
     tokio::spawn(async move {
-        let client = match client(&url) {
-            Ok(c) => c,
-            Err(e) => {
-                // The URL was checked with the configuration; this cannot happen.
-                revocations.set_store_problem(Some(format!("shared store (redis): {e}")));
-                return;
-            }
-        };
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
         loop {
             let started = tokio::time::Instant::now();
-            let why = session(&client, &revocations).await;
+            // A new client per session: the password file is read again (rotation).
+            let why = match redis_client(&target) {
+                Ok(client) => session(&client, &revocations).await,
+                Err(e) => e,
+            };
             let was_up = std::mem::take(&mut first) || revocations.store_problem().is_none();
             revocations.set_store_problem(Some(format!(
                 "shared store (redis) unreachable: {why}; serving with the {} revocations known",
@@ -245,4 +295,29 @@ pub(super) fn spawn_follower(url: String, revocations: Arc<Revocations>) {
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     });
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::read_password;
+
+    #[test]
+    fn one_line_without_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        for (content, want) in [("pw1\n", "pw1"), ("pw 2\r\n", "pw 2"), ("pw3", "pw3")] {
+            std::fs::write(&f, content).unwrap();
+            assert_eq!(read_password(&f).unwrap().as_str(), want, "{content:?}");
+        }
+        for bad in ["", "\n", "a\nb\n", "tab\there", "two\n\n"] {
+            std::fs::write(&f, bad).unwrap();
+            let e = read_password(&f).unwrap_err();
+            assert!(e.contains("one non-empty line"), "{bad:?}: {e}");
+        }
+        std::fs::write(&f, "x".repeat(2000)).unwrap();
+        let e = read_password(&f).unwrap_err();
+        assert!(e.contains("larger than") && !e.contains("xxx"), "{e}");
+        let e = read_password(&dir.path().join("missing")).unwrap_err();
+        assert!(e.starts_with("redis_password_file "), "{e}");
+    }
 }

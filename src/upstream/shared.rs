@@ -113,12 +113,21 @@ impl SharedCredentials {
     pub(crate) fn from_config(
         cfg: &SharedConfig,
     ) -> Result<Option<Arc<SharedCredentials>>, Problem> {
-        let (Some(url), Some(file)) = (&cfg.redis_url, &cfg.key_file) else {
+        let (Some(target), Some(file)) = (cfg.redis_target(), &cfg.key_file) else {
             return Ok(None);
         };
         let master = read_key(file.path()).map_err(|e| Problem::new("shared.key_file", e))?;
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| Problem::new("shared.redis_url", e.to_string()))?;
+        // Made at load: a password file that cannot be read is a configuration problem, and a
+        // rotated password is taken up on reload (the revocation follower reads it again on
+        // every reconnection).
+        let client = crate::revocation::redis::redis_client(&target).map_err(|e| {
+            let key = if e.starts_with("redis_password_file") {
+                "shared.redis_password_file"
+            } else {
+                "shared.redis_url"
+            };
+            Problem::new(key, e)
+        })?;
         let derive = |label: &[u8]| {
             let k = hmac::Key::new(hmac::HMAC_SHA256, &master[..]);
             Zeroizing::new(hmac::sign(&k, label).as_ref().to_vec())

@@ -148,6 +148,15 @@ pub fn token(signer: &Signer, idp: &MockIdp, extra: Value) -> String {
     signer.token(&c)
 }
 
+/// Waits (bounded) until `idgate_shared_store_up` of `agent` is `up`.
+pub fn wait_store(agent: &Agent, up: bool, within: Duration) {
+    let want = if up { 1.0 } else { 0.0 };
+    poll_until(within, || {
+        (agent.metric("idgate_shared_store_up", &[]) == Some(want)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("idgate_shared_store_up never {want}:\n{}", agent.log()));
+}
+
 pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }

@@ -2,7 +2,8 @@
 //! `valkey-server`) on a free loopback port, in a temporary directory, without persistence.
 //! Started ready (PING answered), stopped on drop. Faults: [`Redis::stop`], [`Redis::restart`]
 //! (same port, empty: nothing persisted), [`Redis::pause`]/[`Redis::resume`] (SIGSTOP: connected
-//! but silent, i.e. slow), [`Redis::flushall`]. A missing binary fails the test.
+//! but silent, i.e. slow), [`Redis::flushall`]. [`Redis::start_with_auth`]: a server that
+//! requires a password, and optionally an ACL user of its own. A missing binary fails the test.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,35 @@ pub struct Redis {
     child: Option<Child>,
     dir: TempDir,
     paused: bool,
+    auth: Option<Auth>,
+}
+
+/// The ACL rules docs/fleet.md gives idgate's user: its keys and channel, the commands it sends.
+pub const IDGATE_ACL: &[&str] = &[
+    "resetkeys",
+    "~idgate:*",
+    "resetchannels",
+    "&idgate:*",
+    "-@all",
+    "+ping",
+    "+select",
+    "+get",
+    "+set",
+    "+zadd",
+    "+zrangebyscore",
+    "+zremrangebyscore",
+    "+multi",
+    "+exec",
+    "+publish",
+    "+subscribe",
+];
+
+/// What the server requires: the `default` user's password (`requirepass`, which the test's own
+/// connections use) and an ACL user with the rights of [`IDGATE_ACL`].
+#[derive(Clone)]
+pub struct Auth {
+    pub default_password: String,
+    pub user: Option<(String, String)>,
 }
 
 fn binary() -> String {
@@ -25,12 +55,21 @@ fn binary() -> String {
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::launch(None)
+    }
+
+    pub fn start_with_auth(auth: Auth) -> Redis {
+        Redis::launch(Some(auth))
+    }
+
+    fn launch(auth: Option<Auth>) -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut r = Redis {
             addr: free_addr(),
             child: None,
             dir,
             paused: false,
+            auth,
         };
         r.spawn();
         r
@@ -38,7 +77,15 @@ impl Redis {
 
     fn spawn(&mut self) {
         let log = self.dir.path().join("redis.log");
-        let child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        if let Some(a) = &self.auth {
+            cmd.args(["--requirepass", &a.default_password]);
+            if let Some((user, password)) = &a.user {
+                cmd.args(["--user", user, "on", &format!(">{password}")]);
+                cmd.args(IDGATE_ACL);
+            }
+        }
+        let child = cmd
             .args(["--port", &self.addr.port().to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -74,7 +121,11 @@ impl Redis {
     }
 
     fn connection(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(self.url())?;
+        let url = match &self.auth {
+            None => self.url(),
+            Some(a) => format!("redis://:{}@{}/0", a.default_password, self.addr),
+        };
+        let client = redis::Client::open(url)?;
         client.get_connection_with_timeout(Duration::from_secs(1))
     }
 

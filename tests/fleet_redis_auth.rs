@@ -1,0 +1,161 @@
+//! A fleet's Redis that requires a password (`[shared] redis_username`, `redis_password_file`),
+//! with the real binary and a real `redis-server`: agents and `idgate revoke` log in as an ACL
+//! user and revocations flow; a wrong password is reported (by `idgate revoke`, `/ready` and
+//! `idgate_shared_store_up`) without the password appearing anywhere; a corrected password file
+//! is taken up by the running agent at its next reconnection, without a restart.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use support::agent::Agent;
+use support::auth_kit::{MockIdp, Signer};
+use support::fleet::{
+    assert_allowed, config, decide, idgate, revoke, token, wait_revoked, wait_store, PROPAGATION,
+};
+use support::redis::{Auth, Redis};
+use support::{background_runtime, http_client, READY_TIMEOUT};
+
+const USER: &str = "idgate-agents";
+const PASSWORD: &str = "s3cret-Redis-pw-7f1e";
+const WRONG: &str = "not-the-Redis-pw-99a0";
+/// The follower's reconnection backoff is at most 2 s.
+const RECONNECT: Duration = Duration::from_secs(10);
+
+fn protected_redis() -> Redis {
+    Redis::start_with_auth(Auth {
+        default_password: "default-user-pw-3c2b".into(),
+        user: Some((USER.into(), PASSWORD.into())),
+    })
+}
+
+fn shared(redis: &Redis, password_file: &Path) -> String {
+    format!(
+        "redis_url = \"{}\"\nredis_username = \"{USER}\"\nredis_password_file = \"{}\"",
+        redis.url(),
+        password_file.display()
+    )
+}
+
+fn ready_body(a: &Agent) -> String {
+    let r = http_client().get(a.admin_url("/ready")).send().unwrap();
+    r.text().unwrap()
+}
+
+#[test]
+fn agents_and_revoke_log_in_as_an_acl_user() {
+    let signer = Signer::rsa("k1");
+    let rt = background_runtime();
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let redis = protected_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redis-password");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let cfg = config(&idp, &shared(&redis, &pw));
+    let agents = [Agent::start(&cfg), Agent::start(&cfg)];
+    for a in &agents {
+        assert!(a.wait_ready(READY_TIMEOUT), "{}", a.log());
+        wait_store(a, true, RECONNECT);
+    }
+    // The server sees idgate's user, not the default one.
+    let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+    assert!(clients.contains(&format!("user={USER}")), "{clients}");
+
+    let tok = token(&signer, &idp, json!({ "sub": "mallory" }));
+    for a in &agents {
+        assert_allowed(&decide(a, &tok));
+    }
+    revoke(&agents[0], &["--subject", "mallory", "--for", "1h"]);
+    for a in &agents {
+        wait_revoked(a, &tok, PROPAGATION);
+    }
+    let members: Vec<String> = redis.cmd(&["ZRANGE", "idgate:revocations", "0", "-1"]);
+    assert_eq!(members.len(), 1, "{members:?}");
+    let listed = idgate(&[
+        "revocations",
+        "-c",
+        agents[0].config_path().to_str().unwrap(),
+    ]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("mallory"));
+    for a in &agents {
+        assert!(
+            !a.log().contains(PASSWORD),
+            "password in the log:\n{}",
+            a.log()
+        );
+    }
+}
+
+#[test]
+fn a_wrong_password_is_reported_and_a_corrected_file_is_taken_up() {
+    let signer = Signer::rsa("k1");
+    let rt = background_runtime();
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let redis = protected_redis();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redis-password");
+    std::fs::write(&pw, WRONG).unwrap();
+    let cfg = config(&idp, &shared(&redis, &pw));
+    let agent = Agent::start(&cfg);
+    assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
+    wait_store(&agent, false, RECONNECT);
+    let body = ready_body(&agent);
+    assert!(
+        body.contains("shared store (redis) unreachable")
+            && body.to_lowercase().contains("authentication failed"),
+        "{body}"
+    );
+
+    // `idgate revoke` fails, saying why, without the password.
+    let cfg_path = agent.config_path().to_str().unwrap().to_string();
+    let out = idgate(&[
+        "revoke",
+        "-c",
+        &cfg_path,
+        "--issuer",
+        "corp",
+        "--subject",
+        "eve",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "revoke with a wrong password succeeded"
+    );
+    assert!(
+        stderr.to_lowercase().contains("authentication failed"),
+        "{stderr}"
+    );
+    for text in [stderr.as_ref(), body.as_str(), agent.log().as_str()] {
+        assert!(!text.contains(WRONG), "the password was shown: {text}");
+    }
+    let members: Vec<String> = redis.cmd(&["ZRANGE", "idgate:revocations", "0", "-1"]);
+    assert!(members.is_empty(), "{members:?}");
+
+    // Rotation: the right password in the file; the running agent logs in at its next try.
+    std::fs::write(&pw, format!("{PASSWORD}\r\n")).unwrap();
+    wait_store(&agent, true, RECONNECT);
+    let tok = token(&signer, &idp, json!({ "sub": "eve" }));
+    revoke(&agent, &["--subject", "eve", "--for", "1h"]);
+    wait_revoked(&agent, &tok, PROPAGATION);
+}
+
+#[test]
+fn without_a_password_the_store_says_authentication_is_required() {
+    let signer = Signer::rsa("k1");
+    let rt = background_runtime();
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let redis = protected_redis();
+    let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
+    let agent = Agent::start(&cfg);
+    assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
+    wait_store(&agent, false, RECONNECT);
+    let body = ready_body(&agent);
+    assert!(body.contains("NOAUTH"), "{body}");
+    // Serving goes on (revocations are an addition to token validation, not a gate on it).
+    let tok = token(&signer, &idp, json!({ "sub": "alice" }));
+    assert_allowed(&decide(&agent, &tok));
+}
