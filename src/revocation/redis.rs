@@ -39,9 +39,6 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Largest password file read.
-const PASSWORD_FILE_CAP: u64 = 1024;
-
 /// A client for the fleet's Redis: its URL and, with `redis_password_file`, `AUTH` with the
 /// file's password (as `redis_username` when set). The file is read on every call: a rotated
 /// password is used from the next connection on.
@@ -55,8 +52,12 @@ pub fn redis_client(target: &RedisTarget) -> Result<redis::Client, String> {
     let info = match &target.password_file {
         None => info,
         Some(file) => {
-            let password = read_password(file.path())?;
-            let mut settings = info.redis_settings().clone().set_password(&*password);
+            let password = crate::upstream::read_secret_file(file.path())
+                .map_err(|e| format!("redis_password_file: {e}"))?;
+            let mut settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose());
             if let Some(user) = &target.username {
                 settings = settings.set_username(user);
             }
@@ -64,34 +65,6 @@ pub fn redis_client(target: &RedisTarget) -> Result<redis::Client, String> {
         }
     };
     redis::Client::open(info).map_err(|e| format!("redis_url: {e}"))
-}
-
-/// The password in `path`: its one line, without the line end. Errors name the file, never
-/// what it holds.
-fn read_password(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, String> {
-    use std::io::Read as _;
-    let shown = path.display();
-    let mut raw = zeroize::Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(PASSWORD_FILE_CAP + 1).read_to_end(&mut raw))
-        .map_err(|e| format!("redis_password_file {shown}: {e}"))?;
-    if raw.len() as u64 > PASSWORD_FILE_CAP {
-        return Err(format!(
-            "redis_password_file {shown}: larger than {PASSWORD_FILE_CAP} bytes"
-        ));
-    }
-    let text =
-        std::str::from_utf8(&raw).map_err(|_| format!("redis_password_file {shown}: not UTF-8"))?;
-    let line = text
-        .strip_suffix("\r\n")
-        .or_else(|| text.strip_suffix('\n'))
-        .unwrap_or(text);
-    if line.is_empty() || line.chars().any(char::is_control) {
-        return Err(format!(
-            "redis_password_file {shown}: must hold one non-empty line without control characters"
-        ));
-    }
-    Ok(zeroize::Zeroizing::new(line.to_owned()))
 }
 
 async fn bounded<T>(
@@ -295,29 +268,4 @@ pub(super) fn spawn_follower(target: RedisTarget, revocations: Arc<Revocations>)
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     });
-}
-
-#[cfg(test)]
-mod password_tests {
-    use super::read_password;
-
-    #[test]
-    fn one_line_without_its_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pw");
-        for (content, want) in [("pw1\n", "pw1"), ("pw 2\r\n", "pw 2"), ("pw3", "pw3")] {
-            std::fs::write(&f, content).unwrap();
-            assert_eq!(read_password(&f).unwrap().as_str(), want, "{content:?}");
-        }
-        for bad in ["", "\n", "a\nb\n", "tab\there", "two\n\n"] {
-            std::fs::write(&f, bad).unwrap();
-            let e = read_password(&f).unwrap_err();
-            assert!(e.contains("one non-empty line"), "{bad:?}: {e}");
-        }
-        std::fs::write(&f, "x".repeat(2000)).unwrap();
-        let e = read_password(&f).unwrap_err();
-        assert!(e.contains("larger than") && !e.contains("xxx"), "{e}");
-        let e = read_password(&dir.path().join("missing")).unwrap_err();
-        assert!(e.starts_with("redis_password_file "), "{e}");
-    }
 }
