@@ -1,8 +1,11 @@
-//! A fleet's Redis that requires a password (`[shared] redis_username`, `redis_password_file`),
-//! with the real binary and a real `redis-server`: agents and `idgate revoke` log in as an ACL
-//! user and revocations flow; a wrong password is reported (by `idgate revoke`, `/ready` and
+//! A fleet's Redis that requires a password (`[shared] redis_username`, `redis_password_file`)
+//! and speaks TLS (`rediss://`, `redis_ca_file`), with the real binary and a real
+//! `redis-server`: agents and `idgate revoke` log in as an ACL user with the rights docs/fleet.md
+//! gives and revocations flow; a wrong password is reported (by `idgate revoke`, `/ready` and
 //! `idgate_shared_store_up`) without the password appearing anywhere; a corrected password file
-//! is taken up by the running agent at its next reconnection, without a restart.
+//! is taken up by the running agent at its next reconnection, without a restart; over TLS the
+//! server's certificate must chain to the configured CA, and a plaintext URL to the TLS port
+//! gets nowhere.
 
 mod support;
 
@@ -12,11 +15,12 @@ use std::time::Duration;
 use serde_json::json;
 use support::agent::Agent;
 use support::auth_kit::{MockIdp, Signer};
+use support::echo::TestCerts;
 use support::fleet::{
     assert_allowed, config, decide, idgate, revoke, token, wait_revoked, wait_store, PROPAGATION,
 };
 use support::redis::{Auth, Redis};
-use support::{background_runtime, http_client, READY_TIMEOUT};
+use support::{background_runtime, http_client, poll_until, READY_TIMEOUT};
 
 const USER: &str = "idgate-agents";
 const PASSWORD: &str = "s3cret-Redis-pw-7f1e";
@@ -24,17 +28,24 @@ const WRONG: &str = "not-the-Redis-pw-99a0";
 /// The follower's reconnection backoff is at most 2 s.
 const RECONNECT: Duration = Duration::from_secs(10);
 
-fn protected_redis() -> Redis {
-    Redis::start_with_auth(Auth {
+fn auth() -> Auth {
+    Auth {
         default_password: "default-user-pw-3c2b".into(),
         user: Some((USER.into(), PASSWORD.into())),
-    })
+    }
+}
+
+fn protected_redis() -> Redis {
+    Redis::start_with(Some(auth()), None)
 }
 
 fn shared(redis: &Redis, password_file: &Path) -> String {
+    login(&redis.url(), password_file)
+}
+
+fn login(url: &str, password_file: &Path) -> String {
     format!(
-        "redis_url = \"{}\"\nredis_username = \"{USER}\"\nredis_password_file = \"{}\"",
-        redis.url(),
+        "redis_url = \"{url}\"\nredis_username = \"{USER}\"\nredis_password_file = \"{}\"",
         password_file.display()
     )
 }
@@ -42,6 +53,17 @@ fn shared(redis: &Redis, password_file: &Path) -> String {
 fn ready_body(a: &Agent) -> String {
     let r = http_client().get(a.admin_url("/ready")).send().unwrap();
     r.text().unwrap()
+}
+
+/// Waits (bounded) until `/ready`'s body says the store is unreachable for a reason that
+/// contains `why` (lowercase), i.e. a connection was tried and failed; returns the body.
+fn wait_unreachable(a: &Agent, why: &str) -> String {
+    poll_until(RECONNECT, || {
+        let body = ready_body(a);
+        let lower = body.to_lowercase();
+        (lower.contains("shared store (redis) unreachable") && lower.contains(why)).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("/ready never said {why:?}: {}\n{}", ready_body(a), a.log()))
 }
 
 #[test]
@@ -101,13 +123,8 @@ fn a_wrong_password_is_reported_and_a_corrected_file_is_taken_up() {
     let cfg = config(&idp, &shared(&redis, &pw));
     let agent = Agent::start(&cfg);
     assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
-    wait_store(&agent, false, RECONNECT);
-    let body = ready_body(&agent);
-    assert!(
-        body.contains("shared store (redis) unreachable")
-            && body.to_lowercase().contains("authentication failed"),
-        "{body}"
-    );
+    let body = wait_unreachable(&agent, "authentication failed");
+    assert_eq!(agent.metric("idgate_shared_store_up", &[]), Some(0.0));
 
     // `idgate revoke` fails, saying why, without the password.
     let cfg_path = agent.config_path().to_str().unwrap().to_string();
@@ -152,10 +169,46 @@ fn without_a_password_the_store_says_authentication_is_required() {
     let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
     let agent = Agent::start(&cfg);
     assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
-    wait_store(&agent, false, RECONNECT);
-    let body = ready_body(&agent);
-    assert!(body.contains("NOAUTH"), "{body}");
+    wait_unreachable(&agent, "noauth");
+    assert_eq!(agent.metric("idgate_shared_store_up", &[]), Some(0.0));
     // Serving goes on (revocations are an addition to token validation, not a gate on it).
     let tok = token(&signer, &idp, json!({ "sub": "alice" }));
     assert_allowed(&decide(&agent, &tok));
+}
+
+#[test]
+fn tls_checks_the_servers_certificate_against_the_configured_ca() {
+    let signer = Signer::rsa("k1");
+    let rt = background_runtime();
+    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(dir.path(), "redis.fleet.internal");
+    let ca = certs.ca.clone();
+    let redis = Redis::start_with(Some(auth()), Some(certs));
+    let pw = dir.path().join("redis-password");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let with_ca = format!(
+        "{}\nredis_ca_file = \"{}\"",
+        login(&redis.tls_url(), &pw),
+        ca.display()
+    );
+    let agent = Agent::start(&config(&idp, &with_ca));
+    assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
+    wait_store(&agent, true, RECONNECT);
+    let tok = token(&signer, &idp, json!({ "sub": "trudy" }));
+    revoke(&agent, &["--subject", "trudy", "--for", "1h"]);
+    wait_revoked(&agent, &tok, PROPAGATION);
+    let members: Vec<String> = redis.cmd(&["ZRANGE", "idgate:revocations", "0", "-1"]);
+    assert_eq!(members.len(), 1, "{members:?}");
+
+    // Without the CA the system's trust store does not know the test CA: no connection.
+    let no_ca = Agent::start(&config(&idp, &login(&redis.tls_url(), &pw)));
+    assert!(no_ca.wait_ready(READY_TIMEOUT), "{}", no_ca.log());
+    wait_unreachable(&no_ca, "certificate");
+    // Plaintext to the TLS port: no connection either.
+    let tls_port = redis.tls_url().replace("rediss://", "redis://");
+    let plain = Agent::start(&config(&idp, &login(&tls_port, &pw)));
+    assert!(plain.wait_ready(READY_TIMEOUT), "{}", plain.log());
+    wait_unreachable(&plain, "");
+    assert_eq!(plain.metric("idgate_shared_store_up", &[]), Some(0.0));
 }

@@ -9,9 +9,12 @@ use super::read::{Cx, Table};
 /// `[shared]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SharedConfig {
-    /// `redis_url`: `redis://host:port/db` (Redis or Valkey). Revocations and upstream
-    /// credentials are shared there.
+    /// `redis_url`: `redis://host:port/db`, or `rediss://` for TLS (Redis or Valkey).
+    /// Revocations and upstream credentials are shared there.
     pub redis_url: Option<String>,
+    /// `redis_ca_file`: the PEM CA bundle a `rediss://` server's certificate is checked
+    /// against, instead of the system's trust store.
+    pub redis_ca_file: Option<SecretFile>,
     /// `redis_username`: the ACL user idgate logs in as (Redis 6+); without it, `AUTH` with
     /// the password alone (`requirepass`, the `default` user).
     pub redis_username: Option<String>,
@@ -37,6 +40,7 @@ pub enum RevocationStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
     pub url: String,
+    pub ca_file: Option<SecretFile>,
     pub username: Option<String>,
     pub password_file: Option<SecretFile>,
 }
@@ -46,6 +50,9 @@ impl SharedConfig {
         SharedConfig {
             redis_url: t.get("redis_url"),
             redis_username: t.get("redis_username"),
+            redis_ca_file: t
+                .get::<PathBuf>("redis_ca_file")
+                .map(SecretFile::unresolved),
             redis_password_file: t
                 .get::<PathBuf>("redis_password_file")
                 .map(SecretFile::unresolved),
@@ -58,6 +65,18 @@ impl SharedConfig {
         if let Some(u) = &self.redis_url {
             if let Err(why) = check_redis_url(u) {
                 cx.push("shared.redis_url", why);
+            }
+        }
+        if let Some(f) = &mut self.redis_ca_file {
+            if let Err(e) = f.resolve(&cx.dirs) {
+                cx.push("shared.redis_ca_file", e);
+            }
+            if !self
+                .redis_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"))
+            {
+                cx.push("shared.redis_ca_file", "needs a rediss:// redis_url (TLS)");
             }
         }
         if let Some(f) = &mut self.redis_password_file {
@@ -114,24 +133,24 @@ impl SharedConfig {
     pub fn redis_target(&self) -> Option<RedisTarget> {
         Some(RedisTarget {
             url: self.redis_url.clone()?,
+            ca_file: self.redis_ca_file.clone(),
             username: self.redis_username.clone(),
             password_file: self.redis_password_file.clone(),
         })
     }
 }
 
-/// `redis://host[:port][/db]`. No password in the URL: secrets never appear inline (and the URL
-/// is logged; the password comes from `redis_password_file`); TLS (`rediss://`) is not built in.
+/// `redis://host[:port][/db]` or `rediss://` (TLS). No password in the URL: secrets never appear
+/// inline (and the URL is logged; the password comes from `redis_password_file`).
 fn check_redis_url(u: &str) -> Result<(), String> {
     let url = url::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
     match url.scheme() {
-        "redis" => {}
-        "rediss" => {
-            return Err(
-                "rediss:// (TLS) is not supported; use redis:// on a trusted network".into(),
-            )
+        "redis" | "rediss" => {}
+        s => {
+            return Err(format!(
+                "scheme {s:?}: use redis://host:port/db or rediss://"
+            ))
         }
-        s => return Err(format!("scheme {s:?}: use redis://host:port/db")),
     }
     if url.password().is_some() || !url.username().is_empty() {
         return Err(
@@ -168,6 +187,7 @@ mod tests {
             c.shared.revocation_store(),
             Some(RevocationStore::Redis(RedisTarget {
                 url: "redis://127.0.0.1:6379/2".into(),
+                ca_file: None,
                 username: None,
                 password_file: None,
             }))
@@ -191,7 +211,8 @@ mod tests {
     fn bad_values() {
         for (toml, want) in [
             ("redis_url = \"redis://:pw@h/0\"", "credentials in the URL"),
-            ("redis_url = \"rediss://h/0\"", "TLS"),
+            ("redis_url = \"rediss://h/0\"\nredis_ca_file = \"/nonexistent/ca.pem\"", "ca.pem"),
+            ("redis_url = \"redis://h/0\"\nredis_ca_file = \"/etc/hostname\"", "needs a rediss://"),
             ("redis_url = \"http://h/0\"", "scheme"),
             ("redis_url = \"redis://h/x\"", "not a number"),
             ("revocations_file = \"rel\"", "absolute"),

@@ -39,9 +39,10 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// A client for the fleet's Redis: its URL and, with `redis_password_file`, `AUTH` with the
-/// file's password (as `redis_username` when set). The file is read on every call: a rotated
-/// password is used from the next connection on.
+/// A client for the fleet's Redis: its URL (`rediss://`: TLS, the server's certificate checked
+/// against `redis_ca_file` or the system's trust store) and, with `redis_password_file`, `AUTH`
+/// with the file's password (as `redis_username` when set). The files are read on every call: a
+/// rotated password is used from the next connection on.
 pub fn redis_client(target: &RedisTarget) -> Result<redis::Client, String> {
     use redis::IntoConnectionInfo as _;
     let info = target
@@ -64,7 +65,21 @@ pub fn redis_client(target: &RedisTarget) -> Result<redis::Client, String> {
             info.set_redis_settings(settings)
         }
     };
-    redis::Client::open(info).map_err(|e| format!("redis_url: {e}"))
+    match &target.ca_file {
+        None => redis::Client::open(info),
+        Some(ca) => {
+            let pem = std::fs::read(ca.path())
+                .map_err(|e| format!("redis_ca_file {}: {e}", ca.path().display()))?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+    }
+    .map_err(|e| format!("redis_url: {e}"))
 }
 
 async fn bounded<T>(

@@ -2,8 +2,10 @@
 //! `valkey-server`) on a free loopback port, in a temporary directory, without persistence.
 //! Started ready (PING answered), stopped on drop. Faults: [`Redis::stop`], [`Redis::restart`]
 //! (same port, empty: nothing persisted), [`Redis::pause`]/[`Redis::resume`] (SIGSTOP: connected
-//! but silent, i.e. slow), [`Redis::flushall`]. [`Redis::start_with_auth`]: a server that
-//! requires a password, and optionally an ACL user of its own. A missing binary fails the test.
+//! but silent, i.e. slow), [`Redis::flushall`]. [`Redis::start_with`]: a server that requires a
+//! password ([`Auth`]: and an ACL user of its own), and/or that also listens with TLS on
+//! [`Redis::tls_addr`] ([`super::echo::TestCerts`]); the test's own commands use the plain port.
+//! A missing binary fails the test.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -11,10 +13,14 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::echo::TestCerts;
 use super::{free_addr, poll_until, tail_file, terminate, READY_TIMEOUT};
 
 pub struct Redis {
     pub addr: SocketAddr,
+    /// The TLS port, when started with certificates.
+    pub tls_addr: Option<SocketAddr>,
+    tls: Option<TestCerts>,
     child: Option<Child>,
     dir: TempDir,
     paused: bool,
@@ -55,17 +61,15 @@ fn binary() -> String {
 
 impl Redis {
     pub fn start() -> Redis {
-        Redis::launch(None)
+        Redis::start_with(None, None)
     }
 
-    pub fn start_with_auth(auth: Auth) -> Redis {
-        Redis::launch(Some(auth))
-    }
-
-    fn launch(auth: Option<Auth>) -> Redis {
+    pub fn start_with(auth: Option<Auth>, tls: Option<TestCerts>) -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut r = Redis {
             addr: free_addr(),
+            tls_addr: tls.as_ref().map(|_| free_addr()),
+            tls,
             child: None,
             dir,
             paused: false,
@@ -84,6 +88,16 @@ impl Redis {
                 cmd.args(["--user", user, "on", &format!(">{password}")]);
                 cmd.args(IDGATE_ACL);
             }
+        }
+        if let (Some(certs), Some(addr)) = (&self.tls, self.tls_addr) {
+            cmd.args(["--tls-port", &addr.port().to_string()])
+                .arg("--tls-cert-file")
+                .arg(&certs.cert)
+                .arg("--tls-key-file")
+                .arg(&certs.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&certs.ca)
+                .args(["--tls-auth-clients", "no"]);
         }
         let child = cmd
             .args(["--port", &self.addr.port().to_string()])
@@ -118,6 +132,11 @@ impl Redis {
     /// `redis://127.0.0.1:PORT/0`.
     pub fn url(&self) -> String {
         format!("redis://{}/0", self.addr)
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/0`.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://{}/0", self.tls_addr.expect("started with TLS"))
     }
 
     fn connection(&self) -> redis::RedisResult<redis::Connection> {
