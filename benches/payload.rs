@@ -3,8 +3,8 @@
 //!
 //! | group / case | what |
 //! |---|---|
-//! | `payload/check/{inputs,dataframe_split,messages}/{1,4,14}KB` | [`idgate::payload::check_json`]: strict parse, input format; throughput in bytes, so criterion reports the cost per byte |
-//! | `payload/schema/{1,4,14}KB` | the same with a JSON Schema (draft 2020-12) on `dataframe_split` |
+//! | `payload/check/{inputs,dataframe_split,messages}/{1,4,14}KB` | [`idgate::payload::check_json`] without a schema: strict JSON scanned (no `Value` built), input format; throughput in bytes, so criterion reports the cost per byte |
+//! | `payload/schema/{1,4,14}KB` | the same with a JSON Schema (draft 2020-12) on `dataframe_split`: the body parsed into a `Value`, then validated |
 //! | `payload/decision/{without,with}_checks` | `Engine::authorize` for a public serving rule with a 4 KB body, without and with `payload = "serving"` (decisions per second = 1 / time) |
 //!
 //! 14 KB is about the largest body HAProxy's default buffer lets through (docs/payload.md).

@@ -1,11 +1,19 @@
 //! The payload checks at the agent's SPOP interface (contract §2 `authorize-serving`, §3, §8):
 //! the real `idgate` binary with public serving rules (no token needed, so only the body is
 //! judged), a JSON Schema file, and the tests' SPOP client sending what the shipped HAProxy
-//! configuration sends (`body` as BINARY, `body_size`, `content_type`).
+//! configuration sends (`body` as BINARY, `body_size`, `content_type`). The endpoint's own
+//! schema (`payload_schema = "endpoint"`) against the fake Databricks workspace: refetched
+//! after `schema_refresh`, the last good one standing in while fetches fail (up to
+//! `schema_max_stale`), and a caller the workspace refuses not leaving others without it.
 
 mod support;
 
+use std::time::{Duration, Instant};
+
+use serde_json::json;
 use support::agent::Agent;
+use support::databricks::FakeDatabricks;
+use support::sdk::Workspace;
 use support::spop_client::{Request, SpopClient, Vars};
 
 const INVOKE: &str = "/serving-endpoints/churn/invocations";
@@ -257,4 +265,197 @@ fn explain_judges_a_body_file() {
             .contains("did not receive this request's body"),
         "{r}"
     );
+}
+
+/// A workspace whose endpoint `typed` has schema A (numbers), and an agent whose
+/// `token_exchange` upstream caches endpoint schemas with `times` (TOML keys).
+fn endpoint_schema_agent(times: &str) -> (Workspace, Agent) {
+    let ws = Workspace::start();
+    ws.fake.add_endpoint("typed");
+    ws.fake.set_request_schema("typed", SCHEMA_A.clone());
+    let agent = Agent::start(&format!(
+        r#"
+{issuer}
+[upstream.tx]
+kind = "token_exchange"
+token_url = "{token_url}"
+{times}
+
+[[rule]]
+name = "typed"
+methods = ["POST"]
+paths = ["{TYPED}"]
+upstream = "tx"
+payload = "serving"
+payload_schema = "endpoint"
+"#,
+        issuer = ws.issuer(""),
+        token_url = ws.fake.token_url,
+    ));
+    (ws, agent)
+}
+
+static SCHEMA_A: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(
+    || json!({"type": "object", "properties": {"inputs": {"type": "array", "items": {"type": "number"}}}}),
+);
+/// Refused by schema A only, and by schema B only.
+const A_REFUSES: &str = r#"{"inputs": ["x"]}"#;
+const B_REFUSES: &str = r#"{"inputs": [1.5]}"#;
+
+/// The statuses of the OpenAPI document requests the workspace received, in order.
+fn openapi_fetches(fake: &FakeDatabricks) -> Vec<u16> {
+    fake.rest_requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/typed/openapi"))
+        .map(|r| r.status)
+        .collect()
+}
+
+fn payload_checks(a: &Agent, result: &str) -> f64 {
+    a.metric("idgate_payload_checks_total", &[("result", result)])
+        .unwrap_or_else(|| panic!("no {result} count in\n{}", a.metrics()))
+}
+
+/// Sends `body` until the workspace has received one more OpenAPI request answering
+/// `status` than `seen` (idgate fetches when a body needs the schema and the cached one is
+/// due), asserting `each` of the decisions on the way. Returns when the request that made it
+/// was sent.
+fn until_fetched(
+    c: &mut SpopClient,
+    fake: &FakeDatabricks,
+    req: &Request,
+    status: u16,
+    each: impl Fn(&Vars),
+) -> Instant {
+    let count = || {
+        openapi_fetches(fake)
+            .iter()
+            .filter(|&&s| s == status)
+            .count()
+    };
+    let seen = count();
+    support::poll_until(Duration::from_secs(15), || {
+        let sent = Instant::now();
+        each(&c.decide(req));
+        (count() > seen).then_some(sent)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no OpenAPI request answered {status}: {:?}",
+            openapi_fetches(fake)
+        )
+    })
+}
+
+/// Schema A applies; while the workspace fails (503, then 500) A stands in, counted as
+/// `schema_stale`; schema B applies once fetched; when B is older than `schema_max_stale` and
+/// fetches still fail, bodies are checked without a schema (`schema_unavailable`).
+#[test]
+fn the_last_good_endpoint_schema_stands_in_until_max_stale() {
+    const MAX_STALE: Duration = Duration::from_secs(5);
+    let (ws, a) = endpoint_schema_agent(
+        "schema_refresh = \"1s\"\nschema_retry = \"1s\"\nschema_max_stale = \"5s\"",
+    );
+    let token = ws.token("alice", json!({}));
+    let mut c = SpopClient::open(a.spop);
+    let post = |body: &str| {
+        Request::new("POST", TYPED)
+            .bearer(&token)
+            .serving_body(body.as_bytes())
+    };
+    let not_a_number = |v: &Vars| {
+        let d = refused(v, 400, "invalid_payload");
+        assert_eq!(d, r#"inputs[0]: "x" is not of type "number""#);
+    };
+
+    // (1) Schema A.
+    not_a_number(&c.decide(&post(A_REFUSES)));
+    assert!(c.decide(&post(B_REFUSES)).allow());
+    assert_eq!(openapi_fetches(&ws.fake), [200]);
+    assert_eq!(payload_checks(&a, "schema_stale"), 0.0);
+
+    // (2) The workspace fails: once the refetch failed, A still stands in.
+    ws.fake.fail_openapi(Some(503));
+    until_fetched(&mut c, &ws.fake, &post(A_REFUSES), 503, not_a_number);
+    not_a_number(&c.decide(&post(A_REFUSES)));
+    assert!(c.decide(&post(B_REFUSES)).allow());
+    assert_eq!(payload_checks(&a, "schema_stale"), 1.0, "{}", a.log());
+    assert!(
+        a.log().contains("the last schema fetched stands in"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(payload_checks(&a, "schema_unavailable"), 0.0);
+
+    // (3) The workspace serves schema B (strings): it applies once fetched.
+    ws.fake.set_request_schema(
+        "typed",
+        json!({"type": "object", "properties": {"inputs": {"type": "array", "items": {"type": "string"}}}}),
+    );
+    ws.fake.fail_openapi(None);
+    let b_fetched = until_fetched(&mut c, &ws.fake, &post(A_REFUSES), 200, |_| {});
+    let d = refused(&c.decide(&post(B_REFUSES)), 400, "invalid_payload");
+    assert_eq!(d, r#"inputs[0]: 1.5 is not of type "string""#);
+    assert!(c.decide(&post(A_REFUSES)).allow());
+
+    // (4) Failing again: B stands in until it is max_stale old, then no schema applies (the
+    // strict JSON and format checks still do).
+    ws.fake.fail_openapi(Some(500));
+    let before = payload_checks(&a, "schema_unavailable");
+    let accepted = support::poll_until(Duration::from_secs(15), || {
+        let v = c.decide(&post(B_REFUSES));
+        v.allow().then(Instant::now)
+    })
+    .expect("schema B still applied long after schema_max_stale");
+    assert!(
+        accepted.duration_since(b_fetched) >= MAX_STALE,
+        "B dropped {:?} after its fetch",
+        accepted.duration_since(b_fetched)
+    );
+    assert!(
+        openapi_fetches(&ws.fake).ends_with(&[500]),
+        "{:?}",
+        openapi_fetches(&ws.fake)
+    );
+    assert_eq!(payload_checks(&a, "schema_unavailable"), before + 1.0);
+    let d = refused(
+        &c.decide(&post(r#"{"inputs": 1, "inputs": 2}"#)),
+        400,
+        "invalid_payload",
+    );
+    assert_eq!(d, "inputs: duplicate key");
+    let d = refused(
+        &c.decide(&post(r#"{"inputs": null}"#)),
+        400,
+        "invalid_payload",
+    );
+    assert_eq!(d, "inputs: must not be null");
+}
+
+/// The workspace refusing one caller's credential for the document (403) is that caller's
+/// failure: the next caller fetches the schema at once, and the refused caller does not
+/// make idgate ask again on each request.
+#[test]
+fn a_refused_caller_does_not_leave_others_without_the_schema() {
+    let (ws, a) = endpoint_schema_agent("");
+    let mallory = ws.token("mallory", json!({}));
+    let alice = ws.token("alice", json!({}));
+    ws.fake.deny_openapi(&mallory);
+    let mut c = SpopClient::open(a.spop);
+    let post = |token: &str| {
+        Request::new("POST", TYPED)
+            .bearer(token)
+            .serving_body(A_REFUSES.as_bytes())
+    };
+
+    for _ in 0..2 {
+        let v = c.decide(&post(&mallory));
+        assert!(v.allow(), "{v:?}\n{}", a.log());
+    }
+    assert_eq!(openapi_fetches(&ws.fake), [403], "asked once for mallory");
+    assert_eq!(payload_checks(&a, "schema_unavailable"), 2.0);
+
+    let d = refused(&c.decide(&post(&alice)), 400, "invalid_payload");
+    assert_eq!(d, r#"inputs[0]: "x" is not of type "number""#);
+    assert_eq!(openapi_fetches(&ws.fake), [403, 200]);
 }

@@ -476,11 +476,22 @@ pub fn path_match(data: &[u8]) -> Option<(String, PathDecision)> {
 /// - strict JSON agrees with serde_json on bodies without non-finite numbers: whatever
 ///   serde_json accepts is accepted too unless it has a duplicate key or nests deeper than the
 ///   bound, and whatever is accepted without `NaN`/`Infinity` or a number beyond f64's range
-///   serde_json accepts.
+///   serde_json accepts;
+/// - the check without a schema (which only scans the body) judges exactly as the check with
+///   a schema that accepts everything (which parses it into a `Value`): same format, or same
+///   refusal, path and message.
 pub fn payload_check(data: &[u8]) -> Result<&'static str, String> {
-    use idgate::payload::{check_json, formats, json, Outcome, Problem};
+    use idgate::payload::{check_json, formats, json, Outcome, Problem, Schema};
 
+    static ACCEPT_ALL: std::sync::LazyLock<Schema> = std::sync::LazyLock::new(|| {
+        Schema::compile("all", serde_json::json!({})).expect("{} is a schema")
+    });
     let result = check_json(data, None);
+    assert_eq!(
+        result,
+        check_json(data, Some(&ACCEPT_ALL)),
+        "scanning and parsing disagree"
+    );
     if let Err(p) = &result {
         let msg = Outcome::Invalid(p.clone())
             .message()

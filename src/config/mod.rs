@@ -38,6 +38,7 @@ mod paths;
 mod payload;
 mod read;
 mod rule;
+mod schema_times;
 mod shared;
 mod spop;
 mod upstream;
@@ -64,6 +65,7 @@ pub use issuer_id::{is_guid, IssuerId, IssuerKind, TenantId, TENANT_PLACEHOLDER}
 pub use log::LogConfig;
 pub use paths::PathsConfig;
 pub use rule::{Effect, RuleConfig, MAX_RULE_NAME};
+pub use schema_times::SchemaTimes;
 pub use shared::{RedisTarget, RevocationStore, SharedConfig};
 pub use spop::{ListenAddr, SocketMode, SocketPerms, SpopConfig, MAX_UNIX_PATH, UNIX_PREFIX};
 pub(crate) use upstream::MAX_UPSTREAM_NAME;

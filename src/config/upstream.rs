@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::files::SecretFile;
 use super::host::{DataPlaneHost, DEFAULT_DATA_PLANE_HOSTS};
 use super::read::{Cx, Table};
+use super::schema_times::{RawSchemaTimes, SchemaTimes, KEYS as SCHEMA_KEYS};
 use super::value::{is_name_byte, secs, Dur, HttpsUrl};
 
 /// Upstream names become metric label values and log fields: keep them short and plain.
@@ -180,6 +181,8 @@ pub struct UpstreamConfig {
     pub workspace_url: Option<url::Url>,
     /// Extra CA certificates (PEM) trusted for this upstream's HTTPS calls.
     pub ca_file: Option<SecretFile>,
+    /// How serving endpoints' schemas fetched from the workspace are cached.
+    pub schema_times: SchemaTimes,
 }
 
 impl UpstreamConfig {
@@ -215,6 +218,7 @@ pub(crate) struct RawUpstream {
     data_plane_hosts: Option<Vec<DataPlaneHost>>,
     workspace_url: Option<HttpsUrl>,
     ca_file: Option<SecretFile>,
+    schema_times: RawSchemaTimes,
 }
 
 impl RawUpstream {
@@ -242,6 +246,7 @@ impl RawUpstream {
             data_plane_hosts: t.get("data_plane_hosts"),
             workspace_url: t.get("workspace_url"),
             ca_file: file(t, "ca_file"),
+            schema_times: RawSchemaTimes::read(t),
         };
         t.set("timeout", &mut c.timeout);
         t.set("total_budget", &mut c.total_budget);
@@ -339,6 +344,7 @@ impl RawUpstream {
             data_plane_hosts,
             workspace_url,
             ca_file: self.ca_file,
+            schema_times: self.schema_times.times(),
         })
     }
 
@@ -389,6 +395,7 @@ impl RawUpstream {
                     ][..],
                     &ASSERTION,
                     &AZURE_MI,
+                    &SCHEMA_KEYS,
                 ]
                 .concat(),
             ),
@@ -402,6 +409,7 @@ impl RawUpstream {
                         "workspace_url",
                     ][..],
                     &AZURE_MI,
+                    &SCHEMA_KEYS,
                 ]
                 .concat(),
             ),
@@ -419,6 +427,7 @@ impl RawUpstream {
                         "ca_file",
                     ][..],
                     &ASSERTION,
+                    &SCHEMA_KEYS,
                 ]
                 .concat(),
             ),
@@ -438,7 +447,7 @@ impl RawUpstream {
             "data_plane_hosts" => self.data_plane_hosts.is_some(),
             "workspace_url" => self.workspace_url.is_some(),
             "ca_file" => self.ca_file.is_some(),
-            _ => false,
+            f => self.schema_times.has(f),
         };
         for f in needs.iter().filter(|f| !present(f)) {
             cx.push(k(f), format!("required for kind = \"{kind}\""));
@@ -457,6 +466,10 @@ impl RawUpstream {
                     UpstreamKind::AzureManagedIdentity | UpstreamKind::OnBehalfOf,
                     "data_plane" | "workspace_url",
                 ) => "; Entra ID tokens are sent to the workspace as they are (no data plane)",
+                (_, f) if SCHEMA_KEYS.contains(&f) => {
+                    "; serving endpoint schemas are fetched from the workspace with a \
+                     client_credentials or token_exchange credential"
+                }
                 _ => "",
             };
             cx.push(k(f), format!("does not apply to kind = \"{kind}\"{why}"));
@@ -614,6 +627,7 @@ impl RawUpstream {
         if !within(self.total_budget, 300) {
             cx.push(k("total_budget"), "must be between 1ms and 5m");
         }
+        self.schema_times.check(k, cx);
         if matches!(
             self.kind,
             UpstreamKind::TokenExchange | UpstreamKind::OnBehalfOf

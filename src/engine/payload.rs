@@ -58,7 +58,8 @@ pub(super) fn precheck(rule: &Rule, req: &AuthzRequest) -> Result<Pending, Box<V
 /// The endpoint-schema check, with the upstream credential (`authorization`) in hand. A
 /// schema that cannot be had lets the body through on the checks it already passed (counted
 /// as `schema_unavailable`): the schema refines the structural checks, and an unreachable
-/// document must not take serving down.
+/// document must not take serving down. While fetches fail, the last schema fetched stands
+/// in; a body that passes it is counted as `schema_stale`.
 pub(super) async fn endpoint_schema(
     rule: &Rule,
     parsed: Parsed,
@@ -68,30 +69,33 @@ pub(super) async fn endpoint_schema(
     authorization: &str,
     now: Instant,
 ) -> Result<(), Box<Verdict>> {
-    let schema = match endpoint {
+    let found = match endpoint {
         Some(name) => upstreams
             .endpoint_schema(upstream, name, authorization, now)
             .await
             .ok(),
         None => None,
     };
-    let Some(schema) = schema else {
-        metrics()
-            .payload_checks
-            .with_label_values(&["schema_unavailable"])
-            .inc();
+    let Some(found) = found else {
+        count("schema_unavailable");
         return Ok(());
     };
-    settle(rule, &parsed.finish(Some(&schema))).map(drop)
+    let outcome = parsed.finish(Some(&found.schema));
+    if found.stale && matches!(outcome, Outcome::Valid(_)) {
+        count("schema_stale");
+        return Ok(());
+    }
+    settle(rule, &outcome).map(drop)
+}
+
+fn count(result: &str) {
+    metrics().payload_checks.with_label_values(&[result]).inc();
 }
 
 /// Count the outcome; a refusal as a verdict naming the rule (boxed: refusals are rare, and
 /// the `Ok` path stays small).
 fn settle(rule: &Rule, outcome: &Outcome) -> Result<Pending, Box<Verdict>> {
-    metrics()
-        .payload_checks
-        .with_label_values(&[outcome.label()])
-        .inc();
+    count(outcome.label());
     let reason = match outcome {
         Outcome::Valid(_) | Outcome::Unchecked => return Ok(Pending::Done),
         Outcome::Invalid(_) => Reason::InvalidPayload,

@@ -63,7 +63,7 @@ pub struct Metrics {
     pub upstream_token_duration: HistogramVec,
     /// `idgate_config_reloads_total{result="success|failure"}`
     pub config_reloads: IntCounterVec,
-    /// `idgate_payload_checks_total{result="valid|invalid|too_large|unchecked|schema_unavailable"}`:
+    /// `idgate_payload_checks_total{result="valid|invalid|too_large|unchecked|schema_unavailable|schema_stale"}`:
     /// request bodies checked by rules with `payload` (docs/payload.md)
     pub payload_checks: IntCounterVec,
     /// `idgate_build_info{version}` = 1
@@ -337,12 +337,13 @@ impl Metrics {
 }
 
 /// The `result` labels of `idgate_payload_checks_total`.
-pub const PAYLOAD_RESULTS: [&str; 5] = [
+pub const PAYLOAD_RESULTS: [&str; 6] = [
     "valid",
     "invalid",
     "too_large",
     "unchecked",
     "schema_unavailable",
+    "schema_stale",
 ];
 
 /// The `decision` label a reason always comes with.

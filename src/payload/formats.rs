@@ -16,7 +16,7 @@
 //! them), and passes them to the model for the chat, completions and embeddings formats
 //! (`temperature`, `max_tokens`...).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::path::Problem;
 
@@ -31,18 +31,20 @@ pub const FORMATS: [&str; 7] = [
     "input",
 ];
 
-/// The body's input format (its key in [`FORMATS`]), or why it is none.
-pub fn check(body: &Value) -> Result<&'static str, Problem> {
-    let Value::Object(top) = body else {
+/// The body's input format (its key in [`FORMATS`]), or why it is none. `body` is the parsed
+/// body ([`Value`]) or what [`super::json::scan`] kept of it.
+pub fn check<N: Node>(body: &N) -> Result<&'static str, Problem> {
+    if body.kind() != Kind::Object {
         return Err(Problem::body(format!(
             "the body must be a JSON object with one of the input fields {}; got {}",
             list(),
-            kind(body)
+            body.kind().described()
         )));
-    };
+    }
+    let top = body;
     let present: Vec<&'static str> = FORMATS
         .into_iter()
-        .filter(|k| top.contains_key(*k))
+        .filter(|k| top.get(k).is_some())
         .collect();
     let format = match present[..] {
         [one] => one,
@@ -59,99 +61,168 @@ pub fn check(body: &Value) -> Result<&'static str, Problem> {
             )))
         }
     };
-    let v = &top[format];
+    let v = top.get(format).expect("present");
     match format {
         "dataframe_split" => dataframe_split(v),
-        "dataframe_records" => array_of(format, v, "an object (one per row)", Value::is_object),
+        "dataframe_records" => array_of(format, v, "an object (one per row)", Kind::Object),
         "instances" => array(format, v).map(drop),
-        "inputs" if v.is_null() => Err(Problem::at(format, "must not be null")),
+        "inputs" if v.kind() == Kind::Null => Err(Problem::at(format, "must not be null")),
         "inputs" => Ok(()),
         "messages" => messages(v),
-        "prompt" => match v {
-            Value::String(_) => Ok(()),
-            Value::Array(_) => array_of(format, v, "a string", Value::is_string),
-            _ => Err(Problem::at(
+        "prompt" => match v.kind() {
+            Kind::String => Ok(()),
+            Kind::Array => array_of(format, v, "a string", Kind::String),
+            k => Err(Problem::at(
                 format,
-                format!("must be a string or an array of strings; got {}", kind(v)),
+                format!(
+                    "must be a string or an array of strings; got {}",
+                    k.described()
+                ),
             )),
         },
-        _ => match v {
-            Value::String(_) => Ok(()),
-            Value::Array(a) if a.is_empty() => Err(Problem::at(format, "must not be empty")),
-            Value::Array(_) => Ok(()),
-            _ => Err(Problem::at(
+        _ => match v.kind() {
+            Kind::String => Ok(()),
+            Kind::Array if v.is_empty() => Err(Problem::at(format, "must not be empty")),
+            Kind::Array => Ok(()),
+            k => Err(Problem::at(
                 format,
-                format!("must be a string or an array; got {}", kind(v)),
+                format!("must be a string or an array; got {}", k.described()),
             )),
         },
     }?;
     Ok(format)
 }
 
+/// The JSON type of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl Kind {
+    /// As messages say it.
+    pub fn described(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        }
+    }
+}
+
+/// What the format check reads of a JSON value: a [`Value`], or a
+/// [`Skeleton`](super::skeleton::Skeleton) (which holds only what this module reads).
+pub trait Node: Sized {
+    fn kind(&self) -> Kind;
+    /// An object's member.
+    fn get(&self, key: &str) -> Option<&Self>;
+    /// An array's items.
+    fn items(&self) -> &[Self];
+    /// An array's length.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// An object's first key (in key order) that is not in `allowed`.
+    fn other_key(&self, allowed: &[&str]) -> Option<&str>;
+}
+
+impl Node for Value {
+    fn kind(&self) -> Kind {
+        match self {
+            Value::Null => Kind::Null,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(_) => Kind::Number,
+            Value::String(_) => Kind::String,
+            Value::Array(_) => Kind::Array,
+            Value::Object(_) => Kind::Object,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.get(key)
+    }
+
+    fn items(&self) -> &[Value] {
+        self.as_array().map_or(&[], Vec::as_slice)
+    }
+
+    fn len(&self) -> usize {
+        self.as_array().map_or(0, Vec::len)
+    }
+
+    fn other_key(&self, allowed: &[&str]) -> Option<&str> {
+        self.as_object()?
+            .keys()
+            .map(String::as_str)
+            .find(|k| !allowed.contains(k))
+    }
+}
+
 fn list() -> String {
     FORMATS.join(", ")
 }
 
-/// The JSON type of `v`, for messages.
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+fn array<'v, N: Node>(key: &str, v: &'v N) -> Result<&'v [N], Problem> {
+    match v.kind() {
+        Kind::Array => Ok(v.items()),
+        k => Err(Problem::at(
+            key,
+            format!("must be an array; got {}", k.described()),
+        )),
     }
 }
 
-fn array<'v>(key: &str, v: &'v Value) -> Result<&'v [Value], Problem> {
-    v.as_array()
-        .map(Vec::as_slice)
-        .ok_or_else(|| Problem::at(key, format!("must be an array; got {}", kind(v))))
-}
-
-/// `key` is an array whose every item passes `ok` (described as `what`).
-fn array_of(key: &str, v: &Value, what: &str, ok: fn(&Value) -> bool) -> Result<(), Problem> {
+/// `key` is an array whose every item is of kind `ok` (described as `what`).
+fn array_of<N: Node>(key: &str, v: &N, what: &str, ok: Kind) -> Result<(), Problem> {
     for (i, item) in array(key, v)?.iter().enumerate() {
-        if !ok(item) {
+        if item.kind() != ok {
             return Err(sub(
                 key,
                 &format!("[{i}]"),
-                format!("must be {what}; got {}", kind(item)),
+                format!("must be {what}; got {}", item.kind().described()),
             ));
         }
     }
     Ok(())
 }
 
-fn dataframe_split(v: &Value) -> Result<(), Problem> {
+/// The keys of `dataframe_split`.
+pub(super) const SPLIT_KEYS: [&str; 3] = ["columns", "data", "index"];
+
+fn dataframe_split<N: Node>(split: &N) -> Result<(), Problem> {
     const KEY: &str = "dataframe_split";
-    let Value::Object(split) = v else {
+    if split.kind() != Kind::Object {
         return Err(Problem::at(
             KEY,
             format!(
                 "must be an object with `columns` and `data`; got {}",
-                kind(v)
+                split.kind().described()
             ),
         ));
-    };
-    if let Some(other) = split
-        .keys()
-        .find(|k| !matches!(k.as_str(), "columns" | "data" | "index"))
-    {
+    }
+    if let Some(other) = split.other_key(&SPLIT_KEYS) {
         return Err(Problem::at(
             KEY,
             format!("unexpected field {other:?} (allowed: columns, data, index)"),
         ));
     }
-    let field = |name: &str| -> Result<Option<&Vec<Value>>, Problem> {
+    let field = |name: &str| -> Result<Option<&N>, Problem> {
         match split.get(name) {
             None => Ok(None),
-            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(a) if a.kind() == Kind::Array => Ok(Some(a)),
             Some(other) => Err(sub(
                 KEY,
                 name,
-                format!("must be an array; got {}", kind(other)),
+                format!("must be an array; got {}", other.kind().described()),
             )),
         }
     };
@@ -161,15 +232,13 @@ fn dataframe_split(v: &Value) -> Result<(), Problem> {
         return Err(Problem::at(KEY, "missing field `data`"));
     };
     if let Some(cols) = columns {
-        for (i, row) in data.iter().enumerate() {
-            if let Value::Array(cells) = row {
-                if cells.len() != cols.len() {
-                    return Err(sub(
-                        KEY,
-                        &format!("data[{i}]"),
-                        format!("has {} values for {} columns", cells.len(), cols.len()),
-                    ));
-                }
+        for (i, row) in data.items().iter().enumerate() {
+            if row.kind() == Kind::Array && row.len() != cols.len() {
+                return Err(sub(
+                    KEY,
+                    &format!("data[{i}]"),
+                    format!("has {} values for {} columns", row.len(), cols.len()),
+                ));
             }
         }
     }
@@ -189,31 +258,31 @@ fn dataframe_split(v: &Value) -> Result<(), Problem> {
     Ok(())
 }
 
-fn messages(v: &Value) -> Result<(), Problem> {
+fn messages<N: Node>(v: &N) -> Result<(), Problem> {
     const KEY: &str = "messages";
     let items = array(KEY, v)?;
     if items.is_empty() {
         return Err(Problem::at(KEY, "must not be empty"));
     }
     for (i, m) in items.iter().enumerate() {
-        let Value::Object(m) = m else {
+        if m.kind() != Kind::Object {
             return Err(sub(
                 KEY,
                 &format!("[{i}]"),
                 format!(
                     "must be an object with `role` and `content`; got {}",
-                    kind(m)
+                    m.kind().described()
                 ),
             ));
-        };
+        }
         role(m).map_err(|why| sub(KEY, &format!("[{i}].role"), why.into()))?;
     }
     Ok(())
 }
 
-fn role(m: &Map<String, Value>) -> Result<(), &'static str> {
-    match m.get("role") {
-        Some(Value::String(_)) => Ok(()),
+fn role<N: Node>(m: &N) -> Result<(), &'static str> {
+    match m.get("role").map(Node::kind) {
+        Some(Kind::String) => Ok(()),
         Some(_) => Err("must be a string"),
         None => Err("missing (e.g. \"user\", \"assistant\", \"system\")"),
     }

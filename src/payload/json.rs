@@ -4,48 +4,191 @@
 //! other parsers differently) and what is unbounded (nesting deeper than a limit).
 //!
 //! Tokens come from `jiter` (pydantic's JSON iterator: strings, escapes, numbers and positions
-//! are its); this module builds the [`Value`] and owns the three refusals and the error path.
-//! A non-finite number is kept for the format and schema checks as a number:
-//! `NaN` as 0 and `±Infinity` as `±f64::MAX` (documented in docs/payload.md).
+//! are its); this module owns the three refusals and the error path ([`Strict`]), and either
+//! builds the [`Value`] ([`parse`], for a JSON Schema) or only the little the input-format
+//! check reads ([`scan`], a [`Skeleton`]): without a schema, no string, number or container
+//! of the body is copied. A non-finite number is kept for the format and schema checks as a
+//! number: `NaN` as 0 and `±Infinity` as `±f64::MAX` (documented in docs/payload.md).
+
+use std::collections::HashSet;
 
 use jiter::{Jiter, JiterError, NumberAny, NumberInt, Peek};
 use serde_json::{Map, Number, Value};
 
 use super::path::{Path, Problem};
+use super::skeleton::{Keep, Skeleton};
 
 /// Deepest nesting of arrays and objects a body may have (the top-level value is depth 1).
 pub const MAX_DEPTH: usize = 64;
 
+/// Keys of one object compared one by one up to this many; past it, through a hash set.
+const LINEAR_KEYS: usize = 16;
+
 /// Parse `body` as one JSON value (surrounding whitespace allowed), refusing duplicate keys and
 /// nesting deeper than `max_depth`.
 pub fn parse(body: &[u8], max_depth: usize) -> Result<Value, Problem> {
-    let mut p = Parser {
-        j: Jiter::new(body).with_allow_inf_nan(),
-        path: Path::default(),
-        max_depth,
-    };
-    let peek = p.j.peek().map_err(|e| p.syntax(&e))?;
-    let v = p.value(peek, 1)?;
-    p.j.finish().map_err(|e| p.syntax(&e))?;
-    Ok(v)
+    Strict::run(body, max_depth, |s, peek| s.value(peek, 1))
 }
 
-struct Parser<'j> {
+/// [`parse`]'s checks, keeping only what the input-format check reads.
+pub fn scan(body: &[u8], max_depth: usize) -> Result<Skeleton, Problem> {
+    Strict::run(body, max_depth, |s, peek| s.skeleton(peek, 1, Keep::Body))
+}
+
+/// One step of the path to where the parser is (rendered only for a refusal).
+#[derive(Clone, Copy)]
+enum Seg {
+    Index(usize),
+    /// The key at this index of [`Strict::keys`].
+    Key(usize),
+}
+
+/// The strict parser: jiter's tokens, the depth bound, duplicate keys, and where it is.
+struct Strict<'j> {
     j: Jiter<'j>,
-    path: Path,
     max_depth: usize,
+    path: Vec<Seg>,
+    /// The keys of the objects being read, back to back in `text` (`spans` index it).
+    text: String,
+    spans: Vec<(usize, usize)>,
 }
 
-impl Parser<'_> {
+impl<'j> Strict<'j> {
+    fn run<T>(
+        body: &'j [u8],
+        max_depth: usize,
+        top: impl FnOnce(&mut Self, Peek) -> Result<T, Problem>,
+    ) -> Result<T, Problem> {
+        let mut s = Strict {
+            j: Jiter::new(body).with_allow_inf_nan(),
+            max_depth,
+            path: Vec::new(),
+            text: String::new(),
+            spans: Vec::new(),
+        };
+        let peek = s.j.peek().map_err(|e| s.syntax(&e))?;
+        let v = top(&mut s, peek)?;
+        s.j.finish().map_err(|e| s.syntax(&e))?;
+        Ok(v)
+    }
+
+    fn key_text(&self, i: usize) -> &str {
+        let (a, b) = self.spans[i];
+        &self.text[a..b]
+    }
+
+    /// The key of the member being read.
+    fn key(&self) -> &str {
+        self.key_text(self.spans.len() - 1)
+    }
+
+    fn problem(&self, message: String) -> Problem {
+        let mut path = Path::default();
+        for seg in &self.path {
+            match *seg {
+                Seg::Index(i) => path.push_index(i),
+                Seg::Key(k) => path.push_key(self.key_text(k)),
+            }
+        }
+        Problem::new(&path, message)
+    }
+
     fn syntax(&self, e: &JiterError) -> Problem {
         let pos = self.j.error_position(e.index);
-        Problem::new(
-            &self.path,
-            format!(
-                "the body is not valid JSON (line {}, column {}): {}",
-                pos.line, pos.column, e.error_type
-            ),
-        )
+        self.problem(format!(
+            "the body is not valid JSON (line {}, column {}): {}",
+            pos.line, pos.column, e.error_type
+        ))
+    }
+
+    fn deeper(&self, depth: usize) -> Result<(), Problem> {
+        if depth > self.max_depth {
+            return Err(self.problem(format!("nested deeper than {} levels", self.max_depth)));
+        }
+        Ok(())
+    }
+
+    /// A scalar, checked and dropped; `Some(peek)` for an array or object, still to be read.
+    fn scalar(&mut self, peek: Peek) -> Result<Option<Peek>, Problem> {
+        match peek {
+            Peek::Null => self.j.known_null(),
+            Peek::True | Peek::False => self.j.known_bool(peek).map(drop),
+            Peek::String => self.j.known_str().map(drop),
+            Peek::Array | Peek::Object => return Ok(Some(peek)),
+            _ => self.j.known_number(peek).map(drop),
+        }
+        .map_err(|e| self.syntax(&e))?;
+        Ok(None)
+    }
+
+    /// The items of an array (its `[` next), each handed to `item` with its peek and index.
+    fn array(
+        &mut self,
+        depth: usize,
+        mut item: impl FnMut(&mut Self, Peek, usize) -> Result<(), Problem>,
+    ) -> Result<usize, Problem> {
+        self.deeper(depth)?;
+        let mut next = self.j.known_array().map_err(|e| self.syntax(&e))?;
+        let mut i = 0;
+        while let Some(peek) = next {
+            self.path.push(Seg::Index(i));
+            item(self, peek, i)?;
+            self.path.pop();
+            i += 1;
+            next = self.j.array_step().map_err(|e| self.syntax(&e))?;
+        }
+        Ok(i)
+    }
+
+    /// The members of an object (its `{` next), each handed to `member` with its value's peek
+    /// (the key is [`Strict::key`]); a key seen before in the object is refused.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, Peek) -> Result<(), Problem>,
+    ) -> Result<usize, Problem> {
+        self.deeper(depth)?;
+        let (first_span, first_byte) = (self.spans.len(), self.text.len());
+        let mut many: Option<HashSet<Box<str>>> = None;
+        let mut key = match self.j.known_object() {
+            Ok(k) => k.map(|k| push_key(&mut self.text, &mut self.spans, k)),
+            Err(e) => return Err(self.syntax(&e)),
+        };
+        let mut n = 0;
+        while key.is_some() {
+            n += 1;
+            let k = self.spans.len() - 1;
+            self.path.push(Seg::Key(k));
+            if self.seen_before(first_span, &mut many) {
+                return Err(self.problem("duplicate key".to_string()));
+            }
+            let peek = self.j.peek().map_err(|e| self.syntax(&e))?;
+            member(self, peek)?;
+            self.path.pop();
+            key = match self.j.next_key() {
+                Ok(k) => k.map(|k| push_key(&mut self.text, &mut self.spans, k)),
+                Err(e) => return Err(self.syntax(&e)),
+            };
+        }
+        self.spans.truncate(first_span);
+        self.text.truncate(first_byte);
+        Ok(n)
+    }
+
+    /// Whether the last key pushed is one of the object's earlier ones (those from `first`).
+    fn seen_before(&self, first: usize, many: &mut Option<HashSet<Box<str>>>) -> bool {
+        let last = self.spans.len() - 1;
+        let key = self.key_text(last);
+        if let Some(set) = many {
+            return !set.insert(key.into());
+        }
+        if last - first < LINEAR_KEYS {
+            return (first..last).any(|i| self.key_text(i) == key);
+        }
+        let set: HashSet<Box<str>> = (first..=last).map(|i| self.key_text(i).into()).collect();
+        let dup = set.len() <= last - first;
+        *many = Some(set);
+        dup
     }
 
     fn value(&mut self, peek: Peek, depth: usize) -> Result<Value, Problem> {
@@ -53,55 +196,83 @@ impl Parser<'_> {
             Peek::Null => self.j.known_null().map(|()| Value::Null),
             Peek::True | Peek::False => self.j.known_bool(peek).map(Value::Bool),
             Peek::String => self.j.known_str().map(|s| Value::String(s.to_owned())),
-            Peek::Array => return self.array(depth),
-            Peek::Object => return self.object(depth),
+            Peek::Array => {
+                let mut items = Vec::new();
+                self.array(depth, |s, peek, _| {
+                    items.push(s.value(peek, depth + 1)?);
+                    Ok(())
+                })?;
+                return Ok(Value::Array(items));
+            }
+            Peek::Object => {
+                let mut map = Map::new();
+                self.object(depth, |s, peek| {
+                    let k = s.key().to_owned();
+                    map.insert(k, s.value(peek, depth + 1)?);
+                    Ok(())
+                })?;
+                return Ok(Value::Object(map));
+            }
             _ => self.j.known_number(peek).map(number),
         }
         .map_err(|e| self.syntax(&e))
     }
 
-    fn deeper(&self, depth: usize) -> Result<(), Problem> {
-        if depth > self.max_depth {
-            return Err(Problem::new(
-                &self.path,
-                format!("nested deeper than {} levels", self.max_depth),
-            ));
+    /// A value checked and dropped.
+    fn skip(&mut self, peek: Peek, depth: usize) -> Result<(), Problem> {
+        match self.scalar(peek)? {
+            None => Ok(()),
+            Some(Peek::Array) => self
+                .array(depth, |s, peek, _| s.skip(peek, depth + 1))
+                .map(drop),
+            Some(_) => self
+                .object(depth, |s, peek| s.skip(peek, depth + 1))
+                .map(drop),
         }
-        Ok(())
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, Problem> {
-        self.deeper(depth)?;
-        let mut items = Vec::new();
-        let mut next = self.j.known_array().map_err(|e| self.syntax(&e))?;
-        while let Some(peek) = next {
-            self.path.push_index(items.len());
-            items.push(self.value(peek, depth + 1)?);
-            self.path.pop();
-            next = self.j.array_step().map_err(|e| self.syntax(&e))?;
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn object(&mut self, depth: usize) -> Result<Value, Problem> {
-        self.deeper(depth)?;
-        let mut map = Map::new();
-        let first = self.j.known_object().map(|k| k.map(str::to_owned));
-        let mut key = first.map_err(|e| self.syntax(&e))?;
-        while let Some(k) = key {
-            self.path.push_key(&k);
-            if map.contains_key(&k) {
-                return Err(Problem::new(&self.path, "duplicate key".to_string()));
+    /// A value checked, with what `keep` says the format check reads of it.
+    fn skeleton(&mut self, peek: Peek, depth: usize, keep: Keep) -> Result<Skeleton, Problem> {
+        let mut out = Skeleton::of(peek);
+        match self.scalar(peek)? {
+            None => {}
+            Some(Peek::Array) => {
+                let items = keep.items();
+                let len = self.array(depth, |s, peek, _| match items {
+                    Some(k) => {
+                        out.items.push(s.skeleton(peek, depth + 1, k)?);
+                        Ok(())
+                    }
+                    None => s.skip(peek, depth + 1),
+                })?;
+                out.len = len;
             }
-            let peek = self.j.peek().map_err(|e| self.syntax(&e))?;
-            let v = self.value(peek, depth + 1)?;
-            self.path.pop();
-            map.insert(k, v);
-            let next = self.j.next_key().map(|k| k.map(str::to_owned));
-            key = next.map_err(|e| self.syntax(&e))?;
+            Some(_) => {
+                let len = self.object(depth, |s, peek| match keep.member(s.key()) {
+                    Some((name, k)) => {
+                        let v = s.skeleton(peek, depth + 1, k)?;
+                        out.fields.push((name, v));
+                        Ok(())
+                    }
+                    None => {
+                        if keep.notes_other_keys() {
+                            out.note_other(s.key());
+                        }
+                        s.skip(peek, depth + 1)
+                    }
+                })?;
+                out.len = len;
+            }
         }
-        Ok(Value::Object(map))
+        Ok(out)
     }
+}
+
+/// Copy key `k` to the end of `text` and record its span.
+fn push_key(text: &mut String, spans: &mut Vec<(usize, usize)>, k: &str) {
+    let start = text.len();
+    text.push_str(k);
+    spans.push((start, text.len()));
 }
 
 /// A parsed number as JSON: integers exactly (big ones as floats), non-finite floats as the
@@ -191,6 +362,8 @@ mod tests {
         assert!(e.ends_with("nested deeper than 64 levels"), "{e}");
         // Far deeper than any stack would allow without the bound: refused, no overflow.
         assert!(parse(deep(1_000_000).as_bytes(), MAX_DEPTH).is_err());
+        let e = scan(deep(1_000_000).as_bytes(), MAX_DEPTH).unwrap_err();
+        assert!(e.message.ends_with("nested deeper than 64 levels"), "{e}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! | module | does |
 //! |---|---|
-//! | `json.rs` | strict JSON: duplicate keys and depth refused, `NaN`/`Infinity` accepted ([`json::parse`]) |
-//! | `formats.rs` | Databricks serving's input formats ([`formats::check`]) |
+//! | `json.rs` | strict JSON: duplicate keys and depth refused, `NaN`/`Infinity` accepted ([`json::parse`] to a `Value`, [`json::scan`] without one) |
+//! | `formats.rs` | Databricks serving's input formats ([`formats::check`], on a `Value` or a [`Skeleton`]) |
+//! | `skeleton.rs` | what the format check reads of a body, when no schema needs the whole of it ([`Skeleton`]) |
 //! | `schema.rs` | JSON Schema (draft 2020-12) from a file or an endpoint's OpenAPI document ([`Schema`]) |
 //! | `path.rs` | where a problem is (`dataframe_split.data[3][1]`) ([`Problem`]) |
 //!
@@ -16,6 +17,7 @@ pub mod formats;
 pub mod json;
 mod path;
 mod schema;
+mod skeleton;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use serde_json::Value;
 
 pub use path::Problem;
 pub use schema::{schema_from_openapi, Schema};
+pub use skeleton::Skeleton;
 
 /// `payload = "serving"` and its keys on one rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,16 +119,26 @@ pub fn check(settings: &Settings, schema: Option<&Schema>, body: &Body<'_>) -> O
 /// A body that passed everything but the schema.
 #[derive(Debug)]
 pub struct Parsed {
-    value: Value,
+    /// The body as a `Value`: kept when the rule has a schema (`payload_schema`), else `None`
+    /// (the body was only scanned).
+    value: Option<Value>,
     format: &'static str,
 }
 
 impl Parsed {
     /// The schema check (`None`: none), and the outcome.
     pub fn finish(self, schema: Option<&Schema>) -> Outcome {
-        match schema.map(|s| s.validate(&self.value)) {
-            Some(Err(p)) => Outcome::Invalid(p),
-            _ => Outcome::Valid(self.format),
+        match (schema, &self.value) {
+            (None, _) => Outcome::Valid(self.format),
+            (Some(s), Some(v)) => match s.validate(v) {
+                Ok(()) => Outcome::Valid(self.format),
+                Err(p) => Outcome::Invalid(p),
+            },
+            // Not reached: `precheck` keeps the value whenever the rule has a schema. Were it
+            // ever, the body is refused rather than passed unchecked.
+            (Some(_), None) => Outcome::Invalid(Problem::body(
+                "the gateway did not keep this body for its schema check",
+            )),
         }
     }
 }
@@ -154,25 +167,37 @@ pub fn precheck(settings: &Settings, body: &Body<'_>) -> Result<Parsed, Outcome>
     if let Some(ct) = body.content_type {
         json_content_type(ct).map_err(|why| Outcome::Invalid(Problem::body(why)))?;
     }
-    parse(body.bytes).map_err(Outcome::Invalid)
+    parse(body.bytes, settings.schema.is_some()).map_err(Outcome::Invalid)
 }
 
-/// The body parsed strictly and in one of the input formats.
-fn parse(bytes: &[u8]) -> Result<Parsed, Problem> {
+/// The body parsed strictly and in one of the input formats; into a `Value` when a schema
+/// is to be applied (`tree`), else only scanned (no copy of its strings, numbers and
+/// containers is made: [`json::scan`]). Both judge every body alike.
+fn parse(bytes: &[u8], tree: bool) -> Result<Parsed, Problem> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::body("the body is empty; send a JSON object"));
     }
+    if !tree {
+        let format = formats::check(&json::scan(bytes, json::MAX_DEPTH)?)?;
+        return Ok(Parsed {
+            value: None,
+            format,
+        });
+    }
     let value = json::parse(bytes, json::MAX_DEPTH)?;
     let format = formats::check(&value)?;
-    Ok(Parsed { value, format })
+    Ok(Parsed {
+        value: Some(value),
+        format,
+    })
 }
 
 /// [`check`] without the size and content-type checks: the body parsed strictly, in one of
 /// the input formats, valid against `schema` if any (benchmarks, fuzzing).
 pub fn check_json(bytes: &[u8], schema: Option<&Schema>) -> Result<&'static str, Problem> {
-    let parsed = parse(bytes)?;
-    if let Some(s) = schema {
-        s.validate(&parsed.value)?;
+    let parsed = parse(bytes, schema.is_some())?;
+    if let (Some(s), Some(v)) = (schema, &parsed.value) {
+        s.validate(v)?;
     }
     Ok(parsed.format)
 }

@@ -120,3 +120,90 @@ fn schema_is_applied_after_the_format() {
         matches!(check(&s, Some(&schema), &body(br#"{"x": 1}"#)), Outcome::Invalid(p) if p.message.contains("input fields"))
     );
 }
+
+/// Without a schema the body is only scanned ([`json::scan`]); with one it is parsed into a
+/// `Value` ([`json::parse`]). Both must judge every body the same, message and path included.
+fn same_without_and_with_a_tree(b: &[u8]) {
+    let accept_all = Schema::compile("all", json!({})).unwrap();
+    assert_eq!(
+        check_json(b, None),
+        check_json(b, Some(&accept_all)),
+        "{}",
+        String::from_utf8_lossy(b)
+    );
+}
+
+#[test]
+fn scanning_judges_as_parsing() {
+    for b in [
+        r#"{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}}"#,
+        r#"{"dataframe_split": {"data": [[1, 2], {"x": 1}, [3]], "columns": ["a", "b"]}}"#,
+        r#"{"dataframe_split": {"data": [[1], [1, 2]], "columns": ["a"], "index": [0]}}"#,
+        r#"{"dataframe_split": {"zz": 1, "data": [], "b": 2, "columns": 3}}"#,
+        r#"{"dataframe_split": {"columns": 1, "index": "x"}}"#,
+        r#"{"dataframe_split": {"index": [1], "data": [[1]]}}"#,
+        r#"{"dataframe_split": {"columns": []}}"#,
+        r#"{"dataframe_split": []}"#,
+        r#"{"dataframe_records": [{"a": 1}, [1], {"b": 2}]}"#,
+        r#"{"dataframe_records": {"a": 1}}"#,
+        r#"{"instances": [[1, 2]], "params": {"x": [1, {"y": null}]}}"#,
+        r#"{"instances": {"a": 1}}"#,
+        r#"{"inputs": null}"#,
+        r#"{"inputs": {"a": [1, NaN, -Infinity]}}"#,
+        r#"{"messages": [{"role": "user", "content": "hi"}, {"content": "x"}]}"#,
+        r#"{"messages": [{"role": 1}]}"#,
+        r#"{"messages": [1]}"#,
+        r#"{"messages": []}"#,
+        r#"{"prompt": ["a", 2]}"#,
+        r#"{"prompt": 2}"#,
+        r#"{"input": []}"#,
+        r#"{"input": 1.5e999}"#,
+        r#"{"input": "x", "prompt": "y"}"#,
+        r#"{"params": 1}"#,
+        r#"[1, 2]"#,
+        r#""text""#,
+        r#"{"inputs": [1], "inputs": [2]}"#,
+        r#"{"inputs": {"a": 1, "b": 2, "a": 3}}"#,
+        r#"{"inputs": [1, 2,]}"#,
+        r#"{"inputs": "\ud800"}"#,
+        r#"{"inputs": [1]} x"#,
+        "",
+        " \n",
+        "{\"a\\nb\": {\"\u{e9}\": [1, {\"0\": tru}]}}",
+    ] {
+        same_without_and_with_a_tree(b.as_bytes());
+    }
+    let deep = |n: usize| format!(r#"{{"inputs": {}{}}}"#, "[".repeat(n), "]".repeat(n));
+    same_without_and_with_a_tree(deep(63).as_bytes());
+    same_without_and_with_a_tree(deep(64).as_bytes());
+    // Objects past the linear duplicate search, with the duplicate at either end.
+    for (at, n) in [(0, 40), (39, 40), (16, 17), (5, 16)] {
+        let mut keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\": {i}")).collect();
+        keys.push(format!("\"k{at}\": 0"));
+        let b = format!(r#"{{"inputs": {{{}}}}}"#, keys.join(", "));
+        same_without_and_with_a_tree(b.as_bytes());
+        assert!(check_json(b.as_bytes(), None).is_err_and(|p| p.message == "duplicate key"));
+    }
+}
+
+proptest::proptest! {
+    /// Bodies built from the input formats' pieces, valid or not, judged the same.
+    #[test]
+    fn scanning_judges_random_bodies_as_parsing(parts in proptest::collection::vec(
+        proptest::prop_oneof![
+            proptest::strategy::Just("{"), proptest::strategy::Just("}"),
+            proptest::strategy::Just("["), proptest::strategy::Just("]"),
+            proptest::strategy::Just(","), proptest::strategy::Just(":"),
+            proptest::strategy::Just("\"dataframe_split\""), proptest::strategy::Just("\"data\""),
+            proptest::strategy::Just("\"columns\""), proptest::strategy::Just("\"index\""),
+            proptest::strategy::Just("\"messages\""), proptest::strategy::Just("\"role\""),
+            proptest::strategy::Just("\"prompt\""), proptest::strategy::Just("\"input\""),
+            proptest::strategy::Just("\"inputs\""), proptest::strategy::Just("\"dataframe_records\""),
+            proptest::strategy::Just("\"x\""), proptest::strategy::Just("1"),
+            proptest::strategy::Just("null"), proptest::strategy::Just("NaN"),
+        ],
+        0..40,
+    )) {
+        same_without_and_with_a_tree(parts.concat().as_bytes());
+    }
+}

@@ -62,6 +62,7 @@ pub use data_plane::serving_invocation;
 use data_plane::DataPlane;
 pub(crate) use failure::{sanitize_description, shown_url};
 pub use failure::{Failure, Outcome, Side};
+pub use openapi::EndpointSchema;
 pub(crate) use secret::{read_secret_file, Secret};
 use static_token::StaticToken;
 use token_exchange::TokenExchange;
@@ -411,7 +412,7 @@ impl Broker {
         endpoint: &str,
         authorization: &str,
         now: Instant,
-    ) -> Result<Arc<crate::payload::Schema>, Arc<str>> {
+    ) -> Result<EndpointSchema, Arc<str>> {
         let up = self
             .upstreams
             .get(upstream)
@@ -652,7 +653,7 @@ impl Upstream {
         let schemas = c
             .workspace_url
             .as_ref()
-            .map(|w| openapi::EndpointSchemas::new(w, c.timeout.0, c.cache_size));
+            .map(|w| openapi::EndpointSchemas::new(w, c.timeout.0, c.cache_size, c.schema_times));
         let http = match &c.ca_file {
             Some(f) => Some(
                 crate::outbound::client_trusting(f.path())

@@ -34,7 +34,9 @@
 //!   with `route_optimized`, `endpoint_url` and `data_plane_info.query_info` for route-optimized
 //!   endpoints; 404 `RESOURCE_DOES_NOT_EXIST` for unknown names; counted per name.
 //! - `GET /api/2.0/serving-endpoints/{name}/openapi` (Bearer workspace token): the endpoint's
-//!   OpenAPI document when the test gave it a request schema (`set_request_schema`), else 404.
+//!   OpenAPI document when the test gave it a request schema (`set_request_schema`, which
+//!   also replaces it), else 404; 500/503 while `fail_openapi` says so; 403
+//!   `PERMISSION_DENIED` for a token exchanged for a subject given to `deny_openapi`.
 //! - `POST /serving-endpoints/{name}/invocations` (Bearer workspace token) for classic
 //!   endpoints: `{"predictions": [...]}` naming the endpoint and echoing the request body.
 //!   A route-optimized endpoint refuses it (400, see [`rest`]).
@@ -115,6 +117,10 @@ struct Knobs {
     refused_subjects: HashSet<String>,
     /// Static workspace tokens (PATs) the REST API accepts besides issued ones.
     pats: HashSet<String>,
+    /// Answer every OpenAPI document request with this 5xx status.
+    openapi_fail: Option<u16>,
+    /// Subject tokens whose exchanged tokens may not read OpenAPI documents (403).
+    openapi_denied: HashSet<String>,
 }
 
 /// What kind of token this fake issued.
@@ -545,6 +551,24 @@ impl FakeDatabricks {
     /// whose invocation request body has this JSON Schema ([`openapi_document`]).
     pub fn set_request_schema(&self, name: &str, schema: serde_json::Value) {
         self.ws().request_schemas.insert(name.to_string(), schema);
+    }
+
+    /// Answer every `GET .../openapi` with `Some(status)` (500 `INTERNAL_ERROR` or 503
+    /// `TEMPORARILY_UNAVAILABLE`, as Databricks' JSON error) until called with `None`.
+    pub fn fail_openapi(&self, status: Option<u16>) {
+        assert!(
+            status.is_none_or(|s| s == 500 || s == 503),
+            "fail_openapi takes 500 or 503"
+        );
+        self.knobs().openapi_fail = status;
+    }
+
+    /// Refuse `GET .../openapi` (403 `PERMISSION_DENIED`) to tokens exchanged for this subject
+    /// token (a caller without the endpoint's permission).
+    pub fn deny_openapi(&self, subject_token: &str) {
+        self.knobs()
+            .openapi_denied
+            .insert(subject_token.to_string());
     }
 
     /// Removes an endpoint (later lookups answer 404).

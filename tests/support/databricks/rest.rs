@@ -331,7 +331,7 @@ async fn get_endpoint(
 
 /// `GET /api/2.0/serving-endpoints/{name}/openapi`: the endpoint's OpenAPI document, as
 /// Databricks derives it from the model signature (set with `set_request_schema`; 404 for an
-/// endpoint without one).
+/// endpoint without one); the failures `fail_openapi` and `deny_openapi` ask for.
 async fn get_openapi(
     State(ctx): State<Ctx>,
     ConnectInfo(conn): ConnectInfo<Conn>,
@@ -342,19 +342,57 @@ async fn get_openapi(
 ) -> Response {
     let resp = match workspace_auth(&ctx.st, &headers) {
         Err(why) => unauthenticated(why),
-        Ok(_) => {
-            let ws = ctx.st.ws.lock().unwrap();
-            match (ws.endpoints.get(&name), ws.request_schemas.get(&name)) {
-                (Some(_), Some(schema)) => json(super::openapi_document(&name, schema)),
-                _ => error(
-                    StatusCode::NOT_FOUND,
-                    "RESOURCE_DOES_NOT_EXIST",
-                    &format!("No OpenAPI schema for endpoint '{name}'."),
-                ),
-            }
-        }
+        Ok(token) => openapi(&ctx.st, &name, &token),
     };
     record(&ctx, &conn, &method, &uri, &headers, &[], resp)
+}
+
+fn openapi(st: &FakeState, name: &str, token: &str) -> Response {
+    let subject = st
+        .counts
+        .lock()
+        .unwrap()
+        .issued
+        .get(token)
+        .and_then(|i| i.subject.clone());
+    let (fail, denied) = {
+        let k = st.knobs.lock().unwrap();
+        let denied = subject.is_some_and(|s| k.openapi_denied.contains(&s));
+        (k.openapi_fail, denied)
+    };
+    match fail {
+        Some(500) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "Internal error.",
+            )
+        }
+        Some(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARILY_UNAVAILABLE",
+                "The service is temporarily unavailable.",
+            )
+        }
+        None => {}
+    }
+    if denied {
+        return error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            &format!("User does not have permission to query endpoint '{name}'."),
+        );
+    }
+    let ws = st.ws.lock().unwrap();
+    match (ws.endpoints.get(name), ws.request_schemas.get(name)) {
+        (Some(_), Some(schema)) => json(super::openapi_document(name, schema)),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_DOES_NOT_EXIST",
+            &format!("No OpenAPI schema for endpoint '{name}'."),
+        ),
+    }
 }
 
 /// `POST /serving-endpoints/{name}/invocations` on the workspace host.
