@@ -263,6 +263,7 @@ pub async fn serve_admin_with(
         let service = Tracked {
             inner: TowerToHyperService::new(app.clone()),
             slot: slot.shared.clone(),
+            table: table.clone(),
         };
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -337,7 +338,8 @@ const EVICTED: u64 = 1 << 63;
 struct ConnTable {
     max: usize,
     inner: Mutex<TableInner>,
-    /// Notified whenever a connection ends (the accept loop may be waiting for a slot).
+    /// Notified whenever a connection ends or goes idle (the accept loop may be waiting for a
+    /// slot).
     freed: Notify,
 }
 
@@ -436,6 +438,7 @@ impl Drop for Slot {
 struct Tracked<S> {
     inner: S,
     slot: Arc<AdminConn>,
+    table: Arc<ConnTable>,
 }
 
 impl<S, R> hyper::service::Service<R> for Tracked<S>
@@ -448,7 +451,7 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn call(&self, req: R) -> Self::Future {
-        let busy = Busy::enter(self.slot.clone());
+        let busy = Busy::enter(self.slot.clone(), self.table.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await;
@@ -458,20 +461,27 @@ where
     }
 }
 
-struct Busy(Arc<AdminConn>);
+struct Busy {
+    conn: Arc<AdminConn>,
+    table: Arc<ConnTable>,
+}
 
 impl Busy {
-    fn enter(c: Arc<AdminConn>) -> Busy {
-        c.state.fetch_add(1, Ordering::AcqRel);
-        c.last_active.store(now_ms(), Ordering::Relaxed);
-        Busy(c)
+    fn enter(conn: Arc<AdminConn>, table: Arc<ConnTable>) -> Busy {
+        conn.state.fetch_add(1, Ordering::AcqRel);
+        conn.last_active.store(now_ms(), Ordering::Relaxed);
+        Busy { conn, table }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.state.fetch_sub(1, Ordering::AcqRel);
-        self.0.last_active.store(now_ms(), Ordering::Relaxed);
+        self.conn.last_active.store(now_ms(), Ordering::Relaxed);
+        if self.conn.state.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Idle now: evictable. A connection waiting at the cap for every connection to
+            // be busy no more is admitted at once (not when this one closes).
+            self.table.freed.notify_one();
+        }
     }
 }
 
