@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
@@ -66,16 +66,47 @@ fn wait_unreachable(a: &Agent, why: &str) -> String {
     .unwrap_or_else(|| panic!("/ready never said {why:?}: {}\n{}", ready_body(a), a.log()))
 }
 
+/// A mock IdP and a password file (holding `password`) in a temporary directory. Fields drop
+/// in order: the IdP before its runtime.
+struct Env {
+    idp: MockIdp,
+    signer: Signer,
+    dir: tempfile::TempDir,
+    pw: PathBuf,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Env {
+    fn new(password: &str) -> Env {
+        let signer = Signer::rsa("k1");
+        let rt = background_runtime();
+        let idp = rt.block_on(MockIdp::start(&[&signer]));
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("redis-password");
+        std::fs::write(&pw, password).unwrap();
+        Env {
+            idp,
+            signer,
+            dir,
+            pw,
+            _rt: rt,
+        }
+    }
+
+    fn config(&self, shared: &str) -> String {
+        config(&self.idp, shared)
+    }
+
+    fn token(&self, sub: &str) -> String {
+        token(&self.signer, &self.idp, json!({ "sub": sub }))
+    }
+}
+
 #[test]
 fn agents_and_revoke_log_in_as_an_acl_user() {
-    let signer = Signer::rsa("k1");
-    let rt = background_runtime();
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let env = Env::new(&format!("{PASSWORD}\n"));
     let redis = protected_redis();
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("redis-password");
-    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    let cfg = config(&idp, &shared(&redis, &pw));
+    let cfg = env.config(&shared(&redis, &env.pw));
     let agents = [Agent::start(&cfg), Agent::start(&cfg)];
     for a in &agents {
         assert!(a.wait_ready(READY_TIMEOUT), "{}", a.log());
@@ -85,7 +116,7 @@ fn agents_and_revoke_log_in_as_an_acl_user() {
     let clients: String = redis.cmd(&["CLIENT", "LIST"]);
     assert!(clients.contains(&format!("user={USER}")), "{clients}");
 
-    let tok = token(&signer, &idp, json!({ "sub": "mallory" }));
+    let tok = env.token("mallory");
     for a in &agents {
         assert_allowed(&decide(a, &tok));
     }
@@ -113,14 +144,9 @@ fn agents_and_revoke_log_in_as_an_acl_user() {
 
 #[test]
 fn a_wrong_password_is_reported_and_a_corrected_file_is_taken_up() {
-    let signer = Signer::rsa("k1");
-    let rt = background_runtime();
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let env = Env::new(WRONG);
     let redis = protected_redis();
-    let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("redis-password");
-    std::fs::write(&pw, WRONG).unwrap();
-    let cfg = config(&idp, &shared(&redis, &pw));
+    let cfg = env.config(&shared(&redis, &env.pw));
     let agent = Agent::start(&cfg);
     assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
     let body = wait_unreachable(&agent, "authentication failed");
@@ -153,61 +179,54 @@ fn a_wrong_password_is_reported_and_a_corrected_file_is_taken_up() {
     assert!(members.is_empty(), "{members:?}");
 
     // Rotation: the right password in the file; the running agent logs in at its next try.
-    std::fs::write(&pw, format!("{PASSWORD}\r\n")).unwrap();
+    std::fs::write(&env.pw, format!("{PASSWORD}\r\n")).unwrap();
     wait_store(&agent, true, RECONNECT);
-    let tok = token(&signer, &idp, json!({ "sub": "eve" }));
+    let tok = env.token("eve");
     revoke(&agent, &["--subject", "eve", "--for", "1h"]);
     wait_revoked(&agent, &tok, PROPAGATION);
 }
 
 #[test]
 fn without_a_password_the_store_says_authentication_is_required() {
-    let signer = Signer::rsa("k1");
-    let rt = background_runtime();
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
+    let env = Env::new(PASSWORD);
     let redis = protected_redis();
-    let cfg = config(&idp, &format!("redis_url = \"{}\"", redis.url()));
+    let cfg = env.config(&format!("redis_url = \"{}\"", redis.url()));
     let agent = Agent::start(&cfg);
     assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
     wait_unreachable(&agent, "noauth");
     assert_eq!(agent.metric("idgate_shared_store_up", &[]), Some(0.0));
     // Serving goes on (revocations are an addition to token validation, not a gate on it).
-    let tok = token(&signer, &idp, json!({ "sub": "alice" }));
+    let tok = env.token("alice");
     assert_allowed(&decide(&agent, &tok));
 }
 
 #[test]
 fn tls_checks_the_servers_certificate_against_the_configured_ca() {
-    let signer = Signer::rsa("k1");
-    let rt = background_runtime();
-    let idp = rt.block_on(MockIdp::start(&[&signer]));
-    let dir = tempfile::tempdir().unwrap();
-    let certs = TestCerts::generate(dir.path(), "redis.fleet.internal");
+    let env = Env::new(PASSWORD);
+    let certs = TestCerts::generate(env.dir.path(), "redis.fleet.internal");
     let ca = certs.ca.clone();
     let redis = Redis::start_with(Some(auth()), Some(certs));
-    let pw = dir.path().join("redis-password");
-    std::fs::write(&pw, PASSWORD).unwrap();
     let with_ca = format!(
         "{}\nredis_ca_file = \"{}\"",
-        login(&redis.tls_url(), &pw),
+        login(&redis.tls_url(), &env.pw),
         ca.display()
     );
-    let agent = Agent::start(&config(&idp, &with_ca));
+    let agent = Agent::start(&env.config(&with_ca));
     assert!(agent.wait_ready(READY_TIMEOUT), "{}", agent.log());
     wait_store(&agent, true, RECONNECT);
-    let tok = token(&signer, &idp, json!({ "sub": "trudy" }));
+    let tok = env.token("trudy");
     revoke(&agent, &["--subject", "trudy", "--for", "1h"]);
     wait_revoked(&agent, &tok, PROPAGATION);
     let members: Vec<String> = redis.cmd(&["ZRANGE", "idgate:revocations", "0", "-1"]);
     assert_eq!(members.len(), 1, "{members:?}");
 
     // Without the CA the system's trust store does not know the test CA: no connection.
-    let no_ca = Agent::start(&config(&idp, &login(&redis.tls_url(), &pw)));
+    let no_ca = Agent::start(&env.config(&login(&redis.tls_url(), &env.pw)));
     assert!(no_ca.wait_ready(READY_TIMEOUT), "{}", no_ca.log());
     wait_unreachable(&no_ca, "certificate");
     // Plaintext to the TLS port: no connection either.
     let tls_port = redis.tls_url().replace("rediss://", "redis://");
-    let plain = Agent::start(&config(&idp, &login(&tls_port, &pw)));
+    let plain = Agent::start(&env.config(&login(&tls_port, &env.pw)));
     assert!(plain.wait_ready(READY_TIMEOUT), "{}", plain.log());
     wait_unreachable(&plain, "");
     assert_eq!(plain.metric("idgate_shared_store_up", &[]), Some(0.0));
