@@ -79,14 +79,13 @@ impl SharedConfig {
                 cx.push("shared.redis_ca_file", "needs a rediss:// redis_url (TLS)");
             }
         }
-        if let Some(f) = &mut self.redis_password_file {
-            if let Err(e) = f.resolve(&cx.dirs) {
-                cx.push("shared.redis_password_file", e);
-            }
-            if self.redis_url.is_none() {
-                cx.push("shared.redis_password_file", "needs shared.redis_url");
-            }
-        }
+        let has_url = self.redis_url.is_some();
+        resolve_redis_file(
+            &mut self.redis_password_file,
+            "redis_password_file",
+            has_url,
+            cx,
+        );
         if let Some(u) = &self.redis_username {
             if u.is_empty() || !u.bytes().all(|b| b.is_ascii_graphic()) {
                 cx.push(
@@ -98,14 +97,7 @@ impl SharedConfig {
                 cx.push("shared.redis_username", "needs shared.redis_password_file");
             }
         }
-        if let Some(f) = &mut self.key_file {
-            if let Err(e) = f.resolve(&cx.dirs) {
-                cx.push("shared.key_file", e);
-            }
-            if self.redis_url.is_none() {
-                cx.push("shared.key_file", "needs shared.redis_url");
-            }
-        }
+        resolve_redis_file(&mut self.key_file, "key_file", has_url, cx);
         if let Some(p) = &self.revocations_file {
             if !p.is_absolute() {
                 cx.push("shared.revocations_file", "must be an absolute path");
@@ -137,6 +129,18 @@ impl SharedConfig {
             username: self.redis_username.clone(),
             password_file: self.redis_password_file.clone(),
         })
+    }
+}
+
+/// A `[shared]` file that only Redis uses (`key`: its name): found where secret files are, and
+/// only with a `redis_url`.
+fn resolve_redis_file(file: &mut Option<SecretFile>, key: &str, has_url: bool, cx: &mut Cx<'_>) {
+    let Some(f) = file else { return };
+    if let Err(e) = f.resolve(&cx.dirs) {
+        cx.push(format!("shared.{key}"), e);
+    }
+    if !has_url {
+        cx.push(format!("shared.{key}"), "needs shared.redis_url");
     }
 }
 

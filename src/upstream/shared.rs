@@ -120,13 +120,11 @@ impl SharedCredentials {
         // Made at load: a password file that cannot be read is a configuration problem, and a
         // rotated password is taken up on reload (the revocation follower reads it again on
         // every reconnection).
+        // The error starts with the key it concerns (`redis_url`, `redis_password_file`,
+        // `redis_ca_file`).
         let client = crate::revocation::redis::redis_client(&target).map_err(|e| {
-            let key = if e.starts_with("redis_password_file") {
-                "shared.redis_password_file"
-            } else {
-                "shared.redis_url"
-            };
-            Problem::new(key, e)
+            let key = e.split([':', ' ']).next().unwrap_or("redis_url");
+            Problem::new(format!("shared.{key}"), e)
         })?;
         let derive = |label: &[u8]| {
             let k = hmac::Key::new(hmac::HMAC_SHA256, &master[..]);
